@@ -1,0 +1,316 @@
+"""Reading HDF5 face-crop sequences: end2you-visual files and End2You's own.
+
+:class:`SequenceFile` reads one file's index and serves windows of
+consecutive frames; :class:`WindowDataset` turns a set of files into
+fixed-length windows for training and evaluation (a PyTorch ``Dataset``).
+
+Frames are returned as they are stored, uint8 (T, S, S, 3) RGB: moving uint8
+to the GPU and converting there is the fast path (the model normalises).
+
+End2You files (datasets ``visual`` (T, n, 3, H, W) float32 and ``labels``
+(T, L)) are read as one sequence of T*n frames, each label row repeated for
+its n frames; their pixel values (0-255, or 0-1 when the file's maximum is
+at most 1) are converted to uint8.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .errors import InputError
+from .hdf5 import FORMAT_NAME, SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    """Where one sequence lies in its file."""
+
+    path: str
+    index: int
+    name: str
+    start: int
+    length: int
+    fps: float
+    source: str = ""
+    label_file: str = ""
+    metadata: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass
+class Clip:
+    """Consecutive frames of one sequence and their per-frame rows."""
+
+    frames: np.ndarray       # uint8 (T, S, S, 3)
+    labels: np.ndarray       # float32 (T, L)
+    timestamps: np.ndarray   # float64 (T,), seconds
+    face_found: np.ndarray   # bool (T,)
+    boxes: np.ndarray        # float32 (T, 4), NaN where unknown
+
+
+def _decode(values):
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+class SequenceFile:
+    """One HDF5 file of face-crop sequences, opened lazily per process.
+
+    Args:
+        path: an end2you-visual file (``docs/format.md``) or an End2You file.
+        end2you_fps: frame rate to assume for End2You files, which do not
+            store one (timestamps are then frame index / fps; NaN fps and
+            frame-index timestamps when not given).
+
+    Attributes: ``path``, ``format`` ("end2you-visual" or "end2you"),
+    ``label_names``, ``label_kind``, ``frame_size``, ``sequences``
+    (list of :class:`SequenceInfo`), ``n_frames``.
+    """
+
+    def __init__(self, path, end2you_fps=None):
+        self.path = Path(path)
+        self._h5 = None
+        self._pid = None
+        self._end2you_cache = None
+        self.end2you_fps = end2you_fps
+        if not self.path.is_file():
+            raise InputError(self.path, "no such HDF5 file")
+        try:
+            with h5py.File(self.path, "r") as h5:
+                self._read_index(h5)
+        except OSError as err:
+            raise InputError(self.path, f"not a readable HDF5 file ({err})") from err
+
+    def _read_index(self, h5):
+        if h5.attrs.get("format") == FORMAT_NAME:
+            self._read_index_native(h5)
+        elif "visual" in h5 and "labels" in h5:
+            self._read_index_end2you(h5)
+        else:
+            raise InputError(self.path, "neither an end2you-visual file (attribute "
+                             "format='end2you-visual') nor an End2You file "
+                             "(datasets 'visual' and 'labels')")
+
+    def _read_index_native(self, h5):
+        version = int(h5.attrs.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise InputError(self.path, f"schema version {version} is newer than this "
+                             f"reader's ({SCHEMA_VERSION}): upgrade end2you-visual")
+        if not h5.attrs.get("complete", False) or "sequences" not in h5:
+            raise InputError(self.path, "incomplete file (an interrupted write): "
+                             "generate it again")
+        self.format = FORMAT_NAME
+        self.label_names = json.loads(h5.attrs["label_names"])
+        self.label_kind = str(h5.attrs.get("label_kind", "none"))
+        self.frame_size = int(h5.attrs["frame_size"])
+        self.settings = json.loads(h5.attrs.get("settings", "{}"))
+        seq = h5["sequences"]
+        offsets = seq["offsets"][:]
+        names, sources = _decode(seq["name"][:]), _decode(seq["source"][:])
+        label_files, metas = _decode(seq["label_file"][:]), _decode(seq["metadata"][:])
+        fps = seq["fps"][:]
+        self.sequences = [
+            SequenceInfo(str(self.path), q, names[q], int(offsets[q]),
+                         int(offsets[q + 1] - offsets[q]), float(fps[q]), sources[q],
+                         label_files[q], json.loads(metas[q]))
+            for q in range(len(names))
+        ]
+
+    def _read_index_end2you(self, h5):
+        visual, labels = h5["visual"], h5["labels"]
+        if visual.ndim != 5 or visual.shape[2] != 3 or visual.shape[3] != visual.shape[4]:
+            raise InputError(self.path, f"End2You 'visual' must be (T, n, 3, H, H), "
+                             f"got {visual.shape}")
+        steps, per_step = visual.shape[:2]
+        if labels.shape[0] != steps:
+            raise InputError(self.path, f"End2You file has {steps} frame groups but "
+                             f"{labels.shape[0]} label rows")
+        names = h5.attrs.get("label_names")
+        n_labels = labels.shape[1] if labels.ndim == 2 else 1
+        self.format = "end2you"
+        self.label_names = (_decode(np.atleast_1d(names)) if names is not None
+                            else [f"label_{i}" for i in range(n_labels)])
+        self.label_kind = "continuous"
+        self.frame_size = int(visual.shape[3])
+        self.settings = {}
+        fps = float(self.end2you_fps) if self.end2you_fps else float("nan")
+        source = h5.attrs.get("data_file", "")
+        self.sequences = [SequenceInfo(str(self.path), 0, self.path.stem, 0,
+                                       steps * per_step, fps, str(source),
+                                       str(h5.attrs.get("label_file", "")),
+                                       {"frames_per_label": int(per_step)})]
+
+    @property
+    def n_frames(self):
+        return sum(s.length for s in self.sequences)
+
+    def _file(self):
+        # h5py handles must not cross a fork: reopen in each DataLoader worker.
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._h5
+
+    def close(self):
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_h5"] = None
+        return state
+
+    def read(self, seq=0, start=0, stop=None, frames=True):
+        """Rows ``start:stop`` of sequence ``seq`` (an index or a SequenceInfo).
+
+        ``frames=False`` skips the pixels (labels and masks only, cheap).
+        """
+        info = seq if isinstance(seq, SequenceInfo) else self.sequences[seq]
+        stop = info.length if stop is None else min(stop, info.length)
+        if not 0 <= start <= stop:
+            raise IndexError(f"{self.path}: rows {start}:{stop} outside sequence "
+                             f"{info.name!r} of length {info.length}")
+        if self.format == "end2you":
+            return self._read_end2you(info, start, stop, frames)
+        h5 = self._file()
+        a, b = info.start + start, info.start + stop
+        return Clip(
+            frames=h5["frames"][a:b] if frames else None,
+            labels=h5["labels"][a:b],
+            timestamps=h5["timestamps"][a:b],
+            face_found=h5["face_found"][a:b],
+            boxes=h5["boxes"][a:b],
+        )
+
+    def _read_end2you(self, info, start, stop, frames):
+        if self._end2you_cache is None:
+            h5 = self._file()
+            visual = h5["visual"][:]
+            steps, per_step = visual.shape[:2]
+            scale = 255.0 if visual.size and float(visual.max()) <= 1.0 else 1.0
+            pixels = np.clip(visual * scale, 0, 255).round().astype(np.uint8)
+            pixels = pixels.reshape(steps * per_step, 3, *visual.shape[3:]).transpose(0, 2, 3, 1)
+            labels = np.asarray(h5["labels"][:], np.float32).reshape(steps, -1)
+            self._end2you_cache = (np.ascontiguousarray(pixels),
+                                   np.repeat(labels, per_step, axis=0))
+        pixels, labels = self._end2you_cache
+        index = np.arange(start, stop, dtype=np.float64)
+        times = index / info.fps if np.isfinite(info.fps) else index
+        return Clip(frames=pixels[start:stop] if frames else None,
+                    labels=labels[start:stop], timestamps=times,
+                    face_found=np.ones(stop - start, bool),
+                    boxes=np.full((stop - start, 4), np.nan, np.float32))
+
+
+def find_files(paths):
+    """Expand files and folders (all ``*.h5`` / ``*.hdf5`` inside, sorted) to paths."""
+    found = []
+    for path in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in (".h5", ".hdf5"))
+        else:
+            found.append(path)
+    if not found:
+        raise InputError(paths if isinstance(paths, (str, Path)) else None,
+                         "no HDF5 files found")
+    return found
+
+
+def open_files(paths, end2you_fps=None):
+    """Open every HDF5 file in ``paths`` (files or folders) as SequenceFiles."""
+    return [SequenceFile(p, end2you_fps=end2you_fps) for p in find_files(paths)]
+
+
+def check_label_names(files, expected=None):
+    """The label names shared by ``files``; an InputError names a file that differs."""
+    names = list(expected) if expected is not None else files[0].label_names
+    for f in files:
+        if f.label_names != names:
+            missing = [n for n in names if n not in f.label_names]
+            raise InputError(f.path, f"label names {f.label_names} do not match "
+                             f"{names}" + (f" (missing {missing})" if missing else ""))
+    return names
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Fixed-length windows of consecutive frames over a set of HDF5 files.
+
+    Args:
+        files: paths, folders, or :class:`SequenceFile` objects.
+        window: frames per window (the paper's 150); ``None`` = whole sequences
+            (then use batch size 1 or a padding collate).
+        stride: step between window starts (default ``window``: no overlap).
+        label_names: the expected label names (checked against every file);
+            default: those of the first file.
+        sequence_filter: optional ``f(SequenceInfo) -> bool`` to select
+            sequences (e.g. by ``metadata['split']``).
+
+    Each item is a dict of tensors: ``frames`` uint8 (W, S, S, 3), ``labels``
+    float32 (W, L), ``mask`` bool (W,) (False on padding after a sequence's
+    end), ``face_found`` bool (W,), and ``sequence`` / ``start`` ints.
+    Windows shorter than ``window`` (a sequence's tail) are zero-padded.
+    """
+
+    def __init__(self, files, window=150, stride=None, label_names=None,
+                 sequence_filter=None):
+        if isinstance(files, (list, tuple)) and files and all(
+                isinstance(f, SequenceFile) for f in files):
+            files = list(files)
+        else:
+            files = open_files(files)
+        self.files = files
+        self.label_names = check_label_names(files, label_names)
+        self.window = window
+        self.stride = stride or window
+        self.sequences = [(fi, info) for fi, f in enumerate(files) for info in f.sequences
+                          if info.length > 0 and (sequence_filter is None or sequence_filter(info))]
+        self.windows = [(q, start) for q, (_, info) in enumerate(self.sequences)
+                        for start in self._starts(info.length)]
+
+    def _starts(self, length):
+        if self.window is None or length <= self.window:
+            return [0]
+        starts = list(range(0, length - self.window + 1, self.stride))
+        if starts[-1] + self.window < length:
+            starts.append(length - self.window)  # cover the tail without padding
+        return starts
+
+    def __len__(self):
+        return len(self.windows)
+
+    @property
+    def frame_size(self):
+        return self.files[0].frame_size
+
+    def window_labels(self, index):
+        """Labels and valid mask of window ``index`` without reading pixels."""
+        q, start = self.windows[index]
+        fi, info = self.sequences[q]
+        stop = info.length if self.window is None else start + self.window
+        clip = self.files[fi].read(info, start, stop, frames=False)
+        return clip.labels, clip.face_found
+
+    def __getitem__(self, index):
+        q, start = self.windows[index]
+        fi, info = self.sequences[q]
+        stop = info.length if self.window is None else start + self.window
+        clip = self.files[fi].read(info, start, stop)
+        n = len(clip.frames)
+        size = self.window if self.window is not None else n
+        item = {
+            "frames": np.zeros((size,) + clip.frames.shape[1:], np.uint8),
+            "labels": np.zeros((size, clip.labels.shape[1]), np.float32),
+            "mask": np.zeros(size, bool),
+            "face_found": np.zeros(size, bool),
+        }
+        item["frames"][:n] = clip.frames
+        item["labels"][:n] = clip.labels
+        item["mask"][:n] = True
+        item["face_found"][:n] = clip.face_found
+        out = {k: torch.from_numpy(v) for k, v in item.items()}
+        out["sequence"] = q
+        out["start"] = start
+        return out

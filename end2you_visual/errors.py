@@ -1,0 +1,13 @@
+"""Exceptions raised for bad input, each naming the file and the problem."""
+
+
+class InputError(ValueError):
+    """Bad user input: a file that cannot be read or whose content is wrong.
+
+    The message names the file and says what is wrong with it.
+    """
+
+    def __init__(self, path, problem):
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)

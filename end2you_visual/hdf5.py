@@ -1,0 +1,187 @@
+"""Writing end2you-visual HDF5 files (schema version 1), atomically.
+
+One file holds one or more *sequences* (a video, an image sequence, or a
+single image), their frames concatenated along the first axis::
+
+    /frames        uint8   (N, S, S, 3)  face crops, RGB
+    /labels        float32 (N, L)        one label row per frame (L may be 0)
+    /timestamps    float64 (N,)          seconds from the start of its sequence
+    /face_found    bool    (N,)          False where no face was found
+    /boxes         float32 (N, 4)        x1, y1, x2, y2 in source pixels (NaN: none)
+    /sequences/offsets  int64 (Q + 1,)   sequence q is rows offsets[q]:offsets[q+1]
+    /sequences/name     str   (Q,)
+    /sequences/source   str   (Q,)       the raw file it came from
+    /sequences/label_file str (Q,)       "" when unlabelled
+    /sequences/fps      float64 (Q,)     frame rate of the sequence's frames
+    /sequences/metadata str   (Q,)       JSON object (extra input-CSV columns...)
+
+File attributes: ``format`` ("end2you-visual"), ``schema_version`` (1),
+``label_names`` (JSON list), ``label_kind``, ``frame_size``, ``complete``
+(True once committed), ``settings`` (JSON of the generator's settings) and
+``created_by``. See ``docs/format.md``.
+
+The file is written to ``<name>.partial`` and renamed into place by
+:meth:`SequenceWriter.commit`, so a killed run never leaves a file that looks
+finished.
+"""
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+
+FORMAT_NAME = "end2you-visual"
+SCHEMA_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+LABEL_KINDS = ("none", "continuous", "multilabel", "multiclass")
+
+_STR = h5py.string_dtype(encoding="utf-8")
+
+
+class SequenceWriter:
+    """Append sequences of face crops and labels to one HDF5 file.
+
+    Args:
+        path: final file path (``.h5``); data goes to ``path + '.partial'``
+            until :meth:`commit`.
+        frame_size: side S of the square crops.
+        label_names: names of the L label columns (may be empty).
+        label_kind: one of ``LABEL_KINDS``.
+        settings: JSON-serialisable generator settings, stored as an attribute.
+        compression: ``None``, ``"gzip"`` or ``"lzf"`` for the frames.
+        chunk_frames: frames per HDF5 chunk (windows of consecutive frames
+            are read chunk by chunk).
+
+    Use as a context manager: leaving the block without :meth:`commit`
+    (an exception) removes the partial file.
+    """
+
+    def __init__(self, path, frame_size, label_names=(), label_kind="none",
+                 settings=None, compression=None, chunk_frames=16):
+        if label_kind not in LABEL_KINDS:
+            raise ValueError(f"label_kind must be one of {LABEL_KINDS}, not {label_kind!r}")
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        self.frame_size = int(frame_size)
+        self.label_names = list(label_names)
+        self._offsets = [0]  # sequence boundaries so far
+        self._n = 0          # frames written so far
+        self._seq = {"name": [], "source": [], "label_file": [], "fps": [], "metadata": []}
+        self._open = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._h5 = h5py.File(self.partial, "w")
+        self._create(label_kind, settings or {}, compression, chunk_frames)
+
+    def _create(self, label_kind, settings, compression, chunk_frames):
+        s, n_labels = self.frame_size, len(self.label_names)
+        h5 = self._h5
+        h5.attrs.update({
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "label_names": json.dumps(self.label_names),
+            "label_kind": label_kind,
+            "frame_size": s,
+            "settings": json.dumps(settings, default=str),
+            "created_by": f"end2you-visual {__version__}",
+            "complete": False,
+        })
+        h5.create_dataset("frames", (0, s, s, 3), np.uint8, maxshape=(None, s, s, 3),
+                          chunks=(chunk_frames, s, s, 3), compression=compression)
+        for name, shape, dtype in (("labels", (n_labels,), np.float32),
+                                   ("timestamps", (), np.float64),
+                                   ("face_found", (), bool),
+                                   ("boxes", (4,), np.float32)):
+            # An empty label axis (unlabelled data) still needs a positive chunk.
+            h5.create_dataset(name, (0,) + shape, dtype,
+                              maxshape=(None,) + tuple(d or None for d in shape),
+                              chunks=(max(1024, chunk_frames),) + tuple(d or 1 for d in shape))
+
+    @property
+    def n_frames(self):
+        return self._n
+
+    @property
+    def n_sequences(self):
+        return len(self._seq["name"])
+
+    def begin_sequence(self, name, source="", fps=0.0, label_file="", metadata=None):
+        """Start a new sequence; frames appended until :meth:`end_sequence` belong to it."""
+        if self._open:
+            raise RuntimeError("end_sequence() the current sequence first")
+        self._open = True
+        for key, value in (("name", str(name)), ("source", str(source)),
+                           ("label_file", str(label_file or "")), ("fps", float(fps)),
+                           ("metadata", json.dumps(metadata or {}, default=str))):
+            self._seq[key].append(value)
+
+    def append(self, frames, timestamps, labels=None, face_found=None, boxes=None):
+        """Append n frames (uint8 (n, S, S, 3)) and their per-frame rows."""
+        if not self._open:
+            raise RuntimeError("begin_sequence() first")
+        frames = np.asarray(frames)
+        n = len(frames)
+        if frames.dtype != np.uint8 or frames.shape[1:] != (self.frame_size, self.frame_size, 3):
+            raise ValueError(f"frames must be uint8 (n, {self.frame_size}, {self.frame_size}, 3), "
+                             f"got {frames.dtype} {frames.shape}")
+        n_labels = len(self.label_names)
+        rows = {
+            "frames": frames,
+            "timestamps": np.asarray(timestamps, np.float64).reshape(n),
+            "labels": (np.zeros((n, n_labels), np.float32) if labels is None
+                       else np.asarray(labels, np.float32).reshape(n, n_labels)),
+            "face_found": (np.ones(n, bool) if face_found is None
+                           else np.asarray(face_found, bool).reshape(n)),
+            "boxes": (np.full((n, 4), np.nan, np.float32) if boxes is None
+                      else np.asarray(boxes, np.float32).reshape(n, 4)),
+        }
+        start = self._n
+        for name, data in rows.items():
+            dset = self._h5[name]
+            dset.resize(start + n, axis=0)
+            dset[start:start + n] = data
+        self._n = start + n
+
+    def end_sequence(self):
+        if not self._open:
+            raise RuntimeError("no sequence is open")
+        self._open = False
+        self._offsets.append(self._n)
+
+    def commit(self):
+        """Write the sequence index, close, and rename the file into place."""
+        if self._open:
+            self.end_sequence()
+        group = self._h5.create_group("sequences")
+        group.create_dataset("offsets", data=np.asarray(self._offsets, np.int64))
+        group.create_dataset("fps", data=np.asarray(self._seq["fps"], np.float64))
+        for key in ("name", "source", "label_file", "metadata"):
+            group.create_dataset(key, data=np.asarray(self._seq[key], dtype=object), dtype=_STR)
+        self._h5.attrs["complete"] = True
+        self._h5.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self):
+        """Close and delete the partial file."""
+        if self._h5.id.valid:
+            self._h5.close()
+        self.partial.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None or self.partial.exists():
+            self.abort()
+        return False
+
+
+def is_complete(path):
+    """True when ``path`` is a committed end2you-visual file (used to resume)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return bool(h5.attrs.get("complete", False)) and "sequences" in h5
+    except OSError:
+        return False

@@ -1,0 +1,1 @@
+"""Visual models: per-frame CNN feature extractor + recurrent layers + head."""
