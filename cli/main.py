@@ -21,9 +21,11 @@ def cli():
 
 def _register():
     # Imported here so that each command module stays independent.
-    from . import generate
+    from . import evaluate, generate, zoo
 
     cli.add_command(generate.generate)
+    cli.add_command(zoo.zoo)
+    cli.add_command(evaluate.evaluate)
 
 
 _register()

@@ -1,0 +1,182 @@
+"""Generation benchmark: frames/s per stage and peak memory of `generate`.
+
+For each clip, measured in this run (each measurement in a fresh process, so
+that its peak RSS is its own):
+
+- ``decode``: streaming decode alone;
+- ``mtcnn``: facenet-pytorch MTCNN alone, batched, on frames already decoded
+  (the reference: what detection costs without anything else);
+- ``faces``: our face pipeline (detect, track, smooth, crop) on decoded frames;
+- ``generate``: the whole of `generate` end to end (decode, faces, labels,
+  HDF5 write), the figure users get.
+
+``python -m bench.generation --device cuda CLIP...`` prints JSON.
+``--memory CLIP`` also runs `generate` on the clip looped 1x, 4x and 16x to
+show that peak memory does not grow with the video's length.
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _decoded(path, limit=None):
+    from end2you_visual.video import iter_frame_batches
+
+    frames = []
+    for _, batch in iter_frame_batches(path, 64):
+        frames.append(batch)
+        if limit and sum(len(f) for f in frames) >= limit:
+            break
+    return np.concatenate(frames)[:limit]
+
+
+def stage_decode(path, device, batch):
+    from end2you_visual.video import iter_frame_batches
+
+    start, n = time.perf_counter(), 0
+    for _, frames in iter_frame_batches(path, batch):
+        n += len(frames)
+    return n, time.perf_counter() - start
+
+
+def stage_mtcnn(path, device, batch):
+    import torch
+    from facenet_pytorch import MTCNN
+
+    frames = _decoded(path)
+    mtcnn = MTCNN(keep_all=True, device=device, post_process=False)
+    mtcnn.detect(frames[:batch])  # warm-up (CUDA context, kernels)
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for k in range(0, len(frames), batch):
+            mtcnn.detect(frames[k:k + batch])
+    _sync(device)
+    return len(frames), time.perf_counter() - start
+
+
+def stage_faces(path, device, batch, detect_every=1):
+    from end2you_visual.faces import FacePipeline
+
+    frames = _decoded(path)
+    FacePipeline(device=device, batch_size=batch).process(frames[:batch])  # warm-up
+    _sync(device)
+    pipeline = FacePipeline(device=device, batch_size=batch, detect_every=detect_every)
+    start = time.perf_counter()
+    for k in range(0, len(frames), batch):
+        pipeline.process(frames[k:k + batch])
+    if hasattr(pipeline, "flush"):
+        pipeline.flush()
+    _sync(device)
+    return len(frames), time.perf_counter() - start
+
+
+def stage_generate(path, device, batch, detect_every=1):
+    from end2you_visual.generate import GenerateSettings, generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "in.csv"
+        csv.write_text(f"raw_file,label_file\n{Path(path).resolve()},\n")
+        settings = GenerateSettings(device=device, batch_size=batch, detect_every=detect_every)
+        start = time.perf_counter()
+        (result,) = generate(csv, Path(tmp) / "out", settings, progress=False)
+        elapsed = time.perf_counter() - start
+    if result.status != "written":
+        raise RuntimeError(f"{path}: {result.error}")
+    return result.frames, elapsed
+
+
+STAGES = {"decode": stage_decode, "mtcnn": stage_mtcnn, "faces": stage_faces,
+          "generate": stage_generate}
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def run_stage_in_subprocess(stage, path, device, batch, detect_every=1):
+    """Run one stage in a fresh interpreter; returns its frames, seconds and peak RSS."""
+    code = ("import json,sys;from bench.generation import _child;"
+            "print(json.dumps(_child(*sys.argv[1:])))")
+    out = subprocess.run([sys.executable, "-c", code, stage, str(path), device, str(batch),
+                          str(detect_every)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{stage} on {path} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _child(stage, path, device, batch, detect_every):
+    kwargs = {"detect_every": int(detect_every)} if stage in ("faces", "generate") else {}
+    frames, seconds = STAGES[stage](path, device, int(batch), **kwargs)
+    return {"frames": frames, "seconds": seconds, "fps": frames / seconds,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def bench_clip(path, device="cpu", batch=32, detect_every=(1,), stages=None):
+    """All stages on one clip; ratios are against MTCNN alone in the same run."""
+    row = {"clip": Path(path).name, "device": device, "batch": batch}
+    for stage in stages or ("decode", "mtcnn"):
+        row[stage] = run_stage_in_subprocess(stage, path, device, batch)
+    for k in detect_every:
+        for stage in ("faces", "generate"):
+            row[f"{stage}_k{k}"] = run_stage_in_subprocess(stage, path, device, batch, k)
+    if "mtcnn" in row:
+        for k in detect_every:
+            row[f"generate_k{k}_vs_mtcnn"] = row[f"generate_k{k}"]["fps"] / row["mtcnn"]["fps"]
+    return row
+
+
+def looped_clip(path, times, out_dir):
+    """The clip concatenated ``times`` times (ffmpeg stream copy)."""
+    import imageio_ffmpeg
+
+    out = Path(out_dir) / f"{Path(path).stem}_x{times}{Path(path).suffix}"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+                    "-stream_loop", str(times - 1), "-i", str(path), "-c", "copy", str(out)],
+                   check=True)
+    return out
+
+
+def bench_memory(path, device="cpu", batch=32, repeats=(1, 4, 16), detect_every=3):
+    """Peak RSS of `generate` on the clip looped 1x, 4x, 16x: flat means streaming."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for times in repeats:
+            clip = looped_clip(path, times, tmp)
+            res = run_stage_in_subprocess("generate", clip, device, batch, detect_every)
+            rows.append({"repeats": times, **res})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("clips", nargs="+")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--detect-every", type=int, nargs="+", default=[1])
+    parser.add_argument("--memory", default=None, help="clip for the 1x/4x/16x memory run")
+    args = parser.parse_args(argv)
+    report = {"clips": [bench_clip(c, args.device, args.batch, args.detect_every)
+                        for c in args.clips]}
+    if args.memory:
+        report["memory"] = bench_memory(args.memory, args.device, args.batch)
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

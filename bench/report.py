@@ -1,0 +1,47 @@
+"""Markdown tables from a benchmark report (the dict `python -m bench` writes)."""
+
+
+def _fps(entry):
+    return f"{entry['fps']:,.0f}" if entry else "-"
+
+
+def generation_table(rows):
+    lines = ["| clip | decode f/s | MTCNN alone f/s | faces k=1 | generate k=1 | "
+             "generate k=3 | generate k=1 / MTCNN | peak RSS generate (MB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(
+            f"| {r['clip']} | {_fps(r.get('decode'))} | {_fps(r.get('mtcnn'))} | "
+            f"{_fps(r.get('faces_k1'))} | {_fps(r.get('generate_k1'))} | "
+            f"{_fps(r.get('generate_k3'))} | {r.get('generate_k1_vs_mtcnn', 0):.2f} | "
+            f"{r['generate_k1']['peak_rss_mb']:,.0f} |")
+    return "\n".join(lines)
+
+
+def memory_table(rows):
+    lines = ["| clip looped | frames | generate f/s | peak RSS (MB) |", "| ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['repeats']}x | {r['frames']} | {r['fps']:,.0f} | {r['peak_rss_mb']:,.0f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def ratio_table(title, result):
+    keys = [k for k, v in result.items() if isinstance(v, (int, float, str))]
+    return "\n".join([f"| {title} | value |", "| --- | ---: |"] +
+                     [f"| {k} | {result[k]:,.3g} |" if not isinstance(result[k], str)
+                      else f"| {k} | {result[k]} |" for k in keys])
+
+
+def markdown(report):
+    m = report["machine"]
+    parts = [f"Command: `{report['command']}`; {m['date']}; {m['platform']}, "
+             f"{m['cpus']} CPUs, torch {m['torch']}, GPU: {m['gpu'] or 'none'}."]
+    if "generation" in report:
+        parts += ["### Generation", generation_table(report["generation"])]
+    if "generation_memory" in report:
+        parts += ["### Generation memory against video length",
+                  memory_table(report["generation_memory"])]
+    for key in ("training", "inference"):
+        if key in report:
+            parts += [f"### {key.capitalize()}", ratio_table(key, report[key])]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,61 @@
+"""`e2y-visual evaluate`: fit or apply the post-processing chain
+(a thin front end over :mod:`end2you_visual.postprocess`)."""
+import json
+
+import click
+
+from end2you_visual.errors import InputError
+from end2you_visual.postprocess import (Chain, apply_chain_to_csvs, atomic_write_text,
+                                        fit_chain_from_csvs)
+
+
+def _ccc_line(title, report):
+    return f"{title}: " + ", ".join(f"{n} {report.pooled[n].ccc:.4f}" for n in report.names)
+
+
+@click.command()
+@click.option("--pred", "pred_paths", multiple=True, required=True, type=click.Path(exists=True),
+              help="Prediction CSV or folder of CSVs (time, outputs, optional face_found). "
+                   "Repeat for more.")
+@click.option("--labels", "label_paths", multiple=True, type=click.Path(exists=True),
+              help="Label CSV or folder (time, label columns named like the outputs), "
+                   "matched to predictions by file stem. Repeat for more.")
+@click.option("--apply", "chain_path", type=click.Path(exists=True, dir_okay=False),
+              help="Apply this saved chain JSON instead of fitting one.")
+@click.option("--out", required=True, type=click.Path(),
+              help="Fit: the chain JSON to write. --apply: folder for the processed CSVs.")
+@click.option("--outputs", default=None,
+              help="Comma-separated output columns to use (default: all but time/face_found).")
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False),
+              help="Also write the pooled and per-file metrics before/after as JSON.")
+def evaluate(pred_paths, label_paths, chain_path, out, outputs, metrics_path):
+    """Fit the validation-chosen post-processing chain (median filter,
+    centring, scaling, time shift; each kept only if it raises validation
+    CCC) on validation predictions and labels, or apply a saved chain to
+    test predictions with --apply."""
+    if chain_path is None and not label_paths:
+        raise click.UsageError("fitting a chain needs --labels (or use --apply)")
+    if chain_path is not None and outputs:
+        raise click.UsageError("--outputs is taken from the chain with --apply")
+    if metrics_path and not label_paths:
+        raise click.UsageError("--metrics needs --labels")
+    try:
+        if chain_path is None:
+            chain, before, after = fit_chain_from_csvs(
+                pred_paths, label_paths, outputs.split(",") if outputs else None)
+            chain.save(out)
+            click.echo(chain.table())
+            click.echo(f"wrote {out}")
+        else:
+            chain = Chain.load(chain_path)
+            written, before, after = apply_chain_to_csvs(
+                chain, pred_paths, out, label_paths or None)
+            click.echo(f"wrote {len(written)} file(s) to {out}")
+    except InputError as error:
+        raise click.ClickException(str(error)) from None
+    if before is not None:
+        click.echo(_ccc_line("CCC before", before))
+        click.echo(_ccc_line("CCC after ", after))
+        if metrics_path:
+            atomic_write_text(metrics_path, json.dumps(
+                {"before": before.to_dict(), "after": after.to_dict()}, indent=2) + "\n")

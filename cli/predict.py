@@ -1,0 +1,43 @@
+"""`e2y-visual predict`: per-frame predictions and a plot for your own videos
+(a thin front end over :func:`end2you_visual.predict.predict_videos`)."""
+import click
+
+from end2you_visual.errors import InputError
+
+
+@click.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", "model_name", required=True,
+              help="A registered model name (e2y-visual zoo list) or a checkpoint file.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: <video>.csv and <video>.png per video.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+              show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Frames decoded, detected and predicted together.")
+@click.option("--detect-every", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Detect on every k-th frame and interpolate the track in between.")
+@click.option("--detect-scale", type=float, default=None,
+              help="Detect on frames scaled by this factor (e.g. 0.5 for 1080p).")
+@click.option("--margin", default=0.2, show_default=True, help="Border around the face box.")
+@click.option("--min-face-size", default=20, show_default=True)
+@click.option("--no-plot", is_flag=True, help="Write only the CSVs.")
+def predict(videos, model_name, out_dir, device, precision, batch_size, detect_every,
+            detect_scale, margin, min_face_size, no_plot):
+    """Per-frame predictions of a model for VIDEOS (files or folders): one CSV
+    per video (time, outputs, face_found; empty cells where no face was found)
+    and a plot of the outputs over time."""
+    from end2you_visual.predict import predict_videos
+
+    try:
+        results = predict_videos(videos, model_name, out_dir, device=device,
+                                 precision=precision, batch_size=batch_size,
+                                 detect_every=detect_every, detect_scale=detect_scale,
+                                 margin=margin, min_face_size=min_face_size,
+                                 plot=not no_plot, progress=True)
+    except InputError as error:
+        raise click.ClickException(str(error)) from None
+    for r in results:
+        click.echo(f"{r.video}: {r.n_frames} frames, face in {r.faces_found}, "
+                   f"{r.seconds:.1f} s -> {r.csv_path}")

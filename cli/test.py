@@ -1,0 +1,62 @@
+"""`e2y-visual test`: predictions and metrics on HDF5 data
+(a thin front end over :func:`end2you_visual.inference.run_test`)."""
+import json
+
+import click
+
+from end2you_visual.errors import InputError
+
+
+def _headline(metrics):
+    report = metrics.get("metrics")
+    if not report:
+        return metrics.get("error", "no metrics")
+    if metrics["label_kind"] == "continuous":
+        return "pooled CCC: " + ", ".join(f"{n} {report['pooled'][n]['ccc']:.4f}"
+                                          for n in report["names"])
+    if metrics["label_kind"] == "multiclass":
+        return f"accuracy {report['accuracy']:.4f}, UAR {report['uar']:.4f}, " \
+               f"macro F1 {report['macro_f1']:.4f}"
+    return f"macro AUC {json.dumps(report['macro_auc'])}, macro F1 {json.dumps(report['macro_f1'])}"
+
+
+@click.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", "model_name", required=True,
+              help="A registered model name (e2y-visual zoo list) or a checkpoint file.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: predictions/*.csv, predictions.h5, metrics.json, plots/.")
+@click.option("--window", default=150, show_default=True, type=click.IntRange(min=0),
+              help="Frames per forward pass, state carried across windows (0: whole sequences).")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Sequences predicted side by side.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+              show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--exclude-no-face", is_flag=True,
+              help="Score only frames where a face was found.")
+@click.option("--plot", is_flag=True, help="Also write PNGs: predictions vs labels, confusion.")
+@click.option("--end2you-fps", type=float, default=None,
+              help="Frame rate of End2You HDF5 files (they store none).")
+def test(data, model_name, out_dir, window, batch, device, precision, exclude_no_face, plot,
+         end2you_fps):
+    """Predict every sequence of the HDF5 files or folders DATA with a model,
+    write per-sequence prediction CSVs (the input of `e2y-visual evaluate`),
+    and score them when the data has labels."""
+    from end2you_visual.inference import run_test
+
+    try:
+        result = run_test(model_name, data, out_dir, window=window or None, device=device,
+                          include_no_face=not exclude_no_face, plot=plot, batch=batch,
+                          precision=precision, end2you_fps=end2you_fps)
+    except InputError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{len(result.sequences)} sequence(s), {result.frames} frames in "
+               f"{result.seconds:.1f} s ({result.frames_per_second:,.0f} frames/s)")
+    click.echo(f"wrote {len(result.csv_paths)} CSV file(s) to {out_dir}/predictions and "
+               f"{result.predictions_path}")
+    if result.metrics is not None:
+        click.echo(_headline(result.metrics))
+        click.echo(f"wrote {result.metrics_path}")
+    if result.plot_paths:
+        click.echo(f"wrote {len(result.plot_paths)} plot(s) to {out_dir}/plots")

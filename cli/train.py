@@ -1,0 +1,142 @@
+"""`e2y-visual train`: a thin front end over :func:`end2you_visual.training.train`."""
+import dataclasses
+import logging
+import os
+import sys
+
+import click
+
+from end2you_visual.errors import InputError
+from end2you_visual.training import NonFiniteLossError, TrainConfig, read_toml, train as run_train
+
+_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+             for f in dataclasses.fields(TrainConfig)}
+
+
+def _opt(*decls, field_name=None, help="", **kwargs):
+    """A click option whose default is None (= not given: the recipe or
+    TrainConfig decides); the help shows TrainConfig's default."""
+    name = field_name or decls[0].split("/")[0].lstrip("-").replace("-", "_")
+    default = _DEFAULTS.get(name)
+    shown = ("auto" if default is None and name == "augment" else
+             ",".join(map(str, default)) if isinstance(default, list) else default)
+    text = f"{help} [default: {shown}]" if shown not in (None, "") else help
+    return click.option(*decls, default=None, help=text, **kwargs)
+
+
+def _csv(kind=str):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError as err:
+            raise click.BadParameter(f"{value!r}: {err}") from err
+    return convert
+
+
+OPTIONS = [
+    _opt("--valid", multiple=True, type=click.Path(exists=True),
+         help="Validation HDF5 file or folder (repeatable); else split the data."),
+    _opt("--out", "out_dir", field_name="out_dir", help="Output folder (checkpoints, logs)."),
+    _opt("--labels", "label_names", field_name="label_names", callback=_csv(),
+         help="Comma-separated labels to train on (default: all the data's)."),
+    _opt("--split-by", type=click.Choice(["auto", "files", "split", "subject", "sequence"]),
+         help="How to hold out validation data."),
+    _opt("--valid-fraction", type=float, help="Share of subjects/sequences held out."),
+    _opt("--window", type=int, help="Frames per training window."),
+    _opt("--stride", type=int, help="Step between training windows (default: window)."),
+    _opt("--skip-no-face/--keep-no-face", help="Leave frames without a face out of loss/metrics."),
+    _opt("--init", help="Zoo model name or checkpoint to fine-tune (head replaced)."),
+    _opt("--keep-head/--new-head", help="Keep the init model's head when it fits the data."),
+    _opt("--arch", help="CNN of a new model (resnet50, resnet18, i3d_resnet18, resnet_tiny...)."),
+    _opt("--temporal", type=click.Choice(["lstm", "gru", "none"]), help="Recurrent layers."),
+    _opt("--hidden-size", type=int, help="Recurrent hidden size."),
+    _opt("--num-layers", type=int, help="Recurrent layers."),
+    _opt("--dropout", type=float, help="Dropout on features and between layers."),
+    _opt("--head", type=click.Choice(["auto", "regression", "multilabel", "multiclass"]),
+         help="Output head (auto: from the data's label kind)."),
+    _opt("--loss", type=click.Choice(["auto", "ccc", "mse", "bce", "ce"]), help="Loss."),
+    _opt("--label-weighting", type=click.Choice(["auto", "inverse", "none"]),
+         help="Frame weights for bce/ce (inverse: 1 / label frame count)."),
+    _opt("--class-weights", callback=_csv(float), help="Comma-separated per-label weights."),
+    _opt("--resample/--no-resample", help="Repeat windows with rare labels and no frequent ones."),
+    _opt("--rare-threshold", type=float,
+         help="Rare below this many frames (a fraction of the frames when < 1)."),
+    _opt("--resample-repeats", type=int, help="Extra copies of each qualifying window."),
+    _opt("--resample-ignore", callback=_csv(),
+         help="Comma-separated labels never counted as frequent (e.g. neutral)."),
+    _opt("--augment/--no-augment", help="Resize + random crop + brightness/saturation."),
+    _opt("--resize", type=int, help="Side before the random crop (default: size*170/150)."),
+    _opt("--brightness", type=float, help="Brightness factor range 1 +- this."),
+    _opt("--saturation", type=float, help="Saturation factor range 1 +- this."),
+    _opt("--lr", type=float, help="Adam learning rate."),
+    _opt("--weight-decay", type=float, help="Adam weight decay."),
+    _opt("--batch-size", type=int, help="Windows per batch (per process)."),
+    _opt("--valid-batch-size", type=int, help="Windows per validation batch (default: batch size)."),
+    _opt("--epochs", type=int, help="Most epochs."),
+    _opt("--patience", type=int, help="Stop after this many epochs without improvement."),
+    _opt("--metric", help="Validation metric that picks the best model: ccc, pearson, rmse, "
+                          "mae, accuracy, uar, f1, auc, loss (auto: by head)."),
+    _opt("--grad-clip", type=float, help="Clip the gradient norm to this."),
+    _opt("--scheduler", type=click.Choice(["none", "cosine"]), help="Learning-rate schedule."),
+    _opt("--max-steps-per-epoch", type=int, help="Cut epochs short (quick runs)."),
+    _opt("--seed", type=int, help="Seed of the split, the model and the shuffling."),
+    _opt("--device", help="auto, cpu, cuda, cuda:1..."),
+    _opt("--precision", type=click.Choice(["auto", "bf16", "fp32"]),
+         help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    _opt("--channels-last/--no-channels-last", help="channels_last memory for the CNN."),
+    _opt("--compile/--no-compile", help="torch.compile the model."),
+    _opt("--num-workers", type=int, help="DataLoader worker processes."),
+    _opt("--resume/--no-resume", help="Continue the run in --out from its last.pt."),
+    _opt("--progress/--no-progress", help="Progress bars."),
+    _opt("--tensorboard/--no-tensorboard", help="TensorBoard logs (when installed)."),
+]
+
+
+def _with_options(func):
+    for option in reversed(OPTIONS):
+        func = option(func)
+    return func
+
+
+def _setup_logging():
+    logger = logging.getLogger("end2you_visual.training")
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+@click.command()
+@click.argument("data", nargs=-1, type=click.Path(exists=True))
+@click.option("--config", "recipe", type=click.Path(exists=True, dir_okay=False),
+              help="TOML recipe (pretrained/recipes/); options given here override it.")
+@_with_options
+def train(data, recipe, **options):
+    """Train on HDF5 DATA (files or folders): categorical pretraining or CCC
+    fine-tuning, decided by the data's labels (see docs/training.md).
+
+    \b
+    e2y-visual train data/ --config pretrained/recipes/pretrain.toml --out runs/pre
+    e2y-visual train recola/ --config pretrained/recipes/finetune.toml \\
+        --init runs/pre/best.pt --out runs/ft
+    """
+    values = read_toml(recipe) if recipe else {}
+    given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
+             if v is not None and v != ()}
+    values.update(given)
+    if data:
+        values["train"] = list(data)
+    try:
+        config = TrainConfig.from_dict(values, source=recipe)
+        _setup_logging()
+        result = run_train(config)
+    except (InputError, NonFiniteLossError) as err:
+        raise click.ClickException(str(err)) from err
+    if int(os.environ.get("RANK", 0)) == 0:
+        click.echo(f"best validation {result.metric} {result.best_score:.4f} at epoch "
+                   f"{result.best_epoch} of {result.epochs_run} ({result.stopped}) -> "
+                   f"{result.best_path}")

@@ -1,0 +1,507 @@
+"""Face detection, tracking of the main subject, and square face crops.
+
+:class:`FacePipeline` turns batches of video frames into one face crop per
+frame. It is modelled on facenet-pytorch's ``MTCNN``: one object holding the
+settings and the state, called on batch after batch of one video::
+
+    pipeline = FacePipeline(size=150, fps=info.fps)
+    for start, frames in iter_frame_batches(path):
+        faces = pipeline.process(frames)   # one row per frame, never dropped
+    pipeline.reset()                       # before the next video
+
+What happens to each frame:
+
+1. Detection: facenet-pytorch's MTCNN (weights ship with the package) finds
+   all faces, on every ``detect_every``-th frame, optionally on a frame
+   downscaled by ``detect_scale``.
+2. Tracking: the first time faces are seen, the most prominent one (largest
+   area x probability, among those with probability >= ``acquire_prob``)
+   becomes the subject. On later frames only the detection nearest the
+   subject's last box (centre within ``match_distance`` x its size, similar
+   size) is taken, so the crop never jumps to another person. A frame without it is
+   a no-face frame; after more than ``max_lost`` such frames in a row the
+   most prominent face is acquired again.
+3. Between detection frames the subject's box is interpolated linearly when
+   both neighbouring detection frames hold the subject; otherwise those
+   frames are no-face frames.
+4. Smoothing: within a continuous track the box centre and size are
+   exponentially smoothed (``smoothing``, 0 = none); a loss restarts it.
+5. Cropping: a square of side ``max(w, h) * (1 + margin)`` centred on the box,
+   zero outside the frame, resized to ``size`` x ``size`` with
+   ``torchvision.ops.roi_align`` (averaging when it shrinks).
+6. No-face frames get ``found=False``, a NaN box, probability 0 and, as
+   crop, the last good crop (``fill="last"``, zeros before any face) or
+   zeros (``fill="zeros"``).
+
+Boxes are ``x1, y1, x2, y2`` in pixels of the frames given (source pixels,
+whatever ``detect_scale`` is). Crops are uint8 RGB, (n, size, size, 3).
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+__all__ = ["FaceBatch", "FacePipeline", "crop_image", "resize_only"]
+
+# Frames converted to float at once when cropping, in pixels (x 3 channels x
+# 4 bytes: about 200 MB), so a batch of 1080p frames is cropped in chunks.
+_CROP_PIXEL_BUDGET = 1 << 24
+# A tracked face may grow or shrink by at most this factor between detections.
+_MAX_SIZE_CHANGE = 1.5
+# MTCNN's smallest window is 12 px: asking for smaller faces upsamples the image.
+_MTCNN_MIN_WINDOW = 12.0
+
+
+@dataclass
+class FaceBatch:
+    """The faces of n frames, one row per frame.
+
+    Attributes:
+        crops: uint8 (n, size, size, 3), RGB.
+        boxes: float32 (n, 4), ``x1, y1, x2, y2`` in source pixels of the
+            tracked face (after smoothing); NaN where no face.
+        found: bool (n,), whether the frame holds the tracked face.
+        probs: float32 (n,), the detector's face probability; 0 where no face.
+    """
+
+    crops: np.ndarray
+    boxes: np.ndarray
+    found: np.ndarray
+    probs: np.ndarray
+
+    def __len__(self):
+        return len(self.found)
+
+
+def _empty_batch(n, size):
+    return FaceBatch(
+        crops=np.zeros((n, size, size, 3), np.uint8),
+        boxes=np.full((n, 4), np.nan, np.float32),
+        found=np.zeros(n, bool),
+        probs=np.zeros(n, np.float32),
+    )
+
+
+def _area(boxes):
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def _to_cxcywh(box):
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]])
+
+
+def _to_xyxy(c):
+    return np.array([c[0] - c[2] / 2, c[1] - c[3] / 2, c[0] + c[2] / 2, c[1] + c[3] / 2])
+
+
+class _Key:
+    """What tracking decided on one detection frame."""
+
+    __slots__ = ("index", "box", "prob", "segment")
+
+    def __init__(self, index, box=None, prob=0.0, segment=-1):
+        self.index = index  # frame index in the video
+        self.box = box  # float64 (4,) or None (no face)
+        self.prob = prob
+        self.segment = segment  # id of the continuous track segment
+
+
+class FacePipeline:
+    """Detect, track and crop the main face of a video, batch by batch.
+
+    The object is stateful across the batches of one video (track, smoothing,
+    last crop, frame counter); call :meth:`reset` (or make a new one) before
+    the next video. All settings are plain attributes fixed at construction.
+
+    Args:
+        size: side of the square output crops, in pixels.
+        margin: extra border around the face box: the crop's side is
+            ``max(w, h) * (1 + margin)``.
+        device: torch device for detection and cropping (``"cpu"``,
+            ``"cuda"``...).
+        detect_every: run the detector on every k-th frame (frame indices
+            0, k, 2k... of the video, plus the last frame of each
+            :meth:`process` call) and interpolate boxes in between. 1 (the
+            default) detects on every frame. With k > 1 the result depends
+            slightly on where the batches end.
+        min_face_size: smallest face searched for, in source pixels. With
+            ``detect_scale`` s, at least 12 / s (MTCNN's smallest window).
+        thresholds: MTCNN's three stage thresholds (P-, R-, O-net).
+        smoothing: box smoothing strength in [0, 1): the weight of the past
+            per frame in an exponential moving average of box centre and
+            size. 0 = no smoothing.
+        fill: crop for no-face frames: ``"last"`` (the last good crop, zeros
+            before any face) or ``"zeros"``.
+        max_lost: after more than this many consecutive frames without the
+            tracked face, the most prominent face is acquired again. Default:
+            one second of frames (``round(fps)``), 25 frames if ``fps`` is
+            not given.
+        fps: the video's frame rate, only used for the default ``max_lost``.
+        detect_scale: if given (e.g. 0.5), detect on frames downscaled by
+            this factor (faster on large frames such as 1080p) and scale the
+            boxes back; crops are still cut from the full-size frames.
+        batch_size: frames per MTCNN call (memory vs. overhead).
+        match_distance: a detection continues the track if its centre is
+            within this fraction of the subject's box size (max(w, h)) from
+            the subject's last box centre (and its size within 1.5x); the
+            nearest such one is taken.
+        acquire_prob: least face probability for a detection to start a
+            track (continuing one needs only MTCNN's thresholds): a higher
+            bar for new subjects rejects isolated false detections (letters,
+            patterns score 0.7-0.9) without losing a tracked face turning away.
+
+    Example:
+        >>> pipeline = FacePipeline(size=150, fps=30)
+        >>> faces = pipeline.process(frames)      # frames: uint8 (n, H, W, 3)
+        >>> faces.crops.shape, faces.found.mean()
+    """
+
+    def __init__(
+        self, size=150, margin=0.2, device="cpu", detect_every=1, min_face_size=20,
+        thresholds=(0.6, 0.7, 0.7), smoothing=0.5, fill="last", max_lost=None, fps=None,
+        detect_scale=None, batch_size=16, match_distance=0.5, acquire_prob=0.9,
+    ):
+        from facenet_pytorch import MTCNN
+
+        if fill not in ("last", "zeros"):
+            raise ValueError(f'fill must be "last" or "zeros", got {fill!r}')
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if int(detect_every) < 1 or int(size) < 1 or int(batch_size) < 1:
+            raise ValueError("size, detect_every and batch_size must be >= 1")
+        if detect_scale is not None and not 0 < detect_scale <= 1:
+            raise ValueError(f"detect_scale must be in (0, 1], got {detect_scale}")
+        self.size = int(size)
+        self.margin = float(margin)
+        self.device = torch.device(device)
+        self.detect_every = int(detect_every)
+        self.min_face_size = float(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.smoothing = float(smoothing)
+        self.fill = fill
+        if max_lost is None:
+            max_lost = round(fps) if fps else 25
+        self.max_lost = int(max_lost)
+        self.detect_scale = None if detect_scale in (None, 1, 1.0) else float(detect_scale)
+        self.batch_size = int(batch_size)
+        self.match_distance = float(match_distance)
+        self.acquire_prob = float(acquire_prob)
+
+        detector_min = self.min_face_size
+        if self.detect_scale is not None:
+            detector_min = max(self.min_face_size * self.detect_scale, _MTCNN_MIN_WINDOW)
+        self.mtcnn = MTCNN(
+            keep_all=True, select_largest=False, post_process=False,
+            min_face_size=detector_min, thresholds=list(self.thresholds), device=self.device,
+        ).eval()
+        self.reset()
+
+    def reset(self):
+        """Forget the current video: track, smoothing, last crop, frame count."""
+        self._next_index = 0  # video index of the next frame given to process
+        self._track_box = None  # last raw detection of the subject, (4,)
+        self._segment = -1  # id of the current continuous track segment
+        self._lost = 0  # frames since the subject was last seen
+        self._smooth = None  # smoothed (cx, cy, w, h) or None
+        self._prev_key = None  # last detection frame, a _Key
+        self._last_crop = None  # last good crop, (size, size, 3)
+
+    # ------------------------------------------------------------------ API
+
+    def process(self, frames):
+        """Detect, track and crop the faces of the next frames of the video.
+
+        Args:
+            frames: uint8 array (n, H, W, 3), RGB, the frames following those
+                of the previous call (same video, same size).
+
+        Returns:
+            FaceBatch with exactly n rows, in order.
+        """
+        frames = _check_frames(frames)
+        n = len(frames)
+        out = _empty_batch(n, self.size)
+        if n == 0:
+            return out
+        start = self._next_index
+        key_rows = [i for i in range(n) if (start + i) % self.detect_every == 0]
+        if not key_rows or key_rows[-1] != n - 1:
+            key_rows.append(n - 1)
+        detections = self.detect(frames if len(key_rows) == n else frames[key_rows])
+
+        keys = [self._prev_key] if self._prev_key is not None else []
+        for row, (boxes, probs) in zip(key_rows, detections):
+            self._prev_key = self._track(start + row, boxes, probs)
+            keys.append(self._prev_key)
+        self._fill_rows(out, keys, start, n)
+        self._next_index = start + n
+
+        rows = np.flatnonzero(out.found)
+        if len(rows):
+            out.crops[rows] = self.crop(frames, out.boxes[rows], rows=rows)
+        self._fill_missing(out.crops, out.found)
+        return out
+
+    def process_image(self, image):
+        """Crop the most prominent face of one still image.
+
+        Resets the pipeline first (an image is not part of a video).
+
+        Args:
+            image: uint8 array (H, W, 3), RGB.
+
+        Returns:
+            FaceBatch of one row (crop zeros if no face).
+        """
+        self.reset()
+        image = np.asarray(image)
+        if image.ndim != 3:
+            raise ValueError(f"image must be (H, W, 3), got shape {image.shape}")
+        faces = self.process(image[None])
+        self.reset()
+        return faces
+
+    def detect(self, frames):
+        """Run MTCNN on frames; no tracking, no state.
+
+        Args:
+            frames: uint8 array (n, H, W, 3), RGB.
+
+        Returns:
+            A list of n pairs ``(boxes, probs)``: float32 (k, 4) boxes
+            ``x1, y1, x2, y2`` in source pixels and float32 (k,) face
+            probabilities, k >= 0 faces per frame, most probable first.
+        """
+        frames = _check_frames(frames)
+        results = []
+        for s in range(0, len(frames), self.batch_size):
+            chunk = frames[s:s + self.batch_size]
+            if self.detect_scale is None:
+                batch, scale = chunk, np.ones(4, np.float32)
+            else:
+                batch, scale = self._downscale(chunk)
+            boxes, probs = self.mtcnn.detect(batch)
+            for b, p in zip(boxes, probs):
+                if b is None:
+                    results.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+                else:
+                    b = np.asarray(b, np.float32).reshape(-1, 4) / scale
+                    results.append((b, np.asarray(p, np.float32).reshape(-1)))
+        return results
+
+    # ------------------------------------------------------------- detection
+
+    def _downscale(self, frames):
+        """Frames (n, H, W, 3) uint8 -> float tensor (n, h, w, 3) and the
+        factors (4,) by which ``x1, y1, x2, y2`` shrank."""
+        h, w = frames.shape[1:3]
+        th = max(1, round(h * self.detect_scale))
+        tw = max(1, round(w * self.detect_scale))
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+        scale = np.array([tw / w, th / h, tw / w, th / h], np.float32)
+        return x.permute(0, 2, 3, 1), scale
+
+    # -------------------------------------------------------------- tracking
+
+    def _track(self, index, boxes, probs):
+        """Update the track with one detection frame; returns its _Key."""
+        gap = index - self._prev_key.index if self._prev_key is not None else 1
+        if self._track_box is not None:
+            j = self._match(boxes)
+            if j is not None:
+                continuous = self._lost == 0
+                self._lost = 0
+                return self._accept(index, boxes[j], probs[j], gap, continuous)
+            self._lost += gap
+            self._smooth = None
+            if self._lost <= self.max_lost:
+                return _Key(index)
+            self._track_box = None
+        prominence = _area(boxes.astype(np.float64)) * probs * (probs >= self.acquire_prob)
+        if not prominence.any():
+            return _Key(index)
+        j = int(np.argmax(prominence))
+        self._segment += 1
+        self._lost = 0
+        return self._accept(index, boxes[j], probs[j], gap, continuous=False)
+
+    def _match(self, boxes):
+        """Index of the detection that continues the track, or None.
+
+        The nearest detection (centre distance relative to the subject's box
+        size) within ``match_distance`` whose size is within 1.5x of the
+        subject's. Faces of different people are rarely closer than a face
+        width apart, so the crop does not jump; unlike IoU, this still
+        follows a small face moving fast between detection frames.
+        """
+        if len(boxes) == 0:
+            return None
+        track = _to_cxcywh(self._track_box)
+        track_size = max(track[2], track[3], 1e-6)
+        det = np.stack([_to_cxcywh(b) for b in np.asarray(boxes, np.float64)])
+        distance = np.hypot(det[:, 0] - track[0], det[:, 1] - track[1]) / track_size
+        ratio = np.sqrt(np.maximum(det[:, 2] * det[:, 3], 1e-12)) / np.sqrt(max(track[2] * track[3], 1e-12))
+        ok = (distance <= self.match_distance) & (ratio <= _MAX_SIZE_CHANGE) & (ratio >= 1 / _MAX_SIZE_CHANGE)
+        if not ok.any():
+            return None
+        return int(np.argmin(np.where(ok, distance, np.inf)))
+
+    def _accept(self, index, box, prob, gap, continuous):
+        box = np.asarray(box, np.float64)
+        self._track_box = box
+        observed = _to_cxcywh(box)
+        if continuous and self._smooth is not None and self.smoothing > 0:
+            a = self.smoothing ** gap  # the same time constant whatever detect_every is
+            self._smooth = a * self._smooth + (1 - a) * observed
+        else:
+            self._smooth = observed
+        return _Key(index, _to_xyxy(self._smooth), float(prob), self._segment)
+
+    def _fill_rows(self, out, keys, start, n):
+        """Write key results and interpolate between them into ``out`` rows."""
+        for a, b in zip(keys, keys[1:] + [None]):
+            if a.index >= start and a.box is not None:
+                row = a.index - start
+                out.boxes[row], out.probs[row], out.found[row] = a.box, a.prob, True
+            if b is None or a.box is None or b.box is None or a.segment != b.segment:
+                continue
+            for index in range(max(a.index + 1, start), b.index):
+                t = (index - a.index) / (b.index - a.index)
+                row = index - start
+                out.boxes[row] = (1 - t) * a.box + t * b.box
+                out.probs[row] = (1 - t) * a.prob + t * b.prob
+                out.found[row] = True
+
+    # -------------------------------------------------------------- cropping
+
+    def square_boxes(self, boxes):
+        """Face boxes (m, 4) -> the square crop regions (m, 4) cut around them."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2
+        half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * (1 + self.margin) / 2
+        return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
+
+    def crop(self, frames, boxes, rows=None):
+        """Cut square crops around face boxes, resized to size x size.
+
+        Args:
+            frames: uint8 (n, H, W, 3), RGB.
+            boxes: (m, 4) face boxes ``x1, y1, x2, y2`` in pixels, one per
+                cropped frame; the crop is the square of side
+                ``max(w, h) * (1 + margin)`` around each (see
+                :meth:`square_boxes`), zero outside the frame.
+            rows: which frames the boxes belong to, (m,) indices; default
+                all n frames in order (then m == n).
+
+        Returns:
+            uint8 (m, size, size, 3).
+        """
+        frames = _check_frames(frames)
+        rows = np.arange(len(frames)) if rows is None else np.asarray(rows, np.int64)
+        squares = torch.as_tensor(self.square_boxes(boxes), dtype=torch.float32)
+        if len(squares) != len(rows):
+            raise ValueError(f"{len(squares)} boxes for {len(rows)} frames")
+        if len(rows) == 0:
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
+        h, w = frames.shape[1:3]
+        chunk = max(1, _CROP_PIXEL_BUDGET // (h * w))
+        crops = []
+        for s in range(0, len(rows), chunk):
+            x = torch.from_numpy(np.ascontiguousarray(frames[rows[s:s + chunk]])).to(self.device)
+            x = x.permute(0, 3, 1, 2).float()
+            regions = squares[s:s + chunk].to(self.device)
+            index = torch.arange(len(regions), dtype=torch.float32, device=self.device)[:, None]
+            # sampling_ratio=0: ceil(region / size) samples per output pixel,
+            # i.e. averaging when shrinking (no aliasing), bilinear when growing.
+            y = roi_align(x, torch.cat([index, regions], dim=1), output_size=self.size,
+                          spatial_scale=1.0, sampling_ratio=0, aligned=True)
+            crops.append(y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+        return np.concatenate(crops)
+
+    def _fill_missing(self, crops, found):
+        """Fill no-face crops (in place) and remember the last good crop."""
+        if self.fill == "zeros":
+            if found.any():
+                self._last_crop = crops[np.flatnonzero(found)[-1]].copy()
+            return
+        last = self._last_crop
+        for i in range(len(found)):
+            if found[i]:
+                last = crops[i]
+            elif last is not None:
+                crops[i] = last
+        self._last_crop = None if last is None else last.copy()
+
+
+def _check_frames(frames):
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (n, H, W, 3), got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    return frames
+
+
+def crop_image(image, pipeline=None, **kwargs):
+    """Crop the most prominent face of a still image.
+
+    Args:
+        image: uint8 array (H, W, 3) RGB, or the path of an image file
+            (read with :func:`end2you_visual.video.read_image`).
+        pipeline: a FacePipeline to use (reset first); if None one is made
+            from ``kwargs`` (the FacePipeline arguments).
+
+    Returns:
+        FaceBatch of one row.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        from .video import read_image
+
+        image = read_image(image)
+    if pipeline is None:
+        pipeline = FacePipeline(**kwargs)
+    elif kwargs:
+        raise TypeError("give either a pipeline or FacePipeline arguments, not both")
+    return pipeline.process_image(image)
+
+
+def resize_only(frames, size=150):
+    """Resize frames that are already face crops (e.g. FER2013) to size x size.
+
+    No detection. Non-square frames are first zero-padded to a square
+    (centred), like the crops of :class:`FacePipeline`; resizing is bilinear
+    with antialiasing (averaging when shrinking).
+
+    Args:
+        frames: uint8 (n, H, W) grey or (n, H, W, C) with C = 1 (grey),
+            3 (RGB) or 4 (RGBA, alpha dropped).
+        size: side of the output, in pixels.
+
+    Returns:
+        uint8 array (n, size, size, 3), RGB.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"frames must be (n, H, W) or (n, H, W, 1|3|4), got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    n, h, w = frames.shape[:3]
+    x = torch.from_numpy(np.ascontiguousarray(frames[..., :3])).permute(0, 3, 1, 2).float()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    side = max(h, w)
+    if h != w:
+        top, left = (side - h) // 2, (side - w) // 2
+        x = F.pad(x, (left, side - w - left, top, side - h - top))
+    if side != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

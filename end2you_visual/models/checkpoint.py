@@ -1,0 +1,164 @@
+"""Model checkpoints: tensors and plain types only, written atomically.
+
+Format (a dict saved with ``torch.save``)::
+
+    {"format": "end2you-visual-model", "version": 1,
+     "config": model.config,            # build_model(**config) rebuilds it
+     "state_dict": {name: tensor},      # possibly int8-compact, see .compact
+     **extra}                           # e.g. epoch, metrics, optimiser state
+
+Files are read with ``torch.load(..., weights_only=True)``: a file holding
+pickled Python objects is refused, never executed.
+"""
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .compact import dequantize_state_dict, quantize_state_dict
+from .visual import build_model
+
+__all__ = ["FORMAT", "VERSION", "safe_torch_load", "save_checkpoint", "read_checkpoint",
+           "model_from_checkpoint", "load_checkpoint"]
+
+FORMAT = "end2you-visual-model"
+VERSION = 1
+RESERVED = ("format", "version", "config", "state_dict")
+_LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError,
+                TypeError, AttributeError, ImportError, zipfile.BadZipFile)
+
+
+def safe_torch_load(path):
+    """``torch.load(path, map_location="cpu", weights_only=True)``, errors as InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = [line.strip().rstrip(".") for line in str(err).splitlines() if "GLOBAL" in line]
+        if not found:
+            problem = f"not a readable PyTorch checkpoint ({_last_detail(err)})"
+            raise InputError(path, problem) from err
+        raise InputError(path, "refused to load: the file holds pickled Python objects, not only "
+                               "tensors and plain values, and unpickling them could run arbitrary "
+                               f"code (torch.load weights_only=True; {found[0]}). Re-save it from "
+                               "a trusted copy as tensors and plain values only.") from err
+    except _LOAD_ERRORS as err:
+        problem = f"not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+        raise InputError(path, problem) from err
+
+
+def _last_detail(err):
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    details = [line for line in lines if "weights_only" not in line and "torch.load" not in line]
+    return (details or lines or [type(err).__name__])[-1]
+
+
+def _check_plain(value, where):
+    if value is None or isinstance(value, (str, int, float, bool, torch.Tensor)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} is not a str or int")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(f"{where}: {type(value).__name__} is not a tensor or plain value")
+
+
+def _unwrap(model):
+    return getattr(model, "_orig_mod", model)  # a torch.compile wrapper
+
+
+def save_checkpoint(model, path, extra=None, compact=False):
+    """Write ``model`` (and ``extra``) to ``path`` atomically.
+
+    Args:
+        model: a :class:`VisualModel` (or its ``torch.compile`` wrapper).
+        path: destination file; its folder is created.
+        extra: dict of tensors and plain values stored beside the model
+            (epoch, metrics, optimiser ``state_dict``...); may not use the
+            keys ``format``, ``version``, ``config``, ``state_dict``.
+        compact: store weight matrices as int8 + per-channel scales.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    model = _unwrap(model)
+    extra = dict(extra or {})
+    clash = [k for k in extra if k in RESERVED]
+    if clash:
+        raise ValueError(f"extra may not use the reserved keys {clash}")
+    _check_plain(extra, "extra")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if compact:
+        state = quantize_state_dict(state)
+    ckpt = {"format": FORMAT, "version": VERSION, "config": dict(model.config),
+            "state_dict": state, **extra}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_checkpoint(path):
+    """The checkpoint dict in ``path``, checked for format and version."""
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        looks_e2y = isinstance(ckpt, dict) and "state_dict" in ckpt and "format" not in ckpt
+        hint = (" It looks like an End2You checkpoint: use end2you_visual.zoo.import_end2you."
+                if looks_e2y else "")
+        raise InputError(path, f"not an {FORMAT} checkpoint (format: {found!r}).{hint}")
+    if ckpt.get("version") != VERSION:
+        raise InputError(path, f"checkpoint version {ckpt.get('version')!r}; "
+                               f"this release reads version {VERSION}")
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise InputError(path, "checkpoint lacks its 'config' or 'state_dict' dict")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, path=None):
+    """Build and fill a model from a :func:`read_checkpoint` dict (``path`` for messages)."""
+    try:
+        model = build_model(**ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise InputError(path, f"bad model config {ckpt['config']}: {err}") from err
+    try:
+        state = dequantize_state_dict(ckpt["state_dict"])
+    except KeyError as err:
+        raise InputError(path, f"broken compact weights: {err}") from err
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise InputError(path, f"weights do not match the model config: {err}") from err
+    model.extra = {k: v for k, v in ckpt.items() if k not in RESERVED}
+    return model.eval()
+
+
+def load_checkpoint(path, device="cpu"):
+    """Load a model saved by :func:`save_checkpoint` (plain or compact).
+
+    Returns:
+        The :class:`VisualModel` in eval mode on ``device``; the checkpoint's
+        extra entries are in ``model.extra``.
+
+    Raises:
+        InputError: naming the file, when it is missing, holds pickled
+            objects, is not this format, or its weights do not fit its config.
+    """
+    return model_from_checkpoint(read_checkpoint(path), path).to(device)

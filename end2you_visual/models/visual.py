@@ -1,0 +1,286 @@
+"""The visual model: per-frame CNN -> recurrent layers -> linear head.
+
+Paper model (``build_model()`` defaults): ResNet-50 on 150x150 face crops,
+2048 features per frame, a 2-layer LSTM over time, and a fully connected
+output layer. Shapes::
+
+    frames   (B, T, 3, H, W)  or  (B, T, H, W, 3) uint8
+    CNN      (B*T, 3, H, W) -> (B*T, F)         2D ResNet, frame by frame
+             (B, 3, T, H, W) -> (B, F, T)       I3D ResNet, whole clip
+    features (B, T, F)                          F = 512 / 2048 / 64 (tiny)
+    LSTM/GRU (B, T, F) -> (B, T, hidden_size)   skipped when temporal="none"
+    head     (B, T, outputs)                    raw: logits for classification
+"""
+import operator
+
+import torch
+from torch import nn
+
+from .i3d import inflate_resnet
+from .resnet import ARCHS_2D, build_resnet, num_features
+from .transfer import load_matching
+
+__all__ = ["VisualModel", "build_model", "ARCHS", "HEADS", "TEMPORALS", "default_label_names"]
+
+I3D_PREFIX = "i3d_"
+ARCHS = tuple(ARCHS_2D) + tuple(I3D_PREFIX + a for a in ARCHS_2D)
+HEADS = ("regression", "multilabel", "multiclass")
+TEMPORALS = ("lstm", "gru", "none")
+
+
+def default_label_names(outputs):
+    """``["output_0", "output_1", ...]``: names used when none are given."""
+    return [f"output_{i}" for i in range(outputs)]
+
+
+def _check_head(head, outputs, label_names):
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+    try:
+        count = operator.index(outputs)
+    except TypeError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"outputs must be a positive int, got {outputs!r}")
+    outputs = count
+    if head == "multiclass" and outputs < 2:
+        raise ValueError("a multiclass head needs at least 2 outputs")
+    names = default_label_names(outputs) if label_names is None else [str(n) for n in label_names]
+    if len(names) != outputs:
+        raise ValueError(f"{len(names)} label names {names} for {outputs} outputs")
+    return names
+
+
+def _triple(values, what):
+    values = [float(v) for v in values]
+    if len(values) != 3:
+        raise ValueError(f"{what} needs 3 values (R, G, B), got {values}")
+    return values
+
+
+def _is_channels_last(x):
+    """(B, T, H, W, 3) frames: uint8 with 3 last, or 3 last and not 3 at dim 2."""
+    return x.shape[-1] == 3 and (x.dtype == torch.uint8 or x.shape[2] != 3)
+
+
+class VisualModel(nn.Module):
+    """CNN feature extractor + optional LSTM/GRU + linear head.
+
+    Build it with :func:`build_model`; ``build_model(**model.config)`` makes
+    an identical (untrained) model.
+
+    Input frames, always 5D with batch B and time T:
+
+    * ``(B, T, 3, H, W)`` float in [0, 1] (as ``torchvision`` ``ToTensor``
+      gives) or uint8 in 0..255;
+    * ``(B, T, H, W, 3)`` channels-last frames as the HDF5 reader returns
+      them. Recognised when the last dimension is 3 and the dtype is uint8
+      (or, for float input, when dimension 2 is not 3). Channels-last input is
+      permuted without a copy, so the CNN sees a ``channels_last`` tensor.
+
+    uint8 is scaled by 1/255; then the per-channel ``mean``/``std`` stored in
+    the model (buffers, also in ``config``) are applied, so callers never
+    normalise.
+
+    Attributes:
+        extractor: the CNN (2D: (N, 3, H, W) -> (N, F); I3D: (B, 3, T, H, W) -> (B, F, T)).
+        temporal: ``nn.LSTM``/``nn.GRU`` (batch_first) or ``None``.
+        head: ``nn.Linear``.
+        num_features: F, CNN features per frame.
+        config: plain dict of the :func:`build_model` arguments.
+    """
+
+    def __init__(self, arch="resnet50", head="regression", outputs=2, temporal="lstm",
+                 hidden_size=256, num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5),
+                 std=(0.5, 0.5, 0.5), input_size=150, dropout=0.0):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+        if temporal not in TEMPORALS:
+            raise ValueError(f"unknown temporal {temporal!r}; choose one of {TEMPORALS}")
+        names = _check_head(head, outputs, label_names)
+        mean, std = _triple(mean, "mean"), _triple(std, "std")
+        if min(std) <= 0:
+            raise ValueError(f"std must be positive, got {std}")
+        self.is_3d = arch.startswith(I3D_PREFIX)
+        arch2d = arch[len(I3D_PREFIX):] if self.is_3d else arch
+        cnn = build_resnet(arch2d)
+        self.extractor = inflate_resnet(cnn) if self.is_3d else cnn
+        self.num_features = num_features(arch2d)
+        self.dropout = nn.Dropout(float(dropout))
+        if temporal == "none":
+            self.temporal = None
+            head_in = self.num_features
+        else:
+            rnn = nn.LSTM if temporal == "lstm" else nn.GRU
+            self.temporal = rnn(self.num_features, int(hidden_size), int(num_layers),
+                                batch_first=True,
+                                dropout=float(dropout) if int(num_layers) > 1 else 0.0)
+            head_in = int(hidden_size)
+        self.head = nn.Linear(head_in, outputs)
+        self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
+        self.config = {
+            "arch": arch, "head": head, "outputs": int(outputs), "temporal": temporal,
+            "hidden_size": int(hidden_size), "num_layers": int(num_layers), "label_names": names,
+            "mean": mean, "std": std, "input_size": int(input_size), "dropout": float(dropout),
+        }
+
+    def to(self, *args, **kwargs):
+        """``nn.Module.to``; ``memory_format=torch.channels_last`` also works for I3D.
+
+        An I3D model's kernels are 5D, so channels-last there means
+        ``torch.channels_last_3d``; the two are swapped to fit the model.
+        """
+        wanted = kwargs.get("memory_format")
+        if wanted in (torch.channels_last, torch.channels_last_3d):
+            kwargs["memory_format"] = torch.channels_last_3d if self.is_3d else torch.channels_last
+        return super().to(*args, **kwargs)
+
+    @property
+    def label_names(self):
+        """Names of the outputs, in order."""
+        return list(self.config["label_names"])
+
+    @property
+    def head_kind(self):
+        """``"regression"``, ``"multilabel"`` or ``"multiclass"``."""
+        return self.config["head"]
+
+    def _normalise(self, x):
+        """5D frames -> (B*T, 3, H, W) normalised float (layout kept), plus B, T."""
+        if x.dim() != 5:
+            raise ValueError("expected frames (B, T, 3, H, W) or (B, T, H, W, 3), "
+                             f"got shape {tuple(x.shape)}")
+        if _is_channels_last(x):
+            x = x.permute(0, 1, 4, 2, 3)  # no copy: a channels_last view
+        if x.shape[2] != 3:
+            raise ValueError(f"expected 3 colour channels, got frames of shape {tuple(x.shape)}")
+        b, t = x.shape[:2]
+        is_uint8 = x.dtype == torch.uint8
+        x = x.flatten(0, 1).to(dtype=self.mean.dtype)
+        if is_uint8:
+            x = x / 255.0
+        return (x - self.mean) / self.std, b, t
+
+    def features(self, x):
+        """Per-frame CNN embeddings (B, T, F) of frames ``x`` (see class doc)."""
+        x, b, t = self._normalise(x)
+        if self.is_3d:
+            clip = x.unflatten(0, (b, t)).transpose(1, 2)  # (B, 3, T, H, W)
+            return self.extractor(clip).transpose(1, 2)  # (B, T, F)
+        return self.extractor(x).unflatten(0, (b, t))  # (B, T, F)
+
+    def forward(self, x, state=None, return_state=False):
+        """Raw outputs (B, T, outputs) of frames ``x``.
+
+        Args:
+            x: frames, see the class doc.
+            state: recurrent state returned by an earlier call with
+                ``return_state=True`` (LSTM: ``(h, c)``, GRU: ``h``, each
+                (num_layers, B, hidden_size)); continues a long sequence
+                window after window. ``None``: start from zeros. With a 2D
+                CNN, windows with carried state give the same outputs as one
+                pass over the whole sequence; an I3D CNN also looks one frame
+                across each window edge, so there it is close, not equal.
+            return_state: also return the new state (``None`` when
+                ``temporal="none"``). Detach it before carrying it across
+                optimiser steps.
+
+        Returns:
+            ``out`` or ``(out, state)``; logits for classification heads
+            (see :meth:`activate`).
+        """
+        h = self.dropout(self.features(x))
+        if self.temporal is not None:
+            h, state = self.temporal(h, state)
+            h = self.dropout(h)
+        else:
+            state = None
+        out = self.head(h)
+        return (out, state) if return_state else out
+
+    def activate(self, out):
+        """Raw outputs -> predictions: sigmoid (multilabel), softmax (multiclass) or as is."""
+        if self.head_kind == "multilabel":
+            return torch.sigmoid(out)
+        if self.head_kind == "multiclass":
+            return torch.softmax(out, dim=-1)
+        return out
+
+    def replace_head(self, head=None, outputs=None, label_names=None):
+        """A new, randomly initialised head; the CNN and recurrent weights stay.
+
+        Args:
+            head: head kind (default: keep).
+            outputs: number of outputs (default: keep).
+            label_names: output names (default: keep when ``outputs`` is
+                unchanged, else ``output_i``).
+
+        Returns:
+            ``self``, for chaining.
+        """
+        head = self.head_kind if head is None else head
+        outputs = self.config["outputs"] if outputs is None else int(outputs)
+        if label_names is None and outputs == self.config["outputs"]:
+            label_names = self.label_names
+        names = _check_head(head, outputs, label_names)
+        old = self.head
+        self.head = nn.Linear(old.in_features, outputs).to(device=old.weight.device,
+                                                           dtype=old.weight.dtype)
+        self.config.update(head=head, outputs=outputs, label_names=names)
+        return self
+
+    def set_label_names(self, label_names):
+        """Rename the outputs (one name per output); the weights stay."""
+        names = _check_head(self.head_kind, self.config["outputs"], label_names)
+        self.config["label_names"] = names
+        return self
+
+    def inflate_from_2d(self, source):
+        """Load 2D weights into this I3D model, inflating kernels over time.
+
+        Args:
+            source: a 2D :class:`VisualModel`, its ``state_dict``, or a bare
+                torchvision ResNet ``state_dict`` (``conv1.weight``...,
+                ``fc.*`` ignored).
+
+        Returns:
+            A :class:`~end2you_visual.models.transfer.TransferReport`.
+            Recurrent and head weights are copied too where shapes match.
+        """
+        state = source.state_dict() if isinstance(source, nn.Module) else dict(source)
+        bare = not any(k.startswith("extractor.") for k in state)
+        mapped, unmapped = {}, []
+        for key, tensor in state.items():
+            if bare and key.startswith("fc."):
+                unmapped.append((key, "classifier of a bare ResNet"))
+                continue
+            mapped["extractor." + key if bare else key] = (key, tensor)
+        return load_matching(self, mapped, unmapped)
+
+
+def build_model(arch="resnet50", head="regression", outputs=2, temporal="lstm", hidden_size=256,
+                num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                input_size=150, dropout=0.0):
+    """Build a randomly initialised :class:`VisualModel`.
+
+    Args:
+        arch: CNN: ``resnet18``, ``resnet34``, ``resnet50``, ``i3d_resnet18``,
+            ``i3d_resnet50`` (any 2D arch with the ``i3d_`` prefix), or
+            ``resnet_tiny`` / ``i3d_resnet_tiny`` (8-64 maps, for tests).
+        head: ``regression`` (identity), ``multilabel`` (sigmoid) or
+            ``multiclass`` (softmax); the model returns raw outputs.
+        outputs: number of outputs (2 for arousal/valence, 8 emotions...).
+        temporal: ``lstm``, ``gru`` or ``none`` (frame-level: the head on each
+            frame's CNN features, e.g. for image datasets).
+        hidden_size, num_layers: of the recurrent layers.
+        label_names: output names (default ``output_i``).
+        mean, std: per-channel normalisation of [0, 1] RGB input.
+        input_size: side of the square face crops the model expects
+            (informational: the pool is adaptive).
+        dropout: on CNN features, between recurrent layers and before the head.
+    """
+    return VisualModel(arch=arch, head=head, outputs=outputs, temporal=temporal,
+                       hidden_size=hidden_size, num_layers=num_layers, label_names=label_names,
+                       mean=mean, std=std, input_size=input_size, dropout=dropout)

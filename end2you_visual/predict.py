@@ -1,0 +1,235 @@
+"""Per-frame predictions for your own videos: `e2y-visual predict`.
+
+No HDF5 file is made: each video is streamed through the same face
+pipeline as `generate` and straight into the model, batch after batch::
+
+    decode a batch -> detect/track/crop faces -> model (state carried) -> rows
+
+so memory does not grow with the video's length. The crops are cut at the
+model's own input size (``model.config["input_size"]``)::
+
+    from end2you_visual.predict import predict_video
+    result = predict_video("me.mp4", "resnet50_lstm_recola", out_dir="out")
+    result.predictions        # (T, outputs), NaN where no face was found
+
+Per video, ``out_dir`` receives ``<stem>.csv`` (``time``, one column per
+output, ``face_found``) and ``<stem>.png`` (the outputs over time, with
+gaps where no face was found). Outputs are activated: values for
+regression heads, probabilities for classification heads. A frame without a
+face has EMPTY output cells: the model still sees it (it holds the last
+good crop, as in training data, so the recurrent state runs on), but its
+output is not a prediction about a face.
+"""
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .inference import StreamingPredictor, resolve_device
+from .postprocess import atomic_write_text
+
+__all__ = ["PredictionResult", "predict_video", "predict_videos", "write_prediction_rows"]
+
+
+@dataclass
+class PredictionResult:
+    """Predictions for one video.
+
+    Attributes:
+        video: the video file.
+        label_names: output names (the CSV's columns).
+        fps: frame rate the video was sampled at (frame i is at i / fps s).
+        time: (T,) seconds.
+        predictions: float32 (T, outputs), activated; NaN where no face.
+        face_found: bool (T,).
+        csv_path, plot_path: the files written (None when not written).
+        seconds: wall time of the whole video (decode, faces, model).
+    """
+
+    video: Path
+    label_names: list
+    fps: float
+    time: np.ndarray
+    predictions: np.ndarray
+    face_found: np.ndarray
+    csv_path: Path = None
+    plot_path: Path = None
+    seconds: float = 0.0
+
+    @property
+    def n_frames(self):
+        return len(self.time)
+
+    @property
+    def faces_found(self):
+        return int(self.face_found.sum())
+
+
+def write_prediction_rows(path, time_s, names, values, face_found):
+    """Write a prediction CSV atomically: ``time``, outputs, ``face_found``.
+
+    NaN values become empty cells (``e2y-visual evaluate`` reads them as
+    missing predictions); numbers are written with ``repr`` precision.
+    """
+    lines = [",".join(["time", *names, "face_found"])]
+    for i in range(len(time_s)):
+        cells = [repr(float(time_s[i]))]
+        cells += ["" if math.isnan(v) else repr(float(v)) for v in values[i]]
+        cells.append("1" if face_found[i] else "0")
+        lines.append(",".join(cells))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _load_model(model, device):
+    if isinstance(model, (str, os.PathLike)):
+        from .zoo import load_pretrained
+
+        return load_pretrained(model, device=str(device))
+    return model
+
+
+def _input_size(model):
+    base = getattr(model, "_orig_mod", model)
+    size = base.config.get("input_size")
+    if not size:
+        raise ValueError("the model's config has no input_size")
+    return int(size), base
+
+
+def predict_video(video_path, model, out_dir=None, device="auto", precision="auto",
+                  batch_size=32, detect_every=1, detect_scale=None, margin=0.2,
+                  min_face_size=20, smoothing=0.5, fill="last", plot=True, pipeline=None,
+                  stem=None, progress=False):
+    """Per-frame predictions of ``model`` for one video.
+
+    Args:
+        video_path: a video file ffmpeg can read.
+        model: a VisualModel, or a registered name / checkpoint path.
+        out_dir: where ``<stem>.csv`` and ``<stem>.png`` go; None: write nothing.
+        device: for the face detector and the model (``"auto"``: CUDA if any).
+        precision: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``"bf16"``, ``"fp32"``.
+        batch_size: frames decoded, detected and predicted together.
+        detect_every, detect_scale, margin, min_face_size, smoothing, fill:
+            the face pipeline's settings, as for ``generate``
+            (:class:`~end2you_visual.faces.FacePipeline`).
+        plot: write the PNG too.
+        pipeline: a FacePipeline to reuse (its size must be the model's
+            input size); the face settings are then ignored.
+        stem: file name stem of the outputs (default the video's).
+        progress: show a progress bar (tqdm).
+
+    Returns:
+        :class:`PredictionResult`.
+
+    Raises:
+        InputError: the video cannot be read.
+    """
+    from .faces import FacePipeline
+    from .video import iter_frame_batches, probe_video
+
+    started = time.perf_counter()
+    device = resolve_device(device)
+    model = _load_model(model, device)
+    size, base = _input_size(model)
+    info = probe_video(video_path)
+    if pipeline is None:
+        pipeline = FacePipeline(size=size, margin=margin, device=device,
+                                detect_every=detect_every, min_face_size=min_face_size,
+                                smoothing=smoothing, fill=fill, fps=info.fps,
+                                detect_scale=detect_scale, batch_size=batch_size)
+    elif pipeline.size != size:
+        raise ValueError(f"the pipeline crops {pipeline.size} px faces, the model expects {size}")
+    pipeline.reset()
+    predictor = StreamingPredictor(model, device, precision, activate=True)
+    bar = _bar(progress, info, video_path)
+    preds, found = [], []
+    try:
+        for _, frames in iter_frame_batches(video_path, batch_size):
+            faces = pipeline.process(frames)
+            out = predictor(faces.crops)
+            out[~faces.found] = np.nan  # no face: no prediction
+            preds.append(out)
+            found.append(faces.found.copy())
+            if bar is not None:
+                bar.update(len(frames))
+    finally:
+        if bar is not None:
+            bar.close()
+        pipeline.reset()
+    predictions = np.concatenate(preds).astype(np.float32)
+    face_found = np.concatenate(found)
+    times = np.arange(len(face_found)) / info.fps
+    result = PredictionResult(Path(video_path), base.label_names, info.fps, times, predictions,
+                              face_found)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        stem = stem or Path(video_path).stem
+        result.csv_path = out_dir / f"{stem}.csv"
+        write_prediction_rows(result.csv_path, times, base.label_names, predictions, face_found)
+        if plot:
+            from .plots import plot_predictions
+
+            result.plot_path = plot_predictions(times, predictions, None, base.label_names,
+                                                out_dir / f"{stem}.png", face_found=face_found)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _bar(progress, info, path):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=info.n_frames, desc=Path(path).name, unit="frame", leave=False)
+
+
+def _unique_stems(paths):
+    stems, used = [], set()
+    for p in paths:
+        stem, i = Path(p).stem, 2
+        while stem in used:
+            stem, i = f"{Path(p).stem}__{i}", i + 1
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def find_videos(paths):
+    """Video files among ``paths`` (files, and folders searched recursively)."""
+    from .inputs import VIDEO_EXTENSIONS
+
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            videos = sorted(q for q in p.rglob("*") if q.is_file()
+                            and q.suffix.lower() in VIDEO_EXTENSIONS)
+            if not videos:
+                raise InputError(p, "folder holds no video files")
+            found += videos
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise InputError(p, "no such file or folder")
+    return found
+
+
+def predict_videos(videos, model, out_dir, device="auto", **options):
+    """:func:`predict_video` for each of ``videos`` (files or folders) into ``out_dir``.
+
+    Every video is probed first (an unreadable one raises InputError before
+    any work); the model is loaded once; outputs of videos sharing a stem get ``__2``,
+    ``__3``... Returns one :class:`PredictionResult` per video.
+    """
+    from .video import probe_video
+
+    device = resolve_device(device)
+    model = _load_model(model, device)
+    paths = find_videos(videos)
+    for p in paths:  # an unreadable video stops the run before any work
+        probe_video(p)
+    return [predict_video(p, model, out_dir, device=device, stem=s, **options)
+            for p, s in zip(paths, _unique_stems(paths))]

@@ -1,0 +1,74 @@
+"""Pretraining augmentation on the device, batched: resize, random crop, colour.
+
+The paper resizes 150x150 crops to 170x170, takes a random 150x150 crop and
+changes brightness and saturation at random. Here the crop is the data's
+frame size S and the resize ``round(S * 170 / 150)`` (150 -> 170, 48 -> 54),
+unless given.
+
+Each *window* (sequence) draws one crop offset, one brightness and one
+saturation factor, shared by all its frames, so the augmentation does not
+flicker over time. Factors are uniform in ``[1 - x, 1 + x]``; brightness
+multiplies the pixels, saturation blends each pixel with its grey value
+(0.299 R + 0.587 G + 0.114 B), each followed by clipping to [0, 1], as
+torchvision's ``adjust_brightness`` / ``adjust_saturation`` do.
+
+The random numbers come from the augmenter's own CPU generator, seeded, so a
+resumed run continues the same draws (its state is in the checkpoint).
+"""
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Augmenter", "default_resize"]
+
+GREY = (0.299, 0.587, 0.114)
+
+
+def default_resize(size):
+    """The paper's 170 for 150, scaled: ``round(size * 170 / 150)``."""
+    return int(round(size * 170 / 150))
+
+
+class Augmenter:
+    """Callable: uint8 frames (B, T, S, S, 3) on the device -> float (B, T, 3, S, S).
+
+    The output is in [0, 1] (the model scales uint8 by 1/255 and float as is,
+    so validation on raw uint8 sees the same range) and laid out channels-last
+    in memory.
+    """
+
+    def __init__(self, size, resize=None, brightness=0.2, saturation=0.2, seed=0):
+        self.size = int(size)
+        self.resize = default_resize(size) if resize is None else int(resize)
+        if self.resize < self.size:
+            raise ValueError(f"resize ({self.resize}) must be at least the crop size ({self.size})")
+        self.brightness = float(brightness)
+        self.saturation = float(saturation)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+    def __call__(self, frames):
+        b, t, s, _, c = frames.shape
+        r, out = self.resize, self.size
+        u = torch.rand(b, 4, generator=self.generator).to(frames.device, non_blocking=True)
+        x = frames.flatten(0, 1).permute(0, 3, 1, 2).float().div_(255.0)   # (N, 3, S, S)
+        if r != s:
+            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+        x = x.permute(0, 2, 3, 1).reshape(b, t, r * r, c)                  # channels last
+        span = r - out + 1
+        oy = (u[:, 0] * span).long().clamp(max=span - 1)
+        ox = (u[:, 1] * span).long().clamp(max=span - 1)
+        steps = torch.arange(out, device=frames.device)
+        rows = (oy[:, None] + steps) * r                                     # (B, S)
+        index = (rows[:, :, None] + ox[:, None, None] + steps).reshape(b, 1, out * out, 1)
+        x = x.gather(2, index.expand(b, t, out * out, c)).view(b, t, out, out, c)
+        bright = 1.0 + (2.0 * u[:, 2] - 1.0) * self.brightness
+        sat = 1.0 + (2.0 * u[:, 3] - 1.0) * self.saturation
+        x = (x * bright.view(b, 1, 1, 1, 1)).clamp_(0.0, 1.0)
+        grey = (x * torch.tensor(GREY, device=x.device)).sum(dim=-1, keepdim=True)
+        x = (grey + sat.view(b, 1, 1, 1, 1) * (x - grey)).clamp_(0.0, 1.0)
+        return x.permute(0, 1, 4, 2, 3)

@@ -1,0 +1,154 @@
+"""Training losses: 1 - CCC, MSE, weighted sigmoid BCE, weighted cross-entropy.
+
+Every loss takes the model's raw outputs ``out`` (B, T, L), the labels
+(B, T, L) and a frame mask (B, T) (True = the frame counts: not padding, and
+with ``skip_no_face`` a face was found) and computes in float32, also under
+bf16 autocast.
+
+* ``ccc``: :func:`end2you_visual.ccc.ccc_loss`: 1 - CCC per sequence and per
+  dimension, averaged (the paper's fine-tuning loss).
+* ``mse``: mean squared error over the masked frames and dimensions.
+* ``bce``: sigmoid binary cross-entropy per label, summed over the masked
+  frames and labels, each frame multiplied by its weight, divided by
+  (masked frames x labels).
+* ``ce``: softmax cross-entropy against the argmax of the one-hot labels,
+  each frame multiplied by its weight, divided by the masked frames. Frames
+  whose labels are all zero carry no class and are left out.
+
+Frame weights (:class:`FrameWeights`, ``label_weighting="inverse"``): label
+*e* gets ``1 / n_e``, where ``n_e`` is the number of training frames
+carrying *e* (value >= 0.5) in one epoch, after re-sampling. A frame's weight
+is that of the **rarest label it carries** (the largest ``1 / n_e`` among its
+labels), so a frame labelled happy + contempt weighs as a contempt frame.
+A frame carrying no label (multi-label data) counts as one more category,
+weight ``1 / n_none``. The weights are then scaled so that their mean over
+the epoch's training frames is exactly 1, which keeps the loss on the scale
+of the unweighted one. Explicit ``class_weights`` are used as given (no
+scaling; frames with no label weigh 1).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..ccc import ccc_loss
+
+__all__ = ["FrameWeights", "inverse_frequency_weights", "make_loss"]
+
+PRESENT = 0.5
+
+
+@dataclass
+class FrameWeights:
+    """Per-label weights; a frame's weight is the largest among its labels.
+
+    ``label_weights`` (L,), ``none_weight`` for frames carrying no label,
+    ``scale`` multiplies every weight. Plain floats, so it travels to any
+    device.
+    """
+
+    label_weights: list
+    none_weight: float = 1.0
+    scale: float = 1.0
+
+    def raw(self, labels):
+        """NumPy: unscaled weights of frames ``labels`` (..., L)."""
+        labels = np.asarray(labels)
+        present = labels >= PRESENT
+        w = np.where(present, np.asarray(self.label_weights, np.float64), 0.0).max(
+            axis=-1, initial=0.0)
+        return np.where(present.any(axis=-1), w, self.none_weight)
+
+    def __call__(self, labels):
+        """Torch: weights (B, T) of frames ``labels`` (B, T, L), float32."""
+        present = labels >= PRESENT
+        lw = torch.as_tensor(self.label_weights, dtype=torch.float32, device=labels.device)
+        w = torch.where(present, lw, torch.zeros_like(lw)).amax(dim=-1)
+        w = torch.where(present.any(dim=-1), w, torch.full_like(w, self.none_weight))
+        return w * self.scale
+
+    def to_dict(self):
+        return {"label_weights": [float(w) for w in self.label_weights],
+                "none_weight": float(self.none_weight), "scale": float(self.scale)}
+
+
+def inverse_frequency_weights(seq_labels, dataset, indices, columns=None):
+    """:class:`FrameWeights` with ``1 / n_e`` per label, mean frame weight 1.
+
+    Args:
+        seq_labels: per sequence ``(labels (n, L), valid (n,))`` (see
+            :func:`~end2you_visual.training.sampler.sequence_labels`).
+        dataset: the training WindowDataset (its windows).
+        indices: window indices of one epoch (with the re-sampled copies).
+        columns: label columns used (default all).
+
+    Labels that no training frame carries get weight 0 (they never occur).
+    """
+    def frames_of(i):
+        q, start = dataset.windows[i]
+        labels, valid = seq_labels[q]
+        lab = labels if columns is None else labels[:, columns]
+        stop = len(lab) if dataset.window is None else min(start + dataset.window, len(lab))
+        keep = valid[start:stop]
+        return lab[start:stop][keep]
+
+    # Counts: each window's valid frames, as often as the window is used.
+    counts, n_none = None, 0.0
+    for i in indices:
+        present = frames_of(i) >= PRESENT
+        counts = present.sum(axis=0) + (0 if counts is None else counts)
+        n_none += float((~present.any(axis=1)).sum())
+    counts = np.asarray(counts, np.float64)
+    label_w = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), 0.0)
+    weights = FrameWeights(label_weights=label_w.tolist(),
+                           none_weight=1.0 / n_none if n_none else 0.0)
+    total, n_frames = 0.0, 0
+    for i in indices:
+        raw = weights.raw(frames_of(i))
+        total += float(raw.sum())
+        n_frames += len(raw)
+    weights.scale = n_frames / total if total > 0 else 1.0
+    return weights
+
+
+def _masked_mean(values, mask):
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp(min=1.0)
+
+
+def make_loss(kind, frame_weights=None):
+    """A loss ``f(out, labels, mask) -> scalar`` of kind ccc/mse/bce/ce (module doc).
+
+    ``frame_weights``: a :class:`FrameWeights` (bce, ce) or None (all 1).
+    """
+    def weights(labels, mask):
+        w = mask.to(torch.float32)
+        return w if frame_weights is None else w * frame_weights(labels)
+
+    def ccc(out, labels, mask):
+        return ccc_loss(out.float(), labels.float(), mask)
+
+    def mse(out, labels, mask):
+        err = (out.float() - labels.float()).pow(2).mean(dim=-1)
+        return _masked_mean(err, mask)
+
+    def bce(out, labels, mask):
+        per = F.binary_cross_entropy_with_logits(out.float(), labels.float(), reduction="none")
+        w = weights(labels, mask)
+        den = mask.to(torch.float32).sum().clamp(min=1.0) * out.shape[-1]
+        return (per * w.unsqueeze(-1)).sum() / den
+
+    def ce(out, labels, mask):
+        has_class = labels.amax(dim=-1) >= PRESENT
+        mask = mask & has_class
+        target = labels.argmax(dim=-1)
+        per = F.cross_entropy(out.float().flatten(0, 1), target.flatten(),
+                              reduction="none").view(target.shape)
+        w = weights(labels, mask)
+        return (per * w).sum() / mask.to(torch.float32).sum().clamp(min=1.0)
+
+    losses = {"ccc": ccc, "mse": mse, "bce": bce, "ce": ce}
+    if kind not in losses:
+        raise ValueError(f"unknown loss {kind!r}; choose one of {sorted(losses)}")
+    return losses[kind]

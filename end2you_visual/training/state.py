@@ -1,0 +1,114 @@
+"""What a training checkpoint holds besides the model, and the per-epoch logs.
+
+Everything is tensors and plain values so that checkpoints load with
+``torch.load(..., weights_only=True)``: random-number states are stored as
+tensors and lists, never as pickled objects.
+"""
+import csv
+import io
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["rng_state", "set_rng_state", "seed_everything", "write_csv_atomic", "TensorBoard"]
+
+
+def seed_everything(seed):
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    """The global RNG states (Python, NumPy, torch CPU, every CUDA device)."""
+    version, keys, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    cuda = []
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        cuda = [s.clone() for s in torch.cuda.get_rng_state_all()]
+    return {
+        "python": {"version": int(version), "keys": torch.tensor(keys, dtype=torch.int64),
+                   "gauss": gauss},
+        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss),
+                  "cached": float(np_cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+    }
+
+
+def set_rng_state(state):
+    """Restore :func:`rng_state`'s output (CUDA states when the devices match)."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(k) for k in py["keys"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["cached"]))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def write_csv_atomic(path, rows):
+    """Write ``rows`` (dicts) as CSV: columns in first-seen order; tmp + rename."""
+    columns = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+class TensorBoard:
+    """Scalars to TensorBoard when the ``tensorboard`` package is importable.
+
+    ``TensorBoard(log_dir).available`` says whether it writes anything.
+    """
+
+    def __init__(self, log_dir, enabled=True):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    @property
+    def available(self):
+        return self.writer is not None
+
+    def log(self, row, step):
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                self.writer.add_scalar(key.replace("_", "/", 1), value, step)
+        self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,285 @@
+"""Reading videos and still images as uint8 RGB frames.
+
+Videos are decoded by ffmpeg (the binary moviepy uses) at a constant frame
+rate equal to the video's own rate, so that frame ``i`` is the picture shown
+at time ``i / fps`` seconds from the start of the file. This holds for
+variable-frame-rate files too (phone recordings, spliced clips): ffmpeg
+repeats or drops pictures to keep the constant rate, exactly as a player
+sampling the video every ``1 / fps`` seconds would see it.
+
+Which rate is "the video's own": the stream's base rate (ffmpeg's ``tbr``,
+i.e. ``r_frame_rate``), the rate at which its pictures are timed. The
+*average* rate (ffmpeg's ``fps``, frames / duration) is unreliable for
+constant-rate files (a 24 fps clip whose container duration includes a
+longer audio track reads as 23.67) and lower than the picture rate for
+variable-rate ones (26.4 for a clip spliced from a 30 fps and a 24 fps
+part); sampling at it would drop pictures. Where the base rate is
+implausible (above 210, or more than 1.5 times the average: irregular
+timestamps, e.g. 120 for a spliced clip averaging 26.5) the average rate is
+used instead, so that most pictures are not repeated.
+
+The frame count from the container header (``VideoInfo.n_frames``) is an
+estimate (duration x fps). :func:`iter_frame_batches` yields exactly the
+frames that decode, which can differ by a frame or more for broken files;
+callers that need the exact count up front use ``probe_video(path,
+count=True)`` (decodes the whole file once).
+"""
+
+import math
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["VideoInfo", "probe_video", "iter_frame_batches", "read_image"]
+
+# A "tbr" above this is a time base, not a frame rate (ffmpeg's own rule in
+# av_guess_frame_rate).
+_MAX_PLAUSIBLE_FPS = 210.0
+_MAX_BASE_OVER_AVERAGE = 1.5
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learns about a video file.
+
+    Attributes:
+        path: the file, as given.
+        fps: frames per second at which :func:`iter_frame_batches` samples it
+            (the video's own base rate, see the module docstring).
+        n_frames: number of frames; an estimate from the header
+            (``int(duration * fps)``) unless probed with ``count=True``, then
+            exactly what :func:`iter_frame_batches` yields.
+        width, height: frame size in pixels, after the file's rotation flag
+            is applied (as decoded).
+        duration: length in seconds from the container header.
+    """
+
+    path: str
+    fps: float
+    n_frames: int
+    width: int
+    height: int
+    duration: float
+
+
+def _probe_header(path):
+    """fps, frame count, size and duration from the header (moviepy)."""
+    if not os.path.isfile(path):
+        raise InputError(path, "file not found")
+    base = _parse_infos(path).get("video_fps") or 0.0  # the base rate, "tbr"
+    # moviepy is imported here: it is slow to import and only videos need it.
+    from moviepy import VideoFileClip
+
+    try:
+        # Opening also decodes the first frame: a file that cannot even do
+        # that fails here rather than half-way through a generator.
+        clip = VideoFileClip(path, audio=False)
+    except (OSError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(path, f"cannot read as a video: {_reason(exc)}") from exc
+    try:
+        average = float(clip.fps or 0.0)
+        width, height = (int(v) for v in clip.size)
+        duration = float(clip.duration or 0.0)
+    finally:
+        clip.close()
+    fps = _choose_fps(float(base), average)
+    if not (math.isfinite(fps) and fps > 0):
+        raise InputError(path, "has no usable frame rate")
+    if width <= 0 or height <= 0:
+        raise InputError(path, "has no usable frame size")
+    # moviepy's own estimate (FFMPEG_VideoReader.n_frames), at our rate.
+    n_frames = int(duration * fps)
+    return fps, n_frames, width, height, duration
+
+
+def _parse_infos(path):
+    """ffmpeg's view of the file (moviepy's parser), fps from the base rate."""
+    from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
+
+    try:
+        infos = ffmpeg_parse_infos(path, fps_source="tbr")
+    except (OSError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # moviepy wraps ffmpeg's complaint in an OSError; malformed headers
+        # surface as parser errors of several kinds.
+        raise InputError(path, f"cannot read as a video: {_reason(exc)}") from exc
+    if not infos.get("video_found"):
+        raise InputError(path, "has no video stream")
+    return infos
+
+
+def _reason(exc):
+    text = str(exc)
+    if "failed to read the first frame" in text:
+        return "the first frame cannot be decoded"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # moviepy puts ffmpeg's own message last; it is the informative part.
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _choose_fps(base, average):
+    """The video's own rate: the base rate, unless it is implausible.
+
+    A base rate far above the average one (more than 1.5 times, or above
+    210) comes from irregular timestamps (a spliced or trimmed file), not
+    from the picture rate; sampling at it would repeat most pictures, so the
+    average rate is used then.
+    """
+    if base <= 0:
+        return average
+    if average <= 0:
+        return base if base <= _MAX_PLAUSIBLE_FPS else 0.0
+    if base > _MAX_PLAUSIBLE_FPS or base > _MAX_BASE_OVER_AVERAGE * average:
+        return average
+    return base
+
+
+def probe_video(path, count=False):
+    """Probe a video file: frame rate, frame count, size and duration.
+
+    Args:
+        path: a video file ffmpeg can read.
+        count: if True, decode the whole file to count its frames exactly
+            (same decoding as :func:`iter_frame_batches`); otherwise
+            ``n_frames`` is the header estimate ``int(duration * fps)``.
+
+    Returns:
+        VideoInfo.
+
+    Raises:
+        InputError: the file is missing, unreadable, or has no video stream.
+    """
+    path = os.fspath(path)
+    fps, n_frames, width, height, duration = _probe_header(path)
+    info = VideoInfo(path, fps, n_frames, width, height, duration)
+    if count:
+        n_frames = sum(len(batch) for _, batch in _decode(info, batch_size=64))
+        info = VideoInfo(path, fps, n_frames, width, height, duration)
+    return info
+
+
+def _rate_arg(fps):
+    # 30000/1001 rather than 29.97002997 so ffmpeg keeps the exact NTSC rate.
+    return str(Fraction(fps).limit_denominator(1001))
+
+
+def _ffmpeg_command(info):
+    from moviepy.config import FFMPEG_BINARY
+
+    return [
+        FFMPEG_BINARY, "-nostdin", "-loglevel", "error",
+        "-i", info.path,
+        "-an", "-sn", "-dn",
+        "-vf", f"scale={info.width}:{info.height}",
+        "-r", _rate_arg(info.fps),
+        "-f", "image2pipe", "-pix_fmt", "rgb24", "-vcodec", "rawvideo",
+        "-",
+    ]
+
+
+def _read_into(stream, buffer):
+    """Fill ``buffer`` from ``stream``, looping over short pipe reads.
+
+    Returns the number of bytes read (less than its size at end of stream).
+    """
+    view = memoryview(buffer).cast("B")
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _decode(info, batch_size):
+    """Yield ``(start, frames)`` from one ffmpeg process; see iter_frame_batches."""
+    frame_bytes = info.width * info.height * 3
+    with tempfile.TemporaryFile() as errlog:
+        # stderr goes to a file: a pipe nobody reads could fill up and stall
+        # ffmpeg on a file with many decoding errors.
+        proc = subprocess.Popen(
+            _ffmpeg_command(info), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=errlog,
+        )
+        start = 0
+        try:
+            while True:
+                frames = np.empty((batch_size, info.height, info.width, 3), np.uint8)
+                n = _read_into(proc.stdout, frames) // frame_bytes
+                if n:
+                    yield start, frames[:n]
+                    start += n
+                if n < batch_size:
+                    break
+        finally:
+            proc.stdout.close()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if start == 0:
+            errlog.seek(0)
+            message = errlog.read().decode("utf-8", "replace").strip()
+            raise InputError(
+                info.path,
+                "no frame could be decoded" + (f": {message.splitlines()[-1]}" if message else ""),
+            )
+
+
+def iter_frame_batches(path, batch_size=32):
+    """Decode a video in batches of frames, streaming.
+
+    Frames are sampled at the video's own rate (``probe_video(path).fps``):
+    frame ``i`` is the picture shown at time ``i / fps``. Only one batch is
+    held in memory at a time; the ffmpeg process is ended when the iterator
+    is exhausted, closed, or garbage-collected, or when decoding fails.
+
+    Exactly the decodable frames are yielded, whatever the header claims; a
+    file that ends early or has a truncated last frame yields fewer frames
+    than ``VideoInfo.n_frames``. The batch boundaries do not change the
+    frames (``batch_size`` only trades memory for per-call overhead).
+
+    Args:
+        path: a video file ffmpeg can read.
+        batch_size: frames per yielded batch (the last one may be shorter).
+
+    Yields:
+        ``(start_index, frames)``: the index of the batch's first frame in
+        the video, and a uint8 array of shape (n, H, W, 3), RGB.
+
+    Raises:
+        InputError: the file is missing, unreadable, has no video stream, or
+            not a single frame decodes.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    info = probe_video(path)
+    yield from _decode(info, int(batch_size))
+
+
+def read_image(path):
+    """Read a still image as uint8 RGB, shape (H, W, 3).
+
+    Grey, palette and RGBA images are converted to RGB (alpha is dropped);
+    the EXIF orientation of photos is applied.
+
+    Raises:
+        InputError: the file is missing or is not an image PIL can read.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise InputError(path, "file not found")
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except UnidentifiedImageError as exc:
+        raise InputError(path, "not an image file PIL can read") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(path, f"cannot decode image: {exc}") from exc

@@ -1,0 +1,174 @@
+"""`generate` end to end on the bundled real clips, bad inputs, resume and the CLI."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from end2you_visual.cli.main import cli
+from end2you_visual.data import SequenceFile
+from end2you_visual.generate import GenerateSettings, generate
+from end2you_visual.hdf5 import is_complete
+
+DATA = Path(__file__).parent / "data"
+FAST = dict(size=32, detect_every=3, batch_size=24)
+
+
+def _labels_csv(path, duration, step=0.04):
+    times = np.arange(0, duration + 1e-9, step)
+    rows = "\n".join(f"{t:.2f},{t:.2f},{-t:.2f}" for t in times)
+    path.write_text("time,arousal,valence\n" + rows + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    """A folder with the single-face clip, labels at 40 ms, and the bad inputs."""
+    root = tmp_path_factory.mktemp("inputs")
+    shutil.copy(DATA / "single_face.mp4", root / "single_face.mp4")
+    _labels_csv(root / "single_face.csv", 2.4)
+    (root / "corrupt.mp4").write_bytes(b"\x00\x01 not a video" * 100)
+    shutil.copy(DATA / "single_face.mp4", root / "nan_times.mp4")
+    (root / "nan_times.csv").write_text("time,arousal\n0,0.1\nnan,0.2\n0.08,0.3\n")
+    shutil.copy(DATA / "single_face.mp4", root / "short_labels.mp4")
+    _labels_csv(root / "short_labels.csv", 0.4)  # labels end 2 s before the video
+    (root / "input.csv").write_text(
+        "raw_file,label_file,subject\n"
+        "single_face.mp4,single_face.csv,s1\n"
+        "corrupt.mp4,,s2\n"
+        "nan_times.mp4,nan_times.csv,s3\n"
+        "short_labels.mp4,short_labels.csv,s4\n"
+        "single_face.mp4,missing.csv,s5\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def generated(clip_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    results = generate(clip_dir / "input.csv", out, GenerateSettings(**FAST), preview=True,
+                       progress=False)
+    return out, results
+
+
+def test_good_video_is_written_with_aligned_labels(generated):
+    out, _ = generated
+    f = SequenceFile(out / "single_face.h5")
+    assert f.label_names == ["arousal", "valence"]
+    assert f.label_kind == "continuous"
+    (seq,) = f.sequences
+    assert seq.length == 72 and seq.fps == 30.0
+    assert seq.metadata == {"subject": "s1"}
+    clip = f.read(0)
+    assert clip.frames.shape == (72, 32, 32, 3)
+    # Frame i is at i/30 s; with `previous`, it takes the last 40 ms row at or
+    # before it: frame 2 (0.0667 s) -> row 0.04; frame 3 (0.1 s) -> row 0.08;
+    # frame 6 (0.2 s) -> row 0.20 exactly; frame 71 (2.3667 s) -> row 2.36.
+    assert clip.labels[[0, 1, 2, 3, 6, 71], 0] == pytest.approx([0, 0, 0.04, 0.08, 0.2, 2.36])
+    np.testing.assert_allclose(clip.labels[:, 1], -clip.labels[:, 0])
+    np.testing.assert_allclose(clip.timestamps, np.arange(72) / 30)
+    assert clip.face_found.mean() >= 0.95
+    assert np.isfinite(clip.boxes[clip.face_found]).all()
+
+
+def test_bad_inputs_are_reported_and_others_still_written(generated):
+    out, results = generated
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_output = {Path(r["output"]).stem: r for r in manifest["files"]}
+    assert by_output["single_face"]["status"] == "written"
+    assert by_output["single_face"]["frames"] == 72
+    for name, problem in (("corrupt", "corrupt.mp4"), ("nan_times", "row"),
+                          ("short_labels", "short_labels.csv")):
+        assert by_output[name]["status"] == "failed", name
+        assert problem in by_output[name]["error"], by_output[name]["error"]
+        assert not (out / f"{name}.h5").exists()
+    missing = [r for r in manifest["files"] if "missing.csv" in (r["error"] or "")]
+    assert len(missing) == 1 and missing[0]["status"] == "failed"
+    assert manifest["totals"] == {"written": 1, "skipped": 0, "failed": 4}
+    assert list(out.glob("*.partial")) == []
+
+
+def test_preview_is_a_png(generated):
+    out, _ = generated
+    image = Image.open(out / "previews" / "single_face.png")
+    assert image.format == "PNG" and image.width > 32
+
+
+def test_rerun_skips_complete_and_redoes_unfinished(clip_dir, tmp_path):
+    settings = GenerateSettings(**FAST)
+    csv = tmp_path / "one.csv"
+    csv.write_text(f"raw_file,label_file\n{clip_dir / 'single_face.mp4'},\n"
+                   f"{DATA / 'no_face.mp4'},\n")
+    generate(csv, tmp_path / "out", settings, progress=False)
+    done = tmp_path / "out" / "single_face.h5"
+    before = done.stat().st_mtime_ns
+    # A killed run leaves no_face.h5 only as a partial file.
+    (tmp_path / "out" / "no_face.h5").rename(tmp_path / "out" / "no_face.h5.partial")
+    results = generate(csv, tmp_path / "out", settings, progress=False)
+    status = {Path(r.output).stem: r.status for r in results}
+    assert status == {"single_face": "skipped", "no_face": "written"}
+    assert done.stat().st_mtime_ns == before
+    assert is_complete(tmp_path / "out" / "no_face.h5")
+    assert not (tmp_path / "out" / "no_face.h5.partial").exists()
+    f = SequenceFile(tmp_path / "out" / "no_face.h5")
+    assert f.label_names == [] and f.read(0).labels.shape == (95, 0)
+    assert not f.read(0).face_found.any()
+
+
+def test_align_labels_keeps_one_frame_per_label_row(clip_dir, tmp_path):
+    csv = tmp_path / "in.csv"
+    labels = tmp_path / "l.csv"
+    # Labels every 1/30 s on a 30 fps video: End2You kept int(30 * 1/30) = 0 frames.
+    times = np.arange(72) / 30
+    labels.write_text("time,happy\n" + "\n".join(f"{t:.6f},{k % 2}" for k, t in enumerate(times)))
+    csv.write_text(f"raw_file,label_file\n{clip_dir / 'single_face.mp4'},{labels}\n")
+    generate(csv, tmp_path / "out", GenerateSettings(align="labels", **FAST), progress=False)
+    f = SequenceFile(tmp_path / "out" / "single_face.h5")
+    assert f.label_kind == "multilabel"
+    clip = f.read(0)
+    assert len(clip.frames) == 72
+    assert clip.labels[:4, 0].tolist() == [0, 1, 0, 1]
+
+
+def test_image_classes_pack_into_shards(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls, n in (("angry", 3), ("happy", 4)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for k in range(n):
+            Image.fromarray(rng.integers(0, 255, (48, 48), np.uint8)).save(
+                tmp_path / "imgs" / cls / f"{k}.png")
+    settings = GenerateSettings(size=24, skip_detection=True, shard_size=5)
+    results = generate(tmp_path / "imgs", tmp_path / "out", settings, progress=False)
+    assert [r.status for r in results] == ["written", "written"]
+    shards = sorted((tmp_path / "out").glob("images-*.h5"))
+    assert len(shards) == 2
+    files = [SequenceFile(p) for p in shards]
+    assert [len(f.sequences) for f in files] == [5, 2]
+    assert files[0].label_names == ["angry", "happy"] and files[0].label_kind == "multiclass"
+    labels = np.concatenate([f.read(s).labels for f in files for s in range(len(f.sequences))])
+    assert labels.tolist() == [[1, 0]] * 3 + [[0, 1]] * 4
+    clip = files[0].read(0)
+    assert clip.frames.shape == (1, 24, 24, 3)
+    # Grey images become RGB with equal channels.
+    assert (clip.frames[..., 0] == clip.frames[..., 2]).all()
+
+
+def test_cli_exit_status_says_something_failed(clip_dir, tmp_path):
+    runner = CliRunner()
+    csv = tmp_path / "in.csv"
+    csv.write_text(f"raw_file,label_file\n{clip_dir / 'corrupt.mp4'},\n")
+    result = runner.invoke(cli, ["generate", str(csv), "--out", str(tmp_path / "o"),
+                                 "--size", "32"])
+    assert result.exit_code == 1
+    assert "corrupt.mp4" in result.output
+    assert "0 written" in result.output
+
+
+def test_cli_help_and_version():
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--version"]).output.startswith("e2y-visual, version")
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0 and "generate" in result.output

@@ -1,0 +1,331 @@
+"""`test`: whole-sequence prediction with carried state, run_test's files and metrics."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from end2you_visual import inference
+from end2you_visual.data import SequenceFile
+from end2you_visual.errors import InputError
+from end2you_visual.hdf5 import SequenceWriter
+from end2you_visual.inference import (load_predictions, plan_steps, predict_sequence,
+                                      predict_sequences, run_test)
+from end2you_visual.metrics import evaluate_categorical, evaluate_continuous, evaluate_multilabel
+from end2you_visual.models import build_model, save_checkpoint
+from end2you_visual.postprocess import read_prediction_csv
+
+SIZE = 32
+AV = ["arousal", "valence"]
+
+
+def tiny(temporal="lstm", head="regression", names=AV, seed=0):
+    torch.manual_seed(seed)
+    return build_model("resnet_tiny", head=head, outputs=len(names), temporal=temporal,
+                       hidden_size=8, num_layers=2, label_names=names,
+                       input_size=SIZE).eval()
+
+
+def whole(model, frames):
+    """One forward pass over the whole sequence: the reference."""
+    with torch.no_grad():
+        return model.activate(model(torch.from_numpy(frames)[None]))[0].numpy()
+
+
+def random_frames(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def write_h5(path, lengths, names=AV, kind="continuous", labels=None, seed=0, **writer):
+    """A file of sequences ``seq0``...; labels random unless given (a function)."""
+    rng = np.random.default_rng(seed)
+    with SequenceWriter(path, SIZE, names, kind, **writer) as w:
+        for q, n in enumerate(lengths):
+            w.begin_sequence(f"seq{q}", source=f"v{q}.mp4", fps=25.0)
+            y = labels(n, rng) if labels else rng.normal(size=(n, len(names)))
+            w.append(random_frames(n, seed * 100 + q), np.arange(n) / 25.0,
+                     y if names else None, face_found=np.arange(n) % 4 != 1)
+            w.end_sequence()
+        w.commit()
+    return path
+
+
+def one_hot(n, rng, classes=3):
+    return np.eye(classes)[rng.integers(0, classes, n)]
+
+
+# ------------------------------------------------------------ predict_sequence
+
+@pytest.mark.parametrize("temporal, window", [("lstm", 1), ("lstm", 5), ("lstm", None),
+                                              ("gru", 5), ("none", 5)])
+def test_windows_with_carried_state_equal_one_pass(temporal, window):
+    model = tiny(temporal)
+    frames = random_frames(23, 1)
+    ref = whole(model, frames)
+    got = predict_sequence(model, frames, window=window, device="cpu")
+    assert got.shape == (23, 2) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_state_is_really_carried():
+    # Resetting the state at every window (End2You) gives other numbers.
+    model = tiny()
+    frames = random_frames(12, 2)
+    reset = np.concatenate([whole(model, frames[i:i + 4]) for i in range(0, 12, 4)])
+    assert not np.allclose(reset, predict_sequence(model, frames, window=4), atol=1e-4)
+
+
+def test_hdf5_sources_and_iterables(tmp_path):
+    model = tiny()
+    path = write_h5(tmp_path / "a.h5", [9, 14])
+    frames = SequenceFile(path).read(1).frames
+    ref = whole(model, frames)
+    for source in [(path, 1), (str(path), "seq1"), (SequenceFile(path), 1),
+                   iter([frames[:5], frames[5:6], frames[6:]])]:
+        np.testing.assert_allclose(predict_sequence(model, source, window=4), ref,
+                                   rtol=1e-5, atol=1e-6)
+    # Raw outputs on request: a multiclass head's logits, not probabilities.
+    clf = tiny(head="multiclass", names=["a", "b", "c"])
+    raw = predict_sequence(clf, (path, 0), window=4, activate=False)
+    probs = predict_sequence(clf, (path, 0), window=4)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(raw), -1).numpy(), probs, atol=1e-6)
+
+
+def test_plan_covers_every_frame_once_and_restarts_state():
+    lengths = [5, 0, 9, 2, 4]
+    steps = plan_steps(lengths, lanes=2, window=4)
+    assert all(len({it.lane for it in step}) == len(step) <= 2 for step in steps)
+    seen = {q: [] for q in range(5)}
+    for step in steps:
+        for it in step:
+            seen[it.seq].append((it.start, it.stop))
+    # Longest first, consecutive windows, nothing for the empty sequence.
+    assert seen == {0: [(0, 4), (4, 5)], 1: [], 2: [(0, 4), (4, 8), (8, 9)],
+                    3: [(0, 2)], 4: [(0, 4)]}
+    assert [[(it.lane, it.seq) for it in s] for s in steps] == [
+        [(0, 2), (1, 0)], [(0, 2), (1, 0)], [(0, 2), (1, 4)], [(0, 3)]]
+
+
+@pytest.mark.parametrize("batch, window, static", [(1, 4, False), (3, 4, False),
+                                                   (8, 5, True), (2, None, False)])
+def test_many_sequences_side_by_side_equal_one_pass_each(tmp_path, batch, window, static):
+    model = tiny()
+    lengths = [13, 4, 0, 9, 1, 6]
+    f = SequenceFile(write_h5(tmp_path / "m.h5", lengths))
+    outs = predict_sequences(model, [(f, s) for s in f.sequences], window=window,
+                             batch=batch, device="cpu", workers=2, prefetch=2,
+                             static_shapes=static)
+    assert [len(o) for o in outs] == lengths
+    for info, out in zip(f.sequences, outs):
+        if info.length:
+            np.testing.assert_allclose(out, whole(model, f.read(info).frames),
+                                       rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_reader_matches_the_hdf5_reader(tmp_path, compression):
+    path = write_h5(tmp_path / "r.h5", [21, 30], compression=compression, chunk_frames=8)
+    f = SequenceFile(path)
+    reader = inference._FrameReader(f)
+    assert reader.fast == (compression is None)  # direct chunk reads when uncompressed
+    for info, (a, b) in [(f.sequences[0], (0, 21)), (f.sequences[1], (3, 27)),
+                         (f.sequences[1], (29, 30))]:
+        out = np.full((b - a, SIZE, SIZE, 3), 7, np.uint8)
+        reader.read_into(info, a, b, out)
+        np.testing.assert_array_equal(out, f.read(info, a, b).frames)
+    reader.close()
+
+
+def test_end2you_files_are_predicted(tmp_path):
+    path = tmp_path / "e2y.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as h5:
+        h5["visual"] = rng.random((6, 2, 3, SIZE, SIZE)).astype(np.float32)
+        h5["labels"] = rng.normal(size=(6, 2)).astype(np.float32)
+    model = tiny(names=["label_0", "label_1"])
+    f = SequenceFile(path, end2you_fps=10)
+    np.testing.assert_allclose(predict_sequence(model, f, window=5),
+                               whole(model, f.read(0).frames), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------- run_test
+
+def direct(model, paths):
+    """Per-sequence (name, predictions, labels, face_found) computed without run_test."""
+    out = []
+    for path in paths:
+        f = SequenceFile(path)
+        for info in f.sequences:
+            clip = f.read(info)
+            out.append((info.name, whole(model, clip.frames), clip.labels, clip.face_found))
+    return out
+
+
+@pytest.mark.parametrize("include_no_face", [True, False])
+def test_run_test_writes_csvs_h5_and_the_same_metrics(tmp_path, include_no_face):
+    model = tiny()
+    paths = [write_h5(tmp_path / "data" / "a.h5", [11, 6], seed=1),
+             write_h5(tmp_path / "data" / "b.h5", [8], seed=2)]
+    paths[1].rename(tmp_path / "data" / "b.h5")
+    out = tmp_path / "out"
+    result = run_test(model, [tmp_path / "data"], out, window=4, device="cpu",
+                      include_no_face=include_no_face, plot=True, batch=2)
+
+    # Two files both hold a "seq0": the CSV stems are made unique with the file stem.
+    stems = ["a__seq0", "seq1", "b__seq0"]
+    assert [p.name for p in result.csv_paths] == [s + ".csv" for s in stems]
+    ref = direct(model, paths)
+    for path, (_, pred, label, face) in zip(result.csv_paths, ref):
+        series = read_prediction_csv(path)
+        assert series.names == AV and len(series.time) == len(pred)  # one row per frame
+        np.testing.assert_allclose(series.time, np.arange(len(pred)) / 25.0)
+        np.testing.assert_allclose(series.values, pred, rtol=1e-5, atol=1e-6)
+        assert series.face_found.tolist() == face.tolist()
+
+    masks = [np.ones(len(f), bool) if include_no_face else f for *_, f in ref]
+    expected = evaluate_continuous([r[1] for r in ref], [r[2] for r in ref], names=AV,
+                                   masks=masks, files=stems).to_dict()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == result.metrics
+    assert metrics["files"] == stems and metrics["include_no_face"] == include_no_face
+    assert metrics["frames"] == sum(int(m.sum()) for m in masks)
+    assert metrics["metrics"].keys() == expected.keys()
+    for name in AV:
+        for key in ("ccc", "pearson", "rmse", "mae", "n_frames"):
+            assert metrics["metrics"]["pooled"][name][key] == pytest.approx(
+                expected["pooled"][name][key], rel=1e-5, abs=1e-6)
+            for stem in stems:
+                assert metrics["metrics"]["per_file"][stem][name][key] == pytest.approx(
+                    expected["per_file"][stem][name][key], rel=1e-5, abs=1e-6)
+
+    names, seqs = load_predictions(out / "predictions.h5")
+    assert names == AV and [s.name for s in seqs] == stems
+    assert [s.sequence for s in seqs] == ["seq0", "seq1", "seq0"]
+    for s, (_, pred, label, face) in zip(seqs, ref):
+        np.testing.assert_allclose(s.predictions, pred, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(s.labels, label)
+        np.testing.assert_array_equal(s.face_found, face)
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(s + ".png" for s in stems)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_run_test_without_labels_writes_predictions_only(tmp_path):
+    model = tiny()
+    path = write_h5(tmp_path / "u.h5", [7], names=[], kind="none")
+    result = run_test(model, [path], tmp_path / "out", window=3, device="cpu", plot=True)
+    assert result.metrics is None and result.metrics_path is None
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    series = read_prediction_csv(tmp_path / "out" / "predictions" / "seq0.csv")
+    np.testing.assert_allclose(series.values, whole(model, SequenceFile(path).read(0).frames),
+                               rtol=1e-5, atol=1e-6)
+    assert load_predictions(result.predictions_path)[1][0].labels is None
+    assert [p.name for p in result.plot_paths] == ["seq0.png"]
+
+
+def test_label_columns_are_matched_by_name(tmp_path):
+    model = tiny(names=["valence", "arousal"])
+    path = write_h5(tmp_path / "a.h5", [10])
+    result = run_test(model, [path], tmp_path / "out", device="cpu")
+    clip = SequenceFile(path).read(0)
+    np.testing.assert_array_equal(result.sequences[0].labels, clip.labels[:, ::-1])
+    expected = evaluate_continuous(whole(model, clip.frames), clip.labels[:, ::-1],
+                                   names=["valence", "arousal"], files=["seq0"])
+    assert result.metrics["metrics"]["pooled"]["arousal"]["ccc"] == pytest.approx(
+        expected.pooled["arousal"].ccc, rel=1e-5)
+
+
+def test_multiclass_metrics_and_confusion_plot(tmp_path):
+    classes = ["anger", "happy", "neutral"]
+    model = tiny(head="multiclass", names=classes)
+    path = write_h5(tmp_path / "c.h5", [6, 9], names=classes, kind="multiclass",
+                    labels=one_hot)
+    result = run_test(model, [path], tmp_path / "out", window=4, device="cpu", plot=True)
+    ref = direct(model, [path])
+    scores = np.concatenate([r[1] for r in ref])
+    np.testing.assert_allclose(scores.sum(1), 1, atol=1e-6)  # probabilities
+    target = np.concatenate([r[2] for r in ref]).argmax(1)
+    expected = evaluate_categorical(scores, target, 3, classes).to_dict()
+    assert result.metrics["metrics"] == expected
+    assert (tmp_path / "out" / "plots" / "confusion.png").is_file()
+
+
+def test_multilabel_metrics(tmp_path):
+    names = ["smile", "frown"]
+    model = tiny(head="multilabel", names=names)
+    path = write_h5(tmp_path / "m.h5", [12], names=names, kind="multilabel",
+                    labels=lambda n, rng: rng.integers(0, 2, (n, 2)))
+    result = run_test(model, [path], tmp_path / "out", device="cpu", include_no_face=False)
+    (_, scores, labels, face), = direct(model, [path])
+    expected = evaluate_multilabel(scores[face], labels[face], 0.5, names).to_dict()
+    assert result.metrics["metrics"] == expected
+
+
+def test_mismatched_labels_fail_before_any_work_naming_the_file(tmp_path, monkeypatch):
+    good = write_h5(tmp_path / "data" / "good.h5", [5])
+    bad = write_h5(tmp_path / "data" / "bad.h5", [5], names=["happy", "sad"])
+    calls = []
+    monkeypatch.setattr(inference, "predict_sequences", lambda *a, **k: calls.append(1))
+    with pytest.raises(InputError, match=r"bad\.h5.*no label for \['arousal', 'valence'\]"):
+        run_test(tiny(), [good, bad], tmp_path / "out", device="cpu")
+    with pytest.raises(InputError, match=r"good\.h5.*continuous labels.*multiclass"):
+        run_test(tiny(head="multiclass", names=AV), [good], tmp_path / "out", device="cpu")
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_nan_labels_are_refused(tmp_path):
+    def with_nan(n, rng):
+        y = rng.normal(size=(n, 2))
+        y[3, 1] = np.nan
+        return y
+
+    path = write_h5(tmp_path / "nan.h5", [6], labels=with_nan)
+    with pytest.raises(InputError, match=r"nan\.h5: sequence 'seq0': labels hold NaN.*row 3"):
+        run_test(tiny(), [path], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_while_writing_leaves_no_partial_files(tmp_path, monkeypatch):
+    path = write_h5(tmp_path / "a.h5", [6])
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(inference, "_write_h5_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_test(tiny(), [path], tmp_path / "out", device="cpu")
+    leftovers = [p for p in (tmp_path / "out").rglob("*") if p.is_file()] \
+        if (tmp_path / "out").exists() else []
+    assert leftovers == []
+
+
+# ------------------------------------------------------------------------ CLI
+
+def cli():
+    from end2you_visual.cli.main import cli as group
+    from end2you_visual.cli.test import test as command
+
+    if "test" not in group.commands:
+        group.add_command(command)
+    return group
+
+
+def test_cli_test(tmp_path):
+    ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
+    path = write_h5(tmp_path / "a.h5", [9])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli(), ["test", str(path), "--model", str(ckpt), "--out",
+                                        str(out), "--window", "4", "--device", "cpu",
+                                        "--exclude-no-face"])
+    assert result.exit_code == 0, result.output
+    assert "pooled CCC: arousal" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["include_no_face"] is False and metrics["window"] == 4
+    assert len(read_prediction_csv(out / "predictions" / "seq0.csv").time) == 9
+
+    bad = write_h5(tmp_path / "bad.h5", [3], names=["x", "y"])
+    result = CliRunner().invoke(cli(), ["test", str(bad), "--model", str(ckpt), "--out",
+                                        str(tmp_path / "out2"), "--device", "cpu"])
+    assert result.exit_code == 1 and "bad.h5" in result.output and "Error" in result.output

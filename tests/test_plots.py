@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from end2you_visual.errors import InputError
+from end2you_visual.plots import plot_confusion, plot_predictions
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    return len(data) > 1000 and data[:8] == PNG
+
+
+def test_plot_predictions_with_gaps(tmp_path):
+    t = np.arange(100) / 25
+    preds = np.stack([np.sin(t), np.cos(t)], axis=1)
+    face = np.ones(100, bool)
+    face[30:40] = False
+    path = plot_predictions(t, preds, preds + 0.1, ["arousal", "valence"],
+                            tmp_path / "sub" / "p.png", face_found=face)
+    assert path == tmp_path / "sub" / "p.png" and _is_png(path)
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["p.png"]
+
+
+def test_plot_predictions_without_labels(tmp_path):
+    t = np.arange(10) / 25
+    path = plot_predictions(t, np.arange(10.0), None, ["arousal"], tmp_path / "p.png")
+    assert _is_png(path)
+
+
+def test_plot_predictions_shape_errors(tmp_path):
+    with pytest.raises(InputError):
+        plot_predictions(np.arange(5), np.zeros((4, 1)), None, ["a"], tmp_path / "p.png")
+    with pytest.raises(InputError):
+        plot_predictions(np.arange(5), np.zeros((5, 2)), None, ["a"], tmp_path / "p.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_plot_confusion(tmp_path):
+    path = plot_confusion([[5, 1, 0], [2, 3, 1], [0, 0, 0]], ["neutral", "happy", "sad"],
+                          tmp_path / "cm.png")
+    assert _is_png(path)
+    with pytest.raises(InputError):
+        plot_confusion([[1, 2]], ["a"], tmp_path / "bad.png")

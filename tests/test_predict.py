@@ -1,0 +1,147 @@
+"""`predict`: a video straight to per-frame predictions, on the bundled real clips."""
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from end2you_visual.errors import InputError
+from end2you_visual.faces import FaceBatch
+from end2you_visual.inference import predict_sequence
+from end2you_visual.models import build_model, save_checkpoint
+from end2you_visual.postprocess import read_prediction_csv
+from end2you_visual.predict import predict_video, predict_videos, write_prediction_rows
+from end2you_visual.video import iter_frame_batches, probe_video
+
+DATA = Path(__file__).parent / "data"
+CUT = DATA / "face_noface.mov"      # a face, then a cut to no face (192 frames at 30 fps)
+SINGLE = DATA / "single_face.mp4"   # one face, 72 frames
+AV = ["arousal", "valence"]
+# Fast face settings for CPU tests (the defaults detect on every full-size frame).
+FAST = dict(detect_every=8, detect_scale=0.25, batch_size=64, min_face_size=40)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", outputs=2, hidden_size=8, num_layers=1,
+                        label_names=AV, input_size=24)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def test_face_then_no_face(checkpoint, tmp_path):
+    result = predict_video(CUT, checkpoint, out_dir=tmp_path, device="cpu", **FAST)
+    n = probe_video(CUT, count=True).n_frames
+    assert result.n_frames == n == 192
+    found = result.face_found
+    # The face is on screen for the first 2.5 s (75 frames), then never again.
+    assert found[:60].all() and not found[80:].any()
+
+    rows = read_rows(tmp_path / "face_noface.csv")
+    assert rows[0] == ["time", "arousal", "valence", "face_found"]
+    assert len(rows) == 1 + n  # one row per frame
+    for i, row in enumerate(rows[1:]):
+        assert float(row[0]) == pytest.approx(i / 30.0)
+        assert row[3] == ("1" if found[i] else "0")
+        if found[i]:
+            assert all(cell != "" for cell in row[1:3])
+        else:
+            assert row[1:3] == ["", ""]  # no face: no made-up value
+    series = read_prediction_csv(tmp_path / "face_noface.csv")
+    np.testing.assert_array_equal(np.isnan(series.values), ~found[:, None].repeat(2, 1))
+    np.testing.assert_allclose(series.values[found], result.predictions[found], rtol=1e-6)
+
+    image = Image.open(tmp_path / "face_noface.png")
+    assert result.plot_path == tmp_path / "face_noface.png" and image.size[0] > 100
+
+
+class StubPipeline:
+    """Stands in for FacePipeline: a corner of each frame as the crop, no face every 5th."""
+
+    size = 24
+
+    def __init__(self):
+        self.seen, self.resets = 0, 0
+
+    def reset(self):
+        self.resets += 1
+
+    def process(self, frames):
+        index = np.arange(self.seen, self.seen + len(frames))
+        self.seen += len(frames)
+        crops = np.ascontiguousarray(frames[:, 100:148:2, 300:348:2])
+        return FaceBatch(crops, np.zeros((len(frames), 4), np.float32), index % 5 != 0,
+                         np.ones(len(frames), np.float32))
+
+
+def test_streamed_predictions_equal_one_pass_over_the_crops(checkpoint):
+    from end2you_visual.zoo import load_pretrained
+
+    model = load_pretrained(checkpoint)
+    stub = StubPipeline()
+    result = predict_video(SINGLE, model, device="cpu", batch_size=20, pipeline=stub)
+    assert result.csv_path is None and result.n_frames == 72 and stub.resets == 2
+    assert result.face_found.tolist() == [i % 5 != 0 for i in range(72)]
+    # The same crops predicted in one pass: the same numbers (state carried
+    # over the 4 batches), and NaN exactly where no face was found.
+    frames = np.concatenate([f for _, f in iter_frame_batches(SINGLE, 72)])
+    crops = np.ascontiguousarray(frames[:, 100:148:2, 300:348:2])
+    expected = predict_sequence(model, crops)
+    found = result.face_found
+    np.testing.assert_allclose(result.predictions[found], expected[found], rtol=1e-4, atol=1e-5)
+    assert np.isnan(result.predictions[~found]).all()
+
+
+def test_pipeline_must_crop_at_the_models_input_size(checkpoint):
+    stub = StubPipeline()
+    stub.size = 32
+    with pytest.raises(ValueError, match="32 px.*expects 24"):
+        predict_video(SINGLE, checkpoint, device="cpu", pipeline=stub)
+
+
+def test_write_prediction_rows_leaves_gaps_empty(tmp_path):
+    values = np.array([[0.5, -1.0], [np.nan, np.nan], [0.25, 2.0]])
+    write_prediction_rows(tmp_path / "p.csv", [0.0, 0.04, 0.08], AV, values, [1, 0, 1])
+    assert (tmp_path / "p.csv").read_text().splitlines() == [
+        "time,arousal,valence,face_found", "0.0,0.5,-1.0,1", "0.04,,,0", "0.08,0.25,2.0,1"]
+
+
+def test_unreadable_video_fails_before_any_work(checkpoint, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(InputError, match="broken.mp4"):
+        predict_videos([SINGLE, bad], checkpoint, tmp_path / "out", device="cpu", **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def cli():
+    from end2you_visual.cli.main import cli as group
+    from end2you_visual.cli.predict import predict as command
+
+    if "predict" not in group.commands:
+        group.add_command(command)
+    return group
+
+
+def test_cli_predict(checkpoint, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli(), ["predict", str(SINGLE), "--model", str(checkpoint),
+                                        "--out", str(out), "--device", "cpu",
+                                        "--detect-every", "8", "--batch-size", "64",
+                                        "--detect-scale", "0.25", "--min-face-size", "40"])
+    assert result.exit_code == 0, result.output
+    assert "single_face.mp4: 72 frames, face in" in result.output
+    assert len(read_rows(out / "single_face.csv")) == 73
+    assert (out / "single_face.png").is_file()
+
+    result = CliRunner().invoke(cli(), ["predict", str(SINGLE), "--model",
+                                        str(tmp_path / "nope.pt"), "--out", str(out)])
+    assert result.exit_code == 1 and "nope.pt" in result.output

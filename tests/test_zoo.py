@@ -1,0 +1,314 @@
+"""The model zoo: registry, checksums, fetch, fine-tuning heads, int8 weights, End2You import."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from end2you_visual import zoo
+from end2you_visual.cli.zoo import zoo as zoo_cli
+from end2you_visual.errors import InputError
+from end2you_visual.models import build_model, save_checkpoint
+from end2you_visual.models.resnet import build_resnet
+
+EMOTIONS = ["neutral", "happy", "surprise", "disgust", "contempt", "confusion", "empathy", "other"]
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """An empty pretrained folder and cache of our own."""
+    pretrained, cache = tmp_path / "pretrained", tmp_path / "cache"
+    pretrained.mkdir()
+    monkeypatch.setenv("E2Y_VISUAL_PRETRAINED", str(pretrained))
+    monkeypatch.setenv("E2Y_VISUAL_CACHE", str(cache))
+    return pretrained, cache
+
+
+def tiny_model(**kw):
+    torch.manual_seed(0)
+    config = dict(arch="resnet_tiny", head="multilabel", outputs=8, label_names=EMOTIONS,
+                  hidden_size=8)
+    return build_model(**{**config, **kw}).eval()
+
+
+@pytest.fixture
+def registered(places):
+    """A tiny 8-emotion model saved in the pretrained folder and registered."""
+    pretrained, _ = places
+    model = tiny_model()
+    path = save_checkpoint(model, pretrained / "tiny_emotions.pt")
+    entry = zoo.register_weights("tiny_emotions", path, training_data="synthetic", licence="CC0")
+    return model, path, entry
+
+
+def frames(t=3):
+    return torch.rand(2, t, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_shipped_registry_lists_only_verifiable_entries(monkeypatch):
+    monkeypatch.delenv("E2Y_VISUAL_PRETRAINED", raising=False)
+    repo = Path(zoo.__file__).resolve().parent.parent
+    assert zoo.registry_path() == repo / "pretrained" / "registry.json"
+    for weights in zoo.list_pretrained():
+        assert re.fullmatch(r"[0-9a-f]{64}", weights.sha256)
+
+
+def test_register_list_and_load_by_name(registered):
+    model, path, entry = registered
+    assert entry.file == "tiny_emotions.pt" and entry.sha256 == zoo.sha256_file(path)
+    assert entry.head == "multilabel" and entry.outputs == 8 and entry.label_names == EMOTIONS
+    assert [w.name for w in zoo.list_pretrained()] == ["tiny_emotions"]
+    loaded = zoo.load_pretrained("tiny_emotions")
+    assert not loaded.training and loaded.weights.name == "tiny_emotions"
+    assert loaded.label_names == EMOTIONS
+    assert torch.equal(loaded(frames()), model(frames()))
+
+
+def test_package_reexports_the_zoo(registered):
+    import end2you_visual
+
+    assert [w.name for w in end2you_visual.list_pretrained()] == ["tiny_emotions"]
+    assert end2you_visual.load_pretrained("tiny_emotions").config["outputs"] == 8
+
+
+def test_fine_tune_head_keeps_the_extractor_bit_for_bit(registered):
+    model, _, _ = registered
+    tuned = zoo.load_pretrained("tiny_emotions", head="regression", outputs=2,
+                                label_names=["arousal", "valence"])
+    before, after = model.state_dict(), tuned.state_dict()
+    kept = [k for k in before if not k.startswith("head.")]
+    assert any(k.startswith("extractor.") for k in kept)
+    assert any(k.startswith("temporal.") for k in kept)
+    assert all(torch.equal(before[k], after[k]) for k in kept)
+    assert after["head.weight"].shape == (2, 8)
+    assert tuned.config["head"] == "regression" and tuned.label_names == ["arousal", "valence"]
+    assert zoo.load_pretrained("tiny_emotions", outputs=2).label_names == ["output_0", "output_1"]
+
+
+def test_label_names_alone_rename_without_new_weights(registered):
+    model, _, _ = registered
+    names = [f"e{i}" for i in range(8)]
+    renamed = zoo.load_pretrained("tiny_emotions", label_names=names)
+    assert renamed.label_names == names
+    assert torch.equal(renamed.head.weight, model.head.weight)
+
+
+def test_path_instead_of_name(registered, tmp_path):
+    model, _, _ = registered
+    multiclass = tiny_model(outputs=3, label_names=None, head="multiclass")
+    other = save_checkpoint(multiclass, tmp_path / "x.pt")
+    assert zoo.load_pretrained(str(other)).config["head"] == "multiclass"
+    with pytest.raises(InputError, match="neither a registered"):
+        zoo.load_pretrained("no_such_model")
+
+
+def test_checksum_mismatch_is_refused(registered):
+    _, path, entry = registered
+    with open(path, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(zoo.ChecksumError) as err:
+        zoo.load_pretrained("tiny_emotions")
+    message = str(err.value)
+    assert str(path) in message and entry.sha256 in message and zoo.sha256_file(path) in message
+    assert "e2y-visual zoo fetch tiny_emotions" in message
+
+
+def test_a_verified_cache_copy_wins_over_a_corrupt_one(registered, places, tmp_path):
+    _, path, _ = registered
+    good = tmp_path / "good.pt"
+    good.write_bytes(path.read_bytes())
+    with open(path, "ab") as handle:
+        handle.write(b"\0")
+    fetched = zoo.fetch("tiny_emotions", source=str(good))
+    assert fetched == places[1] / "tiny_emotions.pt"
+    assert zoo.load_pretrained("tiny_emotions").config["outputs"] == 8
+
+
+def test_missing_file_says_where_it_looked_and_how_to_get_it(registered, places):
+    _, path, _ = registered
+    path.unlink()
+    pretrained, cache = places
+    with pytest.raises(zoo.WeightsNotFoundError) as err:
+        zoo.load_pretrained("tiny_emotions")
+    message = str(err.value)
+    assert str(pretrained / "tiny_emotions.pt") in message
+    assert str(cache / "tiny_emotions.pt") in message
+    assert "e2y-visual zoo fetch tiny_emotions --from PATH_OR_URL" in message
+
+
+def test_fetch_from_a_path_and_a_file_url_into_the_cache(registered, places, tmp_path):
+    _, path, _ = registered
+    _, cache = places
+    source = tmp_path / "elsewhere.pt"
+    path.rename(source)
+    fetched = zoo.fetch("tiny_emotions", source=str(source))
+    assert fetched == cache / "tiny_emotions.pt" and fetched.is_file()
+    assert zoo.load_pretrained("tiny_emotions").config["outputs"] == 8
+    fetched.unlink()
+    assert zoo.fetch("tiny_emotions", source=source.as_uri()) == fetched  # file:// URL, no network
+
+
+def test_fetch_of_a_wrong_file_leaves_nothing(registered, places, tmp_path):
+    _, path, _ = registered
+    _, cache = places
+    path.unlink()
+    wrong = save_checkpoint(tiny_model(hidden_size=4), tmp_path / "wrong.pt")
+    with pytest.raises(zoo.ChecksumError):
+        zoo.fetch("tiny_emotions", source=str(wrong))
+    assert not cache.exists() or list(cache.iterdir()) == []
+    with pytest.raises(InputError, match="no known address"):
+        zoo.fetch("tiny_emotions")
+
+
+def test_registry_entry_must_match_its_file(registered, places):
+    pretrained, _ = places
+    data = json.loads((pretrained / "registry.json").read_text())
+    data["models"][0]["arch"] = "resnet50"
+    (pretrained / "registry.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="registry 'resnet50'"):
+        zoo.load_pretrained("tiny_emotions")
+    data["models"][0]["archh"] = "typo"
+    (pretrained / "registry.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="unknown fields"):
+        zoo.list_pretrained()
+
+
+def test_registering_a_name_twice_needs_replace(registered):
+    _, path, _ = registered
+    with pytest.raises(InputError, match="already registered"):
+        zoo.register_weights("tiny_emotions", path)
+    zoo.register_weights("tiny_emotions", path, replace=True, description="again")
+    assert [w.description for w in zoo.list_pretrained()] == ["again"]
+
+
+# --- int8 compact weights ---------------------------------------------------
+
+def test_int8_round_trip_error_is_within_half_a_step():
+    model = tiny_model()
+    state = model.state_dict()
+    packed = zoo.quantize_state_dict(state)
+    restored = zoo.dequantize_state_dict(packed)
+    assert set(restored) == set(state)
+    for key, tensor in state.items():
+        if key + "::int8" in packed:
+            assert packed[key + "::int8"].dtype == torch.int8
+            step = packed[key + "::scale"].view((-1,) + (1,) * (tensor.dim() - 1))
+            assert ((restored[key] - tensor).abs() <= step / 2 + 1e-7).all(), key
+        else:
+            assert torch.equal(restored[key], tensor), key  # biases, BN statistics
+    assert "extractor.conv1.weight::int8" in packed and "head.bias" in packed
+    assert "temporal.weight_ih_l0::int8" in packed
+    with pytest.raises(ValueError, match="::"):
+        zoo.quantize_state_dict({"a::int8": torch.zeros(2, 2)})
+    with pytest.raises(KeyError, match="::scale"):
+        zoo.dequantize_state_dict({"w::int8": torch.zeros(2, 2, dtype=torch.int8)})
+
+
+def test_int8_checkpoint_through_the_zoo(places):
+    pretrained, _ = places
+    model = tiny_model()
+    path = save_checkpoint(model, pretrained / "compact.pt", compact=True)
+    zoo.register_weights("compact", path)
+    loaded = zoo.load_pretrained("compact")
+    ref = model.activate(model(frames()))
+    assert (loaded.activate(loaded(frames())) - ref).abs().max() < 0.02
+
+
+# --- End2You import ---------------------------------------------------------
+
+class End2YouLike(nn.Module):
+    """The module layout End2You's VisualRNNModel saves (our own re-creation)."""
+
+    def __init__(self, arch="resnet_tiny", rnn=nn.GRU, hidden=16, outputs=2):
+        super().__init__()
+        self.visual_model = nn.Module()
+        self.visual_model.model = nn.Sequential(*list(build_resnet(arch).children())[:-1])
+        self.rnn = nn.Module()
+        features = 512 if arch == "resnet18" else 64
+        self.rnn.rnn = rnn(features, hidden, 2, batch_first=True)
+        self.linear = nn.Linear(hidden, outputs)
+
+    def forward(self, x):  # (B, T, 3, H, W) in [0, 1], no normalisation
+        b, t = x.shape[:2]
+        feats = self.visual_model.model(x.flatten(0, 1)).view(b, t, -1)
+        return self.linear(self.rnn.rnn(feats)[0])
+
+
+def save_end2you(module, path):
+    """As End2You's trainer saves: epoch, state_dict, optim_dict and score info."""
+    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
+    module(frames(t=2)).mean().backward()
+    opt.step()
+    torch.save({"epoch": 3, "state_dict": module.state_dict(), "optim_dict": opt.state_dict(),
+                "validation_score": 0.41, "metric_name": "ccc", "loss_name": "ccc"}, path)
+    return path
+
+
+@pytest.mark.parametrize("data_parallel", [False, True])
+def test_import_end2you_checkpoint(tmp_path, data_parallel):
+    torch.manual_seed(3)
+    e2y = End2YouLike()
+    saved = nn.DataParallel(e2y) if data_parallel else e2y  # DataParallel adds 'module.'
+    path = save_end2you(saved, tmp_path / "best.pth.tar")
+    keys = torch.load(path, weights_only=True)["state_dict"]
+    assert any(k.startswith("module.") for k in keys) == data_parallel
+    model = build_model("resnet_tiny", temporal="gru", hidden_size=16, num_layers=2, outputs=2,
+                        mean=(0, 0, 0), std=(1, 1, 1))
+    report = zoo.import_end2you(str(path), model)
+    assert report.missing == [] and report.skipped == [] and report.inflated == []
+    assert len(report.loaded) == len(model.state_dict())
+    e2y.eval(), model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(frames()), e2y(frames()))
+
+
+def test_import_end2you_skips_what_does_not_fit(tmp_path):
+    path = save_end2you(End2YouLike(), tmp_path / "last.pth.tar")
+    lstm = build_model("resnet_tiny", temporal="lstm", hidden_size=16, num_layers=2, outputs=3)
+    report = zoo.import_end2you(path, lstm)
+    assert all(k.startswith("extractor.") for k in report.loaded)
+    skipped = dict(report.skipped)
+    assert "gru" in skipped["rnn.rnn.weight_ih_l0"] and "lstm" in skipped["rnn.rnn.weight_ih_l0"]
+    assert "(2, 16)" in skipped["linear.weight"]  # 2 outputs there, 3 here
+    assert "head.weight" in report.missing and "temporal.weight_hh_l1" in report.missing
+    i3d = build_model("i3d_resnet_tiny", temporal="gru", hidden_size=16, num_layers=2, outputs=2)
+    assert "extractor.conv1.weight" in zoo.import_end2you(path, i3d).inflated
+    with pytest.raises(InputError, match="does not fit"):
+        zoo.import_end2you(path, build_model("resnet18", hidden_size=16))
+
+
+def test_end2you_config_infers_the_model(tmp_path):
+    torch.manual_seed(0)
+    state = End2YouLike(arch="resnet18", hidden=8, outputs=2).state_dict()
+    config = zoo.end2you_config({"epoch": 1, "state_dict": state})
+    assert config["arch"] == "resnet18" and config["temporal"] == "gru"
+    assert (config["hidden_size"], config["num_layers"], config["outputs"]) == (8, 2, 2)
+    report = zoo.import_end2you(state, zoo.build_model(**config))
+    assert report.missing == [] and report.skipped == []
+
+
+def test_not_an_end2you_checkpoint(tmp_path):
+    path = save_checkpoint(tiny_model(), tmp_path / "ours.pt")
+    with pytest.raises(InputError, match="not an End2You visual model"):
+        zoo.import_end2you(path, tiny_model())
+
+
+# --- CLI --------------------------------------------------------------------
+
+def test_cli_list_info_fetch(registered, places, tmp_path):
+    _, path, entry = registered
+    runner = CliRunner()
+    listed = runner.invoke(zoo_cli, ["list"])
+    assert listed.exit_code == 0 and "tiny_emotions\tresnet_tiny\tmultilabel/8" in listed.output
+    info = runner.invoke(zoo_cli, ["info", "tiny_emotions"])
+    assert info.exit_code == 0 and json.loads(info.output)["sha256"] == entry.sha256
+    source = tmp_path / "copy.pt"
+    path.rename(source)
+    assert "not fetched" in runner.invoke(zoo_cli, ["list"]).output
+    fetched = runner.invoke(zoo_cli, ["fetch", "tiny_emotions", "--from", str(source)])
+    assert fetched.exit_code == 0 and "SHA-256 verified" in fetched.output
+    missing = runner.invoke(zoo_cli, ["info", "nope"])
+    assert missing.exit_code != 0 and "no pretrained model named 'nope'" in missing.output
