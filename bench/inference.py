@@ -19,7 +19,9 @@ Measured in one run, same model, same batch (``batch`` sequences x
 
 ``python -m bench.inference --device cuda`` (ResNet-50 + LSTM, 150x150,
 bf16) prints JSON; ``--device cpu --arch resnet_tiny --size 32 --window 16
---steps 3`` is a quick CPU check.
+--steps 3`` is a quick CPU check. ``--check`` only compares `test`'s
+predictions on the device (windows, lanes, padding) with a float64 CPU pass
+(relative errors: ~1e-4 in fp32 with TF32 convolutions, ~5e-3 in bf16).
 """
 import argparse
 import json
@@ -93,6 +95,44 @@ def model_only(model, device, batch, window, size, steps, precision="auto", warm
     return batch * window * steps / (time.perf_counter() - started)
 
 
+def check(device="cuda", precision="auto"):
+    """Relative error of `test`'s predictions (windows, lanes, static shapes) on
+    ``device`` against one float64 CPU pass per sequence; a dict of errors."""
+    from end2you_visual.data import SequenceFile
+    from end2you_visual.inference import predict_sequences
+
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", outputs=2, hidden_size=16, num_layers=2,
+                        input_size=32).eval()
+    lengths = [37, 5, 0, 20, 64, 150, 1]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "check.h5"
+        with SequenceWriter(path, 32, LABELS, "continuous") as w:
+            for i, n in enumerate(lengths):
+                w.begin_sequence(f"s{i}", fps=25.0)
+                w.append(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) / 25,
+                         rng.normal(size=(n, 2)))
+                w.end_sequence()
+            w.commit()
+        f = SequenceFile(path)
+        with torch.no_grad():
+            ref = [model.double()(torch.from_numpy(f.read(s).frames)[None])[0].numpy()
+                   for s in f.sequences if s.length]
+        model.float()
+        errors = {}
+        for batch, window, static in ((1, 16, False), (3, 7, False), (8, 16, True),
+                                      (4, None, False)):
+            outs = predict_sequences(model, [(f, s) for s in f.sequences], window=window,
+                                     batch=batch, device=device, precision=precision,
+                                     activate=False, static_shapes=static)
+            outs = [o for o in outs if len(o)]
+            errors[f"batch{batch}_window{window}_static{int(static)}"] = max(
+                float(np.linalg.norm(o - r) / np.linalg.norm(r)) for o, r in zip(outs, ref))
+        f.close()
+    return errors
+
+
 def run(device="cuda", arch="resnet50", batch=8, window=150, size=150, steps=20, compile=False,
         precision="auto", workers=None, folder=None, cold=True):
     """Measure the model-only ceiling and `test` end to end; returns a flat dict."""
@@ -149,7 +189,12 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--folder", default=None, help="where to write the synthetic data")
     parser.add_argument("--warm-only", action="store_true", help="skip the cold-cache run")
+    parser.add_argument("--check", action="store_true",
+                        help="only check predictions on the device against a float64 CPU pass")
     args = parser.parse_args(argv)
+    if args.check:
+        print(json.dumps(check(args.device, args.precision), indent=2))
+        return
     print(json.dumps(run(args.device, args.arch, args.batch, args.window, args.size, args.steps,
                          args.compile, args.precision, args.workers, args.folder,
                          cold=not args.warm_only), indent=2))

@@ -21,11 +21,13 @@ def cli():
 
 def _register():
     # Imported here so that each command module stays independent.
-    from . import evaluate, generate, zoo
+    from . import evaluate, generate, predict, test, zoo
 
     cli.add_command(generate.generate)
     cli.add_command(zoo.zoo)
+    cli.add_command(test.test)
     cli.add_command(evaluate.evaluate)
+    cli.add_command(predict.predict)
 
 
 _register()

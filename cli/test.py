@@ -43,14 +43,19 @@ def test(data, model_name, out_dir, window, batch, device, precision, exclude_no
     """Predict every sequence of the HDF5 files or folders DATA with a model,
     write per-sequence prediction CSVs (the input of `e2y-visual evaluate`),
     and score them when the data has labels."""
+    from tqdm import tqdm
+
     from end2you_visual.inference import run_test
 
+    bar = tqdm(unit="frame", desc="test", leave=False)
     try:
         result = run_test(model_name, data, out_dir, window=window or None, device=device,
                           include_no_face=not exclude_no_face, plot=plot, batch=batch,
-                          precision=precision, end2you_fps=end2you_fps)
+                          precision=precision, end2you_fps=end2you_fps, progress=bar.update)
     except InputError as error:
         raise click.ClickException(str(error)) from None
+    finally:
+        bar.close()
     click.echo(f"{len(result.sequences)} sequence(s), {result.frames} frames in "
                f"{result.seconds:.1f} s ({result.frames_per_second:,.0f} frames/s)")
     click.echo(f"wrote {len(result.csv_paths)} CSV file(s) to {out_dir}/predictions and "

@@ -150,7 +150,8 @@ class _FrameReader:
         with h5py.File(self.file.path, "r") as h5:
             dset = h5["frames"]
             s = self.file.frame_size
-            if (dset.dtype != np.uint8 or dset.chunks is None or dset._filters
+            filters = dset.id.get_create_plist().get_nfilters()
+            if (dset.dtype != np.uint8 or dset.chunks is None or filters
                     or tuple(dset.chunks[1:]) != (s, s, 3)):
                 return False
             rows = dset.chunks[0]
@@ -189,15 +190,18 @@ class _FrameReader:
                 out[:] = self.file.read(info, start, stop).frames
 
     def _pread(self, a, b, out):
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        if not out.flags.c_contiguous:
+            raise ValueError("read_into needs a C-contiguous array")
+        view = memoryview(out.reshape(-1))
         rows, fb, offsets = self._chunk_rows, self._frame_bytes, self._chunk_offsets
         row, pos = a, 0
         while row < b:
             k = row // rows
             n = min(b - row, (k + 1) * rows - row)
             if offsets[k] < 0:  # never written: let HDF5 supply its fill value
+                first = pos // fb
                 with h5py.File(self.file.path, "r") as h5:
-                    h5["frames"].read_direct(out, np.s_[row:row + n], np.s_[pos // fb:pos // fb + n])
+                    h5["frames"].read_direct(out, np.s_[row:row + n], np.s_[first:first + n])
             else:
                 start = offsets[k] + (row - k * rows) * fb
                 # Neighbouring chunks stored back to back are read in one call.
@@ -326,11 +330,13 @@ def predict_sequences(model, sequences, window=150, batch=8, device="auto", prec
 
     Args:
         model: a :class:`~end2you_visual.models.VisualModel` (or its
-            ``torch.compile`` wrapper); it is moved to ``device``, in eval mode.
+            ``torch.compile`` wrapper); it is moved to ``device`` (channels_last
+            on CUDA) and used in eval mode (its train/eval mode is restored).
         sequences: list of ``(SequenceFile, SequenceInfo)``; all files must
             have the same frame size.
         window: frames per forward pass of a sequence (state carried between
-            windows); ``None``: each sequence in one pass.
+            windows); ``None``: each sequence in one pass (memory then grows
+            with the longest sequence: 3 x batch x its frames on the host).
         batch: sequences per forward pass (lanes).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU),
@@ -341,16 +347,16 @@ def predict_sequences(model, sequences, window=150, batch=8, device="auto", prec
         prefetch: steps read ahead of the computation.
         static_shapes: pad every step to ``(batch, window)`` frames (for
             ``torch.compile`` / CUDA graphs: one input shape).
-        progress: optional callable ``progress(frames_done)`` after each step.
+        progress: optional callable ``progress(frames)``, called with the
+            number of frames finished after each step (e.g. ``tqdm.update``).
 
     Returns:
         One float32 array (length, outputs) per sequence, in order.
     """
     device = resolve_device(device)
     base = _prepare(model, device)
-    autocast = _autocast(device, precision)
-    outputs = base.config["outputs"]
-    results = [np.zeros((info.length, outputs), np.float32) for _, info in sequences]
+    results = [np.zeros((info.length, base.config["outputs"]), np.float32)
+               for _, info in sequences]
     lengths = [info.length for _, info in sequences]
     if not any(lengths):
         return results
@@ -358,76 +364,101 @@ def predict_sequences(model, sequences, window=150, batch=8, device="auto", prec
     if len(sizes) != 1:
         raise ValueError(f"sequences of several frame sizes {sorted(sizes)}: predict each "
                          "size separately")
-    frame_shape = (sizes.pop(),) * 2 + (3,)
     lanes = min(int(batch), sum(1 for n in lengths if n > 0))
     steps = plan_steps(lengths, lanes, window)
     t_max = max(it.stop - it.start for step in steps for it in step)
     if static_shapes and window is not None:
         t_max = int(window)
-    cuda = device.type == "cuda"
-    readers = {id(f): _FrameReader(f) for f in {id(f): f for f, _ in sequences}.values()}
-    workers = workers or min(4, os.cpu_count() or 1)
-    prefetch = max(1, int(prefetch))
-    buffers = _Buffers(prefetch + 2, lanes * t_max * math.prod(frame_shape), cuda)
-    copy_stream = torch.cuda.Stream(device) if cuda else None
+    prefetch = max(1, int(prefetch)) if window is not None else 1  # whole sequences: big
+    runner = _Runner(model, base, device, precision, activate, lengths, lanes,
+                     lanes if static_shapes else None)
+    reader = _StepReader(sequences, (sizes.pop(),) * 2 + (3,), lanes, t_max, static_shapes,
+                         prefetch, workers or min(4, os.cpu_count() or 1), device.type == "cuda")
     was_training = base.training
-
-    def load(step):
-        t = t_max if static_shapes else max(it.stop - it.start for it in step)
-        buf = buffers.take()
-        try:
-            return buf, _fill(buf, step, t, frame_shape, sequences, readers)
-        except BaseException:
-            buffers.give(buf)
-            raise
-
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="e2y-read")
-    pending = deque()
-    lane_state, is_tuple, last = {}, False, None
-    done = 0
     try:
         with torch.inference_mode():
-            for k in range(min(prefetch, len(steps))):
-                pending.append(pool.submit(load, steps[k]))
-            for k, step in enumerate(steps):
-                buf, host = pending.popleft().result()
-                if k + prefetch < len(steps):
-                    pending.append(pool.submit(load, steps[k + prefetch]))
-                rows = lanes if static_shapes else len(step)
-                if static_shapes and len(step) < lanes:
-                    padded = torch.zeros((lanes,) + tuple(host.shape[1:]), dtype=torch.uint8)
-                    padded[:len(step)] = host
-                    host = padded
-                x, release = _to_device(host, device, copy_stream, buffers, buf)
-                state = _gather_state(lane_state, step, rows, is_tuple)
-                with autocast():
-                    out, new_state = model(x, state, return_state=True)
-                out = out.float()
-                del x
-                release()
-                if activate:
-                    out = base.activate(out)
-                if new_state is not None:
-                    is_tuple = isinstance(new_state, tuple)
-                    _scatter_state(lane_state, step, new_state, lengths)
-                out_host, event = _to_host(out, cuda)
+            last = None
+            for step, buf, host in reader.iterate(steps):
+                current = (step,) + runner.forward(step, buf, host, reader.buffers)
                 if last is not None:
-                    done += _store(results, *last)
-                    if progress is not None:
-                        progress(done)
-                last = (step, out_host, event)
-            if last is not None:
-                done += _store(results, *last)
-                if progress is not None:
-                    progress(done)
+                    _finish(results, last, progress)
+                last = current
+            _finish(results, last, progress)
     finally:
-        for fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True)
-        for reader in readers.values():
-            reader.close()
+        reader.close()
         base.train(was_training)
     return results
+
+
+class _StepReader:
+    """Reads steps' frames ahead of the computation, in a pool of threads."""
+
+    def __init__(self, sequences, frame_shape, lanes, t_max, static_shapes, prefetch, workers,
+                 pin):
+        self.sequences, self.frame_shape = sequences, frame_shape
+        self.t_max, self.static_shapes, self.prefetch = t_max, static_shapes, prefetch
+        self.readers = {id(f): _FrameReader(f) for f in {id(f): f for f, _ in sequences}.values()}
+        self.buffers = _Buffers(prefetch + 2, lanes * t_max * math.prod(frame_shape), pin)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="e2y-read")
+        self.pending = deque()
+
+    def _load(self, step):
+        t = self.t_max if self.static_shapes else max(it.stop - it.start for it in step)
+        buf = self.buffers.take()
+        try:
+            return buf, _fill(buf, step, t, self.frame_shape, self.sequences, self.readers)
+        except BaseException:
+            self.buffers.give(buf)
+            raise
+
+    def iterate(self, steps):
+        """Yield ``(step, buffer, frames)``; the caller gives the buffer back."""
+        for k in range(min(self.prefetch, len(steps))):
+            self.pending.append(self.pool.submit(self._load, steps[k]))
+        for k, step in enumerate(steps):
+            buf, host = self.pending.popleft().result()
+            if k + self.prefetch < len(steps):
+                self.pending.append(self.pool.submit(self._load, steps[k + self.prefetch]))
+            yield step, buf, host
+
+    def close(self):
+        for fut in self.pending:
+            fut.cancel()
+        self.pool.shutdown(wait=True)
+        for reader in self.readers.values():
+            reader.close()
+
+
+class _Runner:
+    """Forward passes of steps, each lane's recurrent state carried to its next window."""
+
+    def __init__(self, model, base, device, precision, activate, lengths, lanes, pad_rows):
+        self.model, self.base, self.device = model, base, device
+        self.autocast = _autocast(device, precision)
+        self.activate, self.lengths, self.pad_rows = activate, lengths, pad_rows
+        self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.lane_state, self.is_tuple = {}, False
+
+    def forward(self, step, buf, host, buffers):
+        """Start one step; returns ``(outputs on the host, event to wait for)``."""
+        rows = self.pad_rows or len(step)
+        if rows > len(step):  # static shapes: idle lanes get zero frames
+            padded = torch.zeros((rows,) + tuple(host.shape[1:]), dtype=torch.uint8)
+            padded[:len(step)] = host
+            host = padded
+        x, release = _to_device(host, self.device, self.copy_stream, buffers, buf)
+        state = _gather_state(self.lane_state, step, rows, self.is_tuple)
+        with self.autocast():
+            out, new_state = self.model(x, state, return_state=True)
+        out = out.float()
+        del x
+        release()
+        if self.activate:
+            out = self.base.activate(out)
+        if new_state is not None:
+            self.is_tuple = isinstance(new_state, tuple)
+            _scatter_state(self.lane_state, step, new_state, self.lengths)
+        return _to_host(out, self.copy_stream is not None)
 
 
 def _to_device(host, device, copy_stream, buffers, buf):
@@ -454,6 +485,13 @@ def _to_host(out, cuda):
     event = torch.cuda.Event()
     event.record()
     return host, event
+
+
+def _finish(results, last, progress):
+    """Wait for a step's outputs and put them in place."""
+    n = _store(results, *last)
+    if progress is not None:
+        progress(n)
 
 
 def _store(results, step, out_host, event):

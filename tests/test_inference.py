@@ -21,6 +21,15 @@ SIZE = 32
 AV = ["arousal", "valence"]
 
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread (no OpenMP hand-offs on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 def tiny(temporal="lstm", head="regression", names=AV, seed=0):
     torch.manual_seed(seed)
     return build_model("resnet_tiny", head=head, outputs=len(names), temporal=temporal,
@@ -34,18 +43,19 @@ def whole(model, frames):
         return model.activate(model(torch.from_numpy(frames)[None]))[0].numpy()
 
 
-def random_frames(n, seed):
-    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+def random_frames(n, seed, size=SIZE):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def write_h5(path, lengths, names=AV, kind="continuous", labels=None, seed=0, **writer):
+def write_h5(path, lengths, names=AV, kind="continuous", labels=None, seed=0, size=SIZE,
+             **writer):
     """A file of sequences ``seq0``...; labels random unless given (a function)."""
     rng = np.random.default_rng(seed)
-    with SequenceWriter(path, SIZE, names, kind, **writer) as w:
+    with SequenceWriter(path, size, names, kind, **writer) as w:
         for q, n in enumerate(lengths):
             w.begin_sequence(f"seq{q}", source=f"v{q}.mp4", fps=25.0)
             y = labels(n, rng) if labels else rng.normal(size=(n, len(names)))
-            w.append(random_frames(n, seed * 100 + q), np.arange(n) / 25.0,
+            w.append(random_frames(n, seed * 100 + q, size), np.arange(n) / 25.0,
                      y if names else None, face_found=np.arange(n) % 4 != 1)
             w.end_sequence()
         w.commit()
@@ -223,6 +233,18 @@ def test_run_test_without_labels_writes_predictions_only(tmp_path):
                                rtol=1e-5, atol=1e-6)
     assert load_predictions(result.predictions_path)[1][0].labels is None
     assert [p.name for p in result.plot_paths] == ["seq0.png"]
+
+
+def test_files_of_other_frame_sizes_are_predicted_with_a_warning(tmp_path):
+    model = tiny()
+    small = write_h5(tmp_path / "small.h5", [5], size=24)
+    big = write_h5(tmp_path / "big.h5", [6], seed=1)
+    with pytest.warns(UserWarning, match=r"small\.h5: frames are 24x24 but the model expects 32x32"):
+        result = run_test(model, [small, big], tmp_path / "out", window=2, device="cpu")
+    assert len(result.warnings) == 1
+    for seq, path in zip(result.sequences, [small, big]):
+        np.testing.assert_allclose(seq.predictions, whole(model, SequenceFile(path).read(0).frames),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_label_columns_are_matched_by_name(tmp_path):

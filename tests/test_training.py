@@ -290,7 +290,7 @@ def _kill_after_epochs(monkeypatch, n_epochs):
         real_save(self, *args, **kwargs)
         saves["n"] += 1
 
-    def step(self, batch):
+    def step(self, batch):  # batch: (frames, labels, mask) on the device
         if saves["n"] >= n_epochs:
             raise KeyboardInterrupt("simulated kill")
         return real_step(self, batch)

@@ -44,6 +44,12 @@ class Augmenter:
         self.brightness = float(brightness)
         self.saturation = float(saturation)
         self.generator = torch.Generator().manual_seed(int(seed))
+        self._grey_weights = {}
+
+    def _grey(self, device):
+        if device not in self._grey_weights:
+            self._grey_weights[device] = torch.tensor(GREY, device=device)
+        return self._grey_weights[device]
 
     def state_dict(self):
         return {"generator": self.generator.get_state()}
@@ -54,7 +60,10 @@ class Augmenter:
     def __call__(self, frames):
         b, t, s, _, c = frames.shape
         r, out = self.resize, self.size
-        u = torch.rand(b, 4, generator=self.generator).to(frames.device, non_blocking=True)
+        u = torch.rand(b, 4, generator=self.generator)
+        if frames.device.type == "cuda":
+            u = u.pin_memory()  # a pageable copy would wait for the GPU to finish
+        u = u.to(frames.device, non_blocking=True)
         x = frames.flatten(0, 1).permute(0, 3, 1, 2).float().div_(255.0)   # (N, 3, S, S)
         if r != s:
             x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
@@ -69,6 +78,6 @@ class Augmenter:
         bright = 1.0 + (2.0 * u[:, 2] - 1.0) * self.brightness
         sat = 1.0 + (2.0 * u[:, 3] - 1.0) * self.saturation
         x = (x * bright.view(b, 1, 1, 1, 1)).clamp_(0.0, 1.0)
-        grey = (x * torch.tensor(GREY, device=x.device)).sum(dim=-1, keepdim=True)
+        grey = (x * self._grey(x.device)).sum(dim=-1, keepdim=True)
         x = (grey + sat.view(b, 1, 1, 1, 1) * (x - grey)).clamp_(0.0, 1.0)
         return x.permute(0, 1, 4, 2, 3)

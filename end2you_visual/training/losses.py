@@ -60,10 +60,18 @@ class FrameWeights:
             axis=-1, initial=0.0)
         return np.where(present.any(axis=-1), w, self.none_weight)
 
+    def _on(self, device):
+        # Cached per device: a host-to-device copy every step would sync the host.
+        cache = self.__dict__.setdefault("_device_weights", {})
+        if device not in cache:
+            cache[device] = torch.as_tensor(self.label_weights, dtype=torch.float32,
+                                            device=device)
+        return cache[device]
+
     def __call__(self, labels):
         """Torch: weights (B, T) of frames ``labels`` (B, T, L), float32."""
         present = labels >= PRESENT
-        lw = torch.as_tensor(self.label_weights, dtype=torch.float32, device=labels.device)
+        lw = self._on(labels.device)
         w = torch.where(present, lw, torch.zeros_like(lw)).amax(dim=-1)
         w = torch.where(present.any(dim=-1), w, torch.full_like(w, self.none_weight))
         return w * self.scale

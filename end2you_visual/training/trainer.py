@@ -170,6 +170,8 @@ class Trainer:
                                                   self.auto["metric"])
         self.lower_is_better = metric_is_lower_better(self.metric)
         self.label_names, self.columns = self._select_labels(data_names, files[0].path)
+        if self.columns is not None:
+            self._columns_on_device = torch.tensor(self.columns, device=self.device)
 
         split = split_sequences(train_files, valid_files, cfg.split_by, cfg.valid_fraction,
                                 cfg.seed)
@@ -313,19 +315,53 @@ class Trainer:
     # ------------------------------------------------------------- training
 
     def _to_device(self, batch):
+        """A loader batch -> (frames uint8, labels, mask) on the device (no host sync)."""
         dev = self.device
         frames = batch["frames"].to(dev, non_blocking=True)
         labels = batch["labels"].to(dev, non_blocking=True)
         mask = batch["mask"].to(dev, non_blocking=True)
         if self.columns is not None:
-            labels = labels[..., self.columns]
+            labels = labels.index_select(-1, self._columns_on_device)
         if self.config.skip_no_face:
             mask = mask & batch["face_found"].to(dev, non_blocking=True)
         return frames, labels, mask
 
+    def _device_batches(self, loader, steps):
+        """Up to ``steps`` batches of ``loader`` on the device.
+
+        On CUDA the next batch is copied on a side stream while the current
+        one is computed (the copy overlaps the step instead of preceding it).
+        """
+        it = iter(loader)
+        if self.device.type != "cuda":
+            for _, batch in zip(range(steps), it):
+                yield self._to_device(batch)
+            return
+        side = torch.cuda.Stream(self.device)
+        main = torch.cuda.current_stream(self.device)
+
+        def load():
+            batch = next(it, None)
+            if batch is None:
+                return None
+            with torch.cuda.stream(side):
+                return self._to_device(batch)
+
+        upcoming = load()
+        for step in range(steps):
+            if upcoming is None:
+                return
+            main.wait_stream(side)
+            current = upcoming
+            for tensor in current:
+                tensor.record_stream(main)
+            upcoming = load() if step + 1 < steps else None
+            yield current
+
     def train_step(self, batch):
-        """One optimiser step on ``batch``; returns the loss tensor (no sync)."""
-        frames, labels, mask = self._to_device(batch)
+        """One optimiser step on a device batch ``(frames, labels, mask)``;
+        returns the loss tensor (no host sync)."""
+        frames, labels, mask = batch
         x = self.augment(frames) if self.augment is not None else frames
         with self.autocast:
             out = self.net(x)
@@ -350,7 +386,9 @@ class Trainer:
         return value
 
     def train_epoch(self, epoch):
-        """Train one epoch; returns {train_loss, train_fps, train_seconds, steps}."""
+        """Train one epoch; returns {train_loss, train_fps (frames/s of this
+        process x processes), train_seconds, steps, frames (this process's),
+        first_batch_seconds (wait for the first batch)}."""
         self.net.train()
         self.train_sampler.set_epoch(epoch)
         steps = len(self.train_loader)
@@ -362,11 +400,12 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         frames, done, seen = 0, 0, 0.0
         start = time.perf_counter()
-        for step, batch in enumerate(self.train_loader):
-            if step >= steps:
-                break
+        first_batch = None
+        for step, batch in enumerate(self._device_batches(self.train_loader, steps)):
+            if first_batch is None:
+                first_batch = time.perf_counter() - start
             loss_sum += self.train_step(batch)
-            frames += batch["frames"].shape[0] * batch["frames"].shape[1]
+            frames += batch[0].shape[0] * batch[0].shape[1]
             done = step + 1
             if done % SYNC_EVERY == 0 or done == steps:
                 seen = self._check_finite(loss_sum.clone(), epoch, done)
@@ -383,7 +422,8 @@ class Trainer:
             self.scheduler.step()
         return {"train_loss": total / max(done, 1) / self.dist.world_size,
                 "train_fps": frames * self.dist.world_size / max(seconds, 1e-9),
-                "train_seconds": seconds, "steps": done}
+                "train_seconds": seconds, "steps": done, "frames": frames,
+                "first_batch_seconds": first_batch or 0.0}
 
     # ----------------------------------------------------------- validation
 
