@@ -83,8 +83,13 @@ def stage_faces(path, device, batch, detect_every=1):
 
 
 def stage_generate(path, device, batch, detect_every=1):
+    from end2you_visual.faces import FacePipeline
     from end2you_visual.generate import GenerateSettings, generate
 
+    # Warm up as for the other stages (CUDA context, kernels): the timed run
+    # then measures the steady state a long video or a batch of files sees.
+    FacePipeline(device=device, batch_size=batch).process(_decoded(path, batch))
+    _sync(device)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "in.csv"
         csv.write_text(f"raw_file,label_file\n{Path(path).resolve()},\n")

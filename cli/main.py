@@ -21,10 +21,11 @@ def cli():
 
 def _register():
     # Imported here so that each command module stays independent.
-    from . import evaluate, generate, predict, test, zoo
+    from . import evaluate, generate, predict, test, train, zoo
 
     cli.add_command(generate.generate)
     cli.add_command(zoo.zoo)
+    cli.add_command(train.train)
     cli.add_command(test.test)
     cli.add_command(evaluate.evaluate)
     cli.add_command(predict.predict)

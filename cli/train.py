@@ -73,7 +73,8 @@ OPTIONS = [
     _opt("--lr", type=float, help="Adam learning rate."),
     _opt("--weight-decay", type=float, help="Adam weight decay."),
     _opt("--batch-size", type=int, help="Windows per batch (per process)."),
-    _opt("--valid-batch-size", type=int, help="Windows per validation batch (default: batch size)."),
+    _opt("--valid-batch-size", type=int,
+         help="Windows per validation batch (default: batch size)."),
     _opt("--epochs", type=int, help="Most epochs."),
     _opt("--patience", type=int, help="Stop after this many epochs without improvement."),
     _opt("--metric", help="Validation metric that picks the best model: ccc, pearson, rmse, "

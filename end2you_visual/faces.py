@@ -16,22 +16,30 @@ What happens to each frame:
    downscaled by ``detect_scale``.
 2. Tracking: the first time faces are seen, the most prominent one (largest
    area x probability, among those with probability >= ``acquire_prob``)
-   becomes the subject. On later frames only the detection nearest the
-   subject's last box (centre within ``match_distance`` x its size, similar
-   size) is taken, so the crop never jumps to another person. A frame without it is
-   a no-face frame; after more than ``max_lost`` such frames in a row the
-   most prominent face is acquired again.
+   becomes the subject. On later frames only the detection nearest where
+   the subject is expected (its last box moved by its velocity; centre
+   within ``match_distance`` x its size, similar size) is taken, so the
+   crop never jumps to another person. A frame without it is a no-face
+   frame; after more than ``max_lost`` such frames in a row the most
+   prominent face is acquired again.
 3. Between detection frames the subject's box is interpolated linearly when
    both neighbouring detection frames hold the subject; otherwise those
    frames are no-face frames.
-4. Smoothing: within a continuous track the box centre and size are
-   exponentially smoothed (``smoothing``, 0 = none); a loss restarts it.
+4. Smoothing: within a continuous track the box centre follows a
+   constant-velocity (alpha-beta) filter and its size an exponential
+   average (``smoothing``, 0 = none): jitter is averaged out, steady motion
+   is followed without lag; a loss restarts it.
 5. Cropping: a square of side ``max(w, h) * (1 + margin)`` centred on the box,
    zero outside the frame, resized to ``size`` x ``size`` with
    ``torchvision.ops.roi_align`` (averaging when it shrinks).
 6. No-face frames get ``found=False``, a NaN box, probability 0 and, as
    crop, the last good crop (``fill="last"``, zeros before any face) or
    zeros (``fill="zeros"``).
+
+On a CPU, MTCNN runs fastest with one torch thread per process
+(``torch.set_num_threads(1)``): its many small convolutions gain little
+from more, and on a busy machine spinning OpenMP threads can slow it ten
+times. Parallelise over videos instead.
 
 Boxes are ``x1, y1, x2, y2`` in pixels of the frames given (source pixels,
 whatever ``detect_scale`` is). Crops are uint8 RGB, (n, size, size, 3).
@@ -131,9 +139,9 @@ class FacePipeline:
         min_face_size: smallest face searched for, in source pixels. With
             ``detect_scale`` s, at least 12 / s (MTCNN's smallest window).
         thresholds: MTCNN's three stage thresholds (P-, R-, O-net).
-        smoothing: box smoothing strength in [0, 1): the weight of the past
-            per frame in an exponential moving average of box centre and
-            size. 0 = no smoothing.
+        smoothing: box smoothing strength in [0, 1): per frame, the weight
+            of the prediction against the new detection (alpha-beta filter
+            on the centre, exponential average of the size). 0 = none.
         fill: crop for no-face frames: ``"last"`` (the last good crop, zeros
             before any face) or ``"zeros"``.
         max_lost: after more than this many consecutive frames without the
@@ -146,9 +154,10 @@ class FacePipeline:
             boxes back; crops are still cut from the full-size frames.
         batch_size: frames per MTCNN call (memory vs. overhead).
         match_distance: a detection continues the track if its centre is
-            within this fraction of the subject's box size (max(w, h)) from
-            the subject's last box centre (and its size within 1.5x); the
-            nearest such one is taken.
+            within this fraction of the subject's box size (max(w, h)) of
+            where the subject is expected (its last position moved by its
+            velocity), times sqrt(frames between detections), at most one
+            face size; and if its size is within 1.5x. The nearest is taken.
         acquire_prob: least face probability for a detection to start a
             track (continuing one needs only MTCNN's thresholds): a higher
             bar for new subjects rejects isolated false detections (letters,
@@ -206,7 +215,7 @@ class FacePipeline:
         self._track_box = None  # last raw detection of the subject, (4,)
         self._segment = -1  # id of the current continuous track segment
         self._lost = 0  # frames since the subject was last seen
-        self._smooth = None  # smoothed (cx, cy, w, h) or None
+        self._state = None  # filter state ((cx, cy, w, h), (vx, vy) per frame) or None
         self._prev_key = None  # last detection frame, a _Key
         self._last_crop = None  # last good crop, (size, size, 3)
 
@@ -237,7 +246,7 @@ class FacePipeline:
         for row, (boxes, probs) in zip(key_rows, detections):
             self._prev_key = self._track(start + row, boxes, probs)
             keys.append(self._prev_key)
-        self._fill_rows(out, keys, start, n)
+        self._fill_rows(out, keys, start)
         self._next_index = start + n
 
         rows = np.flatnonzero(out.found)
@@ -313,13 +322,13 @@ class FacePipeline:
         """Update the track with one detection frame; returns its _Key."""
         gap = index - self._prev_key.index if self._prev_key is not None else 1
         if self._track_box is not None:
-            j = self._match(boxes)
+            j = self._match(boxes, gap)
             if j is not None:
                 continuous = self._lost == 0
                 self._lost = 0
                 return self._accept(index, boxes[j], probs[j], gap, continuous)
             self._lost += gap
-            self._smooth = None
+            self._state = None  # no smoothing (or motion) across a loss
             if self._lost <= self.max_lost:
                 return _Key(index)
             self._track_box = None
@@ -331,39 +340,62 @@ class FacePipeline:
         self._lost = 0
         return self._accept(index, boxes[j], probs[j], gap, continuous=False)
 
-    def _match(self, boxes):
+    def _expected(self, gap):
+        """Where the subject should be ``gap`` frames after the last detection
+        frame: (cx, cy, w, h), moved by its velocity while tracked, its last
+        detection while lost."""
+        if self._state is None:
+            return _to_cxcywh(self._track_box)
+        expected = self._state[0].copy()
+        expected[:2] += self._state[1] * gap
+        return expected
+
+    def _match(self, boxes, gap):
         """Index of the detection that continues the track, or None.
 
-        The nearest detection (centre distance relative to the subject's box
-        size) within ``match_distance`` whose size is within 1.5x of the
-        subject's. Faces of different people are rarely closer than a face
-        width apart, so the crop does not jump; unlike IoU, this still
-        follows a small face moving fast between detection frames.
+        The detection nearest the expected position (centre distance
+        relative to the subject's size, max(w, h)), within ``match_distance``
+        x sqrt(frames since the last detection frame), at most 1 face size,
+        and of similar size (within 1.5x). Faces of different people are
+        rarely closer than a face width apart, so the crop does not jump;
+        unlike IoU, this follows a small face moving fast.
         """
         if len(boxes) == 0:
             return None
-        track = _to_cxcywh(self._track_box)
-        track_size = max(track[2], track[3], 1e-6)
+        expected = self._expected(gap)
+        size = max(expected[2], expected[3], 1e-6)
         det = np.stack([_to_cxcywh(b) for b in np.asarray(boxes, np.float64)])
-        distance = np.hypot(det[:, 0] - track[0], det[:, 1] - track[1]) / track_size
-        ratio = np.sqrt(np.maximum(det[:, 2] * det[:, 3], 1e-12)) / np.sqrt(max(track[2] * track[3], 1e-12))
-        ok = (distance <= self.match_distance) & (ratio <= _MAX_SIZE_CHANGE) & (ratio >= 1 / _MAX_SIZE_CHANGE)
+        distance = np.hypot(det[:, 0] - expected[0], det[:, 1] - expected[1]) / size
+        reach = min(self.match_distance * np.sqrt(gap), 1.0)
+        ratio = np.sqrt(np.maximum(det[:, 2] * det[:, 3], 1e-12) / max(expected[2] * expected[3], 1e-12))
+        ok = (distance <= reach) & (ratio <= _MAX_SIZE_CHANGE) & (ratio >= 1 / _MAX_SIZE_CHANGE)
         if not ok.any():
             return None
         return int(np.argmin(np.where(ok, distance, np.inf)))
 
     def _accept(self, index, box, prob, gap, continuous):
+        """Take a detection as the subject's; returns the smoothed _Key.
+
+        Smoothing is an alpha-beta (constant velocity) filter on the box
+        centre and an exponential average on its size: jitter is averaged
+        out while a face moving steadily is followed without lag.
+        """
         box = np.asarray(box, np.float64)
         self._track_box = box
         observed = _to_cxcywh(box)
-        if continuous and self._smooth is not None and self.smoothing > 0:
-            a = self.smoothing ** gap  # the same time constant whatever detect_every is
-            self._smooth = a * self._smooth + (1 - a) * observed
+        if continuous and self._state is not None:
+            expected = self._expected(gap)
+            residual = observed - expected
+            alpha = 1 - self.smoothing ** gap  # the same time constant whatever detect_every is
+            beta = alpha * alpha / (2 - alpha)  # critically damped
+            position = expected + alpha * residual
+            velocity = self._state[1] + beta * residual[:2] / gap
+            self._state = (position, velocity)
         else:
-            self._smooth = observed
-        return _Key(index, _to_xyxy(self._smooth), float(prob), self._segment)
+            self._state = (observed, np.zeros(2))
+        return _Key(index, _to_xyxy(self._state[0]), float(prob), self._segment)
 
-    def _fill_rows(self, out, keys, start, n):
+    def _fill_rows(self, out, keys, start):
         """Write key results and interpolate between them into ``out`` rows."""
         for a, b in zip(keys, keys[1:] + [None]):
             if a.index >= start and a.box is not None:

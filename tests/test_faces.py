@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from end2you_visual.faces import FaceBatch, FacePipeline, crop_image, resize_only
@@ -22,6 +23,17 @@ def run(path, batch_size=32, **kwargs):
     parts = [pipeline.process(frames) for _, frames in iter_frame_batches(path, batch_size)]
     return FaceBatch(*(np.concatenate([getattr(p, f) for p in parts])
                        for f in ("crops", "boxes", "found", "probs")))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # MTCNN's many small convolutions gain nothing from a second thread, and
+    # on a busy machine OpenMP threads spinning for each other make it up to
+    # ten times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +207,19 @@ def test_interpolated_frames_lie_between_detections(face_patch):
     x = centre_x(faces.boxes)
     np.testing.assert_allclose(x[1:4], x[0] + (x[4] - x[0]) * np.arange(1, 4) / 4, atol=1e-3)
     np.testing.assert_allclose(np.diff(x), 10, atol=3)
+
+
+def test_fast_face_is_followed_between_sparse_detections(face_patch):
+    # Face A crosses the frame at 25 px a frame (a quarter of its width),
+    # i.e. 75 px between detections; face B stands still on the right.
+    frames = np.stack([scene(face_patch, a=(10 + 25 * i, 100, 150), b=(480, 60, 120))
+                       for i in range(12)])
+    faces = FacePipeline(detect_every=3).process(frames)
+    assert faces.found.all()
+    x = centre_x(faces.boxes)
+    assert (x < 460).all()  # never on B (x 480..600)
+    # Smoothed yet without lag: within 10 px of the true motion.
+    np.testing.assert_allclose(x - x[0], 25 * np.arange(12), atol=10)
 
 
 # ----------------------------------------------------------------- cropping

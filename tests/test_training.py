@@ -26,6 +26,16 @@ TINY = dict(arch="resnet_tiny", hidden_size=8, num_layers=1, num_workers=0, prog
 EMOTIONS = ["neutral", "happy", "contempt", "surprise"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a busy 2-core
+    # machine competing OpenMP threads make each step 10-100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------ data
 
 def write_continuous(path, lengths, subjects=None, splits=None, seed=0):
@@ -151,6 +161,18 @@ def test_multiclass_frame_level_regime(tmp_path):
     assert result.head == "multiclass" and result.metric == "accuracy"
     row = read_csv(result.log_path)[-1]
     assert 0.0 <= float(row["valid_accuracy"]) <= 1.0 and "valid_uar" in row
+
+
+def test_batched_reading_matches_collated_windows(tmp_path):
+    from end2you_visual.training.loader import WindowBatches
+    write_continuous(tmp_path / "c.h5", [5, 12, 9])
+    ds = WindowDataset(tmp_path / "c.h5", window=8)
+    order = [3, 0, 2]
+    expected = torch.utils.data.default_collate([ds[i] for i in order])
+    got = WindowBatches(ds)[order]
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
 
 
 # ------------------------------------------------------------- losses
@@ -355,6 +377,7 @@ def _scripted(monkeypatch, metric, scores):
     ("ccc", [0.1, 0.3, 0.2, 0.25, 0.1, 0.9], 2, 4),     # higher is better
     ("loss", [1.0, 0.5, 0.7, 0.4, 0.6, 0.8, 0.1], 4, 6),  # lower is better
     ("rmse", [0.5, 0.4, 0.3, 0.2, 0.1, 0.05], 6, 6),     # keeps improving: runs out
+    ("ccc", [math.nan, 0.2, math.nan, 0.1, 0.3, 0.4], 2, 4),  # undefined scores never win
 ])
 def test_early_stopping_and_best_model(continuous_dir, tmp_path, monkeypatch, metric, scores,
                                        best, last):

@@ -19,6 +19,7 @@ Re-sampling (the paper's imbalance fix, on windows, never single frames):
 :class:`ResampleReport` gives the per-label frame counts before and after
 (the paper's Table 4) as a dict and as a printed table.
 """
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -34,13 +35,21 @@ PRESENT = 0.5
 def sequence_labels(dataset, skip_no_face=False):
     """Per sequence of a WindowDataset: (labels (n, L) float32, valid (n,) bool).
 
-    Reads labels only (no pixels), once per sequence.
+    Reads labels only (no pixels): each file's rows in one read (an image
+    shard holds thousands of one-frame sequences), then cut per sequence.
     """
+    rows = {}
+    for fi in sorted({fi for fi, _ in dataset.sequences}):
+        f = dataset.files[fi]
+        whole = dataclasses.replace(f.sequences[0], index=-1, start=0, length=f.n_frames)
+        rows[fi] = f.read(whole, 0, f.n_frames, frames=False)
     out = []
     for fi, info in dataset.sequences:
-        clip = dataset.files[fi].read(info, 0, info.length, frames=False)
-        valid = clip.face_found.astype(bool) if skip_no_face else np.ones(info.length, bool)
-        out.append((np.asarray(clip.labels, np.float32), valid))
+        clip = rows[fi]
+        a, b = info.start, info.start + info.length
+        valid = (clip.face_found[a:b].astype(bool) if skip_no_face
+                 else np.ones(info.length, bool))
+        out.append((np.asarray(clip.labels[a:b], np.float32), valid))
     return out
 
 

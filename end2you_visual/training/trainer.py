@@ -41,6 +41,7 @@ from ..models.checkpoint import model_from_checkpoint
 from . import distributed
 from .augment import Augmenter
 from .config import TrainConfig, metric_is_lower_better, resolve_auto
+from .loader import WindowBatches
 from .losses import FrameWeights, inverse_frequency_weights, make_loss
 from .sampler import WindowSampler, resample_windows, sequence_labels, window_label_counts
 from .split import split_sequences
@@ -50,6 +51,9 @@ __all__ = ["train", "Trainer", "TrainResult", "NonFiniteLossError"]
 
 logger = logging.getLogger("end2you_visual.training")
 
+# Settings that may change when resuming without a warning.
+RESUME_FREE = ("resume", "epochs", "patience", "progress", "tensorboard", "num_workers",
+               "device", "out_dir", "compile", "valid_batch_size")
 SYNC_EVERY = 20  # steps between host syncs (progress bar, NaN check)
 LAST, BEST, LOG_CSV, LOG_TXT = "last.pt", "best.pt", "log.csv", "train.log"
 
@@ -113,9 +117,11 @@ def _pick_device(name, dist_info):
 
 
 def _is_better(score, best, lower):
+    """``score`` beats ``best``; an undefined (NaN) score only fills an empty slot,
+    and any defined score beats an undefined best."""
     if score is None or not math.isfinite(score):
-        return False
-    if best is None:
+        return best is None
+    if best is None or not math.isfinite(best):
         return True
     return score < best if lower else score > best
 
@@ -231,6 +237,7 @@ class Trainer:
     def _prepare_model(self):
         cfg = self.config
         self.history, self.start_epoch = [], 1
+        self._next_epoch = {}  # epoch -> loader iterator already reading it
         self.best_score, self.best_epoch, self.bad_epochs = None, 0, 0
         self.stopped = None
         self.last_path, self.best_path = self.out_dir / LAST, self.out_dir / BEST
@@ -306,8 +313,9 @@ class Trainer:
 
     def _loader(self, dataset, sampler, batch_size):
         workers = min(self.config.num_workers, os.cpu_count() or 1)
+        batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
         return torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+            WindowBatches(dataset), batch_size=None, sampler=batches, num_workers=workers,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None, drop_last=False,
             generator=torch.Generator().manual_seed(self.config.seed))
@@ -326,22 +334,32 @@ class Trainer:
             mask = mask & batch["face_found"].to(dev, non_blocking=True)
         return frames, labels, mask
 
-    def _device_batches(self, loader, steps):
-        """Up to ``steps`` batches of ``loader`` on the device.
+    def _device_batches(self, it, steps):
+        """Up to ``steps`` batches of the loader iterator ``it``, on the device.
 
         On CUDA the next batch is copied on a side stream while the current
         one is computed (the copy overlaps the step instead of preceding it).
         """
-        it = iter(loader)
+        self.data_wait = 0.0
+
+        def fetch():
+            start = time.perf_counter()
+            batch = next(it, None)
+            self.data_wait += time.perf_counter() - start
+            return batch
+
         if self.device.type != "cuda":
-            for _, batch in zip(range(steps), it):
+            for _ in range(steps):
+                batch = fetch()
+                if batch is None:
+                    return
                 yield self._to_device(batch)
             return
         side = torch.cuda.Stream(self.device)
         main = torch.cuda.current_stream(self.device)
 
         def load():
-            batch = next(it, None)
+            batch = fetch()
             if batch is None:
                 return None
             with torch.cuda.stream(side):
@@ -385,12 +403,24 @@ class Trainer:
                                      "labels for NaN.")
         return value
 
+    def _prefetch_epoch(self, epoch):
+        """Start the loader workers on ``epoch``'s first batches now, so that
+        they read while this epoch ends and validates (not at its start)."""
+        if self.train_loader.num_workers > 0 and epoch <= self.config.epochs:
+            self.train_sampler.set_epoch(epoch)
+            self._next_epoch[epoch] = iter(self.train_loader)
+
     def train_epoch(self, epoch):
         """Train one epoch; returns {train_loss, train_fps (frames/s of this
         process x processes), train_seconds, steps, frames (this process's),
-        first_batch_seconds (wait for the first batch)}."""
+        first_batch_seconds (wait for the first batch), data_wait_seconds
+        (time the loop waited for the loader, first batch included)}."""
         self.net.train()
-        self.train_sampler.set_epoch(epoch)
+        it = self._next_epoch.pop(epoch, None)
+        self._next_epoch.clear()
+        if it is None:
+            self.train_sampler.set_epoch(epoch)
+            it = iter(self.train_loader)
         steps = len(self.train_loader)
         if self.config.max_steps_per_epoch:
             steps = min(steps, self.config.max_steps_per_epoch)
@@ -401,7 +431,7 @@ class Trainer:
         frames, done, seen = 0, 0, 0.0
         start = time.perf_counter()
         first_batch = None
-        for step, batch in enumerate(self._device_batches(self.train_loader, steps)):
+        for step, batch in enumerate(self._device_batches(it, steps)):
             if first_batch is None:
                 first_batch = time.perf_counter() - start
             loss_sum += self.train_step(batch)
@@ -413,6 +443,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{seen / done / self.dist.world_size:.4f}",
                                 fps=f"{frames * self.dist.world_size / elapsed:.0f}")
                 bar.update(done - bar.n)
+        self._prefetch_epoch(epoch + 1)
         total = self._check_finite(loss_sum.clone(), epoch, done)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -423,7 +454,7 @@ class Trainer:
         return {"train_loss": total / max(done, 1) / self.dist.world_size,
                 "train_fps": frames * self.dist.world_size / max(seconds, 1e-9),
                 "train_seconds": seconds, "steps": done, "frames": frames,
-                "first_batch_seconds": first_batch or 0.0}
+                "first_batch_seconds": first_batch or 0.0, "data_wait_seconds": self.data_wait}
 
     # ----------------------------------------------------------- validation
 
@@ -526,6 +557,11 @@ class Trainer:
         if state.get("metric") != self.metric:
             raise InputError(self.last_path, f"the run being resumed selects by "
                                              f"{state.get('metric')!r}, not {self.metric!r}")
+        changed = [k for k, v in state.get("config", {}).items()
+                   if k not in RESUME_FREE and getattr(self.config, k, v) != v]
+        if changed:
+            logger.warning("resuming with settings that differ from the run's: %s", ", ".join(
+                f"{k} {state['config'][k]!r} -> {getattr(self.config, k)!r}" for k in changed))
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0])
         logger.info("resuming %s after epoch %d (best %s %s at epoch %d)", self.last_path,
@@ -599,6 +635,8 @@ class Trainer:
         start = time.perf_counter()
         metrics = self.validate()
         score = metrics[self.metric]
+        if not math.isfinite(score) and self.dist.is_main:
+            logger.warning("validation %s is undefined (NaN) at epoch %d", self.metric, epoch)
         improved = _is_better(score, self.best_score, self.lower_is_better)
         if improved:
             self.best_score, self.best_epoch, self.bad_epochs = float(score), epoch, 0
@@ -611,15 +649,17 @@ class Trainer:
                **{f"valid_{k}": v for k, v in metrics.items()},
                "lr": self.optimizer.param_groups[0]["lr"], "train_fps": stats["train_fps"],
                "train_seconds": stats["train_seconds"],
+               "data_wait_seconds": stats.get("data_wait_seconds", 0.0),
                "valid_seconds": time.perf_counter() - start,
                "best_epoch": self.best_epoch, "best_score": self.best_score}
         self.history.append(row)
         self._save(epoch, improved, metrics)
         if self.dist.is_main:
             logger.info("epoch %d: train loss %.4f, valid %s %.4f%s (best %.4f at epoch %d), "
-                        "%.0f frames/s, %.1f s", epoch, stats["train_loss"], self.metric, score,
-                        " *" if improved else "", self.best_score if self.best_score is not None
-                        else float("nan"), self.best_epoch, stats["train_fps"],
+                        "%.0f frames/s (%.1f s waiting for data), %.1f s", epoch,
+                        stats["train_loss"], self.metric, score, " *" if improved else "",
+                        self.best_score if self.best_score is not None else float("nan"),
+                        self.best_epoch, stats["train_fps"], row["data_wait_seconds"],
                         stats["train_seconds"] + row["valid_seconds"])
             if self._tb is not None:
                 self._tb.log(row, epoch)
