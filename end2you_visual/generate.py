@@ -74,12 +74,12 @@ class GenerateSettings:
     shard_size: int = 5000
     compression: str = None
 
-    def face_pipeline(self):
+    def face_pipeline(self, fps=None):
         from .faces import FacePipeline
 
         return FacePipeline(size=self.size, margin=self.margin, device=self.device,
                             detect_every=self.detect_every, min_face_size=self.min_face_size,
-                            smoothing=self.smoothing, fill=self.fill,
+                            smoothing=self.smoothing, fill=self.fill, fps=fps,
                             detect_scale=self.detect_scale, batch_size=self.batch_size)
 
 
@@ -104,14 +104,50 @@ def _label_kind(values):
     return "multilabel" if np.isin(values, (0.0, 1.0)).all() else "continuous"
 
 
+def _slack_frames(fps):
+    # A header's frame count is an estimate: plan rows for up to a second more.
+    return int(np.ceil(fps)) + 1
+
+
 def _video_alignment(item, info, settings):
-    """(label names, kind, Alignment or None) for one video item."""
+    """(label names, kind, Alignment or None) for one video item.
+
+    The coverage checks use the header's frame count; the rows are planned
+    for up to a second more, since the exact count is known only once the
+    video has been decoded (rows for frames that never decode are not written).
+    """
     if item.label_file is None:
         return [], "none", None
     track = read_labels(item.label_file, settings.time_column, settings.label_columns)
-    alignment = align_labels(track, info.n_frames, info.fps, settings.align,
-                             settings.interpolation, settings.tolerance)
-    return track.names, _label_kind(track.values), alignment
+    checked = align_labels(track, info.n_frames, info.fps, settings.align,
+                           settings.interpolation, settings.tolerance)
+    planned = align_labels(track, info.n_frames + _slack_frames(info.fps), info.fps,
+                           settings.align, settings.interpolation, float("inf"))
+    planned.dropped_rows = checked.dropped_rows
+    return track.names, _label_kind(track.values), planned
+
+
+class _RowPlan:
+    """Which output rows each decoded batch of frames gives.
+
+    Labelled video: the alignment's frame indices (a frame may give no row,
+    or several with ``--align labels``). Unlabelled: every decoded frame.
+    """
+
+    def __init__(self, alignment, fps):
+        self.alignment, self.fps = alignment, fps
+        self.pointer = 0
+
+    def rows(self, start, n):
+        """(frame rows within the batch, timestamps, labels or None, first output row)."""
+        first = self.pointer
+        if self.alignment is None:
+            self.pointer += n
+            return np.arange(n), (start + np.arange(n)) / self.fps, None, first
+        a = self.alignment
+        self.pointer = int(np.searchsorted(a.frame_indices, start + n, side="left"))
+        return (a.frame_indices[first:self.pointer] - start, a.timestamps[first:self.pointer],
+                a.labels[first:self.pointer], first)
 
 
 def generate_video(item, out_path, settings, preview_path=None, progress=False):
@@ -121,38 +157,37 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
     started = time.perf_counter()
     info = probe_video(item.raw)
     names, kind, alignment = _video_alignment(item, info, settings)
-    indices = (alignment.frame_indices if alignment is not None
-               else np.arange(info.n_frames, dtype=np.int64))
-    times = alignment.timestamps if alignment is not None else indices / info.fps
     out_fps = info.fps if settings.align == "video" or alignment is None else \
         _rate(alignment.timestamps, info.fps)
     result = Result(str(out_path), [str(item.raw)] + ([str(item.label_file)] if item.label_file else []),
                     fps=out_fps, sequences=1)
-    if alignment is not None and getattr(alignment, "dropped_rows", 0):
+    if alignment is not None and alignment.dropped_rows:
         result.warnings.append(f"{alignment.dropped_rows} label rows after the video's end dropped")
-    wanted = set(sample_indices(len(indices)).tolist()) if preview_path else set()
+    expected = len(alignment.frame_indices) if alignment is not None else info.n_frames
+    wanted = set(sample_indices(expected).tolist()) if preview_path else set()
     shown = {"crops": [], "found": [], "captions": []}
-    pipeline = settings.face_pipeline()
+    pipeline = settings.face_pipeline(info.fps)
+    plan = _RowPlan(alignment, info.fps)
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
+    decoded = 0
     with SequenceWriter(out_path, settings.size, names, kind, asdict(settings),
                         settings.compression) as writer:
         writer.begin_sequence(item.name, item.raw, out_fps, item.label_file, item.metadata)
-        pointer = 0
-        for start, faces in _face_batches(iter_frame_batches(item.raw, settings.batch_size),
-                                          pipeline):
-            stop = start + len(faces.crops)
-            first, pointer = pointer, int(np.searchsorted(indices, stop, side="left"))
-            rows = indices[first:pointer] - start
-            _write_rows(writer, faces, rows, times[first:pointer],
-                        None if alignment is None else alignment.labels[first:pointer])
-            _keep_preview(shown, wanted, first, faces, rows, times[first:pointer])
+        for start, frames in iter_frame_batches(item.raw, settings.batch_size):
+            faces = pipeline.process(frames)
+            rows, times, labels, first = plan.rows(start, len(frames))
+            _write_rows(writer, faces, rows, times, labels)
+            _keep_preview(shown, wanted, first, faces, rows, times)
             result.faces_found += int(faces.found[rows].sum())
-            bar.update(len(faces.crops))
+            decoded = start + len(frames)
+            bar.update(len(frames))
         bar.close()
-        if pointer < len(indices):
-            result.warnings.append(f"video decoded {len(indices) - pointer} frames fewer "
-                                   f"than its header says; those rows are not written")
+        if decoded == 0:
+            raise InputError(item.raw, "no frame could be decoded")
+        if alignment is not None and decoded < info.n_frames:
+            result.warnings.append(f"the video decoded {decoded} frames where its header "
+                                   f"says {info.n_frames}: labels after frame {decoded} unused")
         result.frames = writer.n_frames
         writer.commit()
     if preview_path:
@@ -164,19 +199,6 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
 def _rate(timestamps, default):
     steps = np.diff(timestamps)
     return float(1.0 / np.median(steps)) if len(steps) and np.median(steps) > 0 else default
-
-
-def _face_batches(batches, pipeline):
-    """(start, FaceBatch) per decoded batch, plus what the pipeline holds back at the end."""
-    position = 0
-    for start, frames in batches:
-        faces = pipeline.process(frames)
-        if len(faces.crops):
-            yield position, faces
-            position += len(faces.crops)
-    rest = pipeline.flush() if hasattr(pipeline, "flush") else None
-    if rest is not None and len(rest.crops):
-        yield position, rest
 
 
 def _write_rows(writer, faces, rows, times, labels):
@@ -205,8 +227,6 @@ def _image_frames(item, settings, pipeline):
         return crops, np.ones(len(crops), bool), np.full((len(crops), 4), np.nan, np.float32)
     pipeline.reset()
     out = [pipeline.process(f[None]) for f in frames]
-    rest = pipeline.flush() if hasattr(pipeline, "flush") else None
-    out += [rest] if rest is not None and len(rest.crops) else []
     return (np.concatenate([o.crops for o in out]), np.concatenate([o.found for o in out]),
             np.concatenate([o.boxes for o in out]))
 
@@ -217,7 +237,7 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
     An item that cannot be read is skipped and listed in the Result's warnings.
     """
     started = time.perf_counter()
-    pipeline = None if settings.skip_detection else settings.face_pipeline()
+    pipeline = None if settings.skip_detection else settings.face_pipeline(settings.image_fps)
     result = Result(str(out_path), [str(i.raw) for i in items], fps=settings.image_fps)
     shown = {"crops": [], "found": [], "captions": []}
     wanted = set(sample_indices(len(items)).tolist()) if preview_path else set()

@@ -71,6 +71,9 @@ class SequenceWriter:
         self._n = 0          # frames written so far
         self._seq = {"name": [], "source": [], "label_file": [], "fps": [], "metadata": []}
         self._open = False
+        self.flush_rows = max(256, chunk_frames)
+        self._pending = {k: [] for k in ("frames", "timestamps", "labels", "face_found", "boxes")}
+        self._pending_rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._h5 = h5py.File(self.partial, "w")
         self._create(label_kind, settings or {}, compression, chunk_frames)
@@ -137,12 +140,25 @@ class SequenceWriter:
             "boxes": (np.full((n, 4), np.nan, np.float32) if boxes is None
                       else np.asarray(boxes, np.float32).reshape(n, 4)),
         }
-        start = self._n
         for name, data in rows.items():
+            self._pending[name].append(data)
+        self._pending_rows += n
+        self._n += n
+        if self._pending_rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self):
+        """Write the buffered rows (appends are buffered so that many tiny
+        sequences, e.g. single images, cost one HDF5 write per batch)."""
+        if not self._pending_rows:
+            return
+        start = self._n - self._pending_rows
+        for name, parts in self._pending.items():
             dset = self._h5[name]
-            dset.resize(start + n, axis=0)
-            dset[start:start + n] = data
-        self._n = start + n
+            dset.resize(self._n, axis=0)
+            dset[start:self._n] = np.concatenate(parts)
+            parts.clear()
+        self._pending_rows = 0
 
     def end_sequence(self):
         if not self._open:
@@ -154,6 +170,7 @@ class SequenceWriter:
         """Write the sequence index, close, and rename the file into place."""
         if self._open:
             self.end_sequence()
+        self.flush()
         group = self._h5.create_group("sequences")
         group.create_dataset("offsets", data=np.asarray(self._offsets, np.int64))
         group.create_dataset("fps", data=np.asarray(self._seq["fps"], np.float64))

@@ -265,7 +265,7 @@ def _check_align_args(n_frames, fps, align, interpolation, tolerance):
                          f"{n_frames!r}")
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be positive and finite, not {fps!r}")
-    if not (math.isfinite(tolerance) and tolerance >= 0):
+    if not tolerance >= 0:  # math.inf is allowed: no coverage check
         raise ValueError(f"tolerance must be >= 0, not {tolerance!r}")
     return int(n_frames), float(fps), float(tolerance)
 

@@ -64,6 +64,7 @@ def test_uncommitted_file_is_not_complete(tmp_path):
     w = SequenceWriter(path, 8)
     w.begin_sequence("x")
     w.append(_frames(2), [0, 1])
+    w.flush()
     w._h5.flush()
     # As a killed process leaves it: only the partial file exists.
     assert not path.exists() and w.partial.exists()

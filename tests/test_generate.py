@@ -114,7 +114,7 @@ def test_rerun_skips_complete_and_redoes_unfinished(clip_dir, tmp_path):
     assert is_complete(tmp_path / "out" / "no_face.h5")
     assert not (tmp_path / "out" / "no_face.h5.partial").exists()
     f = SequenceFile(tmp_path / "out" / "no_face.h5")
-    assert f.label_names == [] and f.read(0).labels.shape == (95, 0)
+    assert f.label_names == [] and f.read(0).labels.shape == (96, 0)
     assert not f.read(0).face_found.any()
 
 
@@ -172,3 +172,18 @@ def test_cli_help_and_version():
     assert runner.invoke(cli, ["--version"]).output.startswith("e2y-visual, version")
     result = runner.invoke(cli, ["--help"])
     assert result.exit_code == 0 and "generate" in result.output
+
+
+def test_frames_beyond_the_header_count_keep_their_labels(tmp_path):
+    # no_face.mp4's header says 94 frames at 24 fps; 96 decode. Every decoded
+    # frame gets a row. Frame 95 is at 3.9583 s; the 3.96 s row lies 1.7 ms
+    # after it, within 5 % of a frame period (2.08 ms), so it counts as "at".
+    csv = tmp_path / "in.csv"
+    labels = _labels_csv(tmp_path / "l.csv", 3.96)
+    csv.write_text(f"raw_file,label_file\n{DATA / 'no_face.mp4'},{labels}\n")
+    (result,) = generate(csv, tmp_path / "out", GenerateSettings(**FAST), progress=False)
+    assert result.status == "written" and result.frames == 96
+    clip = SequenceFile(tmp_path / "out" / "no_face.h5").read(0)
+    assert clip.labels[95, 0] == pytest.approx(3.96)
+    assert clip.labels[94, 0] == pytest.approx(3.88)  # 3.9167 s -> the 3.88 s row
+    assert clip.timestamps[95] == pytest.approx(95 / 24)
