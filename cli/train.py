@@ -54,6 +54,7 @@ OPTIONS = [
     _opt("--hidden-size", type=int, help="Recurrent hidden size."),
     _opt("--num-layers", type=int, help="Recurrent layers."),
     _opt("--dropout", type=float, help="Dropout on features and between layers."),
+    _opt("--grey/--colour", help="A new model sees its input as grey (for grey images)."),
     _opt("--head", type=click.Choice(["auto", "regression", "multilabel", "multiclass"]),
          help="Output head (auto: from the data's label kind)."),
     _opt("--loss", type=click.Choice(["auto", "ccc", "mse", "bce", "ce"]), help="Loss."),

@@ -307,3 +307,21 @@ def test_extractor_is_an_ordinary_module():
     model = tiny()
     assert isinstance(model.extractor, nn.Module)
     assert isinstance(model.temporal, nn.LSTM) and model.temporal.batch_first
+
+
+def test_grey_model_sees_colour_as_its_luma():
+    torch.manual_seed(0)
+    colour = build_model("resnet_tiny", head="multiclass", outputs=3, temporal="none")
+    grey = build_model("resnet_tiny", head="multiclass", outputs=3, temporal="none", grey=True)
+    grey.load_state_dict(colour.state_dict())
+    colour.eval(), grey.eval()
+    frames = torch.randint(0, 256, (1, 2, 16, 16, 3), dtype=torch.uint8)
+    luma = (frames.double() * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)).sum(-1)
+    as_grey = luma.unsqueeze(-1).expand(-1, -1, -1, -1, 3).float() / 255
+    with torch.no_grad():
+        # The grey model on colour == the colour model on the grey picture...
+        torch.testing.assert_close(grey(frames), colour(as_grey), atol=1e-5, rtol=1e-5)
+        # ...and on grey images (R = G = B, like FER2013) the two agree.
+        grey_frames = frames[..., :1].expand(-1, -1, -1, -1, 3)
+        torch.testing.assert_close(grey(grey_frames), colour(grey_frames), atol=1e-5, rtol=1e-5)
+    assert grey.config["grey"] is True and build_model(**grey.config).grey

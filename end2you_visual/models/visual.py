@@ -92,7 +92,7 @@ class VisualModel(nn.Module):
 
     def __init__(self, arch="resnet50", head="regression", outputs=2, temporal="lstm",
                  hidden_size=256, num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5),
-                 std=(0.5, 0.5, 0.5), input_size=150, dropout=0.0):
+                 std=(0.5, 0.5, 0.5), input_size=150, dropout=0.0, grey=False):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
@@ -120,10 +120,15 @@ class VisualModel(nn.Module):
         self.head = nn.Linear(head_in, outputs)
         self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
+        # ITU-R BT.601 luma, as PIL's convert("L") computes it.
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1),
+                             persistent=False)
+        self.grey = bool(grey)
         self.config = {
             "arch": arch, "head": head, "outputs": int(outputs), "temporal": temporal,
             "hidden_size": int(hidden_size), "num_layers": int(num_layers), "label_names": names,
             "mean": mean, "std": std, "input_size": int(input_size), "dropout": float(dropout),
+            "grey": self.grey,
         }
 
     def to(self, *args, **kwargs):
@@ -161,6 +166,8 @@ class VisualModel(nn.Module):
         x = x.flatten(0, 1).to(dtype=self.mean.dtype)
         if is_uint8:
             x = x / 255.0
+        if self.grey:  # a model trained on grey images sees colour video as grey
+            x = (x * self.luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std, b, t
 
     def features(self, x):
@@ -262,7 +269,7 @@ class VisualModel(nn.Module):
 
 def build_model(arch="resnet50", head="regression", outputs=2, temporal="lstm", hidden_size=256,
                 num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                input_size=150, dropout=0.0):
+                input_size=150, dropout=0.0, grey=False):
     """Build a randomly initialised :class:`VisualModel`.
 
     Args:
@@ -280,7 +287,10 @@ def build_model(arch="resnet50", head="regression", outputs=2, temporal="lstm", 
         input_size: side of the square face crops the model expects
             (informational: the pool is adaptive).
         dropout: on CNN features, between recurrent layers and before the head.
+        grey: convert RGB input to grey (BT.601 luma, copied to the 3 channels)
+            before normalising: for models trained on grey images (FER2013),
+            so that colour video is seen as they were trained.
     """
     return VisualModel(arch=arch, head=head, outputs=outputs, temporal=temporal,
                        hidden_size=hidden_size, num_layers=num_layers, label_names=label_names,
-                       mean=mean, std=std, input_size=input_size, dropout=dropout)
+                       mean=mean, std=std, input_size=input_size, dropout=dropout, grey=grey)

@@ -87,6 +87,8 @@ class TrainConfig:
         keep_head: keep the init model's head when it already fits the data
             (same kind and number of outputs) instead of a new random one.
         arch, temporal, hidden_size, num_layers, dropout: for a new model.
+        grey: a new model converts its input to grey (for grey training
+            images such as FER2013, so that colour video is seen the same way).
         head: ``auto`` (from the files' label kind) or a head name.
     Loss:
         loss: ``auto`` (ccc / bce / ce by head), ``ccc``, ``mse``, ``bce``, ``ce``.
@@ -130,6 +132,7 @@ class TrainConfig:
     hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
+    grey: bool = False
     head: str = "auto"
 
     loss: str = "auto"

@@ -255,7 +255,8 @@ class Trainer:
             model = build_model(arch=cfg.arch, head=self.head, outputs=len(self.label_names),
                                 temporal=cfg.temporal, hidden_size=cfg.hidden_size,
                                 num_layers=cfg.num_layers, label_names=self.label_names,
-                                input_size=self.frame_size, dropout=cfg.dropout)
+                                input_size=self.frame_size, dropout=cfg.dropout,
+                                grey=cfg.grey)
         self._check_model(model)
         self.model = model.to(self.device)
         if cfg.channels_last:
