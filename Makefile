@@ -27,8 +27,10 @@ demo: install
 	$(BIN)/e2y-visual generate tests/data/demo.csv --out $(DEMO_OUT)/hdf5 --preview --workers 1
 	@echo "Wrote $(DEMO_OUT)/hdf5: HDF5 files, previews/*.png and manifest.json"
 
+# CPU by default (small model sizes); on a GPU: make bench BENCH_ARGS="--device cuda --batch 64"
+BENCH_ARGS ?= --device cpu --small
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO_OUT) bench_out .pytest_cache

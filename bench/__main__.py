@@ -45,6 +45,7 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true",
                         help="small model sizes (a CPU run); default: the paper's sizes")
     parser.add_argument("--only", nargs="+", default=["generation", "training", "inference"])
+    parser.add_argument("--batch", type=int, default=16, help="generation batch (64 on a GPU)")
     parser.add_argument("--out", default="bench_out")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -54,9 +55,9 @@ def main(argv=None):
     started = time.perf_counter()
     if "generation" in args.only:
         clips = _clips(args.clips)
-        report["generation"] = [generation.bench_clip(c, args.device, 32, (1, 3))
+        report["generation"] = [generation.bench_clip(c, args.device, args.batch, (1, 3))
                                 for c in clips]
-        report["generation_memory"] = generation.bench_memory(clips[0], args.device)
+        report["generation_memory"] = generation.bench_memory(clips[0], args.device, args.batch)
     if "training" in args.only:
         from . import training
 

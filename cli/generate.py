@@ -16,7 +16,8 @@ from end2you_visual.inputs import shard_from_env
 @click.option("--size", default=150, show_default=True, help="Side of the square crops.")
 @click.option("--margin", default=0.2, show_default=True, help="Border around the face box.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1...")
-@click.option("--batch-size", default=32, show_default=True, help="Frames per detection batch.")
+@click.option("--batch-size", default=16, show_default=True,
+              help="Frames decoded and detected together (64 or more on a GPU).")
 @click.option("--detect-every", default=1, show_default=True,
               help="Detect on every k-th frame and interpolate the track in between.")
 @click.option("--detect-scale", type=float, default=None,

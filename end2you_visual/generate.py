@@ -58,7 +58,7 @@ class GenerateSettings:
     size: int = 150
     margin: float = 0.2
     device: str = "cpu"
-    batch_size: int = 32
+    batch_size: int = 16
     detect_every: int = 1
     detect_scale: float = None
     min_face_size: int = 20
