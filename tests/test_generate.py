@@ -187,3 +187,20 @@ def test_frames_beyond_the_header_count_keep_their_labels(tmp_path):
     assert clip.labels[95, 0] == pytest.approx(3.96)
     assert clip.labels[94, 0] == pytest.approx(3.88)  # 3.9167 s -> the 3.88 s row
     assert clip.timestamps[95] == pytest.approx(95 / 24)
+
+
+def test_shards_split_the_work_between_machines(tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(
+            tmp_path / "imgs" / "a" / f"{k}.png")
+    settings = GenerateSettings(size=8, skip_detection=True, shard_size=2)
+    outputs = []
+    for index in (0, 1):
+        results = generate(tmp_path / "imgs", tmp_path / "out", settings, num_shards=2,
+                           shard_index=index, progress=False)
+        outputs.append({Path(r.output).name for r in results})
+        assert (tmp_path / "out" / f"manifest-shard{index}of2.json").exists()
+    # Three output files, split between the two machines without overlap.
+    assert outputs == [{"images-00000.h5", "images-00002.h5"}, {"images-00001.h5"}]
