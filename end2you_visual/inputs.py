@@ -21,7 +21,6 @@ are ignored everywhere.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .csvfile import read_csv_rows
 from .errors import InputError
 from .labels import one_hot
 
@@ -105,20 +105,8 @@ def read_input_csv(csv_path) -> List[InputItem]:
 
 def _read_input_rows(csv_path):
     """The stripped header and the rows as (line number, {column: cell})."""
-    if not csv_path.is_file():
-        raise InputError(csv_path, "input CSV not found")
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [cell.strip() for cell in next(reader, [])]
-            rows = [(reader.line_num, cells) for cells in reader
-                    if any(cell.strip() for cell in cells)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(csv_path,
-                         f"cannot read input CSV: {error}") from error
-    if not any(header):
-        raise InputError(csv_path, "is empty (expected a header row "
-                                   "raw_file,label_file)")
+    header, rows = read_csv_rows(csv_path, "input CSV",
+                                 "expected a header row raw_file,label_file")
     if "raw_file" not in header:
         raise InputError(csv_path, f"has no 'raw_file' column; the header is "
                                    f"{header} (expected raw_file,label_file)")

@@ -23,7 +23,6 @@ Two alignments (see :func:`align_labels`):
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .csvfile import read_csv_rows
 from .errors import InputError
 
 ALIGN_MODES = ("video", "labels")
@@ -94,7 +94,7 @@ def read_labels(path, time_column: Optional[str] = None,
     increase.
     """
     path = Path(path)
-    header, rows = _read_csv_rows(path)
+    header, rows = read_csv_rows(path, "label file")
     time_index, label_indices = _select_columns(path, header, time_column,
                                                 label_columns)
     if not rows:
@@ -165,23 +165,6 @@ def one_hot(index: int, n: int) -> np.ndarray:
 
 
 # --- reading -----------------------------------------------------------------
-
-def _read_csv_rows(path):
-    """The stripped header and the non-blank rows as (line number, cells)."""
-    if not path.is_file():
-        raise InputError(path, "label file not found")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            rows = [(reader.line_num, row) for row in reader
-                    if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(path, f"cannot read label file: {error}") from error
-    if header is None or not any(cell.strip() for cell in header):
-        raise InputError(path, "is empty (no header row)")
-    return [cell.strip() for cell in header], rows
-
 
 def _select_columns(path, header, time_column, label_columns):
     """Indices of the time column and of the label columns in ``header``."""

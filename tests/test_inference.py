@@ -22,13 +22,7 @@ AV = ["arousal", "valence"]
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread (no OpenMP hand-offs on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(temporal="lstm", head="regression", names=AV, seed=0):
     torch.manual_seed(seed)

@@ -25,13 +25,7 @@ FAST = dict(detect_every=8, detect_scale=0.25, batch_size=64, min_face_size=40)
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread (no OpenMP hand-offs on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):

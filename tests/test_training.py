@@ -26,14 +26,7 @@ TINY = dict(arch="resnet_tiny", hidden_size=8, num_layers=1, num_workers=0, prog
 EMOTIONS = ["neutral", "happy", "contempt", "surprise"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a busy 2-core
-    # machine competing OpenMP threads make each step 10-100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ data

@@ -1,0 +1,14 @@
+"""Shared test fixtures."""
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny models gain nothing from intra-op
+    threads, and on a busy 2-core machine competing OpenMP threads make each
+    step 10-100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
