@@ -2,6 +2,7 @@
 NaN handling, bad options, augmentation, recipes and the CLI (CPU, tiny)."""
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from end2you_visual.data import WindowDataset
+from end2you_visual.data import WindowDataset, open_files
 from end2you_visual.errors import InputError
 from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.models import load_checkpoint, read_checkpoint
@@ -505,3 +506,21 @@ def test_cli_options_override_the_recipe(continuous_dir, tmp_path):
     bad = CliRunner().invoke(train_command, [str(continuous_dir), "--config", str(recipe),
                                              "--metric", "bleu", "--out", str(out)])
     assert bad.exit_code == 1 and "unknown metric" in bad.output
+
+
+def test_sequence_split_does_not_depend_on_where_the_files_are(tmp_path):
+    # The same two files in two folders (x/b.h5, y/a.h5: path order b < a) and
+    # copied side by side (a < b): the same images must be held out.
+    (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir(), (tmp_path / "flat").mkdir()
+    write_continuous(tmp_path / "x" / "b.h5", [4] * 5)
+    write_continuous(tmp_path / "y" / "a.h5", [4] * 5, seed=1)
+    for f in ("x/b.h5", "y/a.h5"):
+        shutil.copy(tmp_path / f, tmp_path / "flat")
+    held_out = []
+    for paths in ([tmp_path / "x", tmp_path / "y"], [tmp_path / "flat"]):
+        files = open_files(paths)
+        split = split_sequences(files, split_by="sequence", fraction=0.3, seed=0)
+        by_path = {f.path.as_posix(): f for f in files}
+        held_out.append(sorted((Path(p).name, by_path[Path(p).as_posix()].sequences[i].name)
+                               for p, i in split.valid))
+    assert held_out[0] == held_out[1] and len(held_out[0]) == 3

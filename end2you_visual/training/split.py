@@ -18,6 +18,7 @@ Rows whose ``split`` is ``test`` (or ``testing``) never train nor validate.
 """
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import InputError
 
@@ -80,9 +81,15 @@ def _by_groups(seqs, group_of, fraction, seed, what):
     return train, valid
 
 
+def _sequence_id(info):
+    # By file name and sequence name, not the path string, so that the same
+    # data reached by another path (relative, absolute, copied) splits the same.
+    return (Path(info.path).name, info.name)
+
+
 def _subject(info):
     subject = str(info.metadata.get("subject", "")).strip()
-    return subject if subject else f"\0{info.path}#{info.index}"
+    return subject if subject else "\0" + "#".join(_sequence_id(info))
 
 
 def split_sequences(train_files, valid_files=(), split_by="auto", fraction=0.2, seed=0):
@@ -117,7 +124,7 @@ def split_sequences(train_files, valid_files=(), split_by="auto", fraction=0.2, 
     elif split_by == "subject":
         train, valid = _by_groups(seqs, _subject, fraction, seed, "subject(s)")
     elif split_by == "sequence":
-        train, valid = _by_groups(seqs, _key, fraction, seed, "sequence(s)")
+        train, valid = _by_groups(seqs, _sequence_id, fraction, seed, "sequence(s)")
     else:
         raise InputError(None, f"unknown split_by {split_by!r}")
     if not valid:
