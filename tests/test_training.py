@@ -524,3 +524,37 @@ def test_sequence_split_does_not_depend_on_where_the_files_are(tmp_path):
         held_out.append(sorted((Path(p).name, by_path[Path(p).as_posix()].sequences[i].name)
                                for p, i in split.valid))
     assert held_out[0] == held_out[1] and len(held_out[0]) == 3
+
+
+def test_finetuning_a_frame_level_zoo_model_adds_the_lstm(continuous_dir, tmp_path, monkeypatch):
+    # The issue-7 flow in small: a frame-level, grey, 7-emotion extractor in
+    # the zoo (stored compact, int8), fine-tuned by name on arousal/valence.
+    from end2you_visual import load_pretrained, zoo
+    from end2you_visual.models import build_model, save_checkpoint
+
+    monkeypatch.setenv("E2Y_VISUAL_PRETRAINED", str(tmp_path / "pretrained"))
+    torch.manual_seed(0)
+    names = ["angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised"]
+    fer = build_model("resnet_tiny", head="multiclass", outputs=7, temporal="none",
+                      label_names=names, input_size=SIZE, grey=True)
+    path = save_checkpoint(fer, tmp_path / "pretrained" / "tiny_fer.pt", compact=True)
+    zoo.register_weights("tiny_fer", path, training_data="synthetic", licence="CC0")
+    stored = load_pretrained("tiny_fer")
+    # From Python: the same extractor with a regression head.
+    av = load_pretrained("tiny_fer", head="regression", outputs=2)
+    assert av.config["head"] == "regression" and av.config["grey"]
+    for name, value in stored.extractor.state_dict().items():
+        assert torch.equal(av.extractor.state_dict()[name], value), name
+    # With `train`: windows of 8 frames, so the CNN goes under a new LSTM.
+    trainer = Trainer(TrainConfig(train=[str(continuous_dir)], out_dir=str(tmp_path / "ft"),
+                                  window=8, epochs=1, init="tiny_fer", **TINY))
+    try:
+        model = trainer.model
+        assert model.config["temporal"] == "lstm" and model.config["grey"]
+        assert model.label_names == ["arousal", "valence"]
+        for name, value in stored.extractor.state_dict().items():
+            assert torch.equal(model.extractor.state_dict()[name].cpu(), value), name
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    assert math.isfinite(result.best_score)

@@ -300,9 +300,24 @@ class Trainer:
         if not cfg.keep_head:
             model.replace_head(head=self.head, outputs=len(self.label_names),
                                label_names=self.label_names)
+        if model.config["temporal"] == "none" and cfg.temporal != "none" and cfg.window != 1:
+            model = self._add_recurrence(model)
         logger.info("initialised from %s (arch %s, temporal %s), new %s head with %d outputs",
                     cfg.init, model.config["arch"], model.config["temporal"], self.head,
                     len(self.label_names))
+        return model
+
+    def _add_recurrence(self, frame_model):
+        """The paper's pretrain -> fine-tune step for a frame-level extractor
+        (e.g. trained on images): its CNN under new recurrent layers."""
+        cfg = self.config
+        model = build_model(**{**frame_model.config, "temporal": cfg.temporal,
+                               "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+                               "head": self.head, "outputs": len(self.label_names),
+                               "label_names": self.label_names})
+        model.extractor.load_state_dict(frame_model.extractor.state_dict())
+        logger.info("frame-level %s: its CNN under a new %d-layer %s", cfg.init,
+                    cfg.num_layers, cfg.temporal)
         return model
 
     def _check_model(self, model):

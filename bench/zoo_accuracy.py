@@ -1,0 +1,83 @@
+"""Accuracy of a categorical model on the validation split its recipe holds out.
+
+    python -m bench.zoo_accuracy DATA --model CHECKPOINT_OR_NAME [--compact]
+
+DATA: the HDF5 files the model was trained on (e.g. FER2013 packed by
+`generate`); the held-out sequences are those `train --split-by sequence`
+holds out with the same fraction and seed. ``--compact`` also scores the
+model after a round trip through the zoo's int8 storage, to measure what it
+costs. ``--split-key path-index`` reproduces runs made before the split was
+keyed on file and sequence names (it then depends on the files' paths).
+Prints JSON: accuracy, UAR, per-class recall, confusion matrix.
+"""
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from end2you_visual.data import WindowDataset, open_files
+from end2you_visual.metrics import evaluate_categorical
+from end2you_visual.models import build_model, dequantize_state_dict, quantize_state_dict
+from end2you_visual.training import split as split_module
+from end2you_visual.zoo import load_pretrained
+
+
+def held_out(files, fraction, seed, split_key):
+    """Validation sequence keys as `train --split-by sequence` computes them."""
+    if split_key == "names":
+        return split_module.split_sequences(files, split_by="sequence", fraction=fraction,
+                                            seed=seed).valid
+    seqs = [info for f in files for info in f.sequences if info.length > 0]
+    return split_module._by_groups(seqs, split_module._key, fraction, seed, "sequence(s)")[1]
+
+
+def predict_classes(model, dataset, batch=256):
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=0)
+    preds, targets = [], []
+    with torch.inference_mode():
+        for item in loader:
+            out = model(item["frames"])[:, 0]
+            preds.append(out.argmax(-1).numpy())
+            targets.append(item["labels"][:, 0].argmax(-1).numpy())
+    return np.concatenate(preds), np.concatenate(targets)
+
+
+def score(model, dataset):
+    pred, target = predict_classes(model.eval(), dataset)
+    return evaluate_categorical(pred, target, num_classes=len(dataset.label_names),
+                                class_names=dataset.label_names).to_dict()
+
+
+def compact_copy(model):
+    """The model as the zoo restores it from int8 storage."""
+    copy = build_model(**model.config)
+    copy.load_state_dict(dequantize_state_dict(quantize_state_dict(model.state_dict())))
+    return copy
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="+")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split-key", choices=["names", "path-index"], default="names")
+    parser.add_argument("--compact", action="store_true")
+    args = parser.parse_args(argv)
+    files = open_files(args.data)
+    valid = held_out(files, args.fraction, args.seed, args.split_key)
+    dataset = WindowDataset(files, window=1,
+                            sequence_filter=lambda s: (s.path, s.index) in valid)
+    model = load_pretrained(args.model)
+    report = {"model": args.model, "sequences": len(dataset), "float": score(model, dataset)}
+    if args.compact:
+        report["compact_int8"] = score(compact_copy(model), dataset)
+        report["accuracy_lost_points"] = 100 * (report["float"]["accuracy"]
+                                                - report["compact_int8"]["accuracy"])
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
