@@ -102,3 +102,40 @@ def plot_confusion(matrix, class_names, path):
                     color="white" if norm[i, k] > 0.5 else "black", fontsize="small")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_training_curves(logs, metric, path, labels=None, seconds=True):
+    """Validation ``metric`` per epoch from one or more training ``log.csv`` files.
+
+    Several logs are drawn one after another (a run continued from another's
+    checkpoint), epochs numbered across them; with ``seconds`` the top axis
+    tells the cumulative training time. Writes a PNG atomically.
+    """
+    import csv
+
+    column, epochs, values, times, spans = f"valid_{metric}", [], [], [], []
+    for k, log in enumerate(logs):
+        with open(log, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows or column not in rows[0]:
+            raise InputError(log, f"no {column!r} column in this training log")
+        start = len(epochs)
+        for row in rows:
+            epochs.append(len(epochs) + 1)
+            values.append(float(row[column]))
+            elapsed = float(row.get("train_seconds") or 0) + float(row.get("valid_seconds") or 0)
+            times.append((times[-1] if times else 0.0) + elapsed)
+        spans.append((start, len(epochs), labels[k] if labels else Path(log).parent.name))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for start, stop, label in spans:
+        ax.plot(epochs[start:stop], values[start:stop], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    ax.grid(alpha=0.3)
+    if len(spans) > 1:
+        ax.legend()
+    if seconds:
+        ax.set_title(f"{times[-1] / 60:.0f} min in all", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

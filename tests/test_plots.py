@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+from PIL import Image
 
 from end2you_visual.errors import InputError
-from end2you_visual.plots import plot_confusion, plot_predictions
+from end2you_visual.plots import plot_confusion, plot_predictions, plot_training_curves
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -43,3 +44,17 @@ def test_plot_confusion(tmp_path):
     assert _is_png(path)
     with pytest.raises(InputError):
         plot_confusion([[1, 2]], ["a"], tmp_path / "bad.png")
+
+
+def test_training_curves_from_logs(tmp_path):
+    for run, accs in (("a", [0.4, 0.5]), ("b", [0.55])):
+        (tmp_path / run).mkdir()
+        rows = "\n".join(f"{e},{a},100,10" for e, a in enumerate(accs, 1))
+        (tmp_path / run / "log.csv").write_text(
+            "epoch,valid_accuracy,train_seconds,valid_seconds\n" + rows + "\n")
+    logs = [tmp_path / "a" / "log.csv", tmp_path / "b" / "log.csv"]
+    out = plot_training_curves(logs, "accuracy", tmp_path / "curve.png")
+    assert Image.open(out).format == "PNG"
+    with pytest.raises(InputError, match="valid_ccc"):
+        plot_training_curves(logs, "ccc", tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
