@@ -9,7 +9,9 @@ import torch.multiprocessing as mp
 from end2you_visual.models import read_checkpoint
 from end2you_visual.training import TrainConfig, Trainer
 
-from test_training import TINY, one_thread, write_continuous  # noqa: F401 (fixture)
+from test_training import TINY, write_continuous
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port():

@@ -121,7 +121,7 @@ class VisualModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
         # ITU-R BT.601 luma, as PIL's convert("L") computes it.
-        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1),
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1),
                              persistent=False)
         self.grey = bool(grey)
         self.config = {
