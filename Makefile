@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo_out
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean end2you-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,37 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/e2y-visual generate tests/data/demo.csv --out $(DEMO_OUT)/hdf5 --preview --workers 1
-	@echo "Wrote $(DEMO_OUT)/hdf5: HDF5 files, previews/*.png and manifest.json"
+	$(BIN)/e2y-visual generate tests/data/demo.csv --out $(DEMO_OUT)/hdf5 --preview
+	$(BIN)/e2y-visual predict tests/data/single_face.mp4 tests/data/face_noface.mov \
+		--model fer2013-resnet18-cpu --out $(DEMO_OUT)/predict
+	@echo "Wrote $(DEMO_OUT)/hdf5 (face crops, previews/*.png, manifest.json) and"
+	@echo "$(DEMO_OUT)/predict (per-frame emotion CSVs and plots)"
 
 # CPU by default (small model sizes); on a GPU: make bench BENCH_ARGS="--device cuda --batch 64"
 BENCH_ARGS ?= --device cpu --small
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# A separate venv with End2You's own generator, for `python -m bench.end2you`.
+# End2You is never installed into .venv nor copied here: give its source with
+# END2YOU_SRC=/path/to/end2you (a checkout of github.com/end2you/end2you), or
+# pass --end2you-src to the bench instead. torch and torchvision are the
+# local build ($(TORCH_SPEC), with the CUDA libraries it links against: without
+# them `import torch` fails on libcudnn.so.9); facenet-pytorch goes in with
+# --no-deps, as its pins would pull another torch. End2You needs NumPy < 2
+# (moviepy 1.0.3) and imports sklearn and tensorboard at import time.
+E2Y_VENV ?= .venv-end2you
+END2YOU_SRC ?=
+E2Y_DEPS ?= 'numpy<2' moviepy==1.0.3 decorator imageio imageio-ffmpeg proglog tqdm \
+	requests pillow h5py scikit-learn tensorboard
+
+end2you-venv:
+	test -x $(E2Y_VENV)/bin/python || $(PYTHON) -m venv $(E2Y_VENV)
+	$(E2Y_VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
+	$(E2Y_VENV)/bin/pip install --quiet $(TORCH_SPEC) $(E2Y_DEPS)
+	$(E2Y_VENV)/bin/pip install --quiet --no-deps facenet-pytorch==2.5.3
+	test -z "$(END2YOU_SRC)" || $(E2Y_VENV)/bin/pip install --quiet --no-deps "$(END2YOU_SRC)"
+	$(E2Y_VENV)/bin/python -c "import torch, facenet_pytorch, moviepy.editor; print('torch', torch.__version__)"
 
 clean:
 	rm -rf $(DEMO_OUT) bench_out .pytest_cache
