@@ -41,11 +41,12 @@ bench: install
 # pass --end2you-src to the bench instead. torch and torchvision are the
 # local build ($(TORCH_SPEC), with the CUDA libraries it links against: without
 # them `import torch` fails on libcudnn.so.9); facenet-pytorch goes in with
-# --no-deps, as its pins would pull another torch. End2You needs NumPy < 2
-# (moviepy 1.0.3) and imports sklearn and tensorboard at import time.
+# --no-deps so that pip never resolves torch for it. End2You's generator
+# needs moviepy 1.x (`moviepy.editor`, gone in 2.x); `import end2you` also
+# imports sklearn and tensorboard. Its generator ran with NumPy 1.26 and 2.4.
 E2Y_VENV ?= .venv-end2you
 END2YOU_SRC ?=
-E2Y_DEPS ?= 'numpy<2' moviepy==1.0.3 decorator imageio imageio-ffmpeg proglog tqdm \
+E2Y_DEPS ?= numpy moviepy==1.0.3 decorator imageio imageio-ffmpeg proglog tqdm \
 	requests pillow h5py scikit-learn tensorboard
 
 end2you-venv:

@@ -16,16 +16,19 @@ Each measurement runs in a fresh process, so that its peak RSS
 - ``end2you``: End2You's ``VisualGenerator`` on the clip and label CSV
   (defaults as its ``generate`` command uses them: fps 30, 96x96 crops). It
   keeps ``int(30 * label step)`` frames per label step, one for 40 ms labels,
-  as float32;
+  as float32; ``all_zero_frames`` counts the frames it wrote as zeros (it
+  does so, silently, when detection or cropping raises);
 - ``ours_k1`` / ``ours_k3``: our `generate` on the same clip and labels,
   default settings and ``detect_every=3``; every video frame is written.
 
 Both are warmed up (models loaded, one detection) before the timed call.
+``cpu_seconds`` is the CPU time of the timed call (all threads): when its
+ratio to ``seconds`` drops from one run to the next, something else had the CPU.
 ``video_fps`` is the clip's frames over the timed seconds (the labels cover
 the whole clip); ``written_fps`` is the frames each one wrote.
 
-Without ``--labels``, a 40 ms label CSV (time,arousal,valence) covering the
-clip is written into a temporary folder.
+Without ``--labels``, a 40 ms label CSV (time,arousal,valence) covering each
+clip is written into a temporary folder; ``--labels`` is used for every clip.
 """
 import argparse
 import json
@@ -64,9 +67,9 @@ video = VideoFileClip(clip)
 generator.detector.extract_and_resize_face(np.array([video.get_frame(0)]))  # warm-up
 video.close()
 setup = time.perf_counter() - t0
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 generator.write_data_files()
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 (out,) = sorted((work / "hdf5").glob("*.hdf5"))
 with h5py.File(out, "r") as f:
     visual = f["visual"]
@@ -77,6 +80,7 @@ with h5py.File(out, "r") as f:
 import end2you, torch
 print(json.dumps({"frames_written": steps * per_step, "label_steps": steps,
                   "frames_per_step": per_step, "all_zero_frames": zero, "seconds": seconds,
+                  "cpu_seconds": cpu,
                   "setup_seconds": setup, "output_mb": out.stat().st_size / 2**20,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "hdf5": info, "torch": torch.__version__, "numpy": np.__version__,
@@ -112,13 +116,13 @@ def ours_child(clip, labels, work, detect_every):
     setup = time.perf_counter() - t0
     inputs = Path(work) / "input.csv"
     inputs.write_text(f"raw_file,label_file\n{clip},{labels}\n")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     (result,) = generate(inputs, Path(work) / "out", settings, progress=False)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if result.status != "written":
         raise RuntimeError(f"{clip}: {result.error}")
     return {"frames_written": result.frames, "faces_found": result.faces_found,
-            "seconds": seconds, "setup_seconds": setup,
+            "seconds": seconds, "cpu_seconds": cpu, "setup_seconds": setup,
             "output_mb": Path(result.output).stat().st_size / 2**20,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
