@@ -11,6 +11,7 @@ manifest with its reason and the other inputs go on. A re-run skips outputs
 that are complete and redoes the rest.
 """
 import json
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -104,50 +105,59 @@ def _label_kind(values):
     return "multilabel" if np.isin(values, (0.0, 1.0)).all() else "continuous"
 
 
-def _slack_frames(fps):
-    # A header's frame count is an estimate: plan rows for up to a second more.
-    return int(np.ceil(fps)) + 1
-
-
-def _video_alignment(item, info, settings):
-    """(label names, kind, Alignment or None) for one video item.
-
-    The coverage checks use the header's frame count; the rows are planned
-    for up to a second more, since the exact count is known only once the
-    video has been decoded (rows for frames that never decode are not written).
-    """
-    if item.label_file is None:
-        return [], "none", None
-    track = read_labels(item.label_file, settings.time_column, settings.label_columns)
-    checked = align_labels(track, info.n_frames, info.fps, settings.align,
-                           settings.interpolation, settings.tolerance)
-    planned = align_labels(track, info.n_frames + _slack_frames(info.fps), info.fps,
-                           settings.align, settings.interpolation, float("inf"))
-    planned.dropped_rows = checked.dropped_rows
-    return track.names, _label_kind(track.values), planned
-
-
 class _RowPlan:
-    """Which output rows each decoded batch of frames gives.
+    """Which output rows, with which labels, each decoded batch of frames gives.
 
-    Labelled video: the alignment's frame indices (a frame may give no row,
-    or several with ``--align labels``). Unlabelled: every decoded frame.
+    Unlabelled video: every decoded frame. Labelled video: the alignment's
+    frame indices (a frame may give no row, or several with
+    ``--align labels``). A video's header only estimates its frame count (a
+    longer audio track, a truncated file), so the rows are planned for the
+    estimate plus a second, planned again further if the video runs longer,
+    and the labels' coverage is checked on the true count at the end.
     """
 
-    def __init__(self, alignment, fps):
-        self.alignment, self.fps = alignment, fps
+    def __init__(self, track, fps, settings, estimate):
+        self.track, self.fps, self.settings = track, fps, settings
         self.pointer = 0
+        self.alignment = None
+        if track is not None:
+            self._plan(max(estimate, 1) + int(np.ceil(fps)) + 1)
+
+    def _plan(self, n_frames):
+        s = self.settings
+        self.planned = n_frames
+        self.alignment = align_labels(self.track, n_frames, self.fps, s.align, s.interpolation,
+                                      math.inf)
 
     def rows(self, start, n):
         """(frame rows within the batch, timestamps, labels or None, first output row)."""
         first = self.pointer
-        if self.alignment is None:
+        if self.track is None:
             self.pointer += n
             return np.arange(n), (start + np.arange(n)) / self.fps, None, first
+        if start + n > self.planned:
+            self._plan(max(start + n, 2 * self.planned))
         a = self.alignment
         self.pointer = int(np.searchsorted(a.frame_indices, start + n, side="left"))
         return (a.frame_indices[first:self.pointer] - start, a.timestamps[first:self.pointer],
                 a.labels[first:self.pointer], first)
+
+    def check_coverage(self, decoded):
+        """Raise InputError if the labels do not fit the ``decoded`` frames;
+        returns the number of label rows after the video's end (dropped)."""
+        if self.track is None:
+            return 0
+        s = self.settings
+        return align_labels(self.track, decoded, self.fps, s.align, s.interpolation,
+                            s.tolerance).dropped_rows
+
+
+def _read_track(item, settings):
+    """(label names, kind, LabelTrack or None) for one video item."""
+    if item.label_file is None:
+        return [], "none", None
+    track = read_labels(item.label_file, settings.time_column, settings.label_columns)
+    return track.names, _label_kind(track.values), track
 
 
 def generate_video(item, out_path, settings, preview_path=None, progress=False):
@@ -156,18 +166,17 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
 
     started = time.perf_counter()
     info = probe_video(item.raw)
-    names, kind, alignment = _video_alignment(item, info, settings)
-    out_fps = info.fps if settings.align == "video" or alignment is None else \
-        _rate(alignment.timestamps, info.fps)
+    names, kind, track = _read_track(item, settings)
+    out_fps = info.fps if settings.align == "video" or track is None else \
+        _rate(track.times, info.fps)
     result = Result(str(out_path), [str(item.raw)] + ([str(item.label_file)] if item.label_file else []),
                     fps=out_fps, sequences=1)
-    if alignment is not None and alignment.dropped_rows:
-        result.warnings.append(f"{alignment.dropped_rows} label rows after the video's end dropped")
-    expected = len(alignment.frame_indices) if alignment is not None else info.n_frames
+    plan = _RowPlan(track, info.fps, settings, info.n_frames)
+    expected = len(track.times) if track is not None and settings.align == "labels" \
+        else info.n_frames
     wanted = set(sample_indices(expected).tolist()) if preview_path else set()
     shown = {"crops": [], "found": [], "captions": []}
     pipeline = settings.face_pipeline(info.fps)
-    plan = _RowPlan(alignment, info.fps)
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
     decoded = 0
@@ -185,9 +194,9 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
         bar.close()
         if decoded == 0:
             raise InputError(item.raw, "no frame could be decoded")
-        if alignment is not None and decoded < info.n_frames:
-            result.warnings.append(f"the video decoded {decoded} frames where its header "
-                                   f"says {info.n_frames}: labels after frame {decoded} unused")
+        dropped = plan.check_coverage(decoded)  # an InputError here discards the file
+        if dropped:
+            result.warnings.append(f"{dropped} label rows after the video's end dropped")
         result.frames = writer.n_frames
         writer.commit()
     if preview_path:

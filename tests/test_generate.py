@@ -204,3 +204,32 @@ def test_shards_split_the_work_between_machines(tmp_path):
         assert (tmp_path / "out" / f"manifest-shard{index}of2.json").exists()
     # Three output files, split between the two machines without overlap.
     assert outputs == [{"images-00000.h5", "images-00002.h5"}, {"images-00001.h5"}]
+
+
+def test_a_longer_audio_track_does_not_fail_the_labels(tmp_path):
+    # The container says 4 s (its audio); the video is 2.4 s (72 frames) and
+    # its labels cover 2.4 s. The coverage check must use the decoded frames.
+    import subprocess
+    import wave
+
+    import imageio_ffmpeg
+
+    audio = tmp_path / "long.wav"
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
+        w.writeframes(np.zeros(8000 * 4, np.int16).tobytes())
+    video = tmp_path / "talk.mov"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+                    "-i", str(DATA / "single_face.mp4"), "-i", str(audio), "-map", "0:v",
+                    "-map", "1:a", "-c:v", "copy", "-c:a", "pcm_s16le", str(video)], check=True)
+    labels = _labels_csv(tmp_path / "talk.csv", 2.4)
+    (result,) = generate(tmp_path, tmp_path / "out", GenerateSettings(**FAST), layout="videos",
+                         progress=False)
+    assert result.status == "written", result.error
+    assert result.frames == 72
+    # Labels that really end early are still refused, after decoding.
+    _labels_csv(labels, 0.8)
+    (result,) = generate(tmp_path, tmp_path / "out", GenerateSettings(**FAST), layout="videos",
+                         overwrite=True, progress=False)
+    assert result.status == "failed" and "talk.csv" in result.error
+    assert not list((tmp_path / "out").glob("*.partial"))
