@@ -52,7 +52,7 @@ from end2you_visual.inputs import shard_from_env
 def generate(source, out_dir, layout, workers, num_shards, shard_index, overwrite, preview,
              label_columns, compression, **options):
     """Turn videos or image folders (SOURCE: an input CSV of raw_file,label_file,
-    or a folder) into HDF5 face-crop sequences with aligned labels."""
+    a folder, or one video) into HDF5 face-crop sequences with aligned labels."""
     env_shards, env_index = shard_from_env()
     settings = GenerateSettings(
         label_columns=label_columns.split(",") if label_columns else None,

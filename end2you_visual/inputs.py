@@ -232,7 +232,8 @@ def discover_inputs(path, layout: str = "auto"
                     ) -> Tuple[List[InputItem], Optional[List[str]]]:
     """The items at ``path`` and their label names (class names), or None.
 
-    ``layout="auto"``: a CSV file is an input CSV; a folder holding video
+    ``layout="auto"``: a CSV file is an input CSV; a video file is one video
+    (with the label CSV of its stem beside it, if any); a folder holding video
     files anywhere is a video folder; a folder of class folders holding
     images is an image-classes folder; a folder of class folders holding
     folders of images is an image-sequences folder. ``layout`` may force
@@ -253,6 +254,9 @@ def discover_inputs(path, layout: str = "auto"
                                    "folder")
         return read_input_csv(path), None
     if layout == "videos":
+        if path.is_file():  # one video, with the label CSV of its stem if any
+            return [InputItem(name=_stem_name(path.name), kind="video", raw=path,
+                              label_file=_label_beside(path))], None
         return scan_video_dir(path), None
     if layout == "image_classes":
         return scan_image_classes(path)
@@ -263,7 +267,9 @@ def _detect_layout(path):
     if path.is_file():
         if path.suffix.lower() == ".csv":
             return "csv"
-        raise InputError(path, "is neither an input CSV (.csv) nor a folder")
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return "videos"
+        raise InputError(path, "is neither an input CSV (.csv), a video nor a folder")
     if next(iter(_walk_files(path, VIDEO_EXTENSIONS)), None) is not None:
         return "videos"
     with_images, with_sequences = [], []

@@ -274,3 +274,14 @@ def test_shard_from_env(monkeypatch):
                 {"WORLD_SIZE": "2", "RANK": "2"}):
         with pytest.raises(InputError):
             shard_from_env(env)
+
+
+def test_a_single_video_file_is_one_item(tmp_path):
+    video = tmp_path / "Clip One.MP4"
+    video.write_bytes(b"")
+    items, names = discover_inputs(video)
+    assert names is None and [(i.name, i.kind, i.raw, i.label_file) for i in items] == [
+        ("Clip_One", "video", video, None)]
+    (tmp_path / "Clip One.csv").write_text("time,a\n0,1\n")
+    (item,) = discover_inputs(video)[0]
+    assert item.label_file == tmp_path / "Clip One.csv"
