@@ -316,10 +316,10 @@ def test_cli_list_info_fetch(registered, places, tmp_path):
 
 def test_the_shipped_fer2013_model_loads_offline_and_predicts(monkeypatch):
     monkeypatch.delenv("E2Y_VISUAL_PRETRAINED", raising=False)
-    (entry,) = [w for w in zoo.list_pretrained() if w.name == "fer2013-resnet18-cpu"]
+    (entry,) = [w for w in zoo.list_pretrained() if w.name == "resnet18-fer2013-cpu"]
     assert entry.label_names == ["angry", "disgusted", "fearful", "happy", "neutral", "sad",
                                  "surprised"]
-    model = zoo.load_pretrained("fer2013-resnet18-cpu")  # checksum-verified, int8 restored
+    model = zoo.load_pretrained("resnet18-fer2013-cpu")  # checksum-verified, int8 restored
     assert model.config["grey"] and model.config["temporal"] == "none"
     frames = torch.randint(0, 256, (1, 2, 48, 48, 3), dtype=torch.uint8)
     with torch.no_grad():
