@@ -285,19 +285,23 @@ class WindowDataset(torch.utils.data.Dataset):
     def frame_size(self):
         return self.files[0].frame_size
 
-    def window_labels(self, index):
-        """Labels and valid mask of window ``index`` without reading pixels."""
+    def locate(self, index):
+        """(SequenceFile, SequenceInfo, start, stop) of window ``index``;
+        ``stop`` may pass the sequence's end (the window is then padded)."""
         q, start = self.windows[index]
         fi, info = self.sequences[q]
         stop = info.length if self.window is None else start + self.window
-        clip = self.files[fi].read(info, start, stop, frames=False)
+        return self.files[fi], info, start, stop
+
+    def window_labels(self, index):
+        """Labels and valid mask of window ``index`` without reading pixels."""
+        file, info, start, stop = self.locate(index)
+        clip = file.read(info, start, stop, frames=False)
         return clip.labels, clip.face_found
 
     def __getitem__(self, index):
-        q, start = self.windows[index]
-        fi, info = self.sequences[q]
-        stop = info.length if self.window is None else start + self.window
-        clip = self.files[fi].read(info, start, stop)
+        file, info, start, stop = self.locate(index)
+        clip = file.read(info, start, stop)
         n = len(clip.frames)
         size = self.window if self.window is not None else n
         item = {
@@ -311,6 +315,5 @@ class WindowDataset(torch.utils.data.Dataset):
         item["mask"][:n] = True
         item["face_found"][:n] = clip.face_found
         out = {k: torch.from_numpy(v) for k, v in item.items()}
-        out["sequence"] = q
-        out["start"] = start
+        out["sequence"], out["start"] = self.windows[index]
         return out

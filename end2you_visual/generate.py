@@ -27,7 +27,7 @@ from .errors import InputError
 from .hdf5 import SequenceWriter, is_complete
 from .inputs import discover_inputs, list_sequence_frames, select_shard
 from .labels import align_labels, read_labels
-from .preview import sample_indices, save_contact_sheet
+from .preview import ContactSheet
 
 MANIFEST = "manifest.json"
 
@@ -174,8 +174,7 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
     plan = _RowPlan(track, info.fps, settings, info.n_frames)
     expected = len(track.times) if track is not None and settings.align == "labels" \
         else info.n_frames
-    wanted = set(sample_indices(expected).tolist()) if preview_path else set()
-    shown = {"crops": [], "found": [], "captions": []}
+    sheet = ContactSheet(preview_path, expected)
     pipeline = settings.face_pipeline(info.fps)
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
@@ -187,7 +186,8 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
             faces = pipeline.process(frames)
             rows, times, labels, first = plan.rows(start, len(frames))
             _write_rows(writer, faces, rows, times, labels)
-            _keep_preview(shown, wanted, first, faces, rows, times)
+            for k, row in enumerate(rows):
+                sheet.offer(first + k, faces.crops[row], faces.found[row], f"{times[k]:.2f}s")
             result.faces_found += int(faces.found[rows].sum())
             decoded = start + len(frames)
             bar.update(len(frames))
@@ -199,8 +199,7 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
             result.warnings.append(f"{dropped} label rows after the video's end dropped")
         result.frames = writer.n_frames
         writer.commit()
-    if preview_path:
-        save_contact_sheet(preview_path, shown["crops"], shown["found"], shown["captions"])
+    sheet.save()
     result.seconds = time.perf_counter() - started
     return result
 
@@ -213,14 +212,6 @@ def _rate(timestamps, default):
 def _write_rows(writer, faces, rows, times, labels):
     if len(rows):
         writer.append(faces.crops[rows], times, labels, faces.found[rows], faces.boxes[rows])
-
-
-def _keep_preview(shown, wanted, first, faces, rows, times):
-    for k, row in enumerate(rows):
-        if first + k in wanted:
-            shown["crops"].append(faces.crops[row])
-            shown["found"].append(bool(faces.found[row]))
-            shown["captions"].append(f"{times[k]:.2f}s")
 
 
 # --------------------------------------------------------------------- images
@@ -248,8 +239,7 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
     started = time.perf_counter()
     pipeline = None if settings.skip_detection else settings.face_pipeline(settings.image_fps)
     result = Result(str(out_path), [str(i.raw) for i in items], fps=settings.image_fps)
-    shown = {"crops": [], "found": [], "captions": []}
-    wanted = set(sample_indices(len(items)).tolist()) if preview_path else set()
+    sheet = ContactSheet(preview_path, len(items))
     with SequenceWriter(out_path, settings.size, label_names, "multiclass", asdict(settings),
                         settings.compression) as writer:
         for k, item in enumerate(items):
@@ -264,14 +254,10 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
                           np.repeat(item.label[None], n, axis=0), found, boxes)
             writer.end_sequence()
             result.faces_found += int(found.sum())
-            if k in wanted:
-                shown["crops"].append(crops[0])
-                shown["found"].append(bool(found[0]))
-                shown["captions"].append(item.metadata.get("class", item.name)[:10])
+            sheet.offer(k, crops[0], found[0], item.metadata.get("class", item.name)[:10])
         result.frames, result.sequences = writer.n_frames, writer.n_sequences
         writer.commit()
-    if preview_path:
-        save_contact_sheet(preview_path, shown["crops"], shown["found"], shown["captions"])
+    sheet.save()
     result.seconds = time.perf_counter() - started
     return result
 

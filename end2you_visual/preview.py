@@ -47,3 +47,24 @@ def save_contact_sheet(path, crops, found, captions=None, columns=8):
     contact_sheet(crops, found, captions, columns).save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+class ContactSheet:
+    """Collects the sampled crops of ``n_rows`` rows as they stream by, then
+    writes them with :meth:`save` (nothing happens when ``path`` is None)."""
+
+    def __init__(self, path, n_rows, n_samples=24):
+        self.path = path
+        self.wanted = set(sample_indices(n_rows, n_samples).tolist()) if path else set()
+        self.crops, self.found, self.captions = [], [], []
+
+    def offer(self, row, crop, found, caption):
+        """Keep row ``row``'s crop if it is one of the sampled rows."""
+        if row in self.wanted:
+            self.crops.append(crop)
+            self.found.append(bool(found))
+            self.captions.append(caption)
+
+    def save(self):
+        if self.path:
+            save_contact_sheet(self.path, self.crops, self.found, self.captions)

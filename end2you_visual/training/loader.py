@@ -52,9 +52,8 @@ class WindowBatches(torch.utils.data.Dataset):
         sequence = torch.empty(b, dtype=torch.int64)
         start = torch.empty(b, dtype=torch.int64)
         for k, index in enumerate(indices):
-            q, first = ds.windows[index]
-            fi, info = ds.sequences[q]
-            clip = ds.files[fi].read(info, first, first + width)
+            file, info, first, stop = ds.locate(index)
+            clip = file.read(info, first, stop)
             n = len(clip.frames)
             frames[k, :n] = torch.from_numpy(clip.frames)
             if n < width:
@@ -62,6 +61,6 @@ class WindowBatches(torch.utils.data.Dataset):
             labels[k, :n] = torch.from_numpy(np.asarray(clip.labels, np.float32))
             mask[k, :n] = True
             face_found[k, :n] = torch.from_numpy(np.asarray(clip.face_found, bool))
-            sequence[k], start[k] = q, first
+            sequence[k], start[k] = ds.windows[index]
         return {"frames": frames, "labels": labels, "mask": mask, "face_found": face_found,
                 "sequence": sequence, "start": start}
