@@ -11,7 +11,7 @@ def cli():
 
     \b
     generate  raw videos / image folders + label CSVs -> HDF5 face crops
-    zoo       list, inspect and fetch pretrained models
+    zoo       list, inspect, fetch and export pretrained models
     train     categorical pretraining and CCC fine-tuning
     test      predictions and metrics on an HDF5 dataset
     evaluate  the validation-chosen post-processing chain

@@ -1,5 +1,6 @@
-"""`e2y-visual zoo`: list, inspect and fetch pretrained models (over end2you_visual.zoo)."""
+"""`e2y-visual zoo`: list, inspect, fetch and export pretrained models (over end2you_visual.zoo)."""
 import json
+from pathlib import Path
 
 import click
 
@@ -16,7 +17,7 @@ def _status(weights):
 
 @click.group()
 def zoo():
-    """List, inspect and fetch pretrained models."""
+    """List, inspect, fetch and export pretrained models."""
 
 
 @zoo.command("list")
@@ -53,3 +54,39 @@ def fetch(name, source, force):
     except (InputError, OSError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"{name}: {path} (SHA-256 verified)")
+
+
+@zoo.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("name")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Weight file to write [default: <pretrained folder>/NAME.pt].")
+@click.option("--compact/--full-precision", default=True, show_default=True,
+              help="Store convolution and linear weights as int8 with per-channel scales.")
+@click.option("--grey/--colour", default=None,
+              help="Switch the model's grey-input setting [default: as trained].")
+@click.option("--recipe", default="", help="Recipe, relative to the pretrained folder.")
+@click.option("--training-data", default="", help="What it was trained on (free text).")
+@click.option("--licence", default="", help="Licence of the weights (and data).")
+@click.option("--description", default="", help="One line for `zoo list`/`zoo info`.")
+@click.option("--metrics", "metrics_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON object of metrics for the entry [default: the checkpoint's "
+                   "best-epoch validation metrics].")
+@click.option("--replace", is_flag=True, help="Update an entry of the same name.")
+def export(checkpoint, name, out, compact, grey, recipe, training_data, licence, description,
+           metrics_file, replace):
+    """Publish a trained CHECKPOINT (e.g. runs/x/best.pt) in the zoo as NAME."""
+    try:
+        metrics = json.loads(Path(metrics_file).read_text(encoding="utf-8")) if metrics_file else None
+        if metrics is not None and not isinstance(metrics, dict):
+            raise click.ClickException(f"{metrics_file}: metrics must be a JSON object")
+        entry = zoo_api.export(checkpoint, name, path=out, compact=compact, grey=grey,
+                               replace=replace, metrics=metrics, recipe=recipe,
+                               training_data=training_data, licence=licence,
+                               description=description)
+    except json.JSONDecodeError as err:
+        raise click.ClickException(f"{metrics_file}: not JSON ({err})") from err
+    except InputError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{entry.name}: {zoo_api.locate(entry)} ({entry.size_bytes / 1e6:.1f} MB, "
+               f"sha256 {entry.sha256[:12]}...) registered in {zoo_api.registry_path()}")

@@ -32,6 +32,7 @@ from .models.checkpoint import model_from_checkpoint, read_checkpoint
 __all__ = [
     "Weights", "WeightsNotFoundError", "ChecksumError",
     "load_pretrained", "list_pretrained", "get_weights", "locate", "fetch", "register_weights",
+    "export",
     "pretrained_dir", "cache_dir", "registry_path", "sha256_file",
     "quantize_state_dict", "dequantize_state_dict", "import_end2you", "end2you_config",
     "build_model", "save_checkpoint", "load_checkpoint",
@@ -352,6 +353,55 @@ def register_weights(name, path, replace=False, **meta):
                                           "(replace=True to update)")
     _write_registry(entries + [entry])
     return entry
+
+
+def _validation_metrics(ckpt):
+    """``{"valid_<metric>": value}`` from a training checkpoint's best-epoch metrics."""
+    metrics = ckpt.get("metrics") or {}
+    found = {f"valid_{k}": float(v) for k, v in metrics.items()
+             if k != "loss" and isinstance(v, (int, float))}
+    if found and "epoch" in ckpt:
+        found["epoch"] = int(ckpt["epoch"])
+    return found
+
+
+def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
+           metrics=None, **meta):
+    """Publish a trained checkpoint in the zoo: the last step of a zoo recipe.
+
+    Writes the model (without optimiser or training state) to ``path``
+    (default ``<pretrained folder>/<name>.pt``), int8-compact unless
+    ``compact=False``, and registers it under ``name`` (see
+    :func:`register_weights`).
+
+    Args:
+        checkpoint: a ``best.pt``/``last.pt`` from ``train`` or any
+            ``save_checkpoint`` file.
+        name: the zoo name, e.g. ``"resnet50-fer2013"``.
+        grey: switch the model's grey-input setting on (True) or off (False);
+            None keeps the checkpoint's.
+        replace: update an existing entry of that name.
+        metrics: dict for the entry; default the checkpoint's best-epoch
+            validation metrics as ``valid_<metric>`` (with its ``epoch``).
+        meta: other :class:`Weights` fields (training_data, recipe, licence,
+            description, url).
+
+    Returns:
+        The new :class:`Weights`.
+    """
+    ckpt = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint)
+    if grey is not None and bool(grey) != bool(model.config.get("grey", False)):
+        rebuilt = build_model(**{**model.config, "grey": bool(grey)})
+        rebuilt.load_state_dict(model.state_dict())
+        model = rebuilt
+    if not replace and any(w.name == name for w in _read_registry()):
+        raise InputError(registry_path(), f"a model named {name!r} is already registered "
+                                          "(replace=True to update)")
+    path = Path(path) if path is not None else pretrained_dir() / f"{name}.pt"
+    save_checkpoint(model, path, compact=compact)
+    metrics = _validation_metrics(ckpt) if metrics is None else metrics
+    return register_weights(name, path, replace=replace, metrics=metrics, **meta)
 
 
 def _write_registry(entries):

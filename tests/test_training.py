@@ -475,6 +475,25 @@ def test_augmenter_crops_and_colours_per_window():
     assert torch.equal(aug(frames), again)
 
 
+def test_augmenter_mirrors_whole_windows_with_probability_hflip():
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (64, 3, SIZE, SIZE, 3), dtype=torch.uint8)
+    plain = frames.permute(0, 1, 4, 2, 3).float() / 255
+    always = Augmenter(SIZE, resize=SIZE, brightness=0.0, saturation=0.0, hflip=1.0)(frames)
+    assert torch.allclose(always, plain.flip(-1), atol=1e-6)  # the colour steps round
+    half = Augmenter(SIZE, resize=SIZE, brightness=0.0, saturation=0.0, hflip=0.5, seed=3)
+    x = half(frames)
+    mirrored = torch.tensor([torch.allclose(x[i], plain[i].flip(-1), atol=1e-6) for i in range(64)])
+    kept = torch.tensor([torch.allclose(x[i], plain[i], atol=1e-6) for i in range(64)])
+    assert bool((mirrored ^ kept).all())          # each window whole: all frames or none
+    assert 20 <= int(mirrored.sum()) <= 44          # about half of 64 (binomial, 3 sd)
+    # Without mirroring the random draws are those of earlier versions (4 per window).
+    a, b = Augmenter(SIZE, seed=5), Augmenter(SIZE, seed=5, hflip=0.0)
+    assert torch.equal(a(frames), b(frames))
+    with pytest.raises(ValueError, match="hflip"):
+        Augmenter(SIZE, hflip=1.5)
+
+
 # ----------------------------------------------------- recipes and CLI
 
 @pytest.mark.parametrize("name", ["pretrain.toml", "finetune.toml"])

@@ -314,6 +314,52 @@ def test_cli_list_info_fetch(registered, places, tmp_path):
     assert missing.exit_code != 0 and "no pretrained model named 'nope'" in missing.output
 
 
+def test_export_a_training_checkpoint_into_the_zoo(places):
+    pretrained, _ = places
+    trained = tiny_model(head="multiclass", outputs=3, label_names=["a", "b", "c"],
+                         temporal="none")
+    best = save_checkpoint(trained, pretrained.parent / "run" / "best.pt",
+                           extra={"epoch": 7, "metric": "accuracy", "score": 0.75,
+                                  "metrics": {"loss": 0.6, "accuracy": 0.75, "uar": 0.5}})
+    entry = zoo.export(best, "tiny-grey", grey=True, recipe="recipes/x.toml", licence="CC0")
+    assert entry.file == "tiny-grey.pt" and entry.build["grey"] is True
+    assert entry.metrics == {"valid_accuracy": 0.75, "valid_uar": 0.5, "epoch": 7}
+    stored = torch.load(pretrained / "tiny-grey.pt", weights_only=True)
+    assert "metrics" not in stored
+    assert stored["state_dict"]["extractor.conv1.weight::int8"].dtype == torch.int8
+    model = zoo.load_pretrained("tiny-grey")
+    assert model.config["grey"] and not trained.config["grey"]
+    x = torch.randint(0, 256, (1, 2, 32, 32, 3), dtype=torch.uint8)
+    grey = x.float() @ torch.tensor([0.299, 0.587, 0.114])
+    as_grey = grey.round().clamp(0, 255).to(torch.uint8)[..., None].expand(-1, -1, -1, -1, 3)
+    with torch.no_grad():  # on grey input the switch changes nothing; int8 costs little
+        torch.testing.assert_close(model(as_grey), trained(as_grey), atol=0.05, rtol=0)
+    # ...and the fine-tuning step of docs/zoo.md starts from it.
+    tuned = zoo.load_pretrained("tiny-grey", head="regression", outputs=2)
+    assert tuned.config["head"] == "regression" and tuned.config["outputs"] == 2
+    with pytest.raises(InputError, match="already registered"):
+        zoo.export(best, "tiny-grey")
+    assert zoo.export(best, "tiny-grey", replace=True, compact=False).build["grey"] is False
+
+
+def test_cli_export(places, tmp_path):
+    pretrained, _ = places
+    best = save_checkpoint(tiny_model(), tmp_path / "best.pt")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"valid_auc": 0.9}')
+    runner = CliRunner()
+    done = runner.invoke(zoo_cli, ["export", str(best), "tiny", "--metrics", str(metrics),
+                                   "--description", "a test"])
+    assert done.exit_code == 0, done.output
+    assert f"tiny: {pretrained / 'tiny.pt'}" in done.output
+    assert zoo.get_weights("tiny").metrics == {"valid_auc": 0.9}
+    again = runner.invoke(zoo_cli, ["export", str(best), "tiny"])
+    assert again.exit_code != 0 and "already registered" in again.output
+    metrics.write_text("[1, 2]")
+    wrong = runner.invoke(zoo_cli, ["export", str(best), "t2", "--metrics", str(metrics)])
+    assert wrong.exit_code != 0 and "must be a JSON object" in wrong.output
+
+
 def test_the_shipped_fer2013_model_loads_offline_and_predicts(monkeypatch):
     monkeypatch.delenv("E2Y_VISUAL_PRETRAINED", raising=False)
     (entry,) = [w for w in zoo.list_pretrained() if w.name == "resnet18-fer2013-cpu"]

@@ -1,4 +1,4 @@
-"""Pretraining augmentation on the device, batched: resize, random crop, colour.
+"""Pretraining augmentation on the device, batched: resize, random crop, flip, colour.
 
 The paper resizes 150x150 crops to 170x170, takes a random 150x150 crop and
 changes brightness and saturation at random. Here the crop is the data's
@@ -6,8 +6,10 @@ frame size S and the resize ``round(S * 170 / 150)`` (150 -> 170, 48 -> 54),
 unless given.
 
 Each *window* (sequence) draws one crop offset, one brightness and one
-saturation factor, shared by all its frames, so the augmentation does not
-flicker over time. Factors are uniform in ``[1 - x, 1 + x]``; brightness
+saturation factor (and, when ``hflip > 0``, whether it is mirrored left to
+right), shared by all its frames, so the augmentation does not flicker over
+time. The paper does not mirror (``hflip = 0``, the default); the FER2013
+recipes do, with probability 0.5. Factors are uniform in ``[1 - x, 1 + x]``; brightness
 multiplies the pixels, saturation blends each pixel with its grey value
 (0.299 R + 0.587 G + 0.114 B), each followed by clipping to [0, 1], as
 torchvision's ``adjust_brightness`` / ``adjust_saturation`` do.
@@ -36,13 +38,16 @@ class Augmenter:
     in memory.
     """
 
-    def __init__(self, size, resize=None, brightness=0.2, saturation=0.2, seed=0):
+    def __init__(self, size, resize=None, brightness=0.2, saturation=0.2, seed=0, hflip=0.0):
         self.size = int(size)
         self.resize = default_resize(size) if resize is None else int(resize)
         if self.resize < self.size:
             raise ValueError(f"resize ({self.resize}) must be at least the crop size ({self.size})")
         self.brightness = float(brightness)
         self.saturation = float(saturation)
+        self.hflip = float(hflip)
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
         self.generator = torch.Generator().manual_seed(int(seed))
         self._grey_weights = {}
 
@@ -60,7 +65,8 @@ class Augmenter:
     def __call__(self, frames):
         b, t, s, _, c = frames.shape
         r, out = self.resize, self.size
-        u = torch.rand(b, 4, generator=self.generator)
+        # A fifth number only when mirroring, so runs without it draw as before.
+        u = torch.rand(b, 5 if self.hflip > 0 else 4, generator=self.generator)
         if frames.device.type == "cuda":
             u = u.pin_memory()  # a pageable copy would wait for the GPU to finish
         u = u.to(frames.device, non_blocking=True)
@@ -73,7 +79,11 @@ class Augmenter:
         ox = (u[:, 1] * span).long().clamp(max=span - 1)
         steps = torch.arange(out, device=frames.device)
         rows = (oy[:, None] + steps) * r                                     # (B, S)
-        index = (rows[:, :, None] + ox[:, None, None] + steps).reshape(b, 1, out * out, 1)
+        cols = steps.expand(b, out)
+        if self.hflip > 0:
+            mirrored = (u[:, 4] < self.hflip)[:, None]
+            cols = torch.where(mirrored, out - 1 - steps, steps)             # (B, S)
+        index = (rows[:, :, None] + (ox[:, None] + cols)[:, None, :]).reshape(b, 1, out * out, 1)
         x = x.gather(2, index.expand(b, t, out * out, c)).view(b, t, out, out, c)
         bright = 1.0 + (2.0 * u[:, 2] - 1.0) * self.brightness
         sat = 1.0 + (2.0 * u[:, 3] - 1.0) * self.saturation

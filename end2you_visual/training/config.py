@@ -105,6 +105,8 @@ class TrainConfig:
         augment: ``None`` = auto (on for categorical heads), True, False.
         resize: side before the random crop (default round(S * 170 / 150)).
         brightness, saturation: maximum relative change (factor in 1 +- x).
+        hflip: probability of mirroring a window left to right (0: never,
+            as in the paper).
     Optimisation:
         lr, weight_decay, batch_size, valid_batch_size, epochs, patience,
         metric (``auto``: ccc / accuracy / auc by head), grad_clip,
@@ -148,6 +150,7 @@ class TrainConfig:
     resize: Optional[int] = None
     brightness: float = 0.2
     saturation: float = 0.2
+    hflip: float = 0.0
 
     lr: float = 4e-5
     weight_decay: float = 0.0
@@ -236,6 +239,8 @@ class TrainConfig:
         for name in ("brightness", "saturation"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InputError(None, f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise InputError(None, f"hflip is a probability in [0, 1], got {self.hflip}")
 
 
 def read_toml(path):

@@ -266,7 +266,7 @@ class Trainer:
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs)
                           if cfg.scheduler == "cosine" else None)
         self.augment = (Augmenter(self.frame_size, cfg.resize, cfg.brightness, cfg.saturation,
-                                  seed=cfg.seed + 1)
+                                  seed=cfg.seed + 1, hflip=cfg.hflip)
                         if self.auto["augment"] else None)
         self.loss_fn = make_loss(self.loss_kind, self.frame_weights)
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
