@@ -5,8 +5,8 @@ import json
 import click
 
 from end2you_visual.errors import InputError
-from end2you_visual.postprocess import (Chain, apply_chain_to_csvs, atomic_write_text,
-                                        fit_chain_from_csvs)
+from end2you_visual.files import atomic_write_text
+from end2you_visual.postprocess import Chain, apply_chain_to_csvs, fit_chain_from_csvs
 
 
 def _ccc_line(title, report):

@@ -4,8 +4,6 @@ Matplotlib's Agg canvas is used directly (no pyplot, no display, no global
 backend switch). Files are written atomically: a temporary file in the same
 folder, then ``os.replace``.
 """
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,24 +11,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .errors import InputError
+from .files import atomic_file
 
 __all__ = ["plot_predictions", "plot_confusion"]
 
 
 def _save(fig, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_file(path) as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    return Path(path)
 
 
 def _columns(a, t, what):

@@ -39,8 +39,6 @@ for the ``evaluate`` command.
 import csv
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -50,6 +48,7 @@ from scipy.ndimage import median_filter
 
 from .ccc import _ccc_columns
 from .errors import InputError
+from .files import atomic_write_text
 from .labels import read_labels
 from .metrics import evaluate_continuous
 
@@ -360,21 +359,6 @@ def _setting(step):
 
 
 # -------------------------------------------------------------- file handling
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 @dataclass
 class SeriesFile:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import InputError
 from .inference import StreamingPredictor, resolve_device
-from .postprocess import atomic_write_text
+from .files import atomic_write_text
 
 __all__ = ["PredictionResult", "predict_video", "predict_videos", "write_prediction_rows"]
 

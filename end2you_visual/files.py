@@ -1,0 +1,46 @@
+"""Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
+
+A reader never sees a half-written file, and an error leaves the previous
+version (or nothing) in place. Files get the permissions an ordinary
+``open(path, "w")`` would give (``0o666`` less the umask), not the ``0o600``
+of a bare temporary file.
+"""
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_file", "atomic_write_text"]
+
+
+def _default_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_file(path, mode="wb", **open_kwargs):
+    """``with atomic_file(path, "w") as handle:`` writes ``path`` atomically.
+
+    The folder is created. On an exception the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, _default_mode())
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    with atomic_file(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
