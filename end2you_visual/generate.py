@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import InputError
+from .files import atomic_write_text
 from .hdf5 import SequenceWriter, is_complete
 from .inputs import discover_inputs, list_sequence_frames, select_shard
 from .labels import align_labels, read_labels
@@ -362,7 +363,5 @@ def write_manifest(path, results, settings, source):
         "totals": totals,
         "files": [asdict(r) for r in results],
     }
-    tmp = Path(str(path) + ".partial")
-    tmp.write_text(json.dumps(doc, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=2, default=str))
     return path

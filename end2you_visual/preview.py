@@ -1,9 +1,10 @@
 """Contact sheets: a PNG of sampled face crops, to check a video's crops at a glance."""
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .files import atomic_file
 
 NO_FACE_COLOUR = (220, 30, 30)
 FACE_COLOUR = (40, 170, 60)
@@ -41,12 +42,10 @@ def contact_sheet(crops, found, captions=None, columns=8, border=3):
 
 def save_contact_sheet(path, crops, found, captions=None, columns=8):
     """Write :func:`contact_sheet` to ``path`` atomically (PNG)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    contact_sheet(crops, found, captions, columns).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    sheet = contact_sheet(crops, found, captions, columns)
+    with atomic_file(path) as handle:
+        sheet.save(handle, format="PNG")
+    return Path(path)
 
 
 class ContactSheet:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .files import atomic_write_text
 from .models import (build_model, dequantize_state_dict, end2you_config, import_end2you,
                      load_checkpoint, quantize_state_dict, save_checkpoint)
 from .models.checkpoint import model_from_checkpoint, read_checkpoint
@@ -405,10 +406,6 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
 
 
 def _write_registry(entries):
-    path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": REGISTRY_FORMAT, "version": REGISTRY_VERSION,
             "models": [w.as_dict() for w in entries]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(registry_path(), json.dumps(data, indent=2) + "\n")

@@ -10,7 +10,6 @@ Format (a dict saved with ``torch.save``)::
 Files are read with ``torch.load(..., weights_only=True)``: a file holding
 pickled Python objects is refused, never executed.
 """
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..files import atomic_file
 from .compact import dequantize_state_dict, quantize_state_dict
 from .visual import build_model
 
@@ -103,16 +103,9 @@ def save_checkpoint(model, path, extra=None, compact=False):
         state = quantize_state_dict(state)
     ckpt = {"format": FORMAT, "version": VERSION, "config": dict(model.config),
             "state_dict": state, **extra}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_file(path) as handle:
+        torch.save(ckpt, handle)
+    return Path(path)
 
 
 def read_checkpoint(path):

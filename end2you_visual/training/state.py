@@ -7,12 +7,13 @@ tensors and lists, never as pickled objects.
 import csv
 import io
 import math
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..files import atomic_write_text
 
 __all__ = ["rng_state", "set_rng_state", "seed_everything", "write_csv_atomic", "TensorBoard"]
 
@@ -73,11 +74,8 @@ def write_csv_atomic(path, rows):
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
 
 
 class TensorBoard:
