@@ -348,12 +348,16 @@ def register_weights(name, path, replace=False, **meta):
     entry = _entry({"name": name, "file": file, "sha256": sha256_file(path),
                     "size_bytes": path.stat().st_size, **stated, "build": config, **meta},
                    registry_path())
-    entries = [w for w in _read_registry() if w.name != name or not replace]
-    if any(w.name == name for w in entries):
-        raise InputError(registry_path(), f"a model named {name!r} is already registered "
-                                          "(replace=True to update)")
+    _check_new_name(name, replace)
+    entries = [w for w in _read_registry() if w.name != name]
     _write_registry(entries + [entry])
     return entry
+
+
+def _check_new_name(name, replace):
+    if not replace and any(w.name == name for w in _read_registry()):
+        raise InputError(registry_path(), f"a model named {name!r} is already registered "
+                                          "(replace=True to update)")
 
 
 def _validation_metrics(ckpt):
@@ -396,9 +400,7 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
         rebuilt = build_model(**{**model.config, "grey": bool(grey)})
         rebuilt.load_state_dict(model.state_dict())
         model = rebuilt
-    if not replace and any(w.name == name for w in _read_registry()):
-        raise InputError(registry_path(), f"a model named {name!r} is already registered "
-                                          "(replace=True to update)")
+    _check_new_name(name, replace)  # before writing the weight file
     path = Path(path) if path is not None else pretrained_dir() / f"{name}.pt"
     save_checkpoint(model, path, compact=compact)
     metrics = _validation_metrics(ckpt) if metrics is None else metrics

@@ -9,8 +9,8 @@ Each *window* (sequence) draws one crop offset, one brightness and one
 saturation factor (and, when ``hflip > 0``, whether it is mirrored left to
 right), shared by all its frames, so the augmentation does not flicker over
 time. The paper does not mirror (``hflip = 0``, the default); the FER2013
-recipes do, with probability 0.5. Factors are uniform in ``[1 - x, 1 + x]``; brightness
-multiplies the pixels, saturation blends each pixel with its grey value
+recipes do, with probability 0.5. Factors are uniform in ``[1 - x, 1 + x]``;
+brightness multiplies the pixels, saturation blends each pixel with its grey value
 (0.299 R + 0.587 G + 0.114 B), each followed by clipping to [0, 1], as
 torchvision's ``adjust_brightness`` / ``adjust_saturation`` do.
 
