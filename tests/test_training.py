@@ -19,6 +19,7 @@ from end2you_visual.training import (Augmenter, NonFiniteLossError, TrainConfig,
                                      sequence_labels, split_sequences, train,
                                      window_label_counts)
 from end2you_visual.training import trainer as trainer_module
+from end2you_visual.training.subnormals import flush_denormals, zero_subnormals_
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -333,6 +334,52 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(multilabel_dir, tmp_pa
     assert [[r[k] for k in keys] for r in full.history] == \
         [[r[k] for k in keys] for r in resumed.history]
     assert resumed.best_epoch == full.best_epoch and resumed.epochs_run == 3
+
+
+def test_flush_denormals_zeroes_subnormals_inside_only():
+    subnormal = torch.tensor([1e-39])                     # below float32's smallest normal
+    assert (subnormal * 1.0).item() != 0.0
+    with flush_denormals():
+        assert (subnormal * 1.0).item() == 0.0
+    assert (subnormal * 1.0).item() != 0.0
+    with flush_denormals(enabled=False):
+        assert (subnormal * 1.0).item() != 0.0
+
+
+def test_zero_subnormals_in_weights_and_optimiser_state():
+    weight = torch.nn.Parameter(torch.tensor([1e-39, 1.0, -1e-40, 0.0, -2e-38]))
+    optimizer = torch.optim.Adam([weight], lr=0.1)
+    weight.grad = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0])
+    optimizer.step()
+    state = optimizer.state[weight]
+    weight.data.copy_(torch.tensor([1e-39, 1.0, -1e-40, 0.0, -2e-38]))
+    state["exp_avg"].copy_(torch.tensor([3e-39, 0.5, 0.0, -1e-45, 1.0]))
+    zero_subnormals_([weight], optimizer)
+    assert weight.tolist() == [0.0, 1.0, 0.0, 0.0, pytest.approx(-2e-38)]  # -2e-38 is normal
+    assert state["exp_avg"].tolist() == [0.0, 0.5, 0.0, 0.0, 1.0]
+    assert int(state["step"]) == 1                                          # not a float tensor
+
+
+def test_cpu_training_flushes_and_zeroes_subnormals(continuous_dir, tmp_path, monkeypatch):
+    flushed, zeroed = [], []
+    real_step = Trainer.train_step
+
+    def step(self, batch):
+        flushed.append((torch.tensor([1e-39]) * 1.0).item())
+        return real_step(self, batch)
+
+    def zero(parameters, optimizer):
+        zeroed.append(optimizer)
+        zero_subnormals_(parameters, optimizer)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(trainer_module, "zero_subnormals_", zero)
+    result = train(train=[str(continuous_dir)], out_dir=str(tmp_path / "r"), window=8,
+                   epochs=2, **TINY)
+    assert flushed and set(flushed) == {0.0}
+    assert len(zeroed) == result.epochs_run and all(isinstance(o, torch.optim.Adam)
+                                                    for o in zeroed)
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0.0   # switched off again afterwards
 
 
 def test_checkpoints_load_weights_only(continuous_dir, tmp_path):

@@ -46,6 +46,7 @@ from .losses import FrameWeights, inverse_frequency_weights, make_loss
 from .sampler import WindowSampler, resample_windows, sequence_labels, window_label_counts
 from .split import split_sequences
 from .state import TensorBoard, rng_state, seed_everything, set_rng_state, write_csv_atomic
+from .subnormals import flush_denormals, zero_subnormals_
 
 __all__ = ["train", "Trainer", "TrainResult", "NonFiniteLossError"]
 
@@ -454,6 +455,8 @@ class Trainer:
             frames += batch[0].shape[0] * batch[0].shape[1]
             done = step + 1
             if done % SYNC_EVERY == 0 or done == steps:
+                if self.device.type == "cpu":
+                    zero_subnormals_(self.model.parameters(), self.optimizer)
                 seen = self._check_finite(loss_sum.clone(), epoch, done)
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{seen / done / self.dist.world_size:.4f}",
@@ -637,7 +640,8 @@ class Trainer:
         if self.stopped == "early_stopping":
             logger.info("the resumed run had already stopped early at epoch %d",
                         self.start_epoch - 1)
-        else:
+            return self._result()
+        with flush_denormals(self.device.type == "cpu"):
             for epoch in range(self.start_epoch, cfg.epochs + 1):
                 if self._run_epoch(epoch):
                     break
