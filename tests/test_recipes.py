@@ -83,3 +83,12 @@ def test_reproduce_script_explains_its_arguments(tmp_path):
     missing = subprocess.run(["bash", str(RECIPES / "reproduce.sh"), str(tmp_path / "nope"),
                               str(tmp_path / "w")], capture_output=True, text=True)
     assert missing.returncode != 0 and "nope" in missing.stderr
+
+
+def test_the_resnet50_recipe_model_fits_the_zoo_size_limit(tmp_path):
+    from end2you_visual.models import build_model, save_checkpoint
+    cfg = TrainConfig.from_toml(RECIPES / "resnet50_fer2013.toml", train=["data/"])
+    model = build_model(arch=cfg.arch, head=cfg.head, outputs=len(EMOTIONS),
+                        temporal=cfg.temporal, grey=cfg.grey, input_size=150)
+    path = save_checkpoint(model, tmp_path / "r50.pt", compact=True)
+    assert path.stat().st_size <= 25_000_000   # the zoo's limit for a weight file
