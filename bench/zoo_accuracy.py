@@ -6,8 +6,7 @@ DATA: the HDF5 files the model was trained on (e.g. FER2013 packed by
 `generate`); the held-out sequences are those `train --split-by sequence`
 holds out with the same fraction and seed. ``--compact`` also scores the
 model after a round trip through the zoo's int8 storage, to measure what it
-costs. ``--split-key path-index`` reproduces runs made before the split was
-keyed on file and sequence names (it then depends on the files' paths).
+costs.
 Prints JSON: accuracy, UAR, per-class recall, confusion matrix.
 """
 import argparse
@@ -19,17 +18,13 @@ import torch
 from end2you_visual.data import WindowDataset, open_files
 from end2you_visual.metrics import evaluate_categorical
 from end2you_visual.models import build_model, dequantize_state_dict, quantize_state_dict
-from end2you_visual.training import split as split_module
+from end2you_visual.training.split import split_sequences
 from end2you_visual.zoo import load_pretrained
 
 
-def held_out(files, fraction, seed, split_key):
+def held_out(files, fraction, seed):
     """Validation sequence keys as `train --split-by sequence` computes them."""
-    if split_key == "names":
-        return split_module.split_sequences(files, split_by="sequence", fraction=fraction,
-                                            seed=seed).valid
-    seqs = [info for f in files for info in f.sequences if info.length > 0]
-    return split_module._by_groups(seqs, split_module._key, fraction, seed, "sequence(s)")[1]
+    return split_sequences(files, split_by="sequence", fraction=fraction, seed=seed).valid
 
 
 def predict_classes(model, dataset, batch=256):
@@ -62,11 +57,10 @@ def main(argv=None):
     parser.add_argument("--model", required=True)
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split-key", choices=["names", "path-index"], default="names")
     parser.add_argument("--compact", action="store_true")
     args = parser.parse_args(argv)
     files = open_files(args.data)
-    valid = held_out(files, args.fraction, args.seed, args.split_key)
+    valid = held_out(files, args.fraction, args.seed)
     dataset = WindowDataset(files, window=1,
                             sequence_filter=lambda s: (s.path, s.index) in valid)
     model = load_pretrained(args.model)
