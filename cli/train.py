@@ -2,12 +2,15 @@
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 
 import click
 
-from end2you_visual.errors import InputError
 from end2you_visual.training import NonFiniteLossError, TrainConfig, read_toml, train as run_train
+from end2you_visual.training.config import RANGES
+
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
 _DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
              for f in dataclasses.fields(TrainConfig)}
@@ -21,6 +24,10 @@ def _opt(*decls, field_name=None, help="", **kwargs):
     shown = ("auto" if default is None and name == "augment" else
              ",".join(map(str, default)) if isinstance(default, list) else default)
     text = f"{help} [default: {shown}]" if shown not in (None, "") else help
+    if name in RANGES and kwargs.get("type") in (int, float):  # the settings' own ranges
+        low, low_in, high, high_in = RANGES[name]
+        kind = click.IntRange if kwargs["type"] is int else click.FloatRange
+        kwargs["type"] = kind(min=low, max=high, min_open=not low_in, max_open=not high_in)
     return click.option(*decls, default=None, help=text, **kwargs)
 
 
@@ -81,7 +88,7 @@ OPTIONS = [
     _opt("--patience", type=int, help="Stop after this many epochs without improvement."),
     _opt("--metric", help="Validation metric that picks the best model: ccc, pearson, rmse, "
                           "mae, accuracy, uar, f1, auc, loss (auto: by head)."),
-    _opt("--grad-clip", type=float, help="Clip the gradient norm to this."),
+    _opt("--grad-clip", type=float, help="Clip the gradient norm to this (0: off)."),
     _opt("--scheduler", type=click.Choice(["none", "cosine"]), help="Learning-rate schedule."),
     _opt("--max-steps-per-epoch", type=int, help="Cut epochs short (quick runs)."),
     _opt("--seed", type=int, help="Seed of the split, the model and the shuffling."),
@@ -92,6 +99,8 @@ OPTIONS = [
     _opt("--compile/--no-compile", help="torch.compile the model."),
     _opt("--num-workers", type=int, help="DataLoader worker processes."),
     _opt("--resume/--no-resume", help="Continue the run in --out from its last.pt."),
+    _opt("--overwrite/--no-overwrite",
+         help="Replace the run in --out (without --resume or this, a run there is refused)."),
     _opt("--progress/--no-progress", help="Progress bars."),
     _opt("--tensorboard/--no-tensorboard", help="TensorBoard logs (when installed)."),
 ]
@@ -103,11 +112,23 @@ def _with_options(func):
     return func
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is when they are written (click's
+    test runner swaps it per call; a stream kept from an earlier call is closed)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging():
     logger = logging.getLogger("end2you_visual.training")
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -133,13 +154,43 @@ def train(data, recipe, **options):
     values.update(given)
     if data:
         values["train"] = list(data)
+    config = TrainConfig.from_dict(values, source=recipe)
+    _setup_logging()
     try:
-        config = TrainConfig.from_dict(values, source=recipe)
-        _setup_logging()
         result = run_train(config)
-    except (InputError, NonFiniteLossError) as err:
+    except NonFiniteLossError as err:
         raise click.ClickException(str(err)) from err
+    except KeyboardInterrupt:
+        command = resume_command(click.get_current_context(), data, recipe, given,
+                                 config.out_dir)
+        last = os.path.join(config.out_dir, "last.pt")
+        saved = (f"{last} keeps the last finished epoch" if os.path.isfile(last)
+                 else "no epoch had finished")
+        click.echo(f"Interrupted ({saved}); to continue: {command}", err=True)
+        sys.exit(INTERRUPTED)
     if int(os.environ.get("RANK", 0)) == 0:
         click.echo(f"best validation {result.metric} {result.best_score:.4f} at epoch "
                    f"{result.best_epoch} of {result.epochs_run} ({result.stopped}) -> "
                    f"{result.best_path}")
+
+
+def resume_command(ctx, data, recipe, given, out_dir):
+    """The command line that continues this run: its data, recipe and options,
+    then ``--out OUT_DIR --resume``."""
+    words = ["e2y-visual", "train", *data]
+    if recipe:
+        words += ["--config", recipe]
+    for param in ctx.command.params:
+        value = given.get(param.name)
+        if value is None or param.name in ("out_dir", "resume", "overwrite"):
+            continue
+        if param.secondary_opts and isinstance(value, bool):
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.multiple:
+            for item in value:
+                words += [param.opts[0], str(item)]
+        elif isinstance(value, list):
+            words += [param.opts[0], ",".join(map(str, value))]
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join([*words, "--out", str(out_dir), "--resume"])

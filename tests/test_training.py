@@ -473,7 +473,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(continuous_dir, tmp_p
     ({"split_by": "split"}, "no validation data"),
     ({"loss": "bce"}, "does not fit"),
     ({"resample": True}, "categorical"),
-    ({"lr": 0}, "lr must be positive"),
+    ({"lr": 0}, "--lr: must be > 0, got 0"),
 ])
 def test_bad_options_fail_before_any_work(continuous_dir, tmp_path, monkeypatch, change, message):
     def no_model(*args, **kwargs):
@@ -569,9 +569,10 @@ def test_cli_options_override_the_recipe(continuous_dir, tmp_path):
     state = read_checkpoint(out / "last.pt")["training"]
     assert state["config"]["epochs"] == 1 and state["config"]["window"] == 8
     assert len(read_csv(out / "log.csv")) == 1
-    bad = CliRunner().invoke(train_command, [str(continuous_dir), "--config", str(recipe),
-                                             "--metric", "bleu", "--out", str(out)])
-    assert bad.exit_code == 1 and "unknown metric" in bad.output
+    from end2you_visual.cli.main import cli
+    bad = CliRunner().invoke(cli, ["train", str(continuous_dir), "--config", str(recipe),
+                                   "--metric", "bleu", "--out", str(out)])
+    assert bad.exit_code == 1 and "--metric: unknown metric 'bleu'" in bad.output
 
 
 def test_sequence_split_does_not_depend_on_where_the_files_are(tmp_path):

@@ -12,15 +12,20 @@ from the head, the metric from the head, augmentation on for categorical
 pretraining and off for continuous fine-tuning, bf16 on CUDA.
 """
 import dataclasses
+import difflib
 import math
+import os
+import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError
+from ..models.visual import ARCHS
 
-__all__ = ["TrainConfig", "METRICS", "LOWER_IS_BETTER", "metric_is_lower_better",
+__all__ = ["TrainConfig", "RANGES", "METRICS", "LOWER_IS_BETTER", "metric_is_lower_better",
            "metrics_for_head", "head_for_kind", "resolve_auto"]
 
 SPLIT_BY = ("auto", "files", "split", "subject", "sequence")
@@ -114,7 +119,13 @@ class TrainConfig:
     System:
         seed, device (``auto``: cuda when available), precision (``auto``:
         bf16 on CUDA, fp32 on CPU), channels_last, compile, num_workers,
-        resume, progress (tqdm bars), tensorboard (when importable).
+        resume (continue the run in ``out_dir``), overwrite (replace it; without
+        either, an ``out_dir`` holding a run is refused), progress (tqdm
+        bars), tensorboard (when importable).
+
+    Every value is checked for its type (:meth:`from_dict`, :meth:`check`)
+    and range (:meth:`check`); a bad one is an InputError naming the option
+    (``--grad-clip``) and the recipe key (``grad_clip``).
     """
 
     train: List[str] = field(default_factory=list)
@@ -170,6 +181,7 @@ class TrainConfig:
     compile: bool = False
     num_workers: int = 4
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     tensorboard: bool = True
 
@@ -178,6 +190,9 @@ class TrainConfig:
             value = getattr(self, name)
             value = [] if value is None else [value] if isinstance(value, (str, Path)) else value
             setattr(self, name, [str(v) for v in value])
+        for name in ("out_dir", "init"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         if isinstance(self.label_names, str):
             self.label_names = [n.strip() for n in self.label_names.split(",") if n.strip()]
 
@@ -190,8 +205,14 @@ class TrainConfig:
         """A config from a dict; unknown keys are an InputError naming them."""
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise InputError(source, f"unknown training settings {unknown}; "
-                                     f"known: {', '.join(cls.field_names())}")
+            hints = [f"for {k!r} use {_suggest(k)!r}" for k in unknown if _suggest(k)]
+            raise InputError(source, f"unknown training settings {unknown}"
+                                     + (f" ({'; '.join(hints)})" if hints else "")
+                                     + f"; known: {', '.join(cls.field_names())}")
+        for name, value in values.items():
+            problem = _type_problem(value, _FIELD_TYPES[name])
+            if problem:
+                raise InputError(source, f"{name}: {problem}")
         return cls(**values)
 
     @classmethod
@@ -206,41 +227,155 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def check(self):
-        """Static checks of the settings (no data read); raises InputError."""
-        def choose(name, choices):
-            if getattr(self, name) not in choices:
-                raise InputError(None, f"{name} must be one of {choices}, "
-                                       f"got {getattr(self, name)!r}")
+        """Static checks of the settings (no data read); raises InputError
+        naming the option (and recipe key) of the first bad value."""
+        for f in dataclasses.fields(self):
+            problem = _type_problem(getattr(self, f.name), _FIELD_TYPES[f.name])
+            if problem:
+                raise InputError(option_name(f.name), problem)
         for name, choices in (("split_by", SPLIT_BY), ("head", HEADS), ("loss", LOSSES),
                               ("label_weighting", WEIGHTINGS), ("precision", PRECISIONS),
                               ("scheduler", SCHEDULERS), ("temporal", TEMPORALS)):
-            choose(name, choices)
+            if getattr(self, name) not in choices:
+                raise InputError(option_name(name), f"must be one of {', '.join(choices)}; "
+                                                    f"got {getattr(self, name)!r}")
+        if self.arch not in ARCHS:
+            raise InputError("--arch", f"unknown architecture {self.arch!r}; known: "
+                                       f"{', '.join(ARCHS)}")
         all_metrics = {m for ms in METRICS.values() for m in ms}
         if self.metric != "auto" and self.metric not in all_metrics:
-            raise InputError(None, f"unknown metric {self.metric!r}; choose one of "
-                                   f"{sorted(all_metrics)} (or auto)")
+            raise InputError("--metric", f"unknown metric {self.metric!r}; choose one of "
+                                         f"{sorted(all_metrics)} (or auto)")
         if not self.train:
             raise InputError(None, "no training data given")
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr,
-                    "patience": self.patience, "window": self.window}
-        for name in ("valid_batch_size", "stride", "max_steps_per_epoch", "resize"):
-            if getattr(self, name) is not None:
-                positive[name] = getattr(self, name)
-        for name, value in positive.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise InputError(None, f"{name} must be positive, got {value!r}")
-        if not 0.0 < self.valid_fraction < 1.0:
-            raise InputError(None, f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
-        if self.num_workers < 0 or self.resample_repeats < 0 or self.rare_threshold <= 0:
-            raise InputError(None, "num_workers and resample_repeats must be >= 0 and "
-                                   "rare_threshold > 0")
+        for name, bounds in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not _in_range(value, *bounds):
+                raise InputError(option_name(name),
+                                 f"must be {_range_text(*bounds)}, got {_show(value)}")
+        for weight in self.class_weights or ():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise InputError(option_name("class_weights"),
+                                 f"weights must be >= 0, got {_show(weight)}")
         if self.split_by == "files" and not self.valid:
-            raise InputError(None, "split_by='files' needs validation files (valid)")
-        for name in ("brightness", "saturation"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise InputError(None, f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 <= self.hflip <= 1.0:
-            raise InputError(None, f"hflip is a probability in [0, 1], got {self.hflip}")
+            raise InputError(option_name("split_by"),
+                             "'files' needs validation files (--valid)")
+        if self.resume and self.overwrite:
+            raise InputError("--resume", "and --overwrite contradict each other: --resume "
+                                         "continues the run in --out, --overwrite replaces it")
+
+
+# CLI spellings of the fields whose option is not --<field-with-dashes>.
+_OPTIONS = {"out_dir": "--out", "label_names": "--labels", "train": "DATA"}
+
+# Allowed ranges: name -> (low, low included, high, high included); None: open.
+# check() applies them to every config; the CLI gives them to click as well.
+RANGES = {
+    "valid_fraction": (0, False, 1, False),
+    "window": (1, True, None, None),
+    "stride": (1, True, None, None),
+    "hidden_size": (1, True, None, None),
+    "num_layers": (1, True, None, None),
+    "dropout": (0, True, 1, False),
+    "rare_threshold": (0, False, None, None),
+    "resample_repeats": (0, True, None, None),
+    "resize": (1, True, None, None),
+    "brightness": (0, True, 1, False),
+    "saturation": (0, True, 1, False),
+    "hflip": (0, True, 1, True),
+    "lr": (0, False, None, None),
+    "weight_decay": (0, True, None, None),
+    "batch_size": (1, True, None, None),
+    "valid_batch_size": (1, True, None, None),
+    "epochs": (1, True, None, None),
+    "patience": (1, True, None, None),
+    "grad_clip": (0, True, None, None),
+    "max_steps_per_epoch": (1, True, None, None),
+    "seed": (0, True, None, None),
+    "num_workers": (0, True, None, None),
+}
+
+
+def _suggest(key):
+    """The setting an unknown recipe key probably means (an option's spelling,
+    ``out`` or ``labels``, or a near miss), or None."""
+    spelled = str(key).replace("-", "_").lstrip("_")
+    for name, option in _OPTIONS.items():
+        if option.lstrip("-") == spelled:
+            return name
+    if spelled in _FIELD_TYPES:
+        return spelled
+    close = difflib.get_close_matches(spelled, list(_FIELD_TYPES), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def option_name(name):
+    """How a setting is named in messages: its CLI option, and its recipe key
+    when that is spelled differently (``--grad-clip (grad_clip)``)."""
+    option = _OPTIONS.get(name, "--" + name.replace("_", "-"))
+    return option if option.lstrip("-") == name else f"{option} ({name})"
+
+
+def _in_range(value, low, low_in, high, high_in):
+    if not math.isfinite(value):
+        return False
+    if low is not None and (value < low if low_in else value <= low):
+        return False
+    return high is None or (value <= high if high_in else value < high)
+
+
+def _range_text(low, low_in, high, high_in):
+    if high is None:
+        return f"{'>=' if low_in else '>'} {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def _show(value):
+    """A value as a recipe spells it: true/false, "text", [lists], numbers."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return repr(value)
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _scalar_ok(value, kind):
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, (str, os.PathLike))
+    return True
+
+
+def _type_problem(value, annotation):
+    """None when ``value`` fits the field type ``annotation``, else what is wrong
+    ("expected an integer, got true"). bool is not taken for an int or a float."""
+    args = typing.get_args(annotation)
+    optional = typing.get_origin(annotation) is typing.Union and type(None) in args
+    if optional:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if typing.get_origin(annotation) in (list, List):
+        (item,) = typing.get_args(annotation)
+        if item is str and isinstance(value, (str, os.PathLike)):  # one path, or "a,b"
+            return None
+        if isinstance(value, (list, tuple)) and all(_scalar_ok(v, item) for v in value):
+            return None
+        return f"expected a list of {'strings' if item is str else 'numbers'}, got {_show(value)}"
+    if _scalar_ok(value, annotation):
+        return None
+    return f"expected {_KIND_WORDS[annotation]}, got {_show(value)}"
 
 
 def read_toml(path):
@@ -248,19 +383,43 @@ def read_toml(path):
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            text = fh.read()
     except FileNotFoundError as err:
         raise InputError(path, "no such recipe file") from err
+    except IsADirectoryError as err:
+        raise InputError(path, "is a folder, not a TOML recipe") from err
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"not a text file (not UTF-8: {err.reason} at byte "
+                               f"{err.start})") from err
     except tomllib.TOMLDecodeError as err:
-        raise InputError(path, f"not valid TOML ({err})") from err
-    flat = {}
+        raise InputError(path, _toml_problem(err)) from err
+    flat, where = {}, {}
     for key, value in data.items():
         items = value.items() if isinstance(value, dict) else [(key, value)]
         for k, v in items:
             if k in flat:
-                raise InputError(path, f"setting {k!r} is given twice")
-            flat[k] = v
+                raise InputError(path, f"setting {k!r} is given twice ({where[k]} and "
+                                       f"{_section(key, value)})")
+            flat[k], where[k] = v, _section(key, value)
     return flat
+
+
+def _section(key, value):
+    return f"[{key}]" if isinstance(value, dict) else "the top level"
+
+
+def _toml_problem(err):
+    """A TOML syntax error as "line N, column C: what" (a duplicate key says so)."""
+    message = str(err)
+    found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    what = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message).strip()
+    if "overwrite" in what.lower():
+        what += " (a key or table given twice)"
+    where = (f"line {found.group(1)}, column {found.group(2)}" if found
+             else "at the end of the file" if "end of document" in message else "")
+    return f"not valid TOML: {where}: {what}" if where else f"not valid TOML: {what}"
 
 
 def resolve_auto(config, label_kind, device_type, path=None):

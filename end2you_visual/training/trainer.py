@@ -5,15 +5,17 @@
 notebooks and for ``bench/training.py``.
 
 Everything that can be checked is checked before any model is built or any
-pixel read: settings, files, label names, the split, batch size against the
-data, the metric against the head.
+pixel read: settings (types and ranges), the device, that ``out_dir`` is
+writable and holds no other run (unless ``resume`` or ``overwrite``), the
+settings of a resumed run, files, label names, the split, batch size against
+the data, the metric against the head.
 
 The fast path: DataLoader workers read uint8 windows from HDF5 (pinned
 memory on CUDA); the uint8 batch moves to the device asynchronously and is
 augmented, converted and normalised there; the forward pass runs under bf16
-autocast with channels-last convolutions, optionally ``torch.compile``d. The
-loop syncs with the host only every ``SYNC_EVERY`` steps (progress bar, NaN
-check) and at the end of the epoch.
+autocast with channels-last convolutions, optionally ``torch.compile``d. On
+CUDA the loop syncs with the host only every ``SYNC_EVERY`` steps (the loss
+shown, NaN check) and at the end of the epoch; the progress bar counts steps.
 
 Files in ``out_dir``: ``last.pt`` (every epoch, atomically: model, optimiser,
 scheduler, epoch, best score, early-stopping counter, RNG states, history),
@@ -24,6 +26,7 @@ checkpoint), ``log.csv`` (one row per epoch), ``train.log``, ``tensorboard/``
 import logging
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -34,13 +37,14 @@ import torch
 from tqdm import tqdm
 
 from ..data import WindowDataset, check_label_names, open_files
+from ..devices import resolve_device
 from ..errors import InputError
 from ..metrics import evaluate_categorical, evaluate_continuous, evaluate_multilabel
 from ..models import build_model, read_checkpoint, save_checkpoint
 from ..models.checkpoint import model_from_checkpoint
 from . import distributed
 from .augment import Augmenter
-from .config import TrainConfig, metric_is_lower_better, resolve_auto
+from .config import TrainConfig, metric_is_lower_better, option_name, resolve_auto
 from .loader import WindowBatches
 from .losses import FrameWeights, inverse_frequency_weights, make_loss
 from .sampler import WindowSampler, resample_windows, sequence_labels, window_label_counts
@@ -52,11 +56,20 @@ __all__ = ["train", "Trainer", "TrainResult", "NonFiniteLossError"]
 
 logger = logging.getLogger("end2you_visual.training")
 
-# Settings that may change when resuming without a warning.
-RESUME_FREE = ("resume", "epochs", "patience", "progress", "tensorboard", "num_workers",
-               "device", "out_dir", "compile", "valid_batch_size")
-SYNC_EVERY = 20  # steps between host syncs (progress bar, NaN check)
+# Resuming with changed settings (docs/training.md, "Resume"): these only say
+# how or where the run computes, and take effect silently;
+RESUME_FREE = ("resume", "overwrite", "progress", "tensorboard", "num_workers", "device",
+               "out_dir", "compile", "valid_batch_size", "channels_last", "precision")
+# these are applied from the resumed epoch on, and logged ("lr 0.001 -> 0.01");
+RESUME_APPLIED = ("lr", "weight_decay", "epochs", "patience", "grad_clip",
+                  "max_steps_per_epoch")
+# every other setting defines the data, the model or the loss of the run, and
+# a change is refused (so are lr and epochs under the cosine schedule, which
+# they define): the record of a run must describe what ran.
+SCHEDULE_SETTINGS = ("lr", "epochs")
+SYNC_EVERY = 20  # steps between host syncs (NaN check, subnormals on CPU)
 LAST, BEST, LOG_CSV, LOG_TXT = "last.pt", "best.pt", "log.csv", "train.log"
+RUN_FILES = (BEST, LAST, LOG_CSV)  # an out_dir holding one of these holds a run
 
 
 class NonFiniteLossError(RuntimeError):
@@ -105,16 +118,71 @@ def train(config=None, **overrides):
         trainer.close()
 
 
-def _pick_device(name, dist_info):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(None, "device 'cuda' asked for but CUDA is not available")
-        if dist_info.enabled or device.index is None:
-            device = torch.device("cuda", dist_info.local_rank if dist_info.enabled else 0)
+def _pick_device(device, dist_info):
+    """The resolved ``device``; under DDP each process takes its local rank's GPU."""
+    if device.type == "cuda" and (dist_info.enabled or device.index is None):
+        device = torch.device("cuda", dist_info.local_rank if dist_info.enabled else 0)
     return device
+
+
+def check_out_dir(out_dir):
+    """InputError unless ``out_dir`` is (or can be made) a writable folder."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "is a file, not a folder (--out)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(path, f"cannot be made: {existing} is a file, not a folder (--out)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" ({existing} is not writable)"
+        raise InputError(path, f"is not writable{where}; choose another --out")
+
+
+def check_existing_run(out_dir, resume=False, overwrite=False):
+    """Refuse to start a new run over a run in ``out_dir`` unless told to
+    ``resume`` it or ``overwrite`` it; returns the run's files found."""
+    out_dir = Path(out_dir)
+    found = [name for name in RUN_FILES if (out_dir / name).is_file()]
+    if not found or overwrite:
+        return found
+    if resume:
+        if LAST not in found:
+            raise InputError(out_dir, f"holds a run ({', '.join(found)}) but no {LAST} to "
+                                      "resume from; use --overwrite to replace it, or "
+                                      "another --out")
+        return found
+    raise InputError(out_dir, f"already holds a training run ({', '.join(found)}); use "
+                              "--resume to continue it or --overwrite to replace it (or "
+                              "choose another --out)")
+
+
+def resume_changes(old, config):
+    """Compare a resumed run's settings ``old`` (a dict) with ``config``.
+
+    Returns ``(applied, refused)``: lists of ``(name, old value, new value)``;
+    ``applied`` are in :data:`RESUME_APPLIED` (and take effect), ``refused``
+    change the data, the model or the loss (or the cosine schedule).
+    """
+    applied, refused = [], []
+    for name, before in old.items():
+        if name in RESUME_FREE or not hasattr(config, name):
+            continue
+        now = getattr(config, name)
+        if name in ("train", "valid"):
+            same = (sorted(str(Path(p).resolve()) for p in before)
+                    == sorted(str(Path(p).resolve()) for p in now))
+        else:
+            same = now == before
+        if same:
+            continue
+        cosine = config.scheduler == "cosine" or old.get("scheduler") == "cosine"
+        if name in RESUME_APPLIED and not (cosine and name in SCHEDULE_SETTINGS):
+            applied.append((name, before, now))
+        else:
+            refused.append((name, before, now))
+    return applied, refused
 
 
 def _is_better(score, best, lower):
@@ -144,16 +212,39 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
         self._tb = None
         self._log_handler = None
-        requested = "cuda" if config.device.startswith("cuda") or (
-            config.device == "auto" and torch.cuda.is_available()) else "cpu"
-        self.dist = distributed.setup(requested)
+        self._notes = []  # set-up messages, logged once train.log is open
+        # Everything the user typed is checked before any process group, data or model.
+        device = resolve_device(config.device)
+        check_out_dir(self.out_dir)
+        self._replacing = check_existing_run(self.out_dir, config.resume, config.overwrite)
+        self.last_path, self.best_path = self.out_dir / LAST, self.out_dir / BEST
+        self._resume_ckpt = self._read_resume()
+        self.dist = distributed.setup(device.type)
         try:
-            self.device = _pick_device(config.device, self.dist)
+            self.device = _pick_device(device, self.dist)
             self._prepare_data()
             self._prepare_model()
         except BaseException:
             distributed.teardown(self.dist)
             raise
+
+    def _read_resume(self):
+        """The checkpoint to resume (None for a new run); a changed setting
+        that the resumed run cannot honour is refused here, before any work."""
+        if not (self.config.resume and self.last_path.is_file()):
+            return None
+        ckpt = read_checkpoint(self.last_path)
+        if not isinstance(ckpt.get("training"), dict):
+            raise InputError(self.last_path, "not a training checkpoint (no training state)")
+        _, refused = resume_changes(ckpt["training"].get("config", {}), self.config)
+        if refused:
+            raise InputError(self.last_path, "the run being resumed used other settings: "
+                             + "; ".join(f"{option_name(k)} {a!r} -> {b!r}"
+                                         for k, a, b in refused)
+                             + f". Resume with the run's settings (only "
+                               f"{', '.join(RESUME_APPLIED)} may change), or start a new "
+                               "run with another --out or --overwrite")
+        return ckpt
 
     # ------------------------------------------------------------------ data
 
@@ -241,12 +332,7 @@ class Trainer:
         self._next_epoch = {}  # epoch -> loader iterator already reading it
         self.best_score, self.best_epoch, self.bad_epochs = None, 0, 0
         self.stopped = None
-        self.last_path, self.best_path = self.out_dir / LAST, self.out_dir / BEST
-        resume_ckpt = None
-        if cfg.resume and self.last_path.is_file():
-            resume_ckpt = read_checkpoint(self.last_path)
-            if "training" not in resume_ckpt:
-                raise InputError(self.last_path, "not a training checkpoint (no training state)")
+        resume_ckpt = self._resume_ckpt
         seed_everything(cfg.seed)
         if resume_ckpt is not None:
             model = model_from_checkpoint(resume_ckpt, self.last_path)
@@ -258,6 +344,7 @@ class Trainer:
                                 num_layers=cfg.num_layers, label_names=self.label_names,
                                 input_size=self.frame_size, dropout=cfg.dropout,
                                 grey=cfg.grey)
+        self._record_input_size(model)
         self._check_model(model)
         self.model = model.to(self.device)
         if cfg.channels_last:
@@ -303,9 +390,9 @@ class Trainer:
                                label_names=self.label_names)
         if model.config["temporal"] == "none" and cfg.temporal != "none" and cfg.window != 1:
             model = self._add_recurrence(model)
-        logger.info("initialised from %s (arch %s, temporal %s), new %s head with %d outputs",
-                    cfg.init, model.config["arch"], model.config["temporal"], self.head,
-                    len(self.label_names))
+        self._notes.append(f"initialised from {cfg.init} (arch {model.config['arch']}, "
+                           f"temporal {model.config['temporal']}), new {self.head} head with "
+                           f"{len(self.label_names)} outputs")
         return model
 
     def _add_recurrence(self, frame_model):
@@ -317,9 +404,20 @@ class Trainer:
                                "head": self.head, "outputs": len(self.label_names),
                                "label_names": self.label_names})
         model.extractor.load_state_dict(frame_model.extractor.state_dict())
-        logger.info("frame-level %s: its CNN under a new %d-layer %s", cfg.init,
-                    cfg.num_layers, cfg.temporal)
+        self._notes.append(f"frame-level {cfg.init}: its CNN under a new {cfg.num_layers}-layer "
+                           f"{cfg.temporal}")
         return model
+
+    def _record_input_size(self, model):
+        """The model is trained on the data's crops: its config says their size
+        (``test`` checks it, ``predict`` crops at it), not its origin's."""
+        before = model.config.get("input_size")
+        if before != self.frame_size:
+            if self.config.init and self._resume_ckpt is None:
+                self._notes.append(f"{self.config.init} was trained on {before}x{before} crops; "
+                                   f"this run trains it on the data's {self.frame_size}x"
+                                   f"{self.frame_size} (recorded as its input_size)")
+            model.config["input_size"] = int(self.frame_size)
 
     def _check_model(self, model):
         cfg = model.config
@@ -454,14 +552,17 @@ class Trainer:
             loss_sum += self.train_step(batch)
             frames += batch[0].shape[0] * batch[0].shape[1]
             done = step + 1
-            if done % SYNC_EVERY == 0 or done == steps:
-                if self.device.type == "cpu":
-                    zero_subnormals_(self.model.parameters(), self.optimizer)
+            synced = done % SYNC_EVERY == 0 or done == steps
+            if synced and self.device.type == "cpu":
+                zero_subnormals_(self.model.parameters(), self.optimizer)
+            # On one CPU process reading the loss costs nothing: the bar shows it every step.
+            if synced or (self.device.type == "cpu" and not self.dist.enabled):
                 seen = self._check_finite(loss_sum.clone(), epoch, done)
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{seen / done / self.dist.world_size:.4f}",
-                                fps=f"{frames * self.dist.world_size / elapsed:.0f}")
-                bar.update(done - bar.n)
+                                fps=f"{frames * self.dist.world_size / elapsed:.0f}",
+                                refresh=False)
+            bar.update(1)  # counts steps, without waiting for the device
         self._prefetch_epoch(epoch + 1)
         total = self._check_finite(loss_sum.clone(), epoch, done)
         if self.device.type == "cuda":
@@ -565,6 +666,11 @@ class Trainer:
 
     def _restore(self, state):
         self.optimizer.load_state_dict(state["optimizer"])
+        applied, _ = resume_changes(state.get("config", {}), self.config)
+        for group in self.optimizer.param_groups:  # the saved state holds the old ones
+            for name in ("lr", "weight_decay"):
+                if any(k == name for k, _, _ in applied):
+                    group[name] = getattr(self.config, name)
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.augment is not None and state.get("augment") is not None:
@@ -576,15 +682,14 @@ class Trainer:
         if state.get("metric") != self.metric:
             raise InputError(self.last_path, f"the run being resumed selects by "
                                              f"{state.get('metric')!r}, not {self.metric!r}")
-        changed = [k for k, v in state.get("config", {}).items()
-                   if k not in RESUME_FREE and getattr(self.config, k, v) != v]
-        if changed:
-            logger.warning("resuming with settings that differ from the run's: %s", ", ".join(
-                f"{k} {state['config'][k]!r} -> {getattr(self.config, k)!r}" for k in changed))
+        if applied:
+            self._notes.append(f"resuming with changed settings, applied from epoch "
+                               f"{self.start_epoch}: " + ", ".join(f"{k} {a!r} -> {b!r}"
+                                                                   for k, a, b in applied))
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0])
-        logger.info("resuming %s after epoch %d (best %s %s at epoch %d)", self.last_path,
-                    state["epoch"], self.metric, self.best_score, self.best_epoch)
+        self._notes.append(f"resuming {self.last_path} after epoch {state['epoch']} (best "
+                           f"{self.metric} {self.best_score} at epoch {self.best_epoch})")
 
     def _save(self, epoch, improved, metrics):
         state = self._training_state(epoch)  # every process takes part (RNG gather)
@@ -603,12 +708,23 @@ class Trainer:
         if not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self._replacing and self.config.overwrite:
+            self._remove_old_run()
         self._log_handler = logging.FileHandler(self.out_dir / LOG_TXT)
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.addHandler(self._log_handler)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)
         self._tb = TensorBoard(self.out_dir / "tensorboard", self.config.tensorboard)
+
+    def _remove_old_run(self):
+        """--overwrite: the earlier run's files go before this run writes any."""
+        for name in (*RUN_FILES, LOG_TXT):
+            (self.out_dir / name).unlink(missing_ok=True)
+        if (self.out_dir / "tensorboard").is_dir():
+            shutil.rmtree(self.out_dir / "tensorboard")
+        self._notes.insert(0, f"--overwrite: replaced the run in {self.out_dir} "
+                              f"({', '.join(self._replacing)})")
 
     def _describe(self):
         cfg = self.config
@@ -636,6 +752,8 @@ class Trainer:
         cfg = self.config
         self._start_logs()
         if self.dist.is_main:
+            for note in self._notes:
+                logger.info(note)
             self._describe()
         if self.stopped == "early_stopping":
             logger.info("the resumed run had already stopped early at epoch %d",

@@ -1,0 +1,434 @@
+"""What a user of `train` touches (issue 11): the input size a fine-tuned model
+records, runs never silently replaced, resume with changed settings, recipes
+checked for syntax, types and ranges, --arch, --device, an unwritable --out,
+the progress bar and Ctrl-C. All on the CPU, tiny."""
+import csv
+import shlex
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from end2you_visual.cli.main import cli
+from end2you_visual.errors import InputError
+from end2you_visual.models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from end2you_visual.training import TrainConfig, Trainer, read_toml, train
+from end2you_visual.training import trainer as trainer_module
+
+from test_training import TINY, write_continuous
+
+DATA = Path(__file__).parent / "data"
+SINGLE = DATA / "single_face.mp4"   # one face, 72 frames at 30 fps
+# Face settings shared by `generate` and `predict` below (fast on a CPU).
+FACES = dict(detect_every=8, detect_scale=0.25, batch_size=24, min_face_size=40)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def read_csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_continuous(tmp_path / "d.h5", [20, 17, 30], subjects=["p1", "p2", "p3"])
+
+
+def base(data, out, **changes):
+    return {**dict(train=[str(data)], out_dir=str(out), window=8, epochs=1, **TINY), **changes}
+
+
+def cli_args(data, out, *extra):
+    return ["train", str(data), "--window", "8", "--arch", "resnet_tiny", "--hidden-size", "8",
+            "--num-layers", "1", "--num-workers", "0", "--no-progress", "--no-tensorboard",
+            "--out", str(out), *extra]
+
+
+def no_work(monkeypatch):
+    """Fail the test if training reads any data (checks must come first)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("data were read before the settings were checked")
+
+    monkeypatch.setattr(trainer_module, "open_files", refuse)
+
+
+# ----------------------------------------- 1. fine-tuning records its input size
+
+@pytest.fixture(scope="module")
+def clip_h5(tmp_path_factory):
+    """single_face.mp4 as 32 px crops with arousal/valence labels (train + a copy to validate)."""
+    from end2you_visual.generate import GenerateSettings, generate
+
+    root = tmp_path_factory.mktemp("clip")
+    times = np.arange(0, 2.4 + 1e-9, 0.04)
+    (root / "labels.csv").write_text("time,arousal,valence\n" + "".join(
+        f"{t:.2f},{np.sin(4 * t):.3f},{np.cos(3 * t):.3f}\n" for t in times))
+    (root / "input.csv").write_text(f"raw_file,label_file\n{SINGLE},{root / 'labels.csv'}\n")
+    generate(root / "input.csv", root / "train", GenerateSettings(size=32, **FACES),
+             progress=False)
+    (root / "valid").mkdir()
+    shutil.copy(root / "train" / "single_face.h5", root / "valid" / "single_face.h5")
+    return root
+
+
+def test_finetuned_model_records_the_data_size_and_predict_equals_test(clip_h5, tmp_path):
+    from end2you_visual.inference import run_test
+    from end2you_visual.predict import predict_video
+
+    torch.manual_seed(0)
+    zoo_like = build_model("resnet_tiny", outputs=2, hidden_size=8, num_layers=1,
+                           label_names=["arousal", "valence"], input_size=24)
+    init = save_checkpoint(zoo_like, tmp_path / "zoo" / "tiny24.pt", compact=True)
+    result = train(train=[str(clip_h5 / "train")], valid=[str(clip_h5 / "valid")],
+                   out_dir=str(tmp_path / "ft"), init=str(init), window=8, batch_size=2,
+                   epochs=1, max_steps_per_epoch=2, **TINY)
+    for name in ("best.pt", "last.pt"):
+        assert read_checkpoint(tmp_path / "ft" / name)["config"]["input_size"] == 32, name
+
+    tested = run_test(result.best_path, [clip_h5 / "valid"], tmp_path / "test", window=8,
+                      device="cpu")
+    assert tested.warnings == []  # the model was trained on exactly these crops
+    predicted = predict_video(SINGLE, result.best_path, device="cpu", plot=False, **FACES)
+    (seq,) = tested.sequences
+    found = predicted.face_found
+    assert len(found) == 72 and found.sum() >= 60
+    assert found.tolist() == seq.face_found.tolist()
+    # The same crops through the same model: equal but for float summation order
+    # (cropped at the zoo model's 24 px instead, they differ by up to 0.07).
+    np.testing.assert_allclose(predicted.predictions[found], seq.predictions[found],
+                               rtol=1e-3, atol=1e-4)
+
+
+# ----------------------------------------------- 3. a finished run is never lost
+
+def test_train_over_an_existing_run_is_refused(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(**base(data, out))
+    before = snapshot(out)
+    with monkeypatch.context() as m:
+        no_work(m)
+        with pytest.raises(InputError) as err:
+            train(**base(data, out))
+    assert str(err.value) == (f"{out}: already holds a training run (best.pt, last.pt, "
+                              "log.csv); use --resume to continue it or --overwrite to replace "
+                              "it (or choose another --out)")
+    assert snapshot(out) == before
+    # A folder with only the log of a run, too.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "log.csv").write_text("epoch\n1\n")
+    with pytest.raises(InputError, match="already holds a training run \\(log.csv\\)"):
+        train(**base(data, partial))
+    # --resume needs last.pt; best.pt alone cannot be continued.
+    (out / "last.pt").rename(tmp_path / "kept.pt")
+    with pytest.raises(InputError, match="no last.pt to resume from; use --overwrite"):
+        train(**base(data, out, resume=True))
+    (tmp_path / "kept.pt").rename(out / "last.pt")
+    # Through the CLI: exit 1 and the message, the run untouched.
+    res = CliRunner().invoke(cli, cli_args(data, out, "--epochs", "1"))
+    assert res.exit_code == 1 and "use --resume to continue it or --overwrite" in res.output
+    assert "Traceback" not in res.output and snapshot(out) == before
+    res = CliRunner().invoke(cli, cli_args(data, out, "--resume", "--overwrite"))
+    assert res.exit_code == 1 and "--resume: and --overwrite contradict" in res.output
+
+
+def test_overwrite_replaces_the_run(data, tmp_path):
+    out = tmp_path / "run"
+    train(**base(data, out, epochs=2))
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "old.events").write_text("x")
+    result = train(**base(data, out, overwrite=True, seed=3))
+    assert [r["epoch"] for r in read_csv(out / "log.csv")] == ["1"]
+    assert read_checkpoint(out / "last.pt")["training"]["config"]["seed"] == 3
+    assert result.epochs_run == 1 and not (out / "tensorboard").exists()
+    assert (out / "train.log").read_text().count("frames/s") == 1  # the old log is gone
+
+
+# ------------------------------------------------- 4. resume with changed settings
+
+def test_resume_applies_a_changed_lr_for_real(data, tmp_path):
+    out = tmp_path / "run"
+    train(**base(data, out, lr=1e-3))
+    result = train(**base(data, out, lr=1e-2, epochs=2, resume=True))
+    assert [float(r["lr"]) for r in read_csv(out / "log.csv")] == [1e-3, 1e-2]
+    assert result.history[-1]["lr"] == 1e-2
+    state = read_checkpoint(out / "last.pt")["training"]
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [1e-2]
+    assert state["config"]["lr"] == 1e-2
+    assert "lr 0.001 -> 0.01" in (out / "train.log").read_text()
+
+
+@pytest.mark.parametrize("change, shown", [
+    ({"window": 4}, "--window 8 -> 4"),
+    ({"batch_size": 3}, "--batch-size (batch_size) 2 -> 3"),
+    ({"arch": "resnet18"}, "--arch 'resnet_tiny' -> 'resnet18'"),
+    ({"scheduler": "cosine"}, "--scheduler 'none' -> 'cosine'"),
+])
+def test_resume_refuses_settings_that_define_the_run(data, tmp_path, monkeypatch, change,
+                                                     shown):
+    out = tmp_path / "run"
+    train(**base(data, out))
+    before = snapshot(out)
+    no_work(monkeypatch)
+    with pytest.raises(InputError) as err:
+        train(**base(data, out, epochs=2, resume=True, **change))
+    message = str(err.value)
+    assert message.startswith(f"{out / 'last.pt'}: the run being resumed used other settings: ")
+    assert shown in message and "--overwrite" in message
+    assert snapshot(out) == before
+
+
+def test_resume_with_a_cosine_schedule_refuses_a_new_lr(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(**base(data, out, scheduler="cosine", epochs=2, max_steps_per_epoch=1))
+    no_work(monkeypatch)
+    with pytest.raises(InputError, match="--lr 0.001 -> 0.01; --epochs 2 -> 3"):
+        train(**base(data, out, scheduler="cosine", lr=1e-2, epochs=3, resume=True))
+
+
+# --------------------------------------------------------------- 4. recipes
+
+@pytest.mark.parametrize("text, problem", [
+    ('window = 8\nepochs = \n', "not valid TOML: line 2, column 10: Invalid value"),
+    ('window = 8\n[model]\narch = "a"\narch = "b"\n',
+     "not valid TOML: line 4, column 11: Cannot overwrite a value (a key or table given twice)"),
+    ('[data]\nwindow = 8\n[optimisation]\nwindow = 4\n',
+     "setting 'window' is given twice ([data] and [optimisation])"),
+])
+def test_recipe_syntax_errors_name_the_file_and_line(tmp_path, text, problem):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    with pytest.raises(InputError) as err:
+        read_toml(recipe)
+    assert str(err.value) == f"{recipe}: {problem}"
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("window = true", "window: expected an integer, got true"),
+    ('epochs = "1"', 'epochs: expected an integer, got "1"'),
+    ("lr = true", "lr: expected a number, got true"),
+    ("augment = 1", "augment: expected true or false, got 1"),
+    ('arch = 18', "arch: expected a string, got 18"),
+    ('class_weights = [1, "2"]', 'class_weights: expected a list of numbers, got [1, "2"]'),
+    ('resample_ignore = [1]', "resample_ignore: expected a list of strings, got [1]"),
+])
+def test_recipe_values_are_type_checked(data, tmp_path, line, problem):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f"[data]\n{line}\n")
+    with pytest.raises(InputError) as err:
+        TrainConfig.from_toml(recipe, train=[str(data)])
+    assert str(err.value) == f"{recipe}: {problem}"
+    res = CliRunner().invoke(cli, ["train", str(data), "--config", str(recipe),
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and f"Error: {recipe}: {problem}" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o").exists()
+
+
+def test_unknown_recipe_keys_are_named_with_the_setting_meant(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nlabels = "arousal"\nout = "runs/x"\n[o]\nlearning_rate = 0.1\n')
+    with pytest.raises(InputError) as err:
+        TrainConfig.from_toml(recipe)
+    assert str(err.value).startswith(
+        f"{recipe}: unknown training settings ['labels', 'learning_rate', 'out'] (for 'labels' "
+        "use 'label_names'; for 'out' use 'out_dir'); known: train, valid, out_dir, ")
+
+
+def test_recipe_values_of_the_right_type_pass(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('train = "data/"\nlr = 1\nclass_weights = [1, 2.5]\n'
+                      'label_names = "a,b"\n')
+    cfg = TrainConfig.from_toml(recipe)
+    assert cfg.train == ["data/"] and cfg.lr == 1 and cfg.class_weights == [1, 2.5]
+    assert cfg.label_names == ["a", "b"]
+    cfg.check()
+
+
+# ------------------------------------------------------------- 5. ranges
+
+@pytest.mark.parametrize("change, message", [
+    ({"grad_clip": -1.0}, "--grad-clip (grad_clip): must be >= 0, got -1.0"),
+    ({"hidden_size": 0}, "--hidden-size (hidden_size): must be >= 1, got 0"),
+    ({"num_layers": 0}, "--num-layers (num_layers): must be >= 1, got 0"),
+    ({"dropout": 1.0}, "--dropout: must be in [0, 1), got 1.0"),
+    ({"dropout": -0.1}, "--dropout: must be in [0, 1), got -0.1"),
+    ({"window": 0}, "--window: must be >= 1, got 0"),
+    ({"stride": 0}, "--stride: must be >= 1, got 0"),
+    ({"num_workers": -1}, "--num-workers (num_workers): must be >= 0, got -1"),
+    ({"batch_size": 0}, "--batch-size (batch_size): must be >= 1, got 0"),
+    ({"valid_batch_size": 0}, "--valid-batch-size (valid_batch_size): must be >= 1, got 0"),
+    ({"epochs": 0}, "--epochs: must be >= 1, got 0"),
+    ({"patience": 0}, "--patience: must be >= 1, got 0"),
+    ({"lr": 0.0}, "--lr: must be > 0, got 0.0"),
+    ({"lr": float("nan")}, "--lr: must be > 0, got nan"),
+    ({"weight_decay": -1e-4}, "--weight-decay (weight_decay): must be >= 0, got -0.0001"),
+    ({"valid_fraction": 1.0}, "--valid-fraction (valid_fraction): must be in (0, 1), got 1.0"),
+    ({"hflip": 1.5}, "--hflip: must be in [0, 1], got 1.5"),
+    ({"brightness": -0.1}, "--brightness: must be in [0, 1), got -0.1"),
+    ({"saturation": 1.0}, "--saturation: must be in [0, 1), got 1.0"),
+    ({"resize": 0}, "--resize: must be >= 1, got 0"),
+    ({"rare_threshold": 0.0}, "--rare-threshold (rare_threshold): must be > 0, got 0.0"),
+    ({"resample_repeats": -1}, "--resample-repeats (resample_repeats): must be >= 0, got -1"),
+    ({"max_steps_per_epoch": 0},
+     "--max-steps-per-epoch (max_steps_per_epoch): must be >= 1, got 0"),
+    ({"seed": -1}, "--seed: must be >= 0, got -1"),
+    ({"class_weights": [1.0, -2.0]},
+     "--class-weights (class_weights): weights must be >= 0, got -2.0"),
+    ({"window": True}, "--window: expected an integer, got true"),
+    ({"temporal": "rnn"}, "--temporal: must be one of lstm, gru, none; got 'rnn'"),
+])
+def test_every_numeric_setting_has_a_range(data, tmp_path, monkeypatch, change, message):
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", None)  # never reached
+    no_work(monkeypatch)
+    with pytest.raises(InputError) as err:
+        train(**base(data, tmp_path / "r", **change))
+    assert str(err.value) == message
+    assert not (tmp_path / "r").exists()
+
+
+def test_ranges_through_the_cli_and_a_recipe(data, tmp_path):
+    # On the command line click checks the same ranges (a usage error, status 2) ...
+    res = CliRunner().invoke(cli, cli_args(data, tmp_path / "r", "--grad-clip", "-1"))
+    assert res.exit_code == 2, res.output
+    assert "Invalid value for '--grad-clip': -1.0 is not in the range x>=0." in res.output
+    res = CliRunner().invoke(cli, cli_args(data, tmp_path / "r", "--dropout", "1"))
+    assert res.exit_code == 2 and "'--dropout': 1.0 is not in the range 0<=x<1." in res.output
+    # ... and a recipe gets the settings' own message.
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[optimisation]\ngrad_clip = -1.0\n")
+    res = CliRunner().invoke(cli, cli_args(data, tmp_path / "r", "--config", str(recipe)))
+    assert res.exit_code == 1, res.output
+    assert "Error: --grad-clip (grad_clip): must be >= 0, got -1.0" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------ 6. 7. 8. arch, device, out
+
+def test_unknown_arch(data, tmp_path, monkeypatch):
+    no_work(monkeypatch)
+    with pytest.raises(InputError) as err:
+        train(**base(data, tmp_path / "r", arch="resnet_huge"))
+    assert str(err.value) == ("--arch: unknown architecture 'resnet_huge'; known: resnet18, "
+                              "resnet34, resnet50, resnet_tiny, i3d_resnet18, i3d_resnet34, "
+                              "i3d_resnet50, i3d_resnet_tiny")
+    res = CliRunner().invoke(cli, cli_args(data, tmp_path / "r") + ["--arch", "vgg"])
+    assert res.exit_code == 1 and "Error: --arch: unknown architecture 'vgg'" in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("device, problem", [
+    ("cuda", "'cuda' asked for, but CUDA is not available"),
+    ("cuda:1", "'cuda:1' asked for, but CUDA is not available"),
+    ("tpu", "'tpu' is not a device"),
+])
+def test_device_errors_come_before_any_work(data, tmp_path, monkeypatch, device, problem):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    no_work(monkeypatch)
+    with pytest.raises(InputError) as err:
+        train(**base(data, tmp_path / "r", device=device))
+    assert str(err.value).startswith(f"--device: {problem}")
+    res = CliRunner().invoke(cli, cli_args(data, tmp_path / "r", "--device", device))
+    assert res.exit_code == 1 and f"Error: --device: {problem}" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "r").exists()
+
+
+def test_an_unwritable_out_fails_before_any_work(data, tmp_path, monkeypatch):
+    no_work(monkeypatch)
+    (tmp_path / "file").write_text("x")
+    under = tmp_path / "file" / "run"
+    with pytest.raises(InputError) as err:
+        train(**base(data, under))
+    assert str(err.value) == f"{under}: cannot be made: {tmp_path / 'file'} is a file, " \
+                             "not a folder (--out)"
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        train(**base(data, tmp_path / "file"))
+    res = CliRunner().invoke(cli, cli_args(data, under))
+    assert res.exit_code == 1 and f"Error: {under}: cannot be made" in res.output
+
+
+def test_a_read_only_out_fails_before_any_work(data, tmp_path, monkeypatch):
+    no_work(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(trainer_module.os, "access", lambda path, mode: Path(path) != locked)
+    with pytest.raises(InputError) as err:
+        train(**base(data, locked / "run"))
+    assert str(err.value) == (f"{locked / 'run'}: is not writable ({locked} is not writable); "
+                              "choose another --out")
+
+
+# ---------------------------------------------------- 9. progress and Ctrl-C
+
+class RecordingBar:
+    bars = []
+
+    def __init__(self, total=None, **kwargs):
+        self.total, self.n, self.counts = total, 0, []
+        RecordingBar.bars.append(self)
+
+    def update(self, n=1):
+        self.n += n
+        self.counts.append(self.n)
+
+    def set_postfix(self, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_the_progress_bar_counts_steps_within_an_epoch(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "tqdm", RecordingBar)
+    RecordingBar.bars = []
+    trainer = Trainer(TrainConfig(**base(data, tmp_path / "r", batch_size=1)))
+    try:
+        steps = len(trainer.train_loader)
+        trainer.train_epoch(1)
+    finally:
+        trainer.close()
+    (bar,) = RecordingBar.bars
+    assert steps == 7 and bar.total == steps  # 7 training windows of 8 frames
+    assert bar.counts == [1, 2, 3, 4, 5, 6, 7]  # one step at a time, not all at the end
+
+
+def test_ctrl_c_says_how_to_resume(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    saves = {"n": 0}
+    real_save, real_step = Trainer._save, Trainer.train_step
+
+    def save(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        saves["n"] += 1
+
+    def step(self, batch):
+        if saves["n"] >= 1:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_save", save)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    args = cli_args(data, out, "--epochs", "2", "--labels", "arousal,valence")
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 130, res.output
+    assert "Traceback" not in res.output and "Aborted" not in res.output
+    command = (f"e2y-visual train {data} --labels arousal,valence --window 8 --arch resnet_tiny "
+               f"--hidden-size 8 --num-layers 1 --epochs 2 --num-workers 0 --no-progress "
+               f"--no-tensorboard --out {out} --resume")
+    lines = [line for line in res.output.splitlines() if "Interrupted" in line]
+    assert lines == [f"Interrupted ({out / 'last.pt'} keeps the last finished epoch); "
+                     f"to continue: {command}"]
+    assert res.output.rstrip().endswith(command)
+    # The command it prints continues the run.
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    res = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert res.exit_code == 0, res.output
+    assert [r["epoch"] for r in read_csv(out / "log.csv")] == ["1", "2"]
+    assert load_checkpoint(out / "best.pt").config["input_size"] == 16
