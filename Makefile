@@ -3,8 +3,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The local torch build; changed only if you want another torch in the venv.
+# The torch build in .venv. The default is PyPI's, which on Linux is the CUDA
+# build (about 5 GB in .venv). Another one, e.g. an older torch:
+#   make test TORCH_SPEC="torch==2.13.0"
+# A new TORCH_SPEC is installed into the existing .venv; the torch it leaves
+# is then pinned (a pip constraint) while the package and its other
+# dependencies go in, so that pip never swaps it for another.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH_SPEC)' | cksum | cut -d' ' -f1)
 DEMO_OUT ?= demo_out
 
 .PHONY: install test demo bench clean end2you-venv
@@ -13,9 +19,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[test]"
+# Named after TORCH_SPEC: another spec makes .installed out of date.
+$(TORCH_STAMP): | $(BIN)/python
+	rm -f $(VENV)/.torch-*
+	touch $@
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(TORCH_STAMP)
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(VENV)/torch-constraint.txt
+	$(BIN)/pip install --quiet -c $(VENV)/torch-constraint.txt -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,7 +38,7 @@ test: install
 demo: install
 	$(BIN)/e2y-visual generate tests/data/demo.csv --out $(DEMO_OUT)/hdf5 --preview
 	$(BIN)/e2y-visual predict tests/data/single_face.mp4 tests/data/face_noface.mov \
-		--model resnet18-fer2013-cpu --out $(DEMO_OUT)/predict
+		--model resnet18-fer2013-cpu --out $(DEMO_OUT)/predict --overwrite
 	@echo "Wrote $(DEMO_OUT)/hdf5 (face crops, previews/*.png, manifest.json) and"
 	@echo "$(DEMO_OUT)/predict (per-frame emotion CSVs and plots)"
 

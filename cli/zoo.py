@@ -20,12 +20,18 @@ def zoo():
     """List, inspect, fetch and export pretrained models."""
 
 
+HEADER = ("name", "arch", "head/outputs", "training data", "file")
+
+
 @zoo.command("list")
 def list_models():
-    """Registered models: name, arch, head/outputs, where the file is."""
+    """Registered models: name, arch, head/outputs, training data, where the file is."""
     entries = zoo_api.list_pretrained()
     if not entries:
-        click.echo(f"No pretrained models registered in {zoo_api.registry_path()}.")
+        looked = ", ".join(str(p) for p in zoo_api.registry_paths())
+        click.echo(f"No pretrained models registered (registries looked at: {looked}).")
+        return
+    click.echo("\t".join(HEADER))
     for w in entries:
         fields = (w.name, w.arch, f"{w.head}/{w.outputs}", w.training_data or "-", _status(w))
         click.echo("\t".join(fields))
@@ -35,10 +41,7 @@ def list_models():
 @click.argument("name")
 def info(name):
     """Everything the registry says about NAME, and where its file is."""
-    try:
-        weights = zoo_api.get_weights(name)
-    except InputError as err:
-        raise click.ClickException(str(err)) from err
+    weights = zoo_api.get_weights(name)
     click.echo(json.dumps({**weights.as_dict(), "location": _status(weights)}, indent=2))
 
 
@@ -48,11 +51,11 @@ def info(name):
               help="Where to copy or download the file from (default: the registry's url).")
 @click.option("--force", is_flag=True, help="Fetch even if a verified copy is already there.")
 def fetch(name, source, force):
-    """Copy/download NAME's weights into the cache and verify their SHA-256."""
-    try:
-        path = zoo_api.fetch(name, source=source, force=force)
-    except (InputError, OSError) as err:
-        raise click.ClickException(str(err)) from err
+    """Copy/download NAME's weights into the home folder and verify their SHA-256.
+
+    The home folder is $E2Y_VISUAL_HOME (default ~/.cache/end2you-visual).
+    """
+    path = zoo_api.fetch(name, source=source, force=force)
     click.echo(f"{name}: {path} (SHA-256 verified)")
 
 
@@ -60,7 +63,8 @@ def fetch(name, source, force):
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("name")
 @click.option("--out", type=click.Path(dir_okay=False),
-              help="Weight file to write [default: <pretrained folder>/NAME.pt].")
+              help="Weight file to write [default: NAME.pt in $E2Y_VISUAL_HOME, "
+                   "or in $E2Y_VISUAL_PRETRAINED when set].")
 @click.option("--compact/--full-precision", default=True, show_default=True,
               help="Store convolution and linear weights as int8 with per-channel scales.")
 @click.option("--grey/--colour", default=None,
@@ -72,21 +76,29 @@ def fetch(name, source, force):
 @click.option("--metrics", "metrics_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON object of metrics for the entry [default: the checkpoint's "
                    "best-epoch validation metrics].")
-@click.option("--replace", is_flag=True, help="Update an entry of the same name.")
+@click.option("--replace", is_flag=True,
+              help="Update an entry of the same name (and overwrite its weight file).")
 def export(checkpoint, name, out, compact, grey, recipe, training_data, licence, description,
            metrics_file, replace):
-    """Publish a trained CHECKPOINT (e.g. runs/x/best.pt) in the zoo as NAME."""
-    try:
-        metrics = json.loads(Path(metrics_file).read_text(encoding="utf-8")) if metrics_file else None
-        if metrics is not None and not isinstance(metrics, dict):
-            raise click.ClickException(f"{metrics_file}: metrics must be a JSON object")
-        entry = zoo_api.export(checkpoint, name, path=out, compact=compact, grey=grey,
-                               replace=replace, metrics=metrics, recipe=recipe,
-                               training_data=training_data, licence=licence,
-                               description=description)
-    except json.JSONDecodeError as err:
-        raise click.ClickException(f"{metrics_file}: not JSON ({err})") from err
-    except InputError as err:
-        raise click.ClickException(str(err)) from err
+    """Publish a trained CHECKPOINT (e.g. runs/x/best.pt) in the zoo as NAME.
+
+    The weights and their entry go to the home folder, $E2Y_VISUAL_HOME
+    (default: ~/.cache/end2you-visual), or to $E2Y_VISUAL_PRETRAINED when set.
+    """
+    metrics = _read_metrics(metrics_file) if metrics_file else None
+    entry = zoo_api.export(checkpoint, name, path=out, compact=compact, grey=grey,
+                           replace=replace, metrics=metrics, recipe=recipe,
+                           training_data=training_data, licence=licence,
+                           description=description)
     click.echo(f"{entry.name}: {zoo_api.locate(entry)} ({entry.size_bytes / 1e6:.1f} MB, "
                f"sha256 {entry.sha256[:12]}...) registered in {zoo_api.registry_path()}")
+
+
+def _read_metrics(path):
+    try:
+        metrics = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"--metrics {path}", f"not JSON ({err})") from err
+    if not isinstance(metrics, dict):
+        raise InputError(f"--metrics {path}", "metrics must be a JSON object")
+    return metrics

@@ -2,17 +2,48 @@
 
 The data flows one way: video -> faces/labels -> HDF5 -> reader -> model ->
 predictions -> metrics/post-processing. See ``docs/`` for the user guide.
+
+The main entry points are importable from here (``e2y.load_pretrained``,
+``e2y.GenerateSettings``, ``e2y.train``, ``e2y.predict_video``...), each imported
+from its module on first use, so that ``import end2you_visual`` stays light
+(no torch until a model is needed). ``dir(end2you_visual)`` lists them.
 """
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_pretrained", "list_pretrained"]
+# name -> module (relative to this package) that defines it
+_ENTRY_POINTS = {
+    "load_pretrained": "zoo", "list_pretrained": "zoo", "get_weights": "zoo",
+    "build_model": "models", "save_checkpoint": "models", "load_checkpoint": "models",
+    "GenerateSettings": "generate",
+    "SequenceFile": "data", "WindowDataset": "data",
+    "TrainConfig": "training", "train": "training",
+    "run_test": "inference", "predict_sequence": "inference", "load_predictions": "inference",
+    "predict_video": "predict", "predict_videos": "predict",
+    "Chain": "postprocess",
+    "InputError": "errors",
+}
+# The modules a user reaches for (``e2y.zoo.fetch``, ``e2y.generate.generate``,
+# ``e2y.ccc.ccc``...), also imported on first use. (A function named like its
+# module is not an entry point: once the module is imported, the package
+# attribute is the module.)
+_SUBMODULES = ("ccc", "data", "errors", "generate", "inference", "metrics", "models", "plots",
+               "postprocess", "predict", "training", "zoo")
+
+__all__ = ["__version__", *_ENTRY_POINTS]
 
 
 def __getattr__(name):
-    # The zoo imports torch models; keep `import end2you_visual` light.
-    if name in ("load_pretrained", "list_pretrained"):
-        from . import zoo
-
-        return getattr(zoo, name)
+    # The entry points import torch models; keep `import end2you_visual` light.
+    if name in _ENTRY_POINTS:
+        module = importlib.import_module(f".{_ENTRY_POINTS[name]}", __name__)
+        return getattr(module, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'end2you_visual' has no attribute {name!r}")
+
+
+def __dir__():
+    # What notebook completion offers: the public API and the user-facing modules.
+    return sorted({*__all__, *_SUBMODULES})

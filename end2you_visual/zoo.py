@@ -1,15 +1,18 @@
-"""The model zoo: pretrained weights listed in ``pretrained/registry.json``.
+"""The model zoo: pretrained weights listed in ``registry.json`` files.
 
 Each registry entry is a :class:`Weights` record (in the spirit of
 torchvision's weights API): name, architecture, file and SHA-256, what the
 model expects (input size, mean/std, label names) and where it came from
-(training data, recipe, licence, metrics). Weight files are looked up
+(training data, recipe, licence, metrics). Two folders hold registries and
+weight files, and are searched in this order:
 
-1. in the pretrained folder (``pretrained/`` of the repository, or
-   ``$E2Y_VISUAL_PRETRAINED``), which also holds ``registry.json``;
-2. in the cache (``$E2Y_VISUAL_CACHE``, default ``~/.cache/end2you_visual``),
+1. the pretrained folder: the zoo that ships with the package (package data
+   ``end2you_visual/pretrained``: ``pretrained/`` of the repository), or
+   ``$E2Y_VISUAL_PRETRAINED`` instead when set;
+2. the home folder (``$E2Y_VISUAL_HOME``, default ``~/.cache/end2you-visual``),
    where :func:`fetch` (``e2y-visual zoo fetch NAME --from PATH_OR_URL``)
-   puts them.
+   puts weights and :func:`export` (``e2y-visual zoo export``) publishes
+   models (into ``$E2Y_VISUAL_PRETRAINED`` instead when that is set).
 
 Loading never downloads; it verifies the SHA-256 and reads the file with
 ``weights_only=True``. See ``docs/zoo.md``.
@@ -18,14 +21,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .files import atomic_write_text
+from .files import atomic_write_text, check_writable
 from .models import (build_model, dequantize_state_dict, end2you_config, import_end2you,
                      load_checkpoint, quantize_state_dict, save_checkpoint)
 from .models.checkpoint import model_from_checkpoint, read_checkpoint
@@ -34,7 +37,8 @@ __all__ = [
     "Weights", "WeightsNotFoundError", "ChecksumError",
     "load_pretrained", "list_pretrained", "get_weights", "locate", "fetch", "register_weights",
     "export",
-    "pretrained_dir", "cache_dir", "registry_path", "sha256_file",
+    "pretrained_dir", "home_dir", "cache_dir", "export_dir", "registry_path", "registry_paths",
+    "sha256_file",
     "quantize_state_dict", "dequantize_state_dict", "import_end2you", "end2you_config",
     "build_model", "save_checkpoint", "load_checkpoint",
 ]
@@ -105,21 +109,65 @@ class Weights:
 
 # --- where things are -------------------------------------------------------
 
+def _shipped_dir():
+    # The package data folder `end2you_visual.pretrained` (`pretrained/` of the
+    # repository, mapped in setup.cfg): found through the import system, so it
+    # is the right folder for a wheel and for an editable install alike.
+    try:
+        from . import pretrained
+    except ImportError:  # an install made before the zoo was package data
+        return Path(__file__).resolve().parent / "pretrained"
+    return Path(pretrained.__file__).resolve().parent
+
+
 def pretrained_dir():
-    """The folder of ``registry.json``: ``$E2Y_VISUAL_PRETRAINED`` or the repo's ``pretrained/``."""
+    """``$E2Y_VISUAL_PRETRAINED`` when set, else the shipped zoo (``end2you_visual/pretrained``)."""
     env = os.environ.get("E2Y_VISUAL_PRETRAINED")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "pretrained"
+    return Path(env).expanduser() if env else _shipped_dir()
+
+
+def home_dir():
+    """Your zoo folder: ``$E2Y_VISUAL_HOME``, default ``~/.cache/end2you-visual``.
+
+    :func:`fetch` puts weights here; :func:`export` publishes here (unless
+    ``$E2Y_VISUAL_PRETRAINED`` is set); its ``registry.json`` is read after
+    the pretrained folder's.
+    """
+    env = os.environ.get("E2Y_VISUAL_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "end2you-visual"
 
 
 def cache_dir():
-    """Where fetched weights go (``$E2Y_VISUAL_CACHE`` or ``~/.cache/end2you_visual``)."""
-    env = os.environ.get("E2Y_VISUAL_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "end2you_visual"
+    """Where :func:`fetch` puts weights: :func:`home_dir`."""
+    return home_dir()
+
+
+def export_dir():
+    """Where :func:`export` writes: ``$E2Y_VISUAL_PRETRAINED`` when set, else :func:`home_dir`."""
+    return pretrained_dir() if os.environ.get("E2Y_VISUAL_PRETRAINED") else home_dir()
+
+
+def _folders():
+    folders = []
+    for folder in (pretrained_dir(), home_dir()):
+        if folder.resolve() not in [f.resolve() for f in folders]:
+            folders.append(folder)
+    return folders
+
+
+def registry_paths():
+    """The registries read, in order: the pretrained folder's, then the home folder's."""
+    return [folder / "registry.json" for folder in _folders()]
 
 
 def registry_path():
-    """``pretrained_dir() / "registry.json"``."""
-    return pretrained_dir() / "registry.json"
+    """The registry :func:`export` and :func:`register_weights` write (in :func:`export_dir`)."""
+    return export_dir() / "registry.json"
+
+
+def _looked_in():
+    """Where the registries are, for error messages."""
+    return "; ".join(f"{p}" + ("" if p.is_file() else " (absent)") for p in registry_paths())
 
 
 # --- the registry -----------------------------------------------------------
@@ -139,8 +187,7 @@ def _entry(raw, path):
     return Weights(**raw)
 
 
-def _read_registry():
-    path = registry_path()
+def _read_one(path):
     if not path.is_file():
         return []
     try:
@@ -149,34 +196,43 @@ def _read_registry():
         raise InputError(path, f"unreadable registry: {err}") from err
     if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT:
         raise InputError(path, f"not an {REGISTRY_FORMAT} file")
-    entries = [_entry(raw, path) for raw in data.get("models", [])]
-    names = [w.name for w in entries]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InputError(path, f"duplicate model names {duplicates}")
+    return [_entry(raw, path) for raw in data.get("models", [])]
+
+
+def _read_registry():
+    entries, origin = [], {}
+    for path in registry_paths():
+        for weights in _read_one(path):
+            if weights.name in origin:
+                where = origin[weights.name]
+                raise InputError(path, f"duplicate model name {weights.name!r}"
+                                       + ("" if where == path else f" (also in {where})"))
+            origin[weights.name] = path
+            entries.append(weights)
     return entries
 
 
 def list_pretrained():
-    """All registered :class:`Weights`, in registry order."""
+    """All registered :class:`Weights`: the pretrained folder's, then the home folder's."""
     return _read_registry()
 
 
 def get_weights(name):
     """The :class:`Weights` named ``name`` (``InputError`` listing the known names if none)."""
-    for weights in _read_registry():
+    entries = _read_registry()
+    for weights in entries:
         if weights.name == name:
             return weights
-    known = [w.name for w in _read_registry()]
-    raise InputError(registry_path(),
-                     f"no pretrained model named {name!r}; registered: {known or 'none'}")
+    known = ", ".join(w.name for w in entries) or "none"
+    raise InputError(name, f"no pretrained model of that name; registered: {known} "
+                           f"(registries: {_looked_in()})")
 
 
 def _candidates(weights):
     file = Path(weights.file)
     if file.is_absolute():
         return [file]
-    return [pretrained_dir() / file, cache_dir() / file]
+    return [folder / file for folder in _folders()]
 
 
 def locate(weights):
@@ -205,13 +261,16 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def _verify(path, expected, name):
+def _verify(path, expected, name, source=None):
+    """Checks the SHA-256 of ``path``; a mismatch names ``source`` (default ``path``)."""
     actual = sha256_file(path)
     if actual != expected.lower():
-        raise ChecksumError(path, f"SHA-256 mismatch: the registry expects {expected.lower()}, "
-                                  f"the file has {actual}. The file is corrupt or not the "
-                                  "registered one; get it again: "
-                                  f"{FETCH_HINT.format(name=name)} --force")
+        advice = ("nothing was written" if source is not None else
+                  f"the file is corrupt or not the registered one; get it again: "
+                  f"{FETCH_HINT.format(name=name)} --force")
+        raise ChecksumError(source or path, f"SHA-256 mismatch: the registry expects "
+                                            f"{expected.lower()}, the file has {actual}; "
+                                            + advice)
 
 
 def _check_matches(weights, config, path):
@@ -264,8 +323,9 @@ def load_pretrained(name_or_path, outputs=None, head=None, label_names=None, dev
     elif Path(name_or_path).is_file():
         model = load_checkpoint(name_or_path)
     else:
-        raise InputError(name_or_path, "neither a registered pretrained model "
-                                       f"{sorted(names) or ''} (registry: {registry_path()}) "
+        known = ", ".join(sorted(names)) or "none"
+        raise InputError(name_or_path, "neither a registered pretrained model (registered: "
+                                       f"{known}; registries: {_looked_in()}) "
                                        "nor a checkpoint file")
     config = model.config
     new_kind = head is not None and head != config["head"]
@@ -284,7 +344,7 @@ def _is_url(source):
 
 
 def fetch(name, source=None, force=False):
-    """Copy (path) or download (URL) the weights of ``name`` into the cache.
+    """Copy (path) or download (URL) the weights of ``name`` into :func:`home_dir`.
 
     The file is written to a temporary name, its SHA-256 checked against the
     registry, then moved into place; a mismatch leaves nothing behind.
@@ -307,17 +367,11 @@ def fetch(name, source=None, force=False):
         raise InputError(None, f"no known address for the weights of {name!r}; pass one: "
                                + FETCH_HINT.format(name=name))
     dest = Path(weights.file) if Path(weights.file).is_absolute() else cache_dir() / weights.file
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
-        if _is_url(source):
-            with urllib.request.urlopen(str(source)) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
-        else:
-            if not Path(source).is_file():
-                raise InputError(source, "no such file to fetch from")
-            shutil.copyfile(source, tmp)
-        _verify(tmp, weights.sha256, name)
+        with _open_source(source) as reader:
+            _copy_to(reader, source, tmp, dest)
+        _verify(tmp, weights.sha256, name, source=source)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
@@ -325,22 +379,58 @@ def fetch(name, source=None, force=False):
     return dest
 
 
+def _open_source(source):
+    """A binary reader of ``source`` (path or URL); errors name ``source``."""
+    if _is_url(source):
+        try:
+            return urllib.request.urlopen(str(source))
+        except urllib.error.URLError as err:
+            raise InputError(source, f"cannot download: {err.reason}") from err
+        except (OSError, ValueError) as err:
+            raise InputError(source, f"cannot download: {err}") from err
+    if not Path(source).is_file():
+        raise InputError(source, "no such file to fetch from")
+    try:
+        return open(source, "rb")
+    except OSError as err:
+        raise InputError(source, f"cannot read: {err.strerror or err}") from err
+
+
+def _copy_to(reader, source, tmp, dest):
+    """Copies ``reader`` into ``tmp``: read errors name ``source``, write errors
+    ``dest`` (never the temporary ``.part`` file)."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            while True:
+                try:
+                    block = reader.read(1 << 20)
+                except OSError as err:
+                    raise InputError(source, f"cannot read: {err.strerror or err}") from err
+                if not block:
+                    break
+                out.write(block)
+    except OSError as err:
+        raise InputError(dest, f"cannot write the fetched file: {err.strerror or err}") from err
+
+
 def register_weights(name, path, replace=False, **meta):
     """Add (or with ``replace``, update) a registry entry for checkpoint ``path``.
 
     Reads the checkpoint (safely) for arch, head, outputs, label names,
     input size, mean/std and other build arguments, computes the SHA-256 and
-    size, and rewrites ``registry.json`` atomically. ``file`` is ``path``
-    relative to the pretrained folder when inside it, else its file name
-    (to be fetched into the cache). ``meta``: other :class:`Weights` fields
-    (url, training_data, recipe, licence, description, metrics).
+    size, and rewrites :func:`registry_path` (in :func:`export_dir`)
+    atomically. ``file`` is ``path`` relative to that folder when inside it,
+    else its file name (to be fetched into the home folder). ``meta``: other
+    :class:`Weights` fields (url, training_data, recipe, licence,
+    description, metrics).
 
     Returns:
         The new :class:`Weights`.
     """
     path = Path(path)
     config = dict(read_checkpoint(path)["config"])
-    root = pretrained_dir().resolve()
+    root = export_dir().resolve()
     resolved = path.resolve()
     file = str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path.name
     stated = {k: config.pop(k) for k in
@@ -349,15 +439,25 @@ def register_weights(name, path, replace=False, **meta):
                     "size_bytes": path.stat().st_size, **stated, "build": config, **meta},
                    registry_path())
     _check_new_name(name, replace)
-    entries = [w for w in _read_registry() if w.name != name]
+    entries = [w for w in _read_one(registry_path()) if w.name != name]
     _write_registry(entries + [entry])
     return entry
 
 
 def _check_new_name(name, replace):
-    if not replace and any(w.name == name for w in _read_registry()):
-        raise InputError(registry_path(), f"a model named {name!r} is already registered "
-                                          "(replace=True to update)")
+    """Refuses a name registered elsewhere, or here unless ``replace``."""
+    writable = registry_path()
+    for path in registry_paths() + [writable]:
+        if not any(w.name == name for w in _read_one(path)):
+            continue
+        if path.resolve() != writable.resolve():
+            raise InputError(name, f"a model of that name is already registered in {path}, "
+                                   f"which export does not change (it writes {writable}); "
+                                   "choose another name")
+        if not replace:
+            raise InputError(name, f"a model of that name is already registered in {path}; "
+                                   "choose another name, or replace it (--replace, "
+                                   "replace=True)")
 
 
 def _validation_metrics(ckpt):
@@ -375,9 +475,10 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
     """Publish a trained checkpoint in the zoo: the last step of a zoo recipe.
 
     Writes the model (without optimiser or training state) to ``path``
-    (default ``<pretrained folder>/<name>.pt``), int8-compact unless
-    ``compact=False``, and registers it under ``name`` (see
-    :func:`register_weights`).
+    (default ``<export_dir()>/<name>.pt``: the home folder, or
+    ``$E2Y_VISUAL_PRETRAINED`` when set), int8-compact unless
+    ``compact=False``, and registers it under ``name`` in that folder's
+    ``registry.json`` (see :func:`register_weights`).
 
     Args:
         checkpoint: a ``best.pt``/``last.pt`` from ``train`` or any
@@ -385,7 +486,7 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
         name: the zoo name, e.g. ``"resnet50-fer2013"``.
         grey: switch the model's grey-input setting on (True) or off (False);
             None keeps the checkpoint's.
-        replace: update an existing entry of that name.
+        replace: update an existing entry of that name (and overwrite ``path``).
         metrics: dict for the entry; default the checkpoint's best-epoch
             validation metrics as ``valid_<metric>`` (with its ``epoch``).
         meta: other :class:`Weights` fields (training_data, recipe, licence,
@@ -401,7 +502,12 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
         rebuilt.load_state_dict(model.state_dict())
         model = rebuilt
     _check_new_name(name, replace)  # before writing the weight file
-    path = Path(path) if path is not None else pretrained_dir() / f"{name}.pt"
+    path = Path(path) if path is not None else export_dir() / f"{name}.pt"
+    if path.exists() and not replace:
+        raise InputError(path, "exists; choose another --out, or overwrite it (--replace, "
+                               "replace=True)")
+    check_writable(path, option=None, folder=False)
+    check_writable(registry_path(), option=None, folder=False)
     save_checkpoint(model, path, compact=compact)
     metrics = _validation_metrics(ckpt) if metrics is None else metrics
     return register_weights(name, path, replace=replace, metrics=metrics, **meta)

@@ -1,6 +1,8 @@
 """The model zoo: registry, checksums, fetch, fine-tuning heads, int8 weights, End2You import."""
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from end2you_visual import zoo
-from end2you_visual.cli.zoo import zoo as zoo_cli
+from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
 from end2you_visual.models import build_model, save_checkpoint
 from end2you_visual.models.resnet import build_resnet
@@ -19,12 +21,20 @@ EMOTIONS = ["neutral", "happy", "surprise", "disgust", "contempt", "confusion", 
 
 @pytest.fixture
 def places(tmp_path, monkeypatch):
-    """An empty pretrained folder and cache of our own."""
-    pretrained, cache = tmp_path / "pretrained", tmp_path / "cache"
+    """An empty pretrained folder and home folder of our own."""
+    pretrained, home = tmp_path / "pretrained", tmp_path / "home"
     pretrained.mkdir()
     monkeypatch.setenv("E2Y_VISUAL_PRETRAINED", str(pretrained))
-    monkeypatch.setenv("E2Y_VISUAL_CACHE", str(cache))
-    return pretrained, cache
+    monkeypatch.setenv("E2Y_VISUAL_HOME", str(home))
+    return pretrained, home
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """The shipped zoo, and an empty home folder of our own."""
+    monkeypatch.delenv("E2Y_VISUAL_PRETRAINED", raising=False)
+    monkeypatch.setenv("E2Y_VISUAL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
 
 
 def tiny_model(**kw):
@@ -48,10 +58,18 @@ def frames(t=3):
     return torch.rand(2, t, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-def test_shipped_registry_lists_only_verifiable_entries(monkeypatch):
-    monkeypatch.delenv("E2Y_VISUAL_PRETRAINED", raising=False)
+def test_shipped_registry_lists_only_verifiable_entries(shipped):
+    # The editable install maps the package end2you_visual.pretrained onto
+    # the repository's pretrained/ (setup.cfg); a wheel carries it inside.
     repo = Path(zoo.__file__).resolve().parent.parent
-    assert zoo.registry_path() == repo / "pretrained" / "registry.json"
+    import end2you_visual.pretrained
+
+    assert Path(end2you_visual.pretrained.__file__).parent == repo / "pretrained"
+    assert zoo.pretrained_dir() == repo / "pretrained"
+    assert zoo.registry_paths() == [repo / "pretrained" / "registry.json",
+                                    shipped / "registry.json"]
+    assert zoo.registry_path() == shipped / "registry.json"  # where export writes
+    assert [w.name for w in zoo.list_pretrained()] == ["resnet18-fer2013-cpu"]
     for weights in zoo.list_pretrained():
         assert re.fullmatch(r"[0-9a-f]{64}", weights.sha256)
 
@@ -156,11 +174,25 @@ def test_fetch_of_a_wrong_file_leaves_nothing(registered, places, tmp_path):
     _, cache = places
     path.unlink()
     wrong = save_checkpoint(tiny_model(hidden_size=4), tmp_path / "wrong.pt")
-    with pytest.raises(zoo.ChecksumError):
+    with pytest.raises(zoo.ChecksumError) as err:
         zoo.fetch("tiny_emotions", source=str(wrong))
+    message = str(err.value)  # names the source, not the temporary .part file
+    assert message.startswith(f"{wrong}: SHA-256 mismatch") and ".part" not in message
+    assert message.endswith("nothing was written")
     assert not cache.exists() or list(cache.iterdir()) == []
     with pytest.raises(InputError, match="no known address"):
         zoo.fetch("tiny_emotions")
+
+
+def test_fetch_from_a_missing_url_names_the_url(registered, places, tmp_path):
+    _, path, _ = registered
+    _, home = places
+    path.unlink()
+    url = (tmp_path / "gone.pt").as_uri()
+    with pytest.raises(InputError) as err:
+        zoo.fetch("tiny_emotions", source=url)
+    assert str(err.value).startswith(f"{url}: cannot download: ")
+    assert ".part" not in str(err.value) and not home.exists()
 
 
 def test_registry_entry_must_match_its_file(registered, places):
@@ -298,48 +330,103 @@ def test_not_an_end2you_checkpoint(tmp_path):
 
 # --- CLI --------------------------------------------------------------------
 
+HEADER = "name\tarch\thead/outputs\ttraining data\tfile"
+
+
+def e2y(*args):
+    """``e2y-visual ARGS`` in process, through the group that reports errors."""
+    return CliRunner().invoke(cli, list(args))
+
+
 def test_cli_list_info_fetch(registered, places, tmp_path):
     _, path, entry = registered
-    runner = CliRunner()
-    listed = runner.invoke(zoo_cli, ["list"])
-    assert listed.exit_code == 0 and "tiny_emotions\tresnet_tiny\tmultilabel/8" in listed.output
-    info = runner.invoke(zoo_cli, ["info", "tiny_emotions"])
+    pretrained, home = places
+    listed = e2y("zoo", "list")
+    assert listed.exit_code == 0
+    assert listed.output.splitlines() == [
+        HEADER, f"tiny_emotions\tresnet_tiny\tmultilabel/8\tsynthetic\t{path}"]
+    info = e2y("zoo", "info", "tiny_emotions")
     assert info.exit_code == 0 and json.loads(info.output)["sha256"] == entry.sha256
     source = tmp_path / "copy.pt"
     path.rename(source)
-    assert "not fetched" in runner.invoke(zoo_cli, ["list"]).output
-    fetched = runner.invoke(zoo_cli, ["fetch", "tiny_emotions", "--from", str(source)])
-    assert fetched.exit_code == 0 and "SHA-256 verified" in fetched.output
-    missing = runner.invoke(zoo_cli, ["info", "nope"])
-    assert missing.exit_code != 0 and "no pretrained model named 'nope'" in missing.output
+    assert e2y("zoo", "list").output.splitlines()[1].endswith("\tnot fetched")
+    fetched = e2y("zoo", "fetch", "tiny_emotions", "--from", str(source))
+    assert fetched.exit_code == 0
+    assert fetched.output == f"tiny_emotions: {home / 'tiny_emotions.pt'} (SHA-256 verified)\n"
 
 
-def test_export_a_training_checkpoint_into_the_zoo(places):
-    pretrained, _ = places
-    trained = tiny_model(head="multiclass", outputs=3, label_names=["a", "b", "c"],
-                         temporal="none")
-    best = save_checkpoint(trained, pretrained.parent / "run" / "best.pt",
-                           extra={"epoch": 7, "metric": "accuracy", "score": 0.75,
-                                  "metrics": {"loss": 0.6, "accuracy": 0.75, "uar": 0.5}})
-    entry = zoo.export(best, "tiny-grey", grey=True, recipe="recipes/x.toml", licence="CC0")
-    assert entry.file == "tiny-grey.pt" and entry.build["grey"] is True
-    assert entry.metrics == {"valid_accuracy": 0.75, "valid_uar": 0.5, "epoch": 7}
-    stored = torch.load(pretrained / "tiny-grey.pt", weights_only=True)
-    assert "metrics" not in stored
-    assert stored["state_dict"]["extractor.conv1.weight::int8"].dtype == torch.int8
-    model = zoo.load_pretrained("tiny-grey")
-    assert model.config["grey"] and not trained.config["grey"]
-    x = torch.randint(0, 256, (1, 2, 32, 32, 3), dtype=torch.uint8)
-    grey = x.float() @ torch.tensor([0.299, 0.587, 0.114])
-    as_grey = grey.round().clamp(0, 255).to(torch.uint8)[..., None].expand(-1, -1, -1, -1, 3)
-    with torch.no_grad():  # on grey input the switch changes nothing; int8 costs little
-        torch.testing.assert_close(model(as_grey), trained(as_grey), atol=0.05, rtol=0)
-    # ...and the fine-tuning step of docs/zoo.md starts from it.
-    tuned = zoo.load_pretrained("tiny-grey", head="regression", outputs=2)
-    assert tuned.config["head"] == "regression" and tuned.config["outputs"] == 2
-    with pytest.raises(InputError, match="already registered"):
-        zoo.export(best, "tiny-grey")
-    assert zoo.export(best, "tiny-grey", replace=True, compact=False).build["grey"] is False
+def test_cli_zoo_errors_are_one_line_with_exit_1(registered, places, tmp_path):
+    _, path, _ = registered
+    pretrained, home = places
+    missing = e2y("zoo", "info", "unknown-name")
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert missing.output == (
+        "Error: unknown-name: no pretrained model of that name; registered: tiny_emotions "
+        f"(registries: {pretrained / 'registry.json'}; {home / 'registry.json'} (absent))\n")
+    again = e2y("zoo", "export", str(path), "tiny_emotions")
+    assert again.exit_code == 1 and again.output == (
+        f"Error: tiny_emotions: a model of that name is already registered in "
+        f"{pretrained / 'registry.json'}; choose another name, or replace it (--replace, "
+        "replace=True)\n")
+    wrong = save_checkpoint(tiny_model(hidden_size=4), tmp_path / "wrong.pt")
+    fetched = e2y("zoo", "fetch", "tiny_emotions", "--from", str(wrong), "--force")
+    assert fetched.exit_code == 1 and fetched.output.startswith(f"Error: {wrong}: SHA-256")
+    assert ".part" not in fetched.output
+
+
+def test_cli_list_of_an_empty_zoo_says_where_it_looked(places):
+    pretrained, home = places
+    listed = e2y("zoo", "list")
+    assert listed.exit_code == 0 and listed.output == (
+        "No pretrained models registered (registries looked at: "
+        f"{pretrained / 'registry.json'}, {home / 'registry.json'}).\n")
+
+
+def test_an_unknown_name_says_which_registries_were_read(places):
+    pretrained, home = places
+    where = f"{pretrained / 'registry.json'} (absent); {home / 'registry.json'} (absent)"
+    with pytest.raises(InputError) as err:
+        zoo.get_weights("resnet18-fer2013-cpu")
+    assert str(err.value) == ("resnet18-fer2013-cpu: no pretrained model of that name; "
+                              f"registered: none (registries: {where})")
+    with pytest.raises(InputError) as err:
+        zoo.load_pretrained("resnet18-fer2013-cpu")
+    assert str(err.value) == ("resnet18-fer2013-cpu: neither a registered pretrained model "
+                              f"(registered: none; registries: {where}) nor a checkpoint file")
+
+
+def test_export_goes_to_the_home_folder_beside_the_shipped_zoo(shipped, tmp_path):
+    best = save_checkpoint(tiny_model(), tmp_path / "run" / "best.pt")
+    entry = zoo.export(best, "mine", licence="CC0")
+    assert entry.file == "mine.pt" and (shipped / "mine.pt").is_file()
+    registry = json.loads((shipped / "registry.json").read_text())
+    assert [m["name"] for m in registry["models"]] == ["mine"]
+    assert [w.name for w in zoo.list_pretrained()] == ["resnet18-fer2013-cpu", "mine"]
+    assert zoo.load_pretrained("mine").config["outputs"] == 8
+    # the shipped registry is read, never written
+    with pytest.raises(InputError, match="which export does not change"):
+        zoo.export(best, "resnet18-fer2013-cpu", replace=True)
+    assert [w.name for w in zoo.list_pretrained()] == ["resnet18-fer2013-cpu", "mine"]
+
+
+def test_export_refuses_to_overwrite_a_file_without_replace(places, tmp_path):
+    best = save_checkpoint(tiny_model(), tmp_path / "best.pt")
+    before = best.read_bytes()
+    done = e2y("zoo", "export", str(best), "new-name", "--out", str(best))
+    assert done.exit_code == 1 and done.output == (
+        f"Error: {best}: exists; choose another --out, or overwrite it (--replace, "
+        "replace=True)\n")
+    assert best.read_bytes() == before and zoo.list_pretrained() == []
+
+
+def test_a_name_in_two_registries_is_refused_naming_both(registered, places):
+    pretrained, home = places
+    home.mkdir()
+    (home / "registry.json").write_text((pretrained / "registry.json").read_text())
+    with pytest.raises(InputError) as err:
+        zoo.list_pretrained()
+    assert str(err.value) == (f"{home / 'registry.json'}: duplicate model name 'tiny_emotions' "
+                              f"(also in {pretrained / 'registry.json'})")
 
 
 def test_cli_export(places, tmp_path):
@@ -347,21 +434,42 @@ def test_cli_export(places, tmp_path):
     best = save_checkpoint(tiny_model(), tmp_path / "best.pt")
     metrics = tmp_path / "metrics.json"
     metrics.write_text('{"valid_auc": 0.9}')
-    runner = CliRunner()
-    done = runner.invoke(zoo_cli, ["export", str(best), "tiny", "--metrics", str(metrics),
-                                   "--description", "a test"])
+    done = e2y("zoo", "export", str(best), "tiny", "--metrics", str(metrics),
+               "--description", "a test")
     assert done.exit_code == 0, done.output
     assert f"tiny: {pretrained / 'tiny.pt'}" in done.output
     assert zoo.get_weights("tiny").metrics == {"valid_auc": 0.9}
-    again = runner.invoke(zoo_cli, ["export", str(best), "tiny"])
-    assert again.exit_code != 0 and "already registered" in again.output
+    again = e2y("zoo", "export", str(best), "tiny")
+    assert again.exit_code == 1 and "already registered" in again.output
     metrics.write_text("[1, 2]")
-    wrong = runner.invoke(zoo_cli, ["export", str(best), "t2", "--metrics", str(metrics)])
-    assert wrong.exit_code != 0 and "must be a JSON object" in wrong.output
+    wrong = e2y("zoo", "export", str(best), "t2", "--metrics", str(metrics))
+    assert wrong.exit_code == 1
+    assert wrong.output == f"Error: --metrics {metrics}: metrics must be a JSON object\n"
 
 
-def test_the_shipped_fer2013_model_loads_offline_and_predicts(monkeypatch):
-    monkeypatch.delenv("E2Y_VISUAL_PRETRAINED", raising=False)
+def test_package_lists_its_api_for_completion_without_importing_torch():
+    code = ("import sys, end2you_visual as e; names = dir(e); "
+            "print(' '.join(names)); print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    names, torch_loaded = done.stdout.split("\n")[:2]
+    assert torch_loaded == "False"
+    assert names.split() == [
+        "Chain", "GenerateSettings", "InputError", "SequenceFile", "TrainConfig",
+        "WindowDataset", "__version__", "build_model", "ccc", "data", "errors", "generate",
+        "get_weights", "inference", "list_pretrained", "load_checkpoint", "load_predictions",
+        "load_pretrained", "metrics", "models", "plots", "postprocess", "predict",
+        "predict_sequence", "predict_video", "predict_videos", "run_test", "save_checkpoint",
+        "train", "training", "zoo"]
+    import end2you_visual
+
+    for name in end2you_visual.__all__:  # each resolves, lazily
+        assert getattr(end2you_visual, name) is not None
+    assert end2you_visual.load_pretrained is zoo.load_pretrained
+    assert end2you_visual.zoo is zoo
+
+
+def test_the_shipped_fer2013_model_loads_offline_and_predicts(shipped):
     (entry,) = [w for w in zoo.list_pretrained() if w.name == "resnet18-fer2013-cpu"]
     assert entry.label_names == ["angry", "disgusted", "fearful", "happy", "neutral", "sad",
                                  "surprised"]

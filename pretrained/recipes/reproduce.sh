@@ -29,6 +29,8 @@ WORK=$(realpath -m "$2")
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# `zoo export` writes to $E2Y_VISUAL_PRETRAINED when set (else to $E2Y_VISUAL_HOME).
+export E2Y_VISUAL_PRETRAINED=${E2Y_VISUAL_PRETRAINED:-$REPO/pretrained}
 RECIPE=${RECIPE:-resnet50_fer2013}
 NAME=${NAME:-resnet50-fer2013}
 SIZE=${SIZE:-150}
