@@ -206,16 +206,23 @@ class SequenceFile:
 
 
 def find_files(paths):
-    """Expand files and folders (all ``*.h5`` / ``*.hdf5`` inside, sorted) to paths."""
+    """Expand files and folders (all ``*.h5`` / ``*.hdf5`` inside, sorted) to paths.
+
+    Raises InputError naming the path(s) looked in when none is found.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found = []
-    for path in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+    for path in map(Path, paths):
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.suffix in (".h5", ".hdf5"))
         else:
             found.append(path)
     if not found:
-        raise InputError(paths if isinstance(paths, (str, Path)) else None,
-                         "no HDF5 files found")
+        where = ", ".join(str(p) for p in paths) if paths else None
+        problem = ("no HDF5 files (*.h5, *.hdf5) found in " +
+                   ("this folder" if len(paths) == 1 else "these folders")
+                   if paths else "no HDF5 files given")
+        raise InputError(where, problem)
     return found
 
 

@@ -53,6 +53,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from .devices import resolve_device
+from .errors import InputError
+from .ranges import check_number
+
 __all__ = ["FaceBatch", "FacePipeline", "crop_image", "resize_only"]
 
 # Frames converted to float at once when cropping, in pixels (x 3 channels x
@@ -129,8 +133,9 @@ class FacePipeline:
         size: side of the square output crops, in pixels.
         margin: extra border around the face box: the crop's side is
             ``max(w, h) * (1 + margin)``.
-        device: torch device for detection and cropping (``"cpu"``,
-            ``"cuda"``...).
+        device: torch device for detection and cropping (``"auto"``,
+            ``"cpu"``, ``"cuda"``...; see
+            :func:`end2you_visual.devices.resolve_device`).
         detect_every: run the detector on every k-th frame (frame indices
             0, k, 2k... of the video, plus the last frame of each
             :meth:`process` call) and interpolate boxes in between. 1 (the
@@ -163,6 +168,11 @@ class FacePipeline:
             bar for new subjects rejects isolated false detections (letters,
             patterns score 0.7-0.9) without losing a tracked face turning away.
 
+    A number out of its range (a negative ``margin``, ``detect_scale``
+    outside (0, 1], a ``size`` below 1...), an unknown ``fill`` or an
+    unusable ``device`` raises :class:`~end2you_visual.errors.InputError`
+    naming the option.
+
     Example:
         >>> pipeline = FacePipeline(size=150, fps=30)
         >>> faces = pipeline.process(frames)      # frames: uint8 (n, H, W, 3)
@@ -177,28 +187,26 @@ class FacePipeline:
         from facenet_pytorch import MTCNN
 
         if fill not in ("last", "zeros"):
-            raise ValueError(f'fill must be "last" or "zeros", got {fill!r}')
-        if not 0 <= smoothing < 1:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-        if int(detect_every) < 1 or int(size) < 1 or int(batch_size) < 1:
-            raise ValueError("size, detect_every and batch_size must be >= 1")
-        if detect_scale is not None and not 0 < detect_scale <= 1:
-            raise ValueError(f"detect_scale must be in (0, 1], got {detect_scale}")
-        self.size = int(size)
-        self.margin = float(margin)
-        self.device = torch.device(device)
-        self.detect_every = int(detect_every)
-        self.min_face_size = float(min_face_size)
-        self.thresholds = tuple(float(t) for t in thresholds)
-        self.smoothing = float(smoothing)
+            raise InputError("--fill", f'must be "last" or "zeros", got {fill!r}')
+        # Every number in its range (InputError naming the option): a negative
+        # margin, for one, would crop nothing and flag the black crops as faces.
+        self.size = check_number("--size", size, 1, integer=True)
+        self.margin = check_number("--margin", margin, 0)
+        self.device = resolve_device(device)
+        self.detect_every = check_number("--detect-every", detect_every, 1, integer=True)
+        self.min_face_size = check_number("--min-face-size", min_face_size, 1)
+        self.thresholds = tuple(check_number("thresholds", t, 0, 1) for t in thresholds)
+        self.smoothing = check_number("smoothing", smoothing, 0, 1, max_open=True)
         self.fill = fill
         if max_lost is None:
             max_lost = round(fps) if fps else 25
-        self.max_lost = int(max_lost)
-        self.detect_scale = None if detect_scale in (None, 1, 1.0) else float(detect_scale)
-        self.batch_size = int(batch_size)
-        self.match_distance = float(match_distance)
-        self.acquire_prob = float(acquire_prob)
+        self.max_lost = check_number("max_lost", max_lost, 0, integer=True)
+        if detect_scale is not None:
+            detect_scale = check_number("--detect-scale", detect_scale, 0, 1, min_open=True)
+        self.detect_scale = None if detect_scale in (None, 1.0) else detect_scale
+        self.batch_size = check_number("--batch-size", batch_size, 1, integer=True)
+        self.match_distance = check_number("match_distance", match_distance, 0, min_open=True)
+        self.acquire_prob = check_number("acquire_prob", acquire_prob, 0, 1)
 
         detector_min = self.min_face_size
         if self.detect_scale is not None:

@@ -9,12 +9,28 @@ complete. Image datasets (one image = one frame) are packed into shards.
 A failure in one input (unreadable video, bad labels...) is recorded in the
 manifest with its reason and the other inputs go on. A re-run skips outputs
 that are complete and redoes the rest.
+
+Bad settings, an unusable device or an output folder that cannot be written
+raise :class:`~end2you_visual.errors.InputError` before any work starts.
+Each output is written under a lock (:mod:`end2you_visual.locks`): a second
+run into the same folder waits for the outputs the first one is writing and
+then records them as complete (``skipped``), never as its own or as failed.
+Worker processes (``workers > 1``) end with the run: when it is stopped
+(SIGTERM, Ctrl-C) or dies.
 """
+import ctypes
+import errno
 import json
 import math
 import os
+import signal
+import sys
+import tempfile
+import threading
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,10 +41,12 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import InputError
 from .files import atomic_write_text
-from .hdf5 import SequenceWriter, is_complete
+from .hdf5 import SequenceWriter, file_summary, is_complete
 from .inputs import discover_inputs, list_sequence_frames, select_shard
-from .labels import align_labels, read_labels
-from .preview import ContactSheet
+from .labels import ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, align_labels, read_labels
+from .locks import OutputBusy, OutputLock
+from .preview import ContactSheet, frame_tile
+from .ranges import check_number
 
 MANIFEST = "manifest.json"
 
@@ -55,6 +73,11 @@ class GenerateSettings:
         image_fps: frame rate recorded for image sequences.
         shard_size: images or image sequences per shard file.
         compression: HDF5 compression of the frames (None, "gzip", "lzf").
+
+    A setting out of its range (``margin < 0``, ``detect_scale`` outside
+    (0, 1], ``size < 1``...) raises :class:`~end2you_visual.errors.InputError`
+    naming the command-line option, at construction and again when
+    :func:`generate` starts.
     """
 
     size: int = 150
@@ -76,6 +99,32 @@ class GenerateSettings:
     shard_size: int = 5000
     compression: str = None
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self):
+        """Raise InputError, naming its option, for the first setting out of range."""
+        self.size = check_number("--size", self.size, 1, integer=True)
+        self.margin = check_number("--margin", self.margin, 0)
+        self.batch_size = check_number("--batch-size", self.batch_size, 1, integer=True)
+        self.detect_every = check_number("--detect-every", self.detect_every, 1, integer=True)
+        if self.detect_scale is not None:
+            self.detect_scale = check_number("--detect-scale", self.detect_scale, 0, 1,
+                                             min_open=True)
+        check_number("--min-face-size", self.min_face_size, 1)
+        self.smoothing = check_number("smoothing", self.smoothing, 0, 1, max_open=True)
+        self.tolerance = check_number("--tolerance", self.tolerance, 0)
+        self.image_fps = check_number("--image-fps", self.image_fps, 0, min_open=True)
+        self.shard_size = check_number("--shard-size", self.shard_size, 1, integer=True)
+        for option, value, choices in (("--fill", self.fill, ("last", "zeros")),
+                                       ("--align", self.align, ALIGN_MODES),
+                                       ("--interpolation", self.interpolation, INTERPOLATIONS),
+                                       ("--compression", self.compression,
+                                        (None, "gzip", "lzf"))):
+            if value not in choices:
+                raise InputError(option, f"must be one of {list(choices)}, got {value!r}")
+        return self
+
     def face_pipeline(self, fps=None):
         from .faces import FacePipeline
 
@@ -87,7 +136,18 @@ class GenerateSettings:
 
 @dataclass
 class Result:
-    """What happened to one output file; one row of the manifest."""
+    """What happened to one output file; one row of the manifest.
+
+    ``status``: "written" (by this run), "skipped" (complete on disk: by an
+    earlier run, or by another run this one waited for) or "failed"
+    (``error`` says why; nothing was written). ``frames``, ``faces_found``,
+    ``sequences``, ``fps``: what the file holds (for skipped files too).
+    ``decoded_frames`` / ``expected_frames`` (videos): the frames that
+    decoded and the count the video's header gives (an estimate; a
+    container whose duration includes a longer audio track overstates it);
+    a video that stops decoding early with an error is also in
+    ``warnings``.
+    """
 
     output: str
     inputs: list
@@ -99,6 +159,8 @@ class Result:
     seconds: float = 0.0
     error: str = None
     warnings: list = field(default_factory=list)
+    decoded_frames: int = None
+    expected_frames: int = None
 
 
 # --------------------------------------------------------------------- videos
@@ -143,12 +205,26 @@ class _RowPlan:
         return (a.frame_indices[first:self.pointer] - start, a.timestamps[first:self.pointer],
                 a.labels[first:self.pointer], first)
 
-    def check_coverage(self, decoded):
-        """Raise InputError if the labels do not fit the ``decoded`` frames;
-        returns the number of label rows after the video's end (dropped)."""
+    def check_coverage(self, video):
+        """Raise InputError if the labels do not fit the frames that decoded
+        (``video``: the :class:`~end2you_visual.video.VideoFrames` read);
+        returns the number of label rows after the video's end (dropped).
+
+        When the video ended early (a truncated file), labels running past
+        its last decoded frame are the video's fault, not the label file's:
+        the error names the video and says so.
+        """
         if self.track is None:
             return 0
         s = self.settings
+        decoded, last_label = video.decoded, float(self.track.times[-1])
+        video_end = (decoded - 1) / self.fps
+        if video.ends_early and last_label > video_end + s.tolerance + TIME_EPSILON:
+            raise InputError(video.info.path, (
+                f"the video ends early (decoded {decoded} of {video.expected} frames: "
+                f"{video.decode_error}); its labels {self.track.path} run "
+                f"{last_label - video_end:g} s past its last decoded frame; the file may "
+                "be truncated or damaged"))
         return align_labels(self.track, decoded, self.fps, s.align, s.interpolation,
                             s.tolerance).dropped_rows
 
@@ -163,10 +239,11 @@ def _read_track(item, settings):
 
 def generate_video(item, out_path, settings, preview_path=None, progress=False):
     """Write one video's crops and aligned labels to ``out_path``; returns a Result."""
-    from .video import iter_frame_batches, probe_video
+    from .video import VideoFrames
 
     started = time.perf_counter()
-    info = probe_video(item.raw)
+    video = VideoFrames(item.raw, settings.batch_size)
+    info = video.info
     names, kind, track = _read_track(item, settings)
     out_fps = info.fps if settings.align == "video" or track is None else \
         _rate(track.times, info.fps)
@@ -179,25 +256,31 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
     pipeline = settings.face_pipeline(info.fps)
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
-    decoded = 0
     with SequenceWriter(out_path, settings.size, names, kind, asdict(settings),
                         settings.compression) as writer:
         writer.begin_sequence(item.name, item.raw, out_fps, item.label_file, item.metadata)
-        for start, frames in iter_frame_batches(item.raw, settings.batch_size):
+        for start, frames in video:
             faces = pipeline.process(frames)
             rows, times, labels, first = plan.rows(start, len(frames))
             _write_rows(writer, faces, rows, times, labels)
             for k, row in enumerate(rows):
-                sheet.offer(first + k, faces.crops[row], faces.found[row], f"{times[k]:.2f}s")
+                if sheet.wants(first + k):  # no face: the frame itself, not the fill
+                    tile = faces.crops[row] if faces.found[row] else \
+                        frame_tile(frames[row], settings.size)
+                    sheet.offer(first + k, tile, faces.found[row], f"{times[k]:.2f}s")
             result.faces_found += int(faces.found[rows].sum())
-            decoded = start + len(frames)
             bar.update(len(frames))
         bar.close()
-        if decoded == 0:
-            raise InputError(item.raw, "no frame could be decoded")
-        dropped = plan.check_coverage(decoded)  # an InputError here discards the file
+        result.decoded_frames, result.expected_frames = video.decoded, video.expected
+        if video.ends_early:
+            result.warnings.append(
+                f"{item.raw}: the video ends early: decoded {video.decoded} of "
+                f"{video.expected} frames ({video.decode_error}); the output holds the "
+                "decoded frames")
+        dropped = plan.check_coverage(video)  # an InputError here discards the file
         if dropped:
-            result.warnings.append(f"{dropped} label rows after the video's end dropped")
+            result.warnings.append(f"{item.label_file}: {dropped} label rows after the "
+                                   "video's end dropped")
         result.frames = writer.n_frames
         writer.commit()
     sheet.save()
@@ -217,7 +300,7 @@ def _write_rows(writer, faces, rows, times, labels):
 
 # --------------------------------------------------------------------- images
 def _image_frames(item, settings, pipeline):
-    """(crops, found, boxes) for an image or an image-sequence item."""
+    """(crops, found, boxes, first image) for an image or an image-sequence item."""
     from .faces import resize_only
     from .video import read_image
 
@@ -225,11 +308,12 @@ def _image_frames(item, settings, pipeline):
     frames = [read_image(p) for p in paths]
     if settings.skip_detection:
         crops = np.concatenate([resize_only(f[None], settings.size) for f in frames])
-        return crops, np.ones(len(crops), bool), np.full((len(crops), 4), np.nan, np.float32)
+        return (crops, np.ones(len(crops), bool), np.full((len(crops), 4), np.nan, np.float32),
+                frames[0])
     pipeline.reset()
     out = [pipeline.process(f[None]) for f in frames]
     return (np.concatenate([o.crops for o in out]), np.concatenate([o.found for o in out]),
-            np.concatenate([o.boxes for o in out]))
+            np.concatenate([o.boxes for o in out]), frames[0])
 
 
 def generate_image_shard(items, label_names, out_path, settings, preview_path=None):
@@ -245,7 +329,7 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
                         settings.compression) as writer:
         for k, item in enumerate(items):
             try:
-                crops, found, boxes = _image_frames(item, settings, pipeline)
+                crops, found, boxes, image = _image_frames(item, settings, pipeline)
             except InputError as err:
                 result.warnings.append(str(err))
                 continue
@@ -255,7 +339,9 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
                           np.repeat(item.label[None], n, axis=0), found, boxes)
             writer.end_sequence()
             result.faces_found += int(found.sum())
-            sheet.offer(k, crops[0], found[0], item.metadata.get("class", item.name)[:10])
+            if sheet.wants(k):
+                tile = crops[0] if found[0] else frame_tile(image, settings.size)
+                sheet.offer(k, tile, found[0], item.metadata.get("class", item.name)[:10])
         result.frames, result.sequences = writer.n_frames, writer.n_sequences
         writer.commit()
     sheet.save()
@@ -288,23 +374,125 @@ def plan_jobs(items, label_names, out_dir, settings, preview=False):
     return jobs
 
 
-def run_job(job, settings, progress=False):
-    """Run one job, turning any input problem into a failed Result (never raises InputError)."""
+def run_job(job, settings, progress=False, overwrite=False, wait=True):
+    """Run one job under its output's lock; returns its Result, never raises InputError.
+
+    An input problem (or an OSError: a full disk...) gives a failed Result.
+    An output that another process is writing is waited for (``wait``) or
+    reported with status "busy" (``wait=False``; :func:`generate` comes back
+    to it). An output found complete under the lock (another run finished
+    it) is "skipped" unless ``overwrite``.
+    """
     try:
-        if job.kind == "video":
-            return generate_video(job.items[0], job.out_path, settings, job.preview_path, progress)
-        return generate_image_shard(job.items, job.label_names, job.out_path, settings,
-                                    job.preview_path)
+        with OutputLock(job.out_path, wait=wait):
+            if not overwrite and is_complete(job.out_path):
+                return _skipped(job)
+            if job.kind == "video":
+                return generate_video(job.items[0], job.out_path, settings, job.preview_path,
+                                      progress)
+            return generate_image_shard(job.items, job.label_names, job.out_path, settings,
+                                        job.preview_path)
+    except OutputBusy as busy:
+        return _failed(job, str(busy), status="busy")
     except (InputError, OSError) as err:
-        return Result(str(job.out_path), [str(i.raw) for i in job.items], status="failed",
-                      error=str(err))
+        return _failed(job, _error_text(err, job.out_path))
 
 
-def _run_in_worker(job, settings, threads):
+def _failed(job, error, status="failed"):
+    return Result(str(job.out_path), [str(i.raw) for i in job.items], status=status, error=error)
+
+
+def _skipped(job):
+    """The Result of an output that is complete on disk, with what it holds."""
+    result = Result(str(job.out_path), [str(i.raw) for i in job.items], status="skipped")
+    for key, value in file_summary(job.out_path).items():
+        setattr(result, key, value)
+    return result
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _error_text(err, out_path):
+    """The manifest's error for a failed job: an output that could not be
+    written (full disk, quota, size limit) is named, with the reason alone
+    (HDF5's own message is a page long)."""
+    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        return (f"{out_path}: cannot be written: {os.strerror(err.errno)} (the partial file "
+                "was removed; free some space and run again)")
+    return str(err)
+
+
+# ------------------------------------------------------------- worker processes
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(parent_pid):
+    """In each worker: end when the parent process ends, whatever ends it.
+
+    On Linux the kernel sends SIGTERM when the parent dies (prctl
+    PR_SET_PDEATHSIG); everywhere a watcher thread ends the worker once its
+    parent is gone (it is then adopted by another process).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="e2y-watch-parent").start()
+
+
+def _watch_parent(parent_pid, every=1.0):
+    while os.getppid() == parent_pid:
+        time.sleep(every)
+    os._exit(1)
+
+
+def _run_in_worker(job, settings, threads, overwrite, wait):
     import torch
 
     torch.set_num_threads(threads)
-    return run_job(job, settings)
+    return run_job(job, settings, overwrite=overwrite, wait=wait)
+
+
+class _Stopped(SystemExit):
+    """SIGTERM arrived while workers ran (exit status 128 + 15, like the default)."""
+
+
+@contextmanager
+def _sigterm_raises():
+    """While inside, SIGTERM raises :class:`_Stopped` (so that the workers can be
+    ended) instead of ending the process at once; main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Stopped(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _end_workers(pool):
+    """Terminate a pool's worker processes now and wait for them to go."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
 
 
 def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shards=1,
@@ -313,42 +501,92 @@ def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shard
 
     Returns the list of :class:`Result` and writes ``manifest.json`` (or
     ``manifest-shard<i>of<n>.json``) into ``out_dir``. Complete outputs are
-    skipped unless ``overwrite``.
+    skipped unless ``overwrite``. The warnings of the results (a video that
+    ends early, dropped label rows...) are also issued as Python warnings.
+
+    Raises:
+        InputError: before any work, for settings out of range, an unusable
+            ``settings.device``, ``workers < 1``, a bad shard, an unreadable
+            ``source`` (empty CSV, no ``raw_file`` column...) or an
+            ``out_dir`` that cannot be created or written.
     """
-    settings = settings or GenerateSettings()
+    from .devices import resolve_device
+
+    settings = (settings or GenerateSettings()).check()
+    resolve_device(settings.device)
+    workers = check_number("--workers", workers, 1, integer=True)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     items, label_names = discover_inputs(source, layout)
     jobs = select_shard(plan_jobs(items, label_names, out_dir, settings, preview),
                         num_shards, shard_index)
+    _check_out_dir(out_dir)
     todo, results = [], []
     for job in jobs:
         if not overwrite and is_complete(job.out_path):
-            results.append(Result(str(job.out_path), [str(i.raw) for i in job.items],
-                                  status="skipped"))
+            results.append(_skipped(job))
         else:
             todo.append(job)
-    results += _run_jobs(todo, settings, workers, progress)
+    done = _run_jobs(todo, settings, workers, progress, overwrite, wait=False)
+    busy = {r.output for r in done if r.status == "busy"}
+    for r in done:
+        if r.status == "busy":
+            warnings.warn(f"{r.error}; waiting for it to finish", stacklevel=2)
+    if busy:  # written by another run meanwhile: wait for it, then skip or redo
+        done = [r for r in done if r.status != "busy"] + _run_jobs(
+            [j for j in todo if str(j.out_path) in busy], settings, workers, progress,
+            overwrite, wait=True)
+    results = sorted(results + done, key=lambda r: r.output)
     manifest = out_dir / (MANIFEST if num_shards == 1 else
                           f"manifest-shard{shard_index}of{num_shards}.json")
     write_manifest(manifest, results, settings, source)
+    _warn_results(results, manifest)
     return results
 
 
-def _run_jobs(jobs, settings, workers, progress):
-    bar = tqdm(total=len(jobs), desc="generate", unit="file", disable=not progress)
+def _check_out_dir(out_dir):
+    """Create ``out_dir`` and check that files can be written into it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "the output folder (--out) is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise InputError(out_dir, f"the output folder (--out) cannot be written: "
+                                  f"{err.strerror or err}") from None
+
+
+def _warn_results(results, manifest, at_most=20):
+    """One Python warning per result warning (the first ``at_most``)."""
+    lines = [w for r in results for w in r.warnings]
+    for line in lines[:at_most]:
+        warnings.warn(line, stacklevel=3)
+    if len(lines) > at_most:
+        warnings.warn(f"{len(lines) - at_most} more warnings in {manifest}", stacklevel=3)
+
+
+def _run_jobs(jobs, settings, workers, progress, overwrite=False, wait=True):
+    bar = tqdm(total=len(jobs), desc="generate", unit="file", disable=not progress or not jobs)
     results = []
-    if workers <= 1:
+    if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            results.append(run_job(job, settings, progress))
+            results.append(run_job(job, settings, progress, overwrite, wait))
             bar.update()
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_run_in_worker, job, settings, threads) for job in jobs]
-            for future in as_completed(futures):
-                results.append(future.result())
-                bar.update()
+        with _sigterm_raises():
+            pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"),
+                                       initializer=_init_worker, initargs=(os.getpid(),))
+            try:
+                futures = [pool.submit(_run_in_worker, job, settings, threads, overwrite, wait)
+                           for job in jobs]
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    bar.update()
+            except BaseException:
+                _end_workers(pool)  # SIGTERM, Ctrl-C, a broken worker: none outlives the run
+                raise
+            pool.shutdown()
     bar.close()
     return sorted(results, key=lambda r: r.output)
 

@@ -24,8 +24,11 @@ The file is written to ``<name>.partial`` and renamed into place by
 :meth:`SequenceWriter.commit`, so a killed run never leaves a file that looks
 finished.
 """
+import errno
 import json
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -76,7 +79,11 @@ class SequenceWriter:
         self._pending_rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._h5 = h5py.File(self.partial, "w")
-        self._create(label_kind, settings or {}, compression, chunk_frames)
+        try:
+            self._create(label_kind, settings or {}, compression, chunk_frames)
+        except BaseException:
+            self.abort()
+            raise
 
     def _create(self, label_kind, settings, compression, chunk_frames):
         s, n_labels = self.frame_size, len(self.label_names)
@@ -91,16 +98,20 @@ class SequenceWriter:
             "created_by": f"end2you-visual {__version__}",
             "complete": False,
         })
-        h5.create_dataset("frames", (0, s, s, 3), np.uint8, maxshape=(None, s, s, 3),
-                          chunks=(chunk_frames, s, s, 3), compression=compression)
+        # The datasets stay open until the file closes: closing one writes its
+        # cached chunks, and a write failing there (a full disk), in a
+        # garbage-collected handle, would corrupt HDF5's state (see abort).
+        self._dsets = {"frames": h5.create_dataset(
+            "frames", (0, s, s, 3), np.uint8, maxshape=(None, s, s, 3),
+            chunks=(chunk_frames, s, s, 3), compression=compression)}
         for name, shape, dtype in (("labels", (n_labels,), np.float32),
                                    ("timestamps", (), np.float64),
                                    ("face_found", (), bool),
                                    ("boxes", (4,), np.float32)):
             # An empty label axis (unlabelled data) still needs a positive chunk.
-            h5.create_dataset(name, (0,) + shape, dtype,
-                              maxshape=(None,) + tuple(d or None for d in shape),
-                              chunks=(max(1024, chunk_frames),) + tuple(d or 1 for d in shape))
+            self._dsets[name] = h5.create_dataset(
+                name, (0,) + shape, dtype, maxshape=(None,) + tuple(d or None for d in shape),
+                chunks=(max(1024, chunk_frames),) + tuple(d or 1 for d in shape))
 
     @property
     def n_frames(self):
@@ -153,12 +164,26 @@ class SequenceWriter:
         if not self._pending_rows:
             return
         start = self._n - self._pending_rows
-        for name, parts in self._pending.items():
-            dset = self._h5[name]
-            dset.resize(self._n, axis=0)
-            dset[start:self._n] = np.concatenate(parts)
-            parts.clear()
+        with self._writing():
+            for name, parts in self._pending.items():
+                dset = self._dsets[name]
+                dset.resize(self._n, axis=0)
+                dset[start:self._n] = np.concatenate(parts)
+                parts.clear()
         self._pending_rows = 0
+
+    @contextmanager
+    def _writing(self):
+        """HDF5's write errors as an OSError naming the partial file, with the
+        errno of the failed write (ENOSPC, EFBIG...) when HDF5 gives it."""
+        try:
+            yield
+        except (OSError, RuntimeError) as err:
+            code = err.errno if isinstance(err, OSError) and err.errno else None
+            if code is None:
+                found = re.search(r"errno = (\d+)", str(err))
+                code = int(found.group(1)) if found else errno.EIO
+            raise OSError(code, os.strerror(code), str(self.partial)) from err
 
     def end_sequence(self):
         if not self._open:
@@ -171,20 +196,28 @@ class SequenceWriter:
         if self._open:
             self.end_sequence()
         self.flush()
-        group = self._h5.create_group("sequences")
-        group.create_dataset("offsets", data=np.asarray(self._offsets, np.int64))
-        group.create_dataset("fps", data=np.asarray(self._seq["fps"], np.float64))
-        for key in ("name", "source", "label_file", "metadata"):
-            group.create_dataset(key, data=np.asarray(self._seq[key], dtype=object), dtype=_STR)
-        self._h5.attrs["complete"] = True
-        self._h5.close()
+        with self._writing():
+            group = self._h5.create_group("sequences")
+            # Handles kept, as the frames' (see _create), until the file is flushed.
+            handles = [group, group.create_dataset(
+                "offsets", data=np.asarray(self._offsets, np.int64))]
+            handles.append(group.create_dataset(
+                "fps", data=np.asarray(self._seq["fps"], np.float64)))
+            for key in ("name", "source", "label_file", "metadata"):
+                handles.append(group.create_dataset(
+                    key, data=np.asarray(self._seq[key], dtype=object), dtype=_STR))
+            self._h5.attrs["complete"] = True
+            self._h5.flush()  # a failed write fails here, the file still open (see abort)
+            del handles
+            self._h5.close()
         os.replace(self.partial, self.path)
 
     def abort(self):
-        """Close and delete the partial file."""
-        if self._h5.id.valid:
-            self._h5.close()
-        self.partial.unlink(missing_ok=True)
+        """Close and delete the partial file, whatever state a failed write left."""
+        try:
+            _close_discarding(self._h5)
+        finally:
+            self.partial.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
@@ -195,6 +228,35 @@ class SequenceWriter:
         return False
 
 
+def _close_discarding(h5):
+    """Close ``h5``, a file being thrown away, even after a failed write.
+
+    HDF5 flushes its metadata on close. After a failed write (a full disk,
+    a size limit) that flush fails too, the file stays open inside the
+    library, and closing it again, or the interpreter's exit, crashes
+    (segmentation fault). The file is discarded anyway, so its descriptor
+    is first pointed at the null device: the flush goes nowhere and the
+    file closes once, cleanly.
+    """
+    if not h5.id.valid:
+        return
+    try:
+        fd = h5.id.get_vfd_handle()
+    except (OSError, RuntimeError, ValueError):  # not a POSIX-file driver
+        fd = None
+    if fd is not None:
+        _redirect_to_null(fd)
+    h5.close()
+
+
+def _redirect_to_null(fd):
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def is_complete(path):
     """True when ``path`` is a committed end2you-visual file (used to resume)."""
     try:
@@ -202,3 +264,15 @@ def is_complete(path):
             return bool(h5.attrs.get("complete", False)) and "sequences" in h5
     except OSError:
         return False
+
+
+def file_summary(path):
+    """What a committed file holds: ``frames``, ``faces_found``, ``sequences``
+    and ``fps`` (of its first sequence, None if it has none); the manifest's
+    numbers for a file that a re-run skips."""
+    with h5py.File(path, "r") as h5:
+        fps = h5["sequences/fps"][:]
+        return {"frames": int(h5["frames"].shape[0]),
+                "faces_found": int(np.count_nonzero(h5["face_found"][:])),
+                "sequences": int(len(h5["sequences/name"])),
+                "fps": float(fps[0]) if len(fps) else None}

@@ -32,6 +32,7 @@ import numpy as np
 from .csvfile import read_csv_rows
 from .errors import InputError
 from .labels import one_hot
+from .ranges import check_number
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg",
                     ".m4v", ".flv", ".wmv")
@@ -299,15 +300,13 @@ def select_shard(items, num_shards: int, shard_index: int) -> list:
     """Items ``shard_index``, ``shard_index + num_shards``, ... (round-robin).
 
     Every item lands in exactly one shard, and the shards' sizes differ by at
-    most one.
+    most one. A count below 1 or an index outside ``[0, num_shards)`` raises
+    :class:`InputError` naming ``--num-shards`` / ``--shard-index``.
     """
-    if int(num_shards) != num_shards or num_shards < 1:
-        raise ValueError(f"num_shards must be a positive integer, not "
-                         f"{num_shards!r}")
-    if int(shard_index) != shard_index or not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index must be in [0, {num_shards}), not "
-                         f"{shard_index!r}")
-    return list(items)[int(shard_index)::int(num_shards)]
+    num_shards = check_number("--num-shards", num_shards, 1, integer=True)
+    shard_index = check_number("--shard-index", shard_index, 0, num_shards,
+                               integer=True, max_open=True)
+    return list(items)[shard_index::num_shards]
 
 
 def shard_from_env(environ=None) -> Tuple[int, int]:

@@ -1,4 +1,11 @@
-"""Contact sheets: a PNG of sampled face crops, to check a video's crops at a glance."""
+"""Contact sheets: a PNG of sampled face crops, to check a video's crops at a glance.
+
+A tile with a green border is a frame where the face was found (its crop);
+a tile with a red border is a frame without a face, and shows that frame
+itself, downscaled, so that what the detector missed can be seen (the HDF5
+file holds the fill there: the last good crop or zeros). A legend under
+the grid says so.
+"""
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +15,10 @@ from .files import atomic_file
 
 NO_FACE_COLOUR = (220, 30, 30)
 FACE_COLOUR = (40, 170, 60)
+LEGEND = ((FACE_COLOUR, "face found: its crop"),
+          (NO_FACE_COLOUR, "no face: the whole frame"))
+_TEXT_H = 12       # height of a caption line (PIL's default font)
+_SWATCH = 10
 
 
 def sample_indices(n_rows, n_samples=24):
@@ -17,26 +28,48 @@ def sample_indices(n_rows, n_samples=24):
     return np.unique(np.linspace(0, n_rows - 1, min(n_samples, n_rows)).round().astype(np.int64))
 
 
-def contact_sheet(crops, found, captions=None, columns=8, border=3):
-    """A grid image of crops (uint8 (n, S, S, 3)), green-bordered where a face
-    was found and red-bordered where not (the crop shown is the fill).
+def frame_tile(frame, size, background=(0, 0, 0)):
+    """A whole frame (uint8 (H, W, 3)) downscaled to fit ``size`` x ``size``,
+    aspect kept, centred on ``background``: the tile of a no-face frame."""
+    image = Image.fromarray(np.asarray(frame, np.uint8))
+    scale = size / max(image.width, image.height)
+    width = max(1, round(image.width * scale))
+    height = max(1, round(image.height * scale))
+    tile = Image.new("RGB", (size, size), background)
+    tile.paste(image.resize((width, height), Image.BILINEAR),
+               ((size - width) // 2, (size - height) // 2))
+    return np.asarray(tile)
+
+
+def contact_sheet(crops, found, captions=None, columns=8, border=3, legend=True):
+    """A grid image of tiles (uint8 (n, S, S, 3)), green-bordered where a face
+    was found and red-bordered where not, with a legend of the two colours
+    under the grid (``legend``).
 
     Returns a PIL image.
     """
     crops = np.asarray(crops)
     n = len(crops)
     size = crops.shape[1] if n else 64
-    cell, text_h = size + 2 * border, 12
+    cell = size + 2 * border
     rows = max(1, -(-n // columns))
-    sheet = Image.new("RGB", (columns * cell, rows * (cell + text_h)), (255, 255, 255))
+    legend_h = len(LEGEND) * (_TEXT_H + 2) + 4 if legend else 0
+    width = max(columns * cell, 170 if legend else 0)
+    sheet = Image.new("RGB", (width, rows * (cell + _TEXT_H) + legend_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for k in range(n):
-        x, y = (k % columns) * cell, (k // columns) * (cell + text_h)
+        x, y = (k % columns) * cell, (k // columns) * (cell + _TEXT_H)
         colour = FACE_COLOUR if found[k] else NO_FACE_COLOUR
         draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
         sheet.paste(Image.fromarray(crops[k]), (x + border, y + border))
         if captions is not None:
             draw.text((x + 2, y + cell), str(captions[k]), fill=(0, 0, 0))
+    if legend:
+        y = rows * (cell + _TEXT_H) + 2
+        for colour, text in LEGEND:
+            draw.rectangle([2, y + 1, 2 + _SWATCH, y + 1 + _SWATCH], fill=colour)
+            draw.text((6 + _SWATCH, y), text, fill=(0, 0, 0))
+            y += _TEXT_H + 2
     return sheet
 
 
@@ -49,7 +82,7 @@ def save_contact_sheet(path, crops, found, captions=None, columns=8):
 
 
 class ContactSheet:
-    """Collects the sampled crops of ``n_rows`` rows as they stream by, then
+    """Collects the sampled tiles of ``n_rows`` rows as they stream by, then
     writes them with :meth:`save` (nothing happens when ``path`` is None)."""
 
     def __init__(self, path, n_rows, n_samples=24):
@@ -57,10 +90,15 @@ class ContactSheet:
         self.wanted = set(sample_indices(n_rows, n_samples).tolist()) if path else set()
         self.crops, self.found, self.captions = [], [], []
 
-    def offer(self, row, crop, found, caption):
-        """Keep row ``row``'s crop if it is one of the sampled rows."""
+    def wants(self, row):
+        """Whether row ``row`` is one of the sampled rows (make its tile only then)."""
+        return row in self.wanted
+
+    def offer(self, row, tile, found, caption):
+        """Keep row ``row``'s tile (its crop, or its frame when no face was
+        found: :func:`frame_tile`) if it is one of the sampled rows."""
         if row in self.wanted:
-            self.crops.append(crop)
+            self.crops.append(tile)
             self.found.append(bool(found))
             self.captions.append(caption)
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["VideoInfo", "probe_video", "iter_frame_batches", "read_image"]
+__all__ = ["VideoInfo", "VideoFrames", "probe_video", "iter_frame_batches", "read_image"]
 
 # A "tbr" above this is a time base, not a frame rate (ffmpeg's own rule in
 # av_guess_frame_rate).
@@ -197,38 +197,95 @@ def _read_into(stream, buffer):
     return got
 
 
-def _decode(info, batch_size):
-    """Yield ``(start, frames)`` from one ffmpeg process; see iter_frame_batches."""
-    frame_bytes = info.width * info.height * 3
-    with tempfile.TemporaryFile() as errlog:
-        # stderr goes to a file: a pipe nobody reads could fill up and stall
-        # ffmpeg on a file with many decoding errors.
-        proc = subprocess.Popen(
-            _ffmpeg_command(info), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=errlog,
-        )
-        start = 0
-        try:
-            while True:
-                frames = np.empty((batch_size, info.height, info.width, 3), np.uint8)
-                n = _read_into(proc.stdout, frames) // frame_bytes
-                if n:
-                    yield start, frames[:n]
-                    start += n
-                if n < batch_size:
-                    break
-        finally:
-            proc.stdout.close()
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        if start == 0:
+class VideoFrames:
+    """The frames of one video, batch by batch, and what decoding found.
+
+    Iterating yields ``(start, frames)`` exactly as :func:`iter_frame_batches`
+    (which is built on it). Once the iteration has ended, :attr:`decoded`
+    is the number of frames that decoded and :attr:`decode_error` ffmpeg's
+    last complaint ("partial file", "Invalid NAL unit size"...), None if
+    it had none; :attr:`ends_early` then says whether the video stopped
+    before the frame count of its header because of such an error (a
+    truncated or damaged file), as opposed to a container whose duration
+    merely includes a longer audio track.
+
+    Args:
+        path: a video file ffmpeg can read (probed at once; an
+            InputError if it cannot be read).
+        batch_size: frames per batch.
+        info: its :class:`VideoInfo`, if already probed.
+    """
+
+    def __init__(self, path, batch_size=32, info=None):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.info = info if info is not None else probe_video(path)
+        self.batch_size = int(batch_size)
+        self.decoded = 0
+        self.decode_error = None
+
+    @property
+    def expected(self):
+        """The frame count the header claims (``info.n_frames``, an estimate)."""
+        return self.info.n_frames
+
+    @property
+    def ends_early(self):
+        """True when decoding stopped, with an error, before the header's count."""
+        return self.decode_error is not None and self.decoded < self.expected
+
+    def __iter__(self):
+        info, batch_size = self.info, self.batch_size
+        frame_bytes = info.width * info.height * 3
+        self.decoded, self.decode_error = 0, None
+        with tempfile.TemporaryFile() as errlog:
+            # stderr goes to a file: a pipe nobody reads could fill up and stall
+            # ffmpeg on a file with many decoding errors.
+            proc = subprocess.Popen(
+                _ffmpeg_command(info), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=errlog,
+            )
+            start = 0
+            try:
+                while True:
+                    frames = np.empty((batch_size, info.height, info.width, 3), np.uint8)
+                    n = _read_into(proc.stdout, frames) // frame_bytes
+                    if n:
+                        yield start, frames[:n]
+                        start += n
+                        self.decoded = start
+                    if n < batch_size:
+                        break
+            finally:
+                proc.stdout.close()
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
             errlog.seek(0)
             message = errlog.read().decode("utf-8", "replace").strip()
-            raise InputError(
-                info.path,
-                "no frame could be decoded" + (f": {message.splitlines()[-1]}" if message else ""),
-            )
+            self.decode_error = _last_message(message)
+            if start == 0:
+                raise InputError(
+                    info.path,
+                    "no frame could be decoded"
+                    + (f": {self.decode_error}" if self.decode_error else ""),
+                )
+
+
+def _last_message(log):
+    """ffmpeg's last line without its ``[component @ 0x...]`` prefix, or None."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    while last.startswith("[") and "] " in last:
+        last = last.split("] ", 1)[1].strip()
+    return last or lines[-1]
+
+
+def _decode(info, batch_size):
+    """Yield ``(start, frames)`` from one ffmpeg process; see iter_frame_batches."""
+    yield from VideoFrames(info.path, batch_size, info)
 
 
 def iter_frame_batches(path, batch_size=32):
@@ -243,6 +300,8 @@ def iter_frame_batches(path, batch_size=32):
     file that ends early or has a truncated last frame yields fewer frames
     than ``VideoInfo.n_frames``. The batch boundaries do not change the
     frames (``batch_size`` only trades memory for per-call overhead).
+    :class:`VideoFrames` also tells, after the iteration, how many frames
+    decoded and whether the file ended early (truncated).
 
     Args:
         path: a video file ffmpeg can read.
@@ -256,10 +315,7 @@ def iter_frame_batches(path, batch_size=32):
         InputError: the file is missing, unreadable, has no video stream, or
             not a single frame decodes.
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    info = probe_video(path)
-    yield from _decode(info, int(batch_size))
+    yield from VideoFrames(path, batch_size)
 
 
 def read_image(path):
