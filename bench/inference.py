@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from end2you_visual.hdf5 import SequenceWriter
-from end2you_visual.inference import _autocast, _prepare, resolve_device, run_test
+from end2you_visual.devices import resolve_device
+from end2you_visual.inference import _autocast, _prepare, run_test
 from end2you_visual.models import build_model
 
 LABELS = ["arousal", "valence"]
@@ -157,7 +158,7 @@ def run(device="cuda", arch="resnet50", batch=8, window=150, size=150, steps=20,
         result["write_s"] = time.perf_counter() - started
         result["data_gb"] = sum(p.stat().st_size for p in data.glob("*.h5")) / 1e9
         options = dict(window=window, batch=batch, device=device, precision=precision,
-                       workers=workers, static_shapes=bool(compile))
+                       workers=workers, static_shapes=bool(compile), overwrite=True)
         run_test(runner, [data], out, **options)  # warm-up: file cache, allocator
         started = time.perf_counter()
         res = run_test(runner, [data], out, **options)

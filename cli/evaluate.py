@@ -4,9 +4,9 @@ import json
 
 import click
 
-from end2you_visual.errors import InputError
-from end2you_visual.files import atomic_write_text
-from end2you_visual.postprocess import Chain, apply_chain_to_csvs, fit_chain_from_csvs
+from end2you_visual.files import atomic_write_text, check_writable
+from end2you_visual.postprocess import (Chain, apply_chain_to_csvs, check_new_file,
+                                        fit_chain_from_csvs)
 
 
 def _ccc_line(title, report):
@@ -25,10 +25,14 @@ def _ccc_line(title, report):
 @click.option("--out", required=True, type=click.Path(),
               help="Fit: the chain JSON to write. --apply: folder for the processed CSVs.")
 @click.option("--outputs", default=None,
-              help="Comma-separated output columns to use (default: all but time/face_found).")
+              help="Comma-separated output columns to use (default: all but "
+                   "time/face_found/top_class).")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False),
               help="Also write the pooled and per-file metrics before/after as JSON.")
-def evaluate(pred_paths, label_paths, chain_path, out, outputs, metrics_path):
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing chain file, processed CSVs or metrics file "
+                   "(else refused).")
+def evaluate(pred_paths, label_paths, chain_path, out, outputs, metrics_path, overwrite):
     """Fit the validation-chosen post-processing chain (median filter,
     centring, scaling, time shift; each kept only if it raises validation
     CCC) on validation predictions and labels, or apply a saved chain to
@@ -39,20 +43,24 @@ def evaluate(pred_paths, label_paths, chain_path, out, outputs, metrics_path):
         raise click.UsageError("--outputs is taken from the chain with --apply")
     if metrics_path and not label_paths:
         raise click.UsageError("--metrics needs --labels")
-    try:
-        if chain_path is None:
-            chain, before, after = fit_chain_from_csvs(
-                pred_paths, label_paths, outputs.split(",") if outputs else None)
-            chain.save(out)
-            click.echo(chain.table())
-            click.echo(f"wrote {out}")
-        else:
-            chain = Chain.load(chain_path)
-            written, before, after = apply_chain_to_csvs(
-                chain, pred_paths, out, label_paths or None)
-            click.echo(f"wrote {len(written)} file(s) to {out}")
-    except InputError as error:
-        raise click.ClickException(str(error)) from None
+    # Outputs are checked before any work: writable, and no finished one replaced unasked.
+    if chain_path is None:
+        check_new_file(out, "--out", overwrite)
+    else:
+        check_writable(out, "--out")
+    if metrics_path:
+        check_new_file(metrics_path, "--metrics", overwrite)
+    if chain_path is None:
+        chain, before, after = fit_chain_from_csvs(
+            pred_paths, label_paths, outputs.split(",") if outputs else None)
+        chain.save(out)
+        click.echo(chain.table())
+        click.echo(f"wrote {out}")
+    else:
+        chain = Chain.load(chain_path)
+        written, before, after = apply_chain_to_csvs(
+            chain, pred_paths, out, label_paths or None, overwrite=overwrite)
+        click.echo(f"wrote {len(written)} file(s) to {out}")
     if before is not None:
         click.echo(_ccc_line("CCC before", before))
         click.echo(_ccc_line("CCC after ", after))

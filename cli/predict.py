@@ -2,8 +2,6 @@
 (a thin front end over :func:`end2you_visual.predict.predict_videos`)."""
 import click
 
-from end2you_visual.errors import InputError
-
 
 @click.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True))
@@ -18,26 +16,29 @@ from end2you_visual.errors import InputError
               help="Frames decoded, detected and predicted together.")
 @click.option("--detect-every", default=1, show_default=True, type=click.IntRange(min=1),
               help="Detect on every k-th frame and interpolate the track in between.")
-@click.option("--detect-scale", type=float, default=None,
+@click.option("--detect-scale", default=None,
+              type=click.FloatRange(min=0, max=1, min_open=True),
               help="Detect on frames scaled by this factor (e.g. 0.5 for 1080p).")
-@click.option("--margin", default=0.2, show_default=True, help="Border around the face box.")
-@click.option("--min-face-size", default=20, show_default=True)
+@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(min=0),
+              help="Border around the face box, as a fraction of its side.")
+@click.option("--min-face-size", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Smallest face searched for, in pixels.")
 @click.option("--no-plot", is_flag=True, help="Write only the CSVs.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace earlier outputs of these videos in --out (else refused).")
 def predict(videos, model_name, out_dir, device, precision, batch_size, detect_every,
-            detect_scale, margin, min_face_size, no_plot):
+            detect_scale, margin, min_face_size, no_plot, overwrite):
     """Per-frame predictions of a model for VIDEOS (files or folders): one CSV
-    per video (time, outputs, face_found; empty cells where no face was found)
-    and a plot of the outputs over time."""
+    per video (time, outputs, face_found, and top_class for a categorical
+    model; empty cells where no face was found) and a plot of the outputs
+    over time."""
     from end2you_visual.predict import predict_videos
 
-    try:
-        results = predict_videos(videos, model_name, out_dir, device=device,
-                                 precision=precision, batch_size=batch_size,
-                                 detect_every=detect_every, detect_scale=detect_scale,
-                                 margin=margin, min_face_size=min_face_size,
-                                 plot=not no_plot, progress=True)
-    except InputError as error:
-        raise click.ClickException(str(error)) from None
+    results = predict_videos(videos, model_name, out_dir, device=device, overwrite=overwrite,
+                             precision=precision, batch_size=batch_size,
+                             detect_every=detect_every, detect_scale=detect_scale,
+                             margin=margin, min_face_size=min_face_size,
+                             plot=not no_plot, progress=True)
     for r in results:
         click.echo(f"{r.video}: {r.n_frames} frames, face in {r.faces_found}, "
                    f"{r.seconds:.1f} s -> {r.csv_path}")

@@ -4,8 +4,6 @@ import json
 
 import click
 
-from end2you_visual.errors import InputError
-
 
 def _headline(metrics):
     report = metrics.get("metrics")
@@ -26,6 +24,8 @@ def _headline(metrics):
               help="A registered model name (e2y-visual zoo list) or a checkpoint file.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: predictions/*.csv, predictions.h5, metrics.json, plots/.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the outputs of an earlier test run in --out (else refused).")
 @click.option("--window", default=150, show_default=True, type=click.IntRange(min=0),
               help="Frames per forward pass, state carried across windows (0: whole sequences).")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1),
@@ -38,24 +38,17 @@ def _headline(metrics):
 @click.option("--plot", is_flag=True, help="Also write PNGs: predictions vs labels, confusion.")
 @click.option("--end2you-fps", type=float, default=None,
               help="Frame rate of End2You HDF5 files (they store none).")
-def test(data, model_name, out_dir, window, batch, device, precision, exclude_no_face, plot,
-         end2you_fps):
+def test(data, model_name, out_dir, overwrite, window, batch, device, precision,
+         exclude_no_face, plot, end2you_fps):
     """Predict every sequence of the HDF5 files or folders DATA with a model,
     write per-sequence prediction CSVs (the input of `e2y-visual evaluate`),
     and score them when the data has labels."""
-    from tqdm import tqdm
-
     from end2you_visual.inference import run_test
 
-    bar = tqdm(unit="frame", desc="test", leave=False)
-    try:
-        result = run_test(model_name, data, out_dir, window=window or None, device=device,
-                          include_no_face=not exclude_no_face, plot=plot, batch=batch,
-                          precision=precision, end2you_fps=end2you_fps, progress=bar.update)
-    except InputError as error:
-        raise click.ClickException(str(error)) from None
-    finally:
-        bar.close()
+    result = run_test(model_name, data, out_dir, window=window or None, device=device,
+                      include_no_face=not exclude_no_face, plot=plot, batch=batch,
+                      precision=precision, end2you_fps=end2you_fps, progress=True,
+                      overwrite=overwrite)
     click.echo(f"{len(result.sequences)} sequence(s), {result.frames} frames in "
                f"{result.seconds:.1f} s ({result.frames_per_second:,.0f} frames/s)")
     click.echo(f"wrote {len(result.csv_paths)} CSV file(s) to {out_dir}/predictions and "

@@ -10,7 +10,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_file", "atomic_write_text"]
+__all__ = ["atomic_file", "atomic_write_text", "check_writable"]
 
 
 def _default_mode():
@@ -44,3 +44,28 @@ def atomic_write_text(path, text):
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
     with atomic_file(path, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
+
+
+def check_writable(path, option="--out", folder=True):
+    """Raise :class:`~end2you_visual.errors.InputError` (naming ``option`` and
+    ``path``) unless ``path`` can be written: a folder (``folder``) or a file
+    that exists as one or can be created. Nothing is created; called before
+    any work so that a bad ``--out`` fails at once, not after the run."""
+    from .errors import InputError
+
+    path = Path(path)
+    name = f"{option} {path}" if option else str(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise InputError(name, "is a file, not a folder")
+        if not folder and path.is_dir():
+            raise InputError(name, "is a folder, not a file")
+        target = path if folder else path.parent
+    else:
+        target = path.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise InputError(name, f"cannot be created: {target} is a file, not a folder")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise InputError(name, f"cannot be written: {target} is not writable")

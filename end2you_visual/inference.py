@@ -43,11 +43,13 @@ import torch
 
 from . import __version__
 from .data import SequenceFile, SequenceInfo, open_files
+from .devices import resolve_device
 from .errors import InputError
+from .files import check_writable
 from .hdf5 import FORMAT_NAME
 
 __all__ = [
-    "resolve_device", "StreamingPredictor", "predict_sequence", "predict_sequences",
+    "StreamingPredictor", "predict_sequence", "predict_sequences",
     "plan_steps", "check_model_fits", "run_test", "TestResult", "load_predictions",
     "SequencePrediction", "PREDICTIONS_FORMAT",
 ]
@@ -59,14 +61,7 @@ HEAD_LABEL_KIND = {"regression": "continuous", "multilabel": "multilabel",
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-# --------------------------------------------------------------- device, precision
-
-def resolve_device(device="auto"):
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; other names as given."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
+# ------------------------------------------------------------------- precision
 
 def _autocast(device, precision):
     """The autocast context for ``precision`` on ``device`` (a factory)."""
@@ -689,9 +684,50 @@ def _load_model(model, device):
     return model
 
 
+def model_title(model):
+    """How plots name ``model``: the registered name or checkpoint path as
+    given, else its architecture (``"resnet18 model"``)."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return f"{_base(model).config.get('arch', 'a')} model"
+
+
+def earlier_outputs(out_dir):
+    """The files of an earlier :func:`run_test` in ``out_dir`` (the only
+    files ``overwrite=True`` removes): ``predictions/*.csv``,
+    ``predictions.h5``, ``metrics.json``, ``plots/*.png``."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = [out_dir / n for n in ("predictions.h5", "metrics.json")]
+    found = [p for p in found if p.is_file()]
+    for sub, pattern in (("predictions", "*.csv"), ("plots", "*.png")):
+        if (out_dir / sub).is_dir():
+            found += sorted(p for p in (out_dir / sub).glob(pattern) if p.is_file())
+    return found
+
+
+def check_test_out(out_dir, overwrite=False):
+    """Refuse an ``out_dir`` that cannot be written, or that holds an earlier
+    test run's outputs (unless ``overwrite``): a finished run is never
+    replaced, nor mixed with a new one, unless asked.
+
+    Raises:
+        InputError: naming the folder (and ``--overwrite``).
+    """
+    check_writable(out_dir, "--out")
+    old = earlier_outputs(out_dir)
+    if old and not overwrite:
+        shown = ", ".join(str(p.relative_to(out_dir)) for p in old[:3])
+        more = f" and {len(old) - 3} more" if len(old) > 3 else ""
+        raise InputError(out_dir, f"already holds the outputs of a test run ({shown}{more}); "
+                         "use --overwrite to replace them, or choose another --out")
+    return old
+
+
 def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_face=True,
              plot=False, batch=8, precision="auto", max_plots=100, end2you_fps=None,
-             workers=None, static_shapes=False, progress=None):
+             workers=None, static_shapes=False, progress=None, overwrite=False):
     """Predict every sequence of HDF5 files and score the predictions.
 
     Writes into ``out_dir``:
@@ -711,7 +747,10 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
     Nothing is written before all predictions and metrics are computed;
     then the files go to a hidden staging folder in ``out_dir`` and are
     moved into place (``os.replace``) only when all of them are complete:
-    an error leaves nothing half-written.
+    an error leaves nothing half-written. An ``out_dir`` holding an earlier
+    run's outputs is refused before any work unless ``overwrite``; then
+    those files (:func:`earlier_outputs`, nothing else) are removed just
+    before the new ones move in, so runs are never mixed.
 
     Args:
         model: a VisualModel, or a registered name / checkpoint path.
@@ -722,13 +761,22 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
             frames with ``face_found``).
         batch: sequences predicted side by side.
         end2you_fps: frame rate for End2You files (they store none).
-        workers, static_shapes, progress: see :func:`predict_sequences`.
+        workers, static_shapes: see :func:`predict_sequences`.
+        progress: ``progress(frames)`` after each step (see
+            :func:`predict_sequences`), or True: a tqdm bar over all the
+            frames to predict.
+        overwrite: replace the outputs of an earlier run in ``out_dir``.
 
     Raises:
-        InputError: unreadable data, labels that do not fit the model's
-            outputs (naming the file, before any prediction), NaN labels.
+        InputError: a bad device, an ``out_dir`` that cannot be written or
+            holds an earlier run (without ``overwrite``), unreadable data,
+            labels that do not fit the model's outputs (naming the file,
+            before any prediction), NaN labels.
     """
     device = resolve_device(device)
+    out_dir = Path(out_dir)
+    check_test_out(out_dir, overwrite)
+    title = model_title(model)
     model = _load_model(model, device)
     base = _base(model)
     files = open_files(data_paths, end2you_fps=end2you_fps)
@@ -739,24 +787,36 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
     rows = [_read_rows(f, info, cols_of[id(f)], kind) for f, info in sequences]
     warned = _warnings(base, files, sequences)
 
+    bar = _bar(sum(info.length for _, info in sequences)) if progress is True else None
     started = time.perf_counter()
     preds = [None] * len(sequences)
-    for size in sorted({f.frame_size for f, _ in sequences}):
-        index = [q for q, (f, _) in enumerate(sequences) if f.frame_size == size]
-        out = predict_sequences(model, [sequences[q] for q in index], window=window,
-                                batch=batch, device=device, precision=precision,
-                                workers=workers, static_shapes=static_shapes,
-                                progress=progress)
-        for q, p in zip(index, out):
-            preds[q] = p
+    try:
+        for size in sorted({f.frame_size for f, _ in sequences}):
+            index = [q for q, (f, _) in enumerate(sequences) if f.frame_size == size]
+            out = predict_sequences(model, [sequences[q] for q in index], window=window,
+                                    batch=batch, device=device, precision=precision,
+                                    workers=workers, static_shapes=static_shapes,
+                                    progress=bar.update if bar is not None else progress)
+            for q, p in zip(index, out):
+                preds[q] = p
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - started
 
     stems = _stems(sequences)
     results = [SequencePrediction(stem, str(f.path), info.name, info.fps, t, p, face, y)
                for stem, (f, info), p, (t, face, y) in zip(stems, sequences, preds, rows)]
     metrics = _metrics(results, base, kind, include_no_face, window)
-    return _write_outputs(Path(out_dir), results, base, metrics, plot, max_plots, seconds,
-                          warned, kind, window)
+    return _write_outputs(out_dir, results, base, metrics, plot, max_plots, seconds,
+                          warned, kind, window, title, overwrite)
+
+
+def _bar(total):
+    """The progress bar of :func:`run_test`: frames to predict, ends at 100 %."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc="test", leave=False)
 
 
 def _warnings(base, files, sequences):
@@ -841,8 +901,9 @@ def _write_h5_file(path, results, base, kind, window):
 
 
 def _write_outputs(out_dir, results, base, metrics, plot, max_plots, seconds, warned, kind,
-                   window):
-    """Write everything into a hidden staging folder, then move it into ``out_dir``."""
+                   window, title, overwrite):
+    """Write everything into a hidden staging folder, then move it into ``out_dir``
+    (with ``overwrite``, the earlier run's files are removed first)."""
     from .postprocess import write_prediction_csv
 
     names = base.label_names
@@ -852,13 +913,15 @@ def _write_outputs(out_dir, results, base, metrics, plot, max_plots, seconds, wa
         (stage / "predictions").mkdir(parents=True, exist_ok=True)
         for r in results:
             write_prediction_csv(stage / "predictions" / f"{r.name}.csv", r.time, names,
-                                 r.predictions, r.face_found)
+                                 r.predictions, r.face_found, top_class=kind != "continuous")
         _write_h5_file(stage / "predictions.h5", results, base, kind, window)
         if metrics is not None:
             (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n",
                                                 encoding="utf-8")
         if plot:
-            _plots(stage / "plots", results, names, metrics, kind, max_plots)
+            _plots(stage / "plots", results, names, metrics, kind, max_plots, title)
+        for old in check_test_out(out_dir, overwrite):  # still refused without overwrite
+            old.unlink()
         moved = _move_into(stage, out_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -887,13 +950,14 @@ def _move_into(stage, out_dir):
     return moved
 
 
-def _plots(folder, results, names, metrics, kind, max_plots):
+def _plots(folder, results, names, metrics, kind, max_plots, title):
     from .plots import plot_confusion, plot_predictions
 
     paths = []
     for r in [r for r in results if len(r.time) >= 2][:max_plots]:
         paths.append(plot_predictions(r.time, r.predictions, r.labels, names,
-                                      folder / f"{r.name}.png", face_found=r.face_found))
+                                      folder / f"{r.name}.png", face_found=r.face_found,
+                                      title=f"{r.name} · model {title}", kind=kind))
     if kind == "multiclass" and metrics is not None and metrics.get("metrics"):
         paths.append(plot_confusion(metrics["metrics"]["confusion"], names,
                                     folder / "confusion.png"))

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from .errors import InputError
 from .files import atomic_file
 
-__all__ = ["plot_predictions", "plot_confusion"]
+__all__ = ["plot_predictions", "prediction_figure", "plot_confusion", "CATEGORICAL"]
 
 
 def _save(fig, path):
@@ -31,11 +31,40 @@ def _columns(a, t, what):
     return a
 
 
-def plot_predictions(times, preds, labels, names, path, face_found=None):
-    """One panel per output dimension: predictions (and ground truth, unless
-    ``labels`` is None) against time in seconds. Where ``face_found`` is
-    False the prediction line has a gap and the background is shaded.
-    Returns the written path."""
+CATEGORICAL = ("multiclass", "multilabel")
+_STRIP_PT = 16  # height (points) of a class strip above a categorical panel
+
+
+def _colours(n):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(k % cmap.N) for k in range(n)]
+
+
+def plot_predictions(times, preds, labels, names, path, face_found=None, title=None,
+                     kind="regression"):
+    """Write :func:`prediction_figure` as a PNG (atomically); returns the path."""
+    return _save(prediction_figure(times, preds, labels, names, face_found, title, kind), path)
+
+
+def prediction_figure(times, preds, labels, names, face_found=None, title=None,
+                      kind="regression"):
+    """Predictions (and ground truth, unless ``labels`` is None) against time.
+
+    Regression outputs (``kind`` ``"regression"`` or ``"continuous"``): one
+    panel per output, its y axis labelled with the output's name. Categorical
+    outputs (``"multiclass"``: stacked class probabilities; ``"multilabel"``:
+    one line per label): ONE panel on a shared 0-1 probability axis, with a
+    strip above it marking the top class of every frame (and, with labels,
+    a strip of the true class, or dashed 0/1 lines for multilabel). Where
+    ``face_found`` is False the outputs have a gap and the background is
+    shaded. ``title`` (e.g. the video and the model) goes on top; the legend
+    sits to the right of the panels, off the curves.
+
+    Returns:
+        A matplotlib :class:`~matplotlib.figure.Figure` (not drawn on screen).
+    """
     times = np.asarray(times, dtype=np.float64)
     if times.ndim != 1 or times.size == 0:
         raise InputError(None, f"times must be a non-empty 1-D array, got shape {times.shape}")
@@ -48,22 +77,117 @@ def plot_predictions(times, preds, labels, names, path, face_found=None):
     face = None if face_found is None else np.asarray(face_found, bool)
     if face is not None and face.shape != times.shape:
         raise InputError(None, f"face_found must be {times.shape}, got {face.shape}")
+    if kind not in ("regression", "continuous") + CATEGORICAL:
+        raise ValueError(f"kind must be regression, continuous, multiclass or multilabel, "
+                         f"not {kind!r}")
     shown = preds if face is None else np.where(face[:, None], preds, np.nan)
-    fig = Figure(figsize=(10, 2.2 * len(names) + 0.6))
+    if kind in CATEGORICAL:
+        fig = _categorical_figure(times, shown, labels, names, face, title, kind)
+    else:
+        fig = _continuous_figure(times, shown, labels, names, face, title)
+    return fig
+
+
+def _shade_no_face(ax, times, face):
+    if face is not None and not face.all():
+        ax.fill_between(times, 0, 1, where=~face, transform=ax.get_xaxis_transform(),
+                        color="0.5", alpha=0.18, lw=0, label="no face")
+
+
+def _legend(ax, **kwargs):
+    """The legend to the right of ``ax``, outside the plotting area."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                     fontsize="small", **kwargs)
+
+
+def _continuous_figure(times, shown, labels, names, face, title):
+    fig = Figure(figsize=(11, 2.2 * len(names) + 0.8), layout="constrained")
     axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
     for j, (ax, name) in enumerate(zip(axes, names)):
         if labels is not None:
             ax.plot(times, labels[:, j], color="0.25", lw=1.2, label="ground truth")
         ax.plot(times, shown[:, j], color="tab:blue", lw=1.0, label="prediction")
-        if face is not None and not face.all():
-            ax.fill_between(times, 0, 1, where=~face, transform=ax.get_xaxis_transform(),
-                            color="tab:red", alpha=0.12, lw=0, label="no face")
+        _shade_no_face(ax, times, face)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper right", fontsize="small")
+    axes[0].set_xlim(times[0], times[-1])
+    if title:
+        axes[0].set_title(title)
+    _legend(axes[0])
     axes[-1].set_xlabel("time (s)")
-    fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def _runs(times, index):
+    """``(start, stop, value)`` of every run of equal ``index`` >= 0, in seconds
+    (each frame spans half a step either side)."""
+    step = _step(times)
+    change = np.flatnonzero(np.diff(index)) + 1
+    starts = np.concatenate([[0], change])
+    stops = np.concatenate([change, [index.size]])
+    return [(times[a] - step / 2, times[b - 1] + step / 2, int(index[a]))
+            for a, b in zip(starts, stops) if index[a] >= 0]
+
+
+def _strip(ax, times, index, colours, level, text):
+    """A strip ``level`` strips above ``ax``: the class ``index`` of each
+    frame in its colour (-1: nothing). Returns the LineCollection."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.transforms import ScaledTranslation, blended_transform_factory
+
+    lift = ScaledTranslation(0, (level + 0.5) * _STRIP_PT / 72 + 2 / 72,
+                             ax.figure.dpi_scale_trans)
+    transform = blended_transform_factory(ax.transData, ax.transAxes) + lift
+    runs = _runs(times, index)
+    strip = LineCollection([[(a, 1.0), (b, 1.0)] for a, b, _ in runs],
+                           colors=[colours[k] for *_, k in runs],
+                           linewidths=_STRIP_PT - 4, capstyle="butt", transform=transform,
+                           clip_on=False, label=f"_{text}")
+    ax.add_collection(strip, autolim=False)
+    ax.text(0.0, 1.0, f"{text} ", transform=ax.transAxes + lift, ha="right", va="center",
+            fontsize="small")
+    return strip
+
+
+def _top(values):
+    """Index of the largest finite value per row, -1 where none is finite."""
+    finite = np.isfinite(values)
+    top = np.where(finite, values, -np.inf).argmax(axis=1)
+    return np.where(finite.any(axis=1), top, -1)
+
+
+def _categorical_figure(times, shown, labels, names, face, title, kind):
+    colours = _colours(len(names))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax = fig.subplots()
+    if kind == "multiclass":
+        ax.stackplot(times, shown.T, colors=colours, labels=names, alpha=0.85, lw=0)
+        ax.set_ylabel("class probability (stacked)")
+    else:
+        for j, name in enumerate(names):
+            ax.plot(times, shown[:, j], color=colours[j], lw=1.2, label=name)
+        ax.axhline(0.5, color="0.3", lw=0.8, ls=":", label="threshold 0.5")
+        ax.set_ylabel("label probability")
+    strips = [_strip(ax, times, _top(shown), colours, 0, "top class")]
+    if labels is not None and kind == "multiclass":
+        strips.append(_strip(ax, times, _top(labels), colours, 1, "true class"))
+    elif labels is not None:
+        for j in range(len(names)):
+            ax.plot(times, labels[:, j], color=colours[j], lw=0.9, ls="--", alpha=0.7,
+                    drawstyle="steps-mid", label="ground truth (dashed)" if j == 0 else None)
+    _shade_no_face(ax, times, face)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlim(times[0] - 0.5 * _step(times), times[-1] + 0.5 * _step(times))
+    ax.set_xlabel("time (s)")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, pad=6 + _STRIP_PT * len(strips))
+    _legend(ax)
+    return fig
+
+
+def _step(times):
+    return float(np.median(np.diff(times))) if times.size > 1 else 1.0
 
 
 def plot_confusion(matrix, class_names, path):

@@ -33,8 +33,9 @@ Masks (True = keep, e.g. face found) exclude frames from the statistics
 A mask refers to the frame's position in time, before and after a shift.
 
 The module also reads and writes the per-file prediction CSVs of the
-``test`` command (``time``, one column per output, optional ``face_found``)
-for the ``evaluate`` command.
+``test`` command (``time``, one column per output, optional ``face_found``;
+``top_class`` for categorical models, which the reader skips) for the
+``evaluate`` command.
 """
 import csv
 import json
@@ -48,7 +49,7 @@ from scipy.ndimage import median_filter
 
 from .ccc import _ccc_columns
 from .errors import InputError
-from .files import atomic_write_text
+from .files import atomic_write_text, check_writable
 from .labels import read_labels
 from .metrics import evaluate_continuous
 
@@ -56,14 +57,16 @@ __all__ = [
     "MEDIAN_WINDOWS_S", "SHIFT_RANGE_S", "window_frames", "shift_frames",
     "apply_median", "apply_shift", "StepResult", "DimensionChain", "Chain",
     "SeriesFile", "read_prediction_csvs", "read_prediction_csv",
-    "write_prediction_csv", "pair_with_labels", "fill_gaps",
+    "write_prediction_csv", "top_classes", "TOP_CLASS", "pair_with_labels", "fill_gaps",
     "fit_chain_from_csvs", "apply_chain_to_csvs", "common_fps", "atomic_write_text",
+    "check_new_file",
 ]
 
 MEDIAN_WINDOWS_S = tuple(float(w) for w in np.geomspace(0.04, 20.0, 40))
 SHIFT_RANGE_S = (0.04, 10.0)
 STEPS = ("median", "centre", "scale", "shift")
 FORMAT = "end2you_visual.postprocess.Chain"
+TOP_CLASS = "top_class"  # the class column of categorical prediction CSVs (text, not an output)
 
 
 # ------------------------------------------------------------ the operations
@@ -387,8 +390,9 @@ _FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
 
 def read_prediction_csv(path, outputs=None):
     """Read a per-file prediction CSV: a header with ``time``, the output
-    columns and optionally ``face_found`` (1/0, true/false). ``outputs``
-    selects output columns (default: all other columns). Empty output cells
+    columns and optionally ``face_found`` (1/0, true/false) and ``top_class``
+    (skipped). ``outputs`` selects output columns (default: all other
+    columns). Empty output cells
     read as NaN. Times must strictly increase with a near-constant step (no
     skipped frames: every step within half the median step of it)."""
     path = Path(path)
@@ -403,7 +407,8 @@ def read_prediction_csv(path, outputs=None):
     if "time" not in header:
         raise InputError(path, f"has no 'time' column; the columns are {header}")
     face_col = "face_found" if "face_found" in header else None
-    names = [c for c in header if c not in ("time", face_col)] if outputs is None else list(outputs)
+    names = ([c for c in header if c not in ("time", face_col, TOP_CLASS)]
+             if outputs is None else list(outputs))
     missing = [n for n in names if n not in header]
     if missing:
         raise InputError(path, f"has no column(s) {missing}; the columns are {header}")
@@ -574,30 +579,72 @@ def fit_chain_from_csvs(pred_paths, label_paths, outputs=None, **fit_args):
     return chain, before, after
 
 
-def write_prediction_csv(path, time, names, values, face_found=None):
-    """Write a prediction CSV (``time``, outputs, optional ``face_found``)
+def top_classes(values, names, face_found=None):
+    """Per row, the name of the output with the highest value (a categorical
+    model's top class), or ``""`` where no face was found or the row holds
+    no finite value."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    valid = finite.any(axis=1) if values.size else np.zeros(len(values), bool)
+    if face_found is not None:
+        valid &= np.asarray(face_found, bool)
+    top = np.where(finite, values, -np.inf).argmax(axis=1) if values.size else []
+    return [str(names[k]) if ok else "" for k, ok in zip(top, valid)]
+
+
+def write_prediction_csv(path, time, names, values, face_found=None, top_class=False):
+    """Write a prediction CSV (``time``, outputs, optional ``face_found``,
+    with ``top_class`` a :data:`TOP_CLASS` column of :func:`top_classes`)
     atomically; floats are written with ``repr`` precision."""
-    lines = [",".join(["time", *names] + (["face_found"] if face_found is not None else []))]
+    lines = [",".join(["time", *names] + (["face_found"] if face_found is not None else [])
+                      + ([TOP_CLASS] if top_class else []))]
+    tops = top_classes(values, names, face_found) if top_class else None
     for i in range(len(time)):
         cells = [repr(float(time[i]))] + [repr(float(v)) for v in values[i]]
         if face_found is not None:
             cells.append("1" if face_found[i] else "0")
+        if top_class:
+            cells.append(tops[i])
         lines.append(",".join(cells))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def apply_chain_to_csvs(chain, pred_paths, out_dir, label_paths=None):
+def check_new_file(path, option="--out", overwrite=False):
+    """Refuse a file output that cannot be written, or that exists (a finished
+    output is never replaced unless ``overwrite``).
+
+    Raises:
+        InputError: naming ``option``, the file and ``--overwrite``.
+    """
+    check_writable(path, option, folder=False)
+    if Path(path).exists() and not overwrite:
+        raise InputError(f"{option} {path}", "already exists; use --overwrite to replace it, "
+                                             "or choose another name")
+
+
+def apply_chain_to_csvs(chain, pred_paths, out_dir, label_paths=None, overwrite=False):
     """Apply ``chain`` to prediction CSVs and write them, same stems, under
     ``out_dir``. The output columns are the chain's names. Returns
     ``(written_paths, before, after)``; ``before``/``after`` are
     :class:`~end2you_visual.metrics.ContinuousReport` when ``label_paths``
-    is given, else None."""
+    is given, else None.
+
+    Raises:
+        InputError: ``out_dir`` cannot be written, or already holds a CSV of
+            one of these stems (unless ``overwrite``; never an input file).
+    """
+    check_writable(out_dir, "--out")
     files = read_prediction_csvs(pred_paths, chain.names)
     out_dir = Path(out_dir)
     targets = [out_dir / f"{f.stem}.csv" for f in files]
     for f, path in zip(files, targets):
         if path.resolve() == f.path.resolve():
             raise InputError(path, "output would overwrite its input; choose another folder")
+    existing = [p.name for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"--out {out_dir}", f"already holds {', '.join(existing[:3])}"
+                         + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+                         + "; use --overwrite to replace them, or choose another folder")
     labels = None if label_paths is None else pair_with_labels(files, label_paths)
     preds = [_filled(f) for f in files]
     posts = [chain.apply([p], f.fps)[0] for p, f in zip(preds, files)]

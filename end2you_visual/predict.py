@@ -9,12 +9,14 @@ so memory does not grow with the video's length. The crops are cut at the
 model's own input size (``model.config["input_size"]``)::
 
     from end2you_visual.predict import predict_video
-    result = predict_video("me.mp4", "resnet50_lstm_recola", out_dir="out")
+    result = predict_video("me.mp4", "resnet18-fer2013-cpu", out_dir="out")
     result.predictions        # (T, outputs), NaN where no face was found
 
 Per video, ``out_dir`` receives ``<stem>.csv`` (``time``, one column per
-output, ``face_found``) and ``<stem>.png`` (the outputs over time, with
-gaps where no face was found). Outputs are activated: values for
+output, ``face_found``, and ``top_class`` for a categorical model) and
+``<stem>.png`` (the outputs over time, with gaps where no face was found).
+Outputs of an earlier run for the same stems are refused before any work
+unless ``overwrite=True``. Outputs are activated: values for
 regression heads, probabilities for classification heads. A frame without a
 face has EMPTY output cells: the model still sees it (it holds the last
 good crop, as in training data, so the recurrent state runs on), but its
@@ -28,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import resolve_device
 from .errors import InputError
-from .inference import StreamingPredictor, resolve_device
-from .files import atomic_write_text
+from .files import atomic_write_text, check_writable
+from .inference import StreamingPredictor, model_title
+from .postprocess import TOP_CLASS, top_classes
 
 __all__ = ["PredictionResult", "predict_video", "predict_videos", "write_prediction_rows"]
 
@@ -69,19 +73,48 @@ class PredictionResult:
         return int(self.face_found.sum())
 
 
-def write_prediction_rows(path, time_s, names, values, face_found):
-    """Write a prediction CSV atomically: ``time``, outputs, ``face_found``.
+def write_prediction_rows(path, time_s, names, values, face_found, top_class=False):
+    """Write a prediction CSV atomically: ``time``, outputs, ``face_found``
+    (and with ``top_class``, a ``top_class`` column: the name of the most
+    probable output, empty where no face was found).
 
     NaN values become empty cells (``e2y-visual evaluate`` reads them as
     missing predictions); numbers are written with ``repr`` precision.
     """
-    lines = [",".join(["time", *names, "face_found"])]
+    lines = [",".join(["time", *names, "face_found"] + ([TOP_CLASS] if top_class else []))]
+    tops = top_classes(values, names, face_found) if top_class else None
     for i in range(len(time_s)):
         cells = [repr(float(time_s[i]))]
         cells += ["" if math.isnan(v) else repr(float(v)) for v in values[i]]
         cells.append("1" if face_found[i] else "0")
+        if top_class:
+            cells.append(tops[i])
         lines.append(",".join(cells))
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _outputs(out_dir, stem):
+    return [Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.png"]
+
+
+def check_predict_out(out_dir, stems, overwrite=False):
+    """Refuse an ``out_dir`` that cannot be written, or that holds outputs
+    (``<stem>.csv``, ``<stem>.png``) of these ``stems`` unless ``overwrite``.
+
+    Returns:
+        The existing outputs of ``stems`` (those ``overwrite`` replaces).
+
+    Raises:
+        InputError: naming the folder (and ``--overwrite``).
+    """
+    check_writable(out_dir, "--out")
+    old = [p for s in stems for p in _outputs(out_dir, s) if p.exists()]
+    if old and not overwrite:
+        shown = ", ".join(p.name for p in old[:3]) + (f" and {len(old) - 3} more"
+                                                      if len(old) > 3 else "")
+        raise InputError(out_dir, f"already holds predictions for these videos ({shown}); "
+                         "use --overwrite to replace them, or choose another --out")
+    return old
 
 
 def _load_model(model, device):
@@ -103,7 +136,7 @@ def _input_size(model):
 def predict_video(video_path, model, out_dir=None, device="auto", precision="auto",
                   batch_size=32, detect_every=1, detect_scale=None, margin=0.2,
                   min_face_size=20, smoothing=0.5, fill="last", plot=True, pipeline=None,
-                  stem=None, progress=False):
+                  stem=None, progress=False, overwrite=False, model_name=None):
     """Per-frame predictions of ``model`` for one video.
 
     Args:
@@ -121,18 +154,28 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
             input size); the face settings are then ignored.
         stem: file name stem of the outputs (default the video's).
         progress: show a progress bar (tqdm).
+        overwrite: replace this stem's outputs of an earlier run in
+            ``out_dir`` (else refused before any work).
+        model_name: the model's name in the plot's title (default: the
+            name or path given as ``model``, else its architecture).
 
     Returns:
         :class:`PredictionResult`.
 
     Raises:
-        InputError: the video cannot be read.
+        InputError: a bad device, an ``out_dir`` that cannot be written or
+            holds this stem's outputs (without ``overwrite``), a video that
+            cannot be read.
     """
     from .faces import FacePipeline
     from .video import iter_frame_batches, probe_video
 
     started = time.perf_counter()
     device = resolve_device(device)
+    stem = stem or Path(video_path).stem
+    if out_dir is not None:
+        check_predict_out(out_dir, [stem], overwrite)
+    title = f"{Path(video_path).name} · model {model_name or model_title(model)}"
     model = _load_model(model, device)
     size, base = _input_size(model)
     info = probe_video(video_path)
@@ -167,14 +210,17 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
                               face_found)
     if out_dir is not None:
         out_dir = Path(out_dir)
-        stem = stem or Path(video_path).stem
+        for old in check_predict_out(out_dir, [stem], overwrite):
+            old.unlink()  # with overwrite only: no stale plot beside a new CSV
         result.csv_path = out_dir / f"{stem}.csv"
-        write_prediction_rows(result.csv_path, times, base.label_names, predictions, face_found)
+        write_prediction_rows(result.csv_path, times, base.label_names, predictions, face_found,
+                              top_class=base.head_kind != "regression")
         if plot:
             from .plots import plot_predictions
 
             result.plot_path = plot_predictions(times, predictions, None, base.label_names,
-                                                out_dir / f"{stem}.png", face_found=face_found)
+                                                out_dir / f"{stem}.png", face_found=face_found,
+                                                title=title, kind=base.head_kind)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -217,19 +263,25 @@ def find_videos(paths):
     return found
 
 
-def predict_videos(videos, model, out_dir, device="auto", **options):
+def predict_videos(videos, model, out_dir, device="auto", overwrite=False, **options):
     """:func:`predict_video` for each of ``videos`` (files or folders) into ``out_dir``.
 
-    Every video is probed first (an unreadable one raises InputError before
-    any work); the model is loaded once; outputs of videos sharing a stem get ``__2``,
-    ``__3``... Returns one :class:`PredictionResult` per video.
+    The device, ``out_dir`` (writable; no outputs of these videos' stems
+    unless ``overwrite``) and every video (probed: an unreadable one raises
+    InputError) are checked before any work; the model is loaded once;
+    outputs of videos sharing a stem get ``__2``, ``__3``... Returns one
+    :class:`PredictionResult` per video.
     """
     from .video import probe_video
 
     device = resolve_device(device)
-    model = _load_model(model, device)
     paths = find_videos(videos)
+    stems = _unique_stems(paths)
+    check_predict_out(out_dir, stems, overwrite)
     for p in paths:  # an unreadable video stops the run before any work
         probe_video(p)
-    return [predict_video(p, model, out_dir, device=device, stem=s, **options)
-            for p, s in zip(paths, _unique_stems(paths))]
+    name = model_title(model)
+    model = _load_model(model, device)
+    return [predict_video(p, model, out_dir, device=device, stem=s, overwrite=overwrite,
+                          model_name=name, **options)
+            for p, s in zip(paths, stems)]

@@ -345,3 +345,145 @@ def test_cli_test(tmp_path):
     result = CliRunner().invoke(cli(), ["test", str(bad), "--model", str(ckpt), "--out",
                                         str(tmp_path / "out2"), "--device", "cpu"])
     assert result.exit_code == 1 and "bad.h5" in result.output and "Error" in result.output
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_an_earlier_run_is_refused_then_replaced_only_with_overwrite(tmp_path):
+    model = tiny()
+    first = write_h5(tmp_path / "a.h5", [5, 4])            # labelled: seq0, seq1
+    second = write_h5(tmp_path / "u.h5", [3], names=[], kind="none")  # unlabelled: seq0
+    out = tmp_path / "out"
+    run_test(model, [first], out, window=4, device="cpu", plot=True)
+    earlier = _files(out)
+    assert earlier == ["metrics.json", "plots/seq0.png", "plots/seq1.png", "predictions.h5",
+                       "predictions/seq0.csv", "predictions/seq1.csv"]
+    content = {p: (out / p).read_bytes() for p in earlier}
+    (out / "notes.txt").write_text("mine\n")  # not an output of test: never touched
+
+    with pytest.raises(InputError, match=rf"{out}: already holds the outputs of a test run "
+                                         r"\(predictions.h5, metrics.json, predictions/seq0.csv "
+                                         r"and 3 more\); use --overwrite"):
+        run_test(model, [second], out, device="cpu")
+    assert {p: (out / p).read_bytes() for p in earlier} == content
+
+    result = run_test(model, [second], out, device="cpu", overwrite=True)
+    # Only the new run's files: no seq1.csv, metrics or plots of the earlier run left over.
+    assert _files(out) == ["notes.txt", "predictions.h5", "predictions/seq0.csv"]
+    assert result.metrics is None and (out / "notes.txt").read_text() == "mine\n"
+    assert len(read_prediction_csv(out / "predictions" / "seq0.csv").time) == 3
+
+
+def test_bad_devices_and_outputs_fail_before_any_work(tmp_path, monkeypatch):
+    path = write_h5(tmp_path / "a.h5", [4])
+    calls = []
+    monkeypatch.setattr(inference, "_load_model", lambda *a: calls.append(a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match=r"^--device: 'cuda' asked for, but CUDA is not "):
+        run_test(tiny(), [path], tmp_path / "out", device="cuda")
+    with pytest.raises(InputError, match=r"^--device: 'gpu' is not a device"):
+        run_test(tiny(), [path], tmp_path / "out", device="gpu")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=rf"^--out {tmp_path}/file/out: cannot be created: "
+                                         rf"{tmp_path}/file is a file, not a folder"):
+        run_test(tiny(), [path], tmp_path / "file" / "out", device="cpu")
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_categorical_csvs_have_a_top_class_column(tmp_path):
+    classes = ["anger", "happy", "neutral"]
+    model = tiny(head="multiclass", names=classes)
+    path = write_h5(tmp_path / "c.h5", [9], names=classes, kind="multiclass", labels=one_hot)
+    run_test(model, [path], tmp_path / "out", window=4, device="cpu")
+    (_, scores, _, face), = direct(model, [path])
+    lines = (tmp_path / "out" / "predictions" / "seq0.csv").read_text().splitlines()
+    assert lines[0] == "time,anger,happy,neutral,face_found,top_class"
+    expected = [classes[k] if f else "" for k, f in zip(scores.argmax(1), face)]
+    assert [line.split(",")[-1] for line in lines[1:]] == expected
+    assert expected.count("") == 2  # frames 1 and 5 have no face
+    series = read_prediction_csv(tmp_path / "out" / "predictions" / "seq0.csv")
+    assert series.names == classes  # evaluate reads the outputs, not the class names
+    np.testing.assert_allclose(series.values, scores, rtol=1e-5, atol=1e-6)
+
+    run_test(tiny(), [write_h5(tmp_path / "r.h5", [3])], tmp_path / "reg", device="cpu")
+    header = (tmp_path / "reg" / "predictions" / "seq0.csv").read_text().splitlines()[0]
+    assert header == "time,arousal,valence,face_found"  # regression: no class column
+
+
+class RecordingBar:
+    bars = []
+
+    def __init__(self, total=None, **kwargs):
+        self.total, self.n, self.closed, self.kwargs = total, 0, False, kwargs
+        RecordingBar.bars.append(self)
+
+    def update(self, n):
+        self.n += n
+
+    def close(self):
+        self.closed = True
+
+
+def test_cli_test_bar_has_a_total_and_ends_full(tmp_path, monkeypatch):
+    import tqdm
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
+    RecordingBar.bars = []
+    ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
+    path = write_h5(tmp_path / "a.h5", [9, 0, 5])
+    result = CliRunner().invoke(cli(), ["test", str(path), "--model", str(ckpt), "--out",
+                                        str(tmp_path / "out"), "--window", "4", "--batch", "1",
+                                        "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    [bar] = RecordingBar.bars
+    assert (bar.total, bar.n, bar.closed) == (14, 14, True)
+    assert bar.kwargs["unit"] == "frame"
+
+
+def _messages(stderr):
+    """The lines of ``stderr`` but the progress bar's redraws."""
+    return [s for s in stderr.replace("\r", "\n").splitlines()
+            if s.strip() and not s.startswith("test:")]
+
+
+def test_cli_test_warnings_are_one_line(tmp_path):
+    ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
+    small = write_h5(tmp_path / "small.h5", [3], size=24)
+    result = CliRunner().invoke(cli(), ["test", str(small), "--model", str(ckpt), "--out",
+                                        str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    warning = f"Warning: {small}: frames are 24x24 but the model expects 32x32"
+    assert _messages(result.stderr) == [warning]  # no UserWarning, no source line
+
+
+def test_warnings_are_one_line_in_a_real_process(tmp_path):
+    import subprocess
+    import sys
+
+    ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
+    small = write_h5(tmp_path / "small.h5", [3], size=24)
+    run = subprocess.run([sys.executable, "-m", "end2you_visual.cli.main", "test", str(small),
+                          "--model", str(ckpt), "--out", str(tmp_path / "out"),
+                          "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert _messages(run.stderr) == [
+        f"Warning: {small}: frames are 24x24 but the model expects 32x32"]
+
+
+def test_cli_test_over_an_earlier_run(tmp_path):
+    ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
+    path = write_h5(tmp_path / "a.h5", [4])
+    out = tmp_path / "out"
+    args = ["test", str(path), "--model", str(ckpt), "--out", str(out), "--device", "cpu"]
+    assert CliRunner().invoke(cli(), args).exit_code == 0
+    (out / "predictions" / "stale.csv").write_text("time,arousal,valence\n")
+    again = CliRunner().invoke(cli(), args)
+    assert again.exit_code == 1
+    assert again.output.startswith(f"Error: {out}: already holds the outputs of a test run")
+    assert "--overwrite" in again.output and (out / "predictions" / "stale.csv").exists()
+    forced = CliRunner().invoke(cli(), args + ["--overwrite"])
+    assert forced.exit_code == 0, forced.output
+    assert _files(out) == ["metrics.json", "predictions.h5", "predictions/seq0.csv"]

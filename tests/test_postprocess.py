@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from end2you_visual.ccc import ccc
-from end2you_visual.cli.evaluate import evaluate
+from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
 from end2you_visual.postprocess import (Chain, apply_median, apply_shift, fill_gaps,
                                         read_prediction_csvs, shift_frames, window_frames,
@@ -205,10 +205,10 @@ def test_evaluate_cli_fit_then_apply(tmp_path):
     _make_split(tmp_path / "test", [3], delay=8)
     runner = CliRunner()
     chain_path = tmp_path / "chain.json"
-    result = runner.invoke(evaluate, ["--pred", str(tmp_path / "val" / "pred"),
-                                      "--labels", str(tmp_path / "val" / "labels"),
-                                      "--out", str(chain_path),
-                                      "--metrics", str(tmp_path / "val_metrics.json")])
+    result = runner.invoke(cli, ["evaluate", "--pred", str(tmp_path / "val" / "pred"),
+                                 "--labels", str(tmp_path / "val" / "labels"),
+                                 "--out", str(chain_path),
+                                 "--metrics", str(tmp_path / "val_metrics.json")])
     assert result.exit_code == 0, result.output
     assert "CCC before" in result.output and "shift" in result.output
     chain = Chain.load(chain_path)
@@ -218,10 +218,10 @@ def test_evaluate_cli_fit_then_apply(tmp_path):
     assert metrics["after"]["pooled"]["arousal"]["n_frames"] == 2 * 290
 
     out = tmp_path / "test_post"
-    result = runner.invoke(evaluate, ["--apply", str(chain_path),
-                                      "--pred", str(tmp_path / "test" / "pred"),
-                                      "--labels", str(tmp_path / "test" / "labels"),
-                                      "--out", str(out)])
+    result = runner.invoke(cli, ["evaluate", "--apply", str(chain_path),
+                                 "--pred", str(tmp_path / "test" / "pred"),
+                                 "--labels", str(tmp_path / "test" / "labels"),
+                                 "--out", str(out)])
     assert result.exit_code == 0, result.output
     [written] = read_prediction_csvs([out])
     [original] = read_prediction_csvs([tmp_path / "test" / "pred"])
@@ -235,12 +235,67 @@ def test_evaluate_cli_fit_then_apply(tmp_path):
 def test_evaluate_cli_reports_missing_labels(tmp_path):
     _make_split(tmp_path, [1], delay=3)
     (tmp_path / "labels" / "clip1.csv").rename(tmp_path / "labels" / "other.csv")
-    result = CliRunner().invoke(evaluate, ["--pred", str(tmp_path / "pred"),
-                                           "--labels", str(tmp_path / "labels"),
-                                           "--out", str(tmp_path / "c.json")])
+    result = CliRunner().invoke(cli, ["evaluate", "--pred", str(tmp_path / "pred"),
+                                      "--labels", str(tmp_path / "labels"),
+                                      "--out", str(tmp_path / "c.json")])
     assert result.exit_code == 1
     assert "no label CSV for prediction file(s) ['clip1']" in result.output
-    result = CliRunner().invoke(evaluate, ["--pred", str(tmp_path / "pred"),
-                                           "--out", str(tmp_path / "c.json")])
+    result = CliRunner().invoke(cli, ["evaluate", "--pred", str(tmp_path / "pred"),
+                                      "--out", str(tmp_path / "c.json")])
     assert result.exit_code == 2 and "needs --labels" in result.output
     assert not (tmp_path / "c.json").exists()
+
+
+def test_top_class_column_is_written_and_skipped_when_read(tmp_path):
+    from end2you_visual.postprocess import read_prediction_csv, top_classes
+
+    values = np.array([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [np.nan, np.nan, np.nan],
+                       [0.1, 0.1, 0.8]])
+    face = [True, True, False, False]
+    assert top_classes(values, ["a", "b", "c"], face) == ["b", "a", "", ""]
+    assert top_classes(values, ["a", "b", "c"]) == ["b", "a", "", "c"]
+    write_prediction_csv(tmp_path / "p.csv", [0.0, 0.04, 0.08, 0.12], ["a", "b", "c"],
+                         np.nan_to_num(values), face, top_class=True)
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "time,a,b,c,face_found,top_class"
+    assert [line.split(",")[-1] for line in lines[1:]] == ["b", "a", "", ""]
+    series = read_prediction_csv(tmp_path / "p.csv")
+    assert series.names == ["a", "b", "c"] and series.face_found.tolist() == face
+
+
+def test_evaluate_never_replaces_a_finished_output_unasked(tmp_path):
+    _make_split(tmp_path / "val", [1], delay=4)
+    runner = CliRunner()
+    chain_path = tmp_path / "chain.json"
+    chain_path.write_text("earlier\n")
+    fit = ["evaluate", "--pred", str(tmp_path / "val" / "pred"),
+           "--labels", str(tmp_path / "val" / "labels"), "--out", str(chain_path)]
+    refused = runner.invoke(cli, fit)
+    assert refused.exit_code == 1
+    assert refused.output == (f"Error: --out {chain_path}: already exists; use --overwrite "
+                              "to replace it, or choose another name\n")
+    assert chain_path.read_text() == "earlier\n"
+    assert runner.invoke(cli, fit + ["--overwrite"]).exit_code == 0
+    chain = Chain.load(chain_path)
+
+    out = tmp_path / "post"
+    out.mkdir()
+    (out / "clip1.csv").write_text("earlier\n")
+    apply = ["evaluate", "--apply", str(chain_path), "--pred", str(tmp_path / "val" / "pred"),
+             "--out", str(out)]
+    refused = runner.invoke(cli, apply)
+    assert refused.exit_code == 1
+    assert refused.output == (f"Error: --out {out}: already holds clip1.csv; use --overwrite "
+                              "to replace them, or choose another folder\n")
+    assert (out / "clip1.csv").read_text() == "earlier\n"
+    assert runner.invoke(cli, apply + ["--overwrite"]).exit_code == 0
+    [written] = read_prediction_csvs([out])
+    assert written.names == chain.names and len(written.time) == 300
+
+    (tmp_path / "file").write_text("x")
+    blocked = runner.invoke(cli, ["evaluate", "--apply", str(chain_path), "--pred",
+                                  str(tmp_path / "val" / "pred"), "--out",
+                                  str(tmp_path / "file" / "post")])
+    assert blocked.exit_code == 1 and blocked.output == (
+        f"Error: --out {tmp_path}/file/post: cannot be created: {tmp_path}/file is a file, "
+        "not a folder\n")

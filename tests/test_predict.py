@@ -144,7 +144,86 @@ def test_cli_predict(checkpoint, tmp_path):
     assert "single_face.mp4: 72 frames, face in" in result.output
     assert len(read_rows(out / "single_face.csv")) == 73
     assert (out / "single_face.png").is_file()
+    csv_text = (out / "single_face.csv").read_text()
+
+    result = CliRunner().invoke(cli(), ["predict", str(SINGLE), "--model", str(checkpoint),
+                                        "--out", str(out), "--device", "cpu", "--no-plot",
+                                        "--overwrite", "--detect-every", "8", "--batch-size",
+                                        "64", "--detect-scale", "0.25", "--min-face-size", "40"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["single_face.csv"]  # no stale plot
+    assert (out / "single_face.csv").read_text() == csv_text
 
     result = CliRunner().invoke(cli(), ["predict", str(SINGLE), "--model",
-                                        str(tmp_path / "nope.pt"), "--out", str(out)])
+                                        str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o2")])
     assert result.exit_code == 1 and "nope.pt" in result.output
+
+
+CLASSES = ["anger", "happy", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    torch.manual_seed(1)
+    model = build_model("resnet_tiny", head="multiclass", outputs=3, hidden_size=8,
+                        num_layers=1, label_names=CLASSES, input_size=24)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "classes.pt")
+
+
+def test_categorical_csv_has_a_top_class_and_the_plot_one_titled_panel(classifier, tmp_path,
+                                                                       monkeypatch):
+    from end2you_visual import plots
+
+    drawn = []
+    real = plots.prediction_figure
+    monkeypatch.setattr(plots, "prediction_figure",
+                        lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1])
+    result = predict_video(SINGLE, classifier, out_dir=tmp_path, device="cpu", batch_size=36,
+                           pipeline=StubPipeline())
+    rows = read_rows(tmp_path / "single_face.csv")
+    assert rows[0] == ["time", *CLASSES, "face_found", "top_class"]
+    found = result.face_found
+    expected = [CLASSES[int(np.argmax(p))] if f else "" for p, f in
+                zip(result.predictions, found)]
+    assert [r[-1] for r in rows[1:]] == expected and expected.count("") == 15
+    assert read_prediction_csv(tmp_path / "single_face.csv").names == CLASSES
+
+    [fig] = drawn
+    [ax] = fig.axes
+    assert ax.get_title() == f"single_face.mp4 · model {classifier}"
+    assert ax.get_ylim() == (0.0, 1.0) and ax.get_ylabel() == "class probability (stacked)"
+
+
+def test_earlier_outputs_are_refused_then_replaced_with_overwrite(checkpoint, tmp_path):
+    first = predict_video(SINGLE, checkpoint, out_dir=tmp_path, device="cpu",
+                          pipeline=StubPipeline())
+    content = {p: p.read_bytes() for p in (first.csv_path, first.plot_path)}
+    with pytest.raises(InputError, match=rf"^{tmp_path}: already holds predictions for these "
+                                         r"videos \(single_face.csv, single_face.png\); "
+                                         r"use --overwrite"):
+        predict_video(SINGLE, checkpoint, out_dir=tmp_path, device="cpu",
+                      pipeline=StubPipeline())
+    with pytest.raises(InputError, match="use --overwrite"):
+        predict_videos([SINGLE], checkpoint, tmp_path, device="cpu", pipeline=StubPipeline())
+    assert {p: p.read_bytes() for p in content} == content
+
+    again = predict_video(SINGLE, checkpoint, out_dir=tmp_path, device="cpu", plot=False,
+                          pipeline=StubPipeline(), overwrite=True)
+    # The new CSV, and no plot of the earlier run beside it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["single_face.csv"]
+    assert again.csv_path.read_bytes() == content[first.csv_path]  # same model, same crops
+
+
+def test_bad_device_or_out_fails_before_any_work(checkpoint, tmp_path, monkeypatch):
+    from end2you_visual import predict as module
+
+    monkeypatch.setattr(module, "_load_model", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match=r"^--device: 'cuda' asked for"):
+        predict_videos([SINGLE], checkpoint, tmp_path / "out", device="cuda")
+    with pytest.raises(InputError, match=r"^--device: 'gpu' is not a device"):
+        predict_videos([SINGLE], checkpoint, tmp_path / "out", device="gpu")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=rf"^--out {tmp_path}/file/out: cannot be created"):
+        predict_videos([SINGLE], checkpoint, tmp_path / "file" / "out", device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
