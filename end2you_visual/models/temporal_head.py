@@ -1,0 +1,86 @@
+"""The recurrent layers and output head shared by the audio and audiovisual models.
+
+:class:`TemporalHeadModel` is a base class: a subclass computes per-frame
+features (B, T, F) and this class runs dropout, the LSTM/GRU (or none) and
+the linear head over them, and gives the same ``activate``,
+``replace_head``, ``set_label_names``, ``label_names`` and ``head_kind`` as
+:class:`~end2you_visual.models.VisualModel`.
+"""
+import torch
+from torch import nn
+
+from .visual import HEADS, TEMPORALS, _check_head
+
+__all__ = ["TemporalHeadModel"]
+
+
+class TemporalHeadModel(nn.Module):
+    """Base: ``dropout -> LSTM/GRU (or none) -> dropout -> Linear`` over features."""
+
+    def _build_temporal_head(self, in_features, head, outputs, temporal, hidden_size,
+                             num_layers, label_names, dropout):
+        if temporal not in TEMPORALS:
+            raise ValueError(f"unknown temporal {temporal!r}; choose one of {TEMPORALS}")
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+        names = _check_head(head, outputs, label_names)
+        self.dropout = nn.Dropout(float(dropout))
+        if temporal == "none":
+            self.temporal, head_in = None, int(in_features)
+        else:
+            rnn = nn.LSTM if temporal == "lstm" else nn.GRU
+            self.temporal = rnn(int(in_features), int(hidden_size), int(num_layers),
+                                batch_first=True,
+                                dropout=float(dropout) if int(num_layers) > 1 else 0.0)
+            head_in = int(hidden_size)
+        self.head = nn.Linear(head_in, int(outputs))
+        return {"head": head, "outputs": int(outputs), "temporal": temporal,
+                "hidden_size": int(hidden_size), "num_layers": int(num_layers),
+                "label_names": names, "dropout": float(dropout)}
+
+    def _temporal_head(self, features, state=None, return_state=False):
+        h = self.dropout(features)
+        if self.temporal is not None:
+            h, state = self.temporal(h, state)
+            h = self.dropout(h)
+        else:
+            state = None
+        out = self.head(h)
+        return (out, state) if return_state else out
+
+    @property
+    def label_names(self):
+        """Names of the outputs, in order."""
+        return list(self.config["label_names"])
+
+    @property
+    def head_kind(self):
+        """``"regression"``, ``"multilabel"`` or ``"multiclass"``."""
+        return self.config["head"]
+
+    def activate(self, out):
+        """Raw outputs -> predictions: sigmoid (multilabel), softmax (multiclass) or as is."""
+        if self.head_kind == "multilabel":
+            return torch.sigmoid(out)
+        if self.head_kind == "multiclass":
+            return torch.softmax(out, dim=-1)
+        return out
+
+    def replace_head(self, head=None, outputs=None, label_names=None):
+        """A new, randomly initialised head (as ``VisualModel.replace_head``); returns self."""
+        head = self.head_kind if head is None else head
+        outputs = self.config["outputs"] if outputs is None else int(outputs)
+        if label_names is None and outputs == self.config["outputs"]:
+            label_names = self.label_names
+        names = _check_head(head, outputs, label_names)
+        old = self.head
+        self.head = nn.Linear(old.in_features, outputs).to(device=old.weight.device,
+                                                           dtype=old.weight.dtype)
+        self.config.update(head=head, outputs=outputs, label_names=names)
+        return self
+
+    def set_label_names(self, label_names):
+        """Rename the outputs (one name per output); the weights stay."""
+        self.config["label_names"] = _check_head(self.head_kind, self.config["outputs"],
+                                                 label_names)
+        return self

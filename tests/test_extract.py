@@ -1,0 +1,166 @@
+"""`extract`: per-frame embeddings aligned with the frames, in HDF5, npy and CSV."""
+import csv
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from end2you_visual.cli.main import cli
+from end2you_visual.data import SequenceFile
+from end2you_visual.errors import InputError
+from end2you_visual.extract import extract_features, model_checksum
+from end2you_visual.hdf5 import SequenceWriter
+from end2you_visual.models import build_model, save_checkpoint
+
+LENGTHS = (9, 5)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two labelled sequences of 32 px crops; a few frames without a face."""
+    path = tmp_path_factory.mktemp("data") / "clips.h5"
+    rng = np.random.default_rng(0)
+    with SequenceWriter(path, 32, ["arousal", "valence"], "continuous") as writer:
+        for q, n in enumerate(LENGTHS):
+            writer.begin_sequence(f"clip{q}", fps=25.0)
+            found = np.ones(n, bool)
+            found[[1, n - 1]] = False
+            writer.append(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                          np.arange(n) / 25.0, rng.random((n, 2)), found)
+            writer.end_sequence()
+        writer.commit()
+    return path
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("resnet_tiny", outputs=2, hidden_size=8, input_size=32).eval()
+
+
+def _reference(path, model):
+    """model.features on each sequence's frames, NaN where no face."""
+    f = SequenceFile(path)
+    rows = []
+    for info in f.sequences:
+        clip = f.read(info)
+        with torch.no_grad():
+            feats = model.features(torch.from_numpy(clip.frames)[None])[0].numpy()
+        feats[~clip.face_found] = np.nan
+        rows.append(feats)
+    return np.concatenate(rows)
+
+
+def test_hdf5_features_equal_model_features(dataset, model, tmp_path):
+    (result,) = extract_features([dataset], model, tmp_path, dtype="float32", batch_size=4,
+                                 device="cpu")
+    assert Path(result.output) == tmp_path / "clips.features.h5"
+    assert (result.frames, result.faces_found, result.features) == (14, 10, 64)
+    reference = _reference(dataset, model)
+    source = SequenceFile(dataset)
+    with h5py.File(result.output) as h5:
+        features = h5["features"][:]
+        assert features.dtype == np.float32 and features.shape == (14, 64)
+        np.testing.assert_allclose(features, reference, rtol=0, atol=1e-6)
+        found = h5["face_found"][:]
+        assert found.tolist() == [i not in (1, 8, 10, 13) for i in range(14)]
+        assert np.isnan(features[~found]).all() and np.isfinite(features[found]).all()
+        everything = source.read(0)
+        np.testing.assert_array_equal(h5["labels"][:9], everything.labels)
+        np.testing.assert_array_equal(h5["timestamps"][:9], everything.timestamps)
+        assert h5["sequences/offsets"][:].tolist() == [0, 9, 14]
+        assert [n.decode() for n in h5["sequences/name"][:]] == ["clip0", "clip1"]
+        attrs = dict(h5.attrs)
+        assert attrs["format"] == "end2you-visual-features"
+        assert attrs["model_checksum"] == model_checksum(model)[1]
+        assert attrs["model_checksum_of"] == "state_dict"
+        assert json.loads(attrs["label_names"]) == ["arousal", "valence"]
+        assert json.loads(attrs["model_config"])["arch"] == "resnet_tiny"
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_npy_and_csv_and_float16(dataset, model, tmp_path):
+    reference = _reference(dataset, model)
+    (npy,) = extract_features(dataset, model, tmp_path, fmt="npy", batch_size=3, device="cpu")
+    array = np.load(npy.output)
+    assert array.dtype == np.float16 and array.shape == (14, 64)
+    np.testing.assert_array_equal(array, reference.astype(np.float16))
+    (table,) = extract_features(dataset, model, tmp_path, fmt="csv", dtype="float32",
+                                device="cpu")
+    with open(table.output, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:6] == ["sequence", "timestamp", "face_found", "arousal", "valence", "f0"]
+    assert len(rows) == 15 and len(rows[0]) == 5 + 64
+    assert rows[2][:3] == ["clip0", "0.040000", "0"] and rows[2][5:] == [""] * 64
+    np.testing.assert_allclose(np.array(rows[1][5:], float), reference[0], atol=1e-6)
+    assert rows[10][0] == "clip1"
+
+
+def test_existing_output_is_refused_unless_overwrite(dataset, model, tmp_path):
+    (first,) = extract_features(dataset, model, tmp_path, device="cpu")
+    Path(first.output).write_bytes(b"keep me")
+    with pytest.raises(InputError, match="exists.*--overwrite"):
+        extract_features(dataset, model, tmp_path, device="cpu")
+    assert Path(first.output).read_bytes() == b"keep me"
+    extract_features(dataset, model, tmp_path, device="cpu", overwrite=True)
+    assert h5py.is_hdf5(first.output)
+
+
+def test_checkpoint_model_and_cli(dataset, model, tmp_path):
+    ckpt = save_checkpoint(model, tmp_path / "m.pt")
+    result = CliRunner().invoke(cli, ["extract", str(dataset), "--model", str(ckpt), "--out",
+                                      str(tmp_path / "out"), "--device", "cpu",
+                                      "--batch-size", "5"])
+    assert result.exit_code == 0, result.output
+    assert "14 frames (10 with a face) x 64 features" in result.output
+    from end2you_visual.zoo import sha256_file
+
+    with h5py.File(tmp_path / "out" / "clips.features.h5") as h5:
+        assert h5.attrs["model_checksum"] == sha256_file(ckpt)
+        assert h5.attrs["model_name"] == str(ckpt)
+        assert h5["features"].dtype == np.float16
+    again = CliRunner().invoke(cli, ["extract", str(dataset), "--model", str(ckpt), "--out",
+                                     str(tmp_path / "out")])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    bad = CliRunner().invoke(cli, ["extract", str(dataset), "--model", str(ckpt), "--out",
+                                   str(tmp_path / "o2"), "--batch-size", "0"])
+    assert bad.exit_code == 2
+
+
+def test_audio_model_is_refused(dataset, tmp_path):
+    audio = build_model(modality="audio", audio_channels=(4, 8), hidden_size=8)
+    with pytest.raises(InputError, match="visual or audiovisual model"):
+        extract_features(dataset, audio, tmp_path, device="cpu")
+
+
+def test_videos_go_through_the_face_pipeline(model, tmp_path, monkeypatch):
+    from end2you_visual.faces import FaceBatch, FaceSettings
+
+    class EveryOtherFace:  # stands in for MTCNN: a grey crop, a face on even frames
+        def process(self, frames):
+            n = len(frames)
+            crops = frames[:, :32, :32].copy()
+            return FaceBatch(crops=crops, boxes=np.zeros((n, 4), np.float32),
+                             found=np.arange(n) % 2 == 0, probs=np.ones(n, np.float32))
+
+    monkeypatch.setattr(FaceSettings, "pipeline", lambda self, fps=None, size=None,
+                        device=None: EveryOtherFace())
+    video = Path(__file__).parent / "data" / "single_face.mp4"
+    (result,) = extract_features([video], model, tmp_path, dtype="float32", batch_size=24,
+                                 device="cpu")
+    from end2you_visual.video import iter_frame_batches
+
+    frames = np.concatenate([b for _, b in iter_frame_batches(str(video), 72)])[:, :32, :32]
+    with torch.no_grad():
+        reference = model.features(torch.from_numpy(frames)[None])[0].numpy()
+    with h5py.File(result.output) as h5:
+        features, found = h5["features"][:], h5["face_found"][:]
+        assert features.shape == (72, 64) and found.tolist() == [i % 2 == 0 for i in range(72)]
+        np.testing.assert_allclose(features[found], reference[found], rtol=0, atol=1e-6)
+        assert np.isnan(features[~found]).all()
+        np.testing.assert_allclose(h5["timestamps"][:3], [0, 1 / 30, 2 / 30])
+        assert "labels" not in h5
