@@ -8,7 +8,13 @@ that its peak RSS is its own):
   (the reference: what detection costs without anything else);
 - ``faces``: our face pipeline (detect, track, smooth, crop) on decoded frames;
 - ``generate``: the whole of `generate` end to end (decode, faces, labels,
-  HDF5 write), the figure users get.
+  HDF5 write), the figure users get, with the default detector
+  (``tracked``: MTCNN in a window around the tracked face);
+- ``generate_full``: the same with ``detector="full"`` (MTCNN on every
+  whole frame, as before the tracked detector).
+
+``--accuracy CLIP...`` compares the default detector's boxes with full
+per-frame detection's instead (see :func:`accuracy_clip`).
 
 ``python -m bench.generation --device cuda CLIP...`` prints JSON.
 ``--memory CLIP`` also runs `generate` on the clip looped 1x, 4x and 16x to
@@ -66,13 +72,14 @@ def stage_mtcnn(path, device, batch):
     return len(frames), time.perf_counter() - start
 
 
-def stage_faces(path, device, batch, detect_every=1):
+def stage_faces(path, device, batch, detect_every=1, detector="tracked"):
     from end2you_visual.faces import FacePipeline
 
     frames = _decoded(path)
     FacePipeline(device=device, batch_size=batch).process(frames[:batch])  # warm-up
     _sync(device)
-    pipeline = FacePipeline(device=device, batch_size=batch, detect_every=detect_every)
+    pipeline = FacePipeline(device=device, batch_size=batch, detect_every=detect_every,
+                            detector=detector)
     start = time.perf_counter()
     for k in range(0, len(frames), batch):
         pipeline.process(frames[k:k + batch])
@@ -82,7 +89,7 @@ def stage_faces(path, device, batch, detect_every=1):
     return len(frames), time.perf_counter() - start
 
 
-def stage_generate(path, device, batch, detect_every=1):
+def stage_generate(path, device, batch, detect_every=1, detector="tracked"):
     from end2you_visual.faces import FacePipeline
     from end2you_visual.generate import GenerateSettings, generate
 
@@ -93,7 +100,8 @@ def stage_generate(path, device, batch, detect_every=1):
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "in.csv"
         csv.write_text(f"raw_file,label_file\n{Path(path).resolve()},\n")
-        settings = GenerateSettings(device=device, batch_size=batch, detect_every=detect_every)
+        settings = GenerateSettings(device=device, batch_size=batch, detect_every=detect_every,
+                                    detector=detector)
         start = time.perf_counter()
         (result,) = generate(csv, Path(tmp) / "out", settings, progress=False)
         elapsed = time.perf_counter() - start
@@ -103,7 +111,9 @@ def stage_generate(path, device, batch, detect_every=1):
 
 
 STAGES = {"decode": stage_decode, "mtcnn": stage_mtcnn, "faces": stage_faces,
-          "generate": stage_generate}
+          "generate": stage_generate,
+          "faces_full": lambda *a, **k: stage_faces(*a, detector="full", **k),
+          "generate_full": lambda *a, **k: stage_generate(*a, detector="full", **k)}
 
 
 def _sync(device):
@@ -125,23 +135,27 @@ def run_stage_in_subprocess(stage, path, device, batch, detect_every=1):
 
 
 def _child(stage, path, device, batch, detect_every):
-    kwargs = {"detect_every": int(detect_every)} if stage in ("faces", "generate") else {}
+    kwargs = {"detect_every": int(detect_every)} if stage.startswith(("faces", "generate")) else {}
     frames, seconds = STAGES[stage](path, device, int(batch), **kwargs)
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds,
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def bench_clip(path, device="cpu", batch=32, detect_every=(1,), stages=None):
-    """All stages on one clip; ratios are against MTCNN alone in the same run."""
+def bench_clip(path, device="cpu", batch=32, detect_every=(1,), stages=None,
+               per_k=("generate_full", "generate")):
+    """All stages on one clip; ratios are against MTCNN alone and decode
+    alone in the same run."""
     row = {"clip": Path(path).name, "device": device, "batch": batch}
     for stage in stages or ("decode", "mtcnn"):
         row[stage] = run_stage_in_subprocess(stage, path, device, batch)
     for k in detect_every:
-        for stage in ("faces", "generate"):
+        for stage in per_k:
             row[f"{stage}_k{k}"] = run_stage_in_subprocess(stage, path, device, batch, k)
-    if "mtcnn" in row:
-        for k in detect_every:
-            row[f"generate_k{k}_vs_mtcnn"] = row[f"generate_k{k}"]["fps"] / row["mtcnn"]["fps"]
+    for k in detect_every:
+        for stage in per_k:
+            for ref in ("mtcnn", "decode"):
+                if ref in row:
+                    row[f"{stage}_k{k}_vs_{ref}"] = row[f"{stage}_k{k}"]["fps"] / row[ref]["fps"]
     return row
 
 
@@ -167,6 +181,61 @@ def bench_memory(path, device="cpu", batch=32, repeats=(1, 4, 16), detect_every=
     return rows
 
 
+def _iou(a, b):
+    """IoU of matching rows of two (n, 4) box arrays."""
+    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+    x2, y2 = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def accuracy_clip(path, batch=16, **kwargs):
+    """The default detector against full per-frame detection on one clip.
+
+    Both pipelines see the same batches. Returns the mean and least IoU of
+    the main subject's boxes where both found it, the frames whose face /
+    no-face mark differs, the largest jump of the default's box centre
+    between consecutive frames (in face sizes), and the share of frames the
+    default detected in full.
+    """
+    import torch
+
+    from end2you_visual.faces import FacePipeline
+    from end2you_visual.video import VideoFrames
+
+    torch.set_num_threads(1)
+    video = VideoFrames(path, batch)
+    fast = FacePipeline(fps=video.info.fps, batch_size=batch, **kwargs)
+    full = FacePipeline(fps=video.info.fps, batch_size=batch, detector="full", **kwargs)
+    boxes, found = {"fast": [], "full": []}, {"fast": [], "full": []}
+    seconds = {"fast": 0.0, "full": 0.0}
+    for start, frames in video:
+        for name, pipeline in (("fast", fast), ("full", full)):
+            began = time.perf_counter()
+            faces = pipeline.process(frames)
+            seconds[name] += time.perf_counter() - began
+            boxes[name].append(faces.boxes)
+            found[name].append(faces.found)
+    a, b = np.concatenate(boxes["fast"]), np.concatenate(boxes["full"])
+    fa, fb = np.concatenate(found["fast"]), np.concatenate(found["full"])
+    both = fa & fb
+    iou = _iou(a[both], b[both]) if both.any() else np.zeros(0)
+    centre = (a[:, :2] + a[:, 2:]) / 2
+    size = np.maximum(a[:, 2] - a[:, 0], a[:, 3] - a[:, 1])
+    step = np.hypot(*(centre[1:] - centre[:-1]).T) / size[:-1]
+    step = step[fa[1:] & fa[:-1]]
+    return {"clip": Path(path).name, "frames": int(len(fa)),
+            "found_default": int(fa.sum()), "found_full": int(fb.sum()),
+            "mean_iou": float(iou.mean()) if len(iou) else None,
+            "min_iou": float(iou.min()) if len(iou) else None,
+            "marks_differ": np.flatnonzero(fa != fb).tolist(),
+            "max_jump_face_sizes": float(step.max()) if len(step) else None,
+            "full_detections_default": int(fast.full_detections),
+            "fps_default_faces": len(fa) / seconds["fast"],
+            "fps_full_faces": len(fa) / seconds["full"]}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="+")
@@ -174,7 +243,15 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--detect-every", type=int, nargs="+", default=[1])
     parser.add_argument("--memory", default=None, help="clip for the 1x/4x/16x memory run")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="compare the default detector with full detection instead")
     args = parser.parse_args(argv)
+    if args.accuracy:
+        report = {"accuracy": []}
+        for clip in args.clips:
+            report["accuracy"].append(accuracy_clip(clip, args.batch, device=args.device))
+            print(json.dumps(report["accuracy"][-1]), flush=True)
+        return report
     report = {"clips": [bench_clip(c, args.device, args.batch, args.detect_every)
                         for c in args.clips]}
     if args.memory:

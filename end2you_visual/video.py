@@ -27,8 +27,10 @@ count=True)`` (decodes the whole file once).
 
 import math
 import os
+import queue
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -236,7 +238,6 @@ class VideoFrames:
 
     def __iter__(self):
         info, batch_size = self.info, self.batch_size
-        frame_bytes = info.width * info.height * 3
         self.decoded, self.decode_error = 0, None
         with tempfile.TemporaryFile() as errlog:
             # stderr goes to a file: a pipe nobody reads could fill up and stall
@@ -246,20 +247,17 @@ class VideoFrames:
                 stdout=subprocess.PIPE, stderr=errlog,
             )
             start = 0
+            reader = _Prefetcher(proc.stdout, batch_size, (info.height, info.width, 3))
             try:
-                while True:
-                    frames = np.empty((batch_size, info.height, info.width, 3), np.uint8)
-                    n = _read_into(proc.stdout, frames) // frame_bytes
-                    if n:
-                        yield start, frames[:n]
-                        start += n
-                        self.decoded = start
-                    if n < batch_size:
-                        break
+                for frames in reader:
+                    yield start, frames
+                    start += len(frames)
+                    self.decoded = start
             finally:
-                proc.stdout.close()
                 if proc.poll() is None:
                     proc.kill()
+                reader.close()
+                proc.stdout.close()
                 proc.wait()
             errlog.seek(0)
             message = errlog.read().decode("utf-8", "replace").strip()
@@ -270,6 +268,62 @@ class VideoFrames:
                     "no frame could be decoded"
                     + (f": {self.decode_error}" if self.decode_error else ""),
                 )
+
+
+class _Prefetcher:
+    """Batches of frames read from ffmpeg's pipe in a thread, one batch ahead.
+
+    While the caller works on one batch (face detection), the next one is
+    read (the read releases the GIL, and ffmpeg decodes in its own process):
+    decoding and detection overlap. Iterating yields uint8 arrays
+    (n, *shape), n = ``batch_size`` but for the last one; a read error is
+    raised in the caller. :meth:`close` stops the thread (kill the process
+    first so that a pending read returns).
+    """
+
+    _END = object()
+
+    def __init__(self, stream, batch_size, shape):
+        self.stream, self.batch_size, self.shape = stream, batch_size, shape
+        self.queue = queue.Queue(maxsize=1)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        frame_bytes = int(np.prod(self.shape))
+        try:
+            while not self.stopped.is_set():
+                frames = np.empty((self.batch_size, *self.shape), np.uint8)
+                n = _read_into(self.stream, frames) // frame_bytes
+                if n:
+                    self._put(frames[:n])
+                if n < self.batch_size:
+                    break
+        except (OSError, ValueError) as exc:  # a closed or broken pipe
+            self._put(exc)
+        self._put(self._END)
+
+    def _put(self, item):
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join()
 
 
 def _last_message(log):
@@ -292,8 +346,10 @@ def iter_frame_batches(path, batch_size=32):
     """Decode a video in batches of frames, streaming.
 
     Frames are sampled at the video's own rate (``probe_video(path).fps``):
-    frame ``i`` is the picture shown at time ``i / fps``. Only one batch is
-    held in memory at a time; the ffmpeg process is ended when the iterator
+    frame ``i`` is the picture shown at time ``i / fps``. The next batch is
+    read in a thread while the caller works on the current one (decoding
+    overlaps the caller's work), so at most three batches are held in
+    memory at a time; the ffmpeg process is ended when the iterator
     is exhausted, closed, or garbage-collected, or when decoding fails.
 
     Exactly the decodable frames are yielded, whatever the header claims; a

@@ -1,0 +1,138 @@
+"""Track-guided detection (FacePipeline(detector="tracked"), the default)
+against full per-frame detection, on the bundled clips (MTCNN, CPU)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from end2you_visual.errors import InputError
+from end2you_visual.faces import FaceBatch, FacePipeline, FaceSettings, resize_only
+from end2you_visual.video import iter_frame_batches
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def decode_all(path):
+    return np.concatenate([frames for _, frames in iter_frame_batches(path)])
+
+
+def resized(frames, h, w):
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def run(frames, batch_size=16, **kwargs):
+    """Frames through one pipeline in batches; the rows and the pipeline."""
+    pipeline = FacePipeline(fps=30, **kwargs)
+    parts = [pipeline.process(frames[s:s + batch_size]) for s in range(0, len(frames), batch_size)]
+    return FaceBatch(*(np.concatenate([getattr(p, f) for p in parts])
+                       for f in ("crops", "boxes", "found", "probs"))), pipeline
+
+
+def iou(a, b):
+    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+    x2, y2 = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area - inter)
+
+
+@pytest.fixture(scope="module")
+def single_frames():
+    return decode_all(DATA / "single_face.mp4")
+
+
+@pytest.fixture(scope="module")
+def spliced(single_frames):
+    """single_face (72 frames) + no_face (first 40, resized to 640x360) +
+    single_face again: cuts at frames 72 and 112."""
+    no_face = resized(decode_all(DATA / "no_face.mp4")[:40], 360, 640)
+    return np.concatenate([single_frames, no_face, single_frames])
+
+
+def test_default_boxes_match_full_detection(single_frames):
+    fast, pipeline = run(single_frames)
+    full, reference = run(single_frames, detector="full")
+    assert pipeline.detector == "tracked" and reference.detector == "full"
+    np.testing.assert_array_equal(fast.found, full.found)
+    assert fast.found.all()
+    overlap = iou(fast.boxes, full.boxes)
+    assert overlap.mean() >= 0.9 and overlap.min() >= 0.8
+    # The point of it: most frames were searched in a window only (the
+    # first frame and the refresh every 2 * 30 frames are full ones).
+    assert reference.full_detections == 72
+    assert pipeline.full_detections <= 3  # frames 0 and 60 here
+
+
+def test_tracked_detection_does_not_depend_on_batches(single_frames):
+    frames = single_frames[:24]
+    a, _ = run(frames, batch_size=16)
+    b, _ = run(frames, batch_size=5)
+    np.testing.assert_array_equal(a.found, b.found)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
+
+
+def test_shot_cuts_are_found(spliced):
+    pipeline = FacePipeline()
+    cuts = np.concatenate([pipeline._cuts(spliced[s:s + 16]) for s in range(0, len(spliced), 16)])
+    np.testing.assert_array_equal(np.flatnonzero(cuts), [72, 112])
+
+
+def test_cut_marks_match_full_detection(spliced):
+    fast, pipeline = run(spliced)
+    full, _ = run(spliced, detector="full")
+    # Face, no face, face: the marks are full detection's, the face after
+    # the second cut is found on its first frame.
+    np.testing.assert_array_equal(fast.found, full.found)
+    assert fast.found[:72].all() and not fast.found[72:112].any() and fast.found[112:].all()
+    assert iou(fast.boxes[fast.found], full.boxes[full.found]).mean() >= 0.9
+    # fill="last": the no-face frames hold the last face crop, not a new one.
+    assert (fast.crops[72:112] == fast.crops[71]).all()
+    # In full: frame 0, the refresh at 60, the cut at 72 and the 39 no-face
+    # frames after it, the cut at 112 and the refresh after it (172).
+    assert pipeline.full_detections <= 46
+
+
+def scene(face, place=None):
+    """A grey 640x360 frame with the face pasted at (x, y, side)."""
+    frame = np.full((360, 640, 3), 128, np.uint8)
+    if place is not None:
+        x, y, side = place
+        frame[y:y + side, x:x + side] = resize_only(face[None], side)[0]
+    return frame
+
+
+def test_face_leaves_and_comes_back(single_frames):
+    face = FacePipeline(size=200, margin=0.6).process_image(single_frames[0]).crops[0]
+    places = [(60 + 6 * i, 100, 150) for i in range(10)] + [None] * 6 + \
+             [(400, 120, 140)] * 8
+    frames = np.stack([scene(face, p) for p in places])
+    fast, _ = run(frames, batch_size=7, max_lost=3)
+    full, _ = run(frames, batch_size=7, max_lost=3, detector="full")
+    expected = np.array([p is not None for p in places])
+    np.testing.assert_array_equal(full.found, expected)
+    np.testing.assert_array_equal(fast.found, expected)
+    assert iou(fast.boxes[expected], full.boxes[expected]).mean() >= 0.9
+    centre = (fast.boxes[:, 0] + fast.boxes[:, 2]) / 2
+    assert (centre[:10] < 250).all() and (centre[16:] > 400).all()
+
+
+def test_detector_option():
+    with pytest.raises(InputError, match="--detector"):
+        FacePipeline(detector="fast")
+    with pytest.raises(InputError, match="--detector"):
+        FaceSettings(detector="fast")
+    assert FaceSettings().detector == "tracked"
+    assert FaceSettings(detector="full").pipeline(fps=25).detector == "full"
