@@ -18,11 +18,27 @@ Shapes (ResNet-50, 150x150 input)::
                      avgpool       -> (N, 2048)
 
 Any input size of at least 32x32 works (the pool is adaptive).
+
+Stems (``build_resnet(arch, stem=...)``): ``"imagenet"`` is torchvision's
+7x7 stride-2 convolution then a 3x3 stride-2 max-pool (a quarter of the side
+before ``layer1``: 48 -> 12); ``"small"`` is a 3x3 stride-2 convolution and
+no max-pool (half the side: 48 -> 24), for small face crops such as
+FER2013's 48x48, where the ImageNet stem leaves ``layer4`` a 2x2 map;
+``"small1"`` is a 3x3 stride-1 convolution and no max-pool (full side:
+48 -> 48; about 4x the compute of ``"small"``); ``"nopool"`` keeps the
+7x7 stride-2 convolution and drops the max-pool (48 -> 24): its weights are
+exactly those of ``"imagenet"``, so a model trained with the ImageNet stem
+can be continued with it. The stem's parameter names stay ``conv1``/``bn1``,
+so only ``conv1.weight``'s shape differs between stems.
 """
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-__all__ = ["ARCHS_2D", "build_resnet", "num_features"]
+__all__ = ["ARCHS_2D", "STEMS", "build_resnet", "num_features", "set_stem"]
+
+# stem name -> (kernel, stride, padding, max-pool kept)
+STEMS = {"imagenet": (7, 2, 3, True), "nopool": (7, 2, 3, False), "small": (3, 2, 1, False),
+         "small1": (3, 1, 1, False)}
 
 
 class TinyResNet(tv_resnet.ResNet):
@@ -72,10 +88,32 @@ def num_features(arch):
     return ARCHS_2D[arch][1]
 
 
-def build_resnet(arch):
-    """A randomly initialised 2D ResNet ``arch`` mapping (N, 3, H, W) -> (N, F)."""
+def set_stem(net, stem):
+    """Give the torchvision-style ResNet ``net`` the stem ``stem`` (see the
+    module doc), in place: a new randomly initialised ``conv1`` (same number
+    of maps) and, for the small stems, no max-pool. Returns ``net``."""
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose one of {sorted(STEMS)}")
+    if stem == "imagenet":
+        return net
+    kernel, stride, padding, keep_pool = STEMS[stem]
+    if (kernel, stride, padding) != STEMS["imagenet"][:3]:
+        maps = net.conv1.out_channels
+        net.conv1 = nn.Conv2d(3, maps, kernel_size=kernel, stride=stride, padding=padding,
+                              bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if not keep_pool:
+        net.maxpool = nn.Identity()
+    return net
+
+
+def build_resnet(arch, stem="imagenet"):
+    """A randomly initialised 2D ResNet ``arch`` with stem ``stem`` mapping
+    (N, 3, H, W) -> (N, F)."""
     if arch not in ARCHS_2D:
         raise ValueError(f"unknown 2D architecture {arch!r}; choose one of {sorted(ARCHS_2D)}")
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose one of {sorted(STEMS)}")
     net = ARCHS_2D[arch][0]()
     net.fc = nn.Identity()
-    return net
+    return set_stem(net, stem)
