@@ -6,7 +6,7 @@ Measured in one run, same model, same batch (``batch`` sequences x
 - ``model_only_fps``: the ceiling: random uint8 frames already on the
   device, forward passes back to back (bf16 autocast + channels_last on CUDA,
   ``torch.inference_mode``), state carried as in `test`;
-- ``e2e_fps``: :func:`end2you_visual.inference.run_test` over a folder of
+- ``e2e_fps``: :func:`end2you_visual.testrun.run_test` over a folder of
   synthetic HDF5 files written with ``SequenceWriter`` (one sequence of
   ``steps x window`` frames per file, ``batch`` files): reading from disk,
   host-to-device copies, the model, outputs back (the time ``run_test``
@@ -36,8 +36,9 @@ import torch
 
 from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.devices import resolve_device
-from end2you_visual.inference import _autocast, _prepare, run_test
+from end2you_visual.inference import autocast_for, prepare_model
 from end2you_visual.models import build_model
+from end2you_visual.testrun import run_test
 
 LABELS = ["arousal", "valence"]
 
@@ -80,8 +81,8 @@ def drop_page_cache(folder):
 
 def model_only(model, device, batch, window, size, steps, precision="auto", warmup=3):
     """Frames/s of forward passes on random uint8 frames already on the device."""
-    base = _prepare(model, device)
-    autocast = _autocast(device, precision)
+    base = prepare_model(model, device)
+    autocast = autocast_for(device, precision)
     x = torch.randint(0, 256, (batch, window, size, size, 3), dtype=torch.uint8, device=device)
     state = None
     with torch.inference_mode():
@@ -125,7 +126,7 @@ def check(device="cuda", precision="auto"):
         for batch, window, static in ((1, 16, False), (3, 7, False), (8, 16, True),
                                       (4, None, False)):
             outs = predict_sequences(model, [(f, s) for s in f.sequences], window=window,
-                                     batch=batch, device=device, precision=precision,
+                                     lanes=batch, device=device, precision=precision,
                                      activate=False, static_shapes=static)
             outs = [o for o in outs if len(o)]
             errors[f"batch{batch}_window{window}_static{int(static)}"] = max(
@@ -157,7 +158,7 @@ def run(device="cuda", arch="resnet50", batch=8, window=150, size=150, steps=20,
         write_folder(data, batch, steps * window, size, window)
         result["write_s"] = time.perf_counter() - started
         result["data_gb"] = sum(p.stat().st_size for p in data.glob("*.h5")) / 1e9
-        options = dict(window=window, batch=batch, device=device, precision=precision,
+        options = dict(window=window, lanes=batch, device=device, precision=precision,
                        workers=workers, static_shapes=bool(compile), overwrite=True)
         run_test(runner, [data], out, **options)  # warm-up: file cache, allocator
         started = time.perf_counter()

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from end2you_visual.data import WindowDataset, open_files
-from end2you_visual.metrics import evaluate_categorical
 from end2you_visual.models import build_model, dequantize_state_dict, quantize_state_dict
+from end2you_visual.scoring import score as score_predictions
 from end2you_visual.training.split import split_sequences
 from end2you_visual.zoo import load_pretrained
 
@@ -28,20 +28,20 @@ def held_out(files, fraction, seed):
 
 
 def predict_classes(model, dataset, batch=256):
+    """Class probabilities (``model.activate``) and one-hot labels, (N, C) each."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=0)
     preds, targets = [], []
     with torch.inference_mode():
         for item in loader:
-            out = model(item["frames"])[:, 0]
-            preds.append(out.argmax(-1).numpy())
-            targets.append(item["labels"][:, 0].argmax(-1).numpy())
+            preds.append(model.activate(model(item["frames"])[:, 0].float()).numpy())
+            targets.append(item["labels"][:, 0].numpy())
     return np.concatenate(preds), np.concatenate(targets)
 
 
 def score(model, dataset):
     pred, target = predict_classes(model.eval(), dataset)
-    return evaluate_categorical(pred, target, num_classes=len(dataset.label_names),
-                                class_names=dataset.label_names).to_dict()
+    return score_predictions([pred], [target], "multiclass",
+                             names=dataset.label_names).to_dict()
 
 
 def compact_copy(model):

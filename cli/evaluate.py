@@ -1,12 +1,13 @@
 """`e2y-visual evaluate`: fit or apply the post-processing chain
-(a thin front end over :mod:`end2you_visual.postprocess`)."""
+(a thin front end over :mod:`end2you_visual.evaluation`)."""
 import json
 
 import click
 
 from end2you_visual.files import atomic_write_text, check_writable
-from end2you_visual.postprocess import (Chain, apply_chain_to_csvs, check_new_file,
-                                        fit_chain_from_csvs)
+from end2you_visual.evaluation import apply_chain_to_csvs, check_new_file, fit_chain_from_csvs
+from end2you_visual.labels import INTERPOLATIONS
+from end2you_visual.postprocess import Chain
 
 
 def _ccc_line(title, report):
@@ -19,7 +20,12 @@ def _ccc_line(title, report):
                    "Repeat for more.")
 @click.option("--labels", "label_paths", multiple=True, type=click.Path(exists=True),
               help="Label CSV or folder (time, label columns named like the outputs), "
-                   "matched to predictions by file stem. Repeat for more.")
+                   "matched to predictions by file stem, e.g. the labels/ folder of "
+                   "`e2y-visual test`. Repeat for more.")
+@click.option("--interpolation", type=click.Choice(list(INTERPOLATIONS)), default="previous",
+              show_default=True,
+              help="Label value at a prediction's time, for label rows at other times "
+                   "(as in generate).")
 @click.option("--apply", "chain_path", type=click.Path(exists=True, dir_okay=False),
               help="Apply this saved chain JSON instead of fitting one.")
 @click.option("--out", required=True, type=click.Path(),
@@ -32,7 +38,8 @@ def _ccc_line(title, report):
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing chain file, processed CSVs or metrics file "
                    "(else refused).")
-def evaluate(pred_paths, label_paths, chain_path, out, outputs, metrics_path, overwrite):
+def evaluate(pred_paths, label_paths, interpolation, chain_path, out, outputs, metrics_path,
+             overwrite):
     """Fit the validation-chosen post-processing chain (median filter,
     centring, scaling, time shift; each kept only if it raises validation
     CCC) on validation predictions and labels, or apply a saved chain to
@@ -52,14 +59,15 @@ def evaluate(pred_paths, label_paths, chain_path, out, outputs, metrics_path, ov
         check_new_file(metrics_path, "--metrics", overwrite)
     if chain_path is None:
         chain, before, after = fit_chain_from_csvs(
-            pred_paths, label_paths, outputs.split(",") if outputs else None)
+            pred_paths, label_paths, outputs.split(",") if outputs else None, interpolation)
         chain.save(out)
         click.echo(chain.table())
         click.echo(f"wrote {out}")
     else:
         chain = Chain.load(chain_path)
         written, before, after = apply_chain_to_csvs(
-            chain, pred_paths, out, label_paths or None, overwrite=overwrite)
+            chain, pred_paths, out, label_paths or None, overwrite=overwrite,
+            interpolation=interpolation)
         click.echo(f"wrote {len(written)} file(s) to {out}")
     if before is not None:
         click.echo(_ccc_line("CCC before", before))

@@ -6,6 +6,8 @@ import click
 from end2you_visual.generate import GenerateSettings, generate as run_generate
 from end2you_visual.inputs import shard_from_env
 
+from .faceoptions import face_options
+
 
 @click.command()
 @click.argument("source", type=click.Path(exists=True))
@@ -13,22 +15,7 @@ from end2you_visual.inputs import shard_from_env
 @click.option("--layout", type=click.Choice(["auto", "csv", "videos", "image_classes",
                                              "image_sequences"]), default="auto",
               show_default=True, help="What SOURCE is (auto: decided by its content).")
-@click.option("--size", default=150, show_default=True, type=click.IntRange(min=1),
-              help="Side of the square crops.")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(min=0),
-              help="Border around the face box, as a fraction of its side.")
-@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda, cuda:1...")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
-              help="Frames decoded and detected together (64 or more on a GPU).")
-@click.option("--detect-every", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Detect on every k-th frame and interpolate the track in between.")
-@click.option("--detect-scale", default=None,
-              type=click.FloatRange(min=0, max=1, min_open=True),
-              help="Detect on frames scaled by this factor (e.g. 0.5 for 1080p).")
-@click.option("--min-face-size", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Smallest face searched for, in pixels.")
-@click.option("--fill", type=click.Choice(["last", "zeros"]), default="last", show_default=True,
-              help="What a frame without a face holds (its mask says no face either way).")
+@face_options()
 @click.option("--align", type=click.Choice(["video", "labels"]), default="video",
               show_default=True, help="One output frame per video frame, or per label row.")
 @click.option("--interpolation", type=click.Choice(["previous", "nearest", "linear"]),
@@ -38,6 +25,10 @@ from end2you_visual.inputs import shard_from_env
 @click.option("--time-column", default=None, help="Label CSV time column (default: first).")
 @click.option("--label-columns", default=None,
               help="Comma-separated label columns to keep (default: all but time).")
+@click.option("--subject-pattern", default=None,
+              help="Regular expression finding each item's subject in its path (group "
+                   "'subject', else the first group, else the match), e.g. 'S\\d{3}' for "
+                   "CK+ names; for train --split-by subject.")
 @click.option("--skip-detection", is_flag=True,
               help="Inputs are already face crops (e.g. FER2013): only resize.")
 @click.option("--image-fps", default=30.0, show_default=True,
@@ -47,6 +38,13 @@ from end2you_visual.inputs import shard_from_env
               help="Images or image sequences per shard file.")
 @click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none",
               show_default=True)
+@click.option("--audio", type=click.Choice(["required", "optional"]), default=None,
+              help="Also store each video's audio track (mono) and each frame's sample "
+                   "range; required: a video without audio fails, optional: its absence "
+                   "is recorded.")
+@click.option("--audio-rate", default=16000, show_default=True,
+              type=click.IntRange(min=1000, max=192000),
+              help="Sample rate of the stored audio, Hz.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Files processed in parallel (worker processes, which end with the run).")
 @click.option("--num-shards", type=click.IntRange(min=1), default=None,

@@ -61,12 +61,13 @@ SHORT_HELP = {
     "test": "Predictions and metrics on an HDF5 dataset.",
     "evaluate": "The validation-chosen post-processing chain.",
     "predict": "Per-frame predictions and a plot for your own videos.",
+    "extract": "Per-frame embeddings of a model (HDF5, npy or CSV).",
 }
 
 
 def _register():
     # Imported here so that each command module stays independent.
-    from . import evaluate, generate, predict, test, train, zoo
+    from . import evaluate, extract, generate, predict, test, train, zoo
 
     cli.add_command(generate.generate)
     cli.add_command(zoo.zoo)
@@ -74,6 +75,7 @@ def _register():
     cli.add_command(test.test)
     cli.add_command(evaluate.evaluate)
     cli.add_command(predict.predict)
+    cli.add_command(extract.extract)
     for name, text in SHORT_HELP.items():
         cli.commands[name].short_help = text
 

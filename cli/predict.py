@@ -2,6 +2,8 @@
 (a thin front end over :func:`end2you_visual.predict.predict_videos`)."""
 import click
 
+from .faceoptions import face_options
+
 
 @click.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True))
@@ -12,22 +14,11 @@ import click
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
               show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Frames decoded, detected and predicted together.")
-@click.option("--detect-every", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Detect on every k-th frame and interpolate the track in between.")
-@click.option("--detect-scale", default=None,
-              type=click.FloatRange(min=0, max=1, min_open=True),
-              help="Detect on frames scaled by this factor (e.g. 0.5 for 1080p).")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(min=0),
-              help="Border around the face box, as a fraction of its side.")
-@click.option("--min-face-size", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Smallest face searched for, in pixels.")
+@face_options(exclude=("size", "device"))
 @click.option("--no-plot", is_flag=True, help="Write only the CSVs.")
 @click.option("--overwrite", is_flag=True,
               help="Replace earlier outputs of these videos in --out (else refused).")
-def predict(videos, model_name, out_dir, device, precision, batch_size, detect_every,
-            detect_scale, margin, min_face_size, no_plot, overwrite):
+def predict(videos, model_name, out_dir, device, precision, no_plot, overwrite, **faces):
     """Per-frame predictions of a model for VIDEOS (files or folders): one CSV
     per video (time, outputs, face_found, and top_class for a categorical
     model; empty cells where no face was found) and a plot of the outputs
@@ -35,10 +26,8 @@ def predict(videos, model_name, out_dir, device, precision, batch_size, detect_e
     from end2you_visual.predict import predict_videos
 
     results = predict_videos(videos, model_name, out_dir, device=device, overwrite=overwrite,
-                             precision=precision, batch_size=batch_size,
-                             detect_every=detect_every, detect_scale=detect_scale,
-                             margin=margin, min_face_size=min_face_size,
-                             plot=not no_plot, progress=True)
+                             precision=precision, plot=not no_plot, progress=True,
+                             **faces)
     for r in results:
         click.echo(f"{r.video}: {r.n_frames} frames, face in {r.faces_found}, "
                    f"{r.seconds:.1f} s -> {r.csv_path}")

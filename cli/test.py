@@ -1,5 +1,5 @@
 """`e2y-visual test`: predictions and metrics on HDF5 data
-(a thin front end over :func:`end2you_visual.inference.run_test`)."""
+(a thin front end over :func:`end2you_visual.testrun.run_test`)."""
 import json
 
 import click
@@ -23,12 +23,17 @@ def _headline(metrics):
 @click.option("--model", "model_name", required=True,
               help="A registered model name (e2y-visual zoo list) or a checkpoint file.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output folder: predictions/*.csv, predictions.h5, metrics.json, plots/.")
+              help="Output folder: predictions/*.csv, labels/*.csv, predictions.h5, "
+                   "metrics.json, plots/.")
+@click.option("--split", type=click.Choice(["all", "train", "valid", "test"]), default="all",
+              show_default=True,
+              help="Only the sequences of this split (the split column of generate's "
+                   "input CSV; valid also takes val, dev, devel...).")
 @click.option("--overwrite", is_flag=True,
               help="Replace the outputs of an earlier test run in --out (else refused).")
 @click.option("--window", default=150, show_default=True, type=click.IntRange(min=0),
               help="Frames per forward pass, state carried across windows (0: whole sequences).")
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--lanes", default=8, show_default=True, type=click.IntRange(min=1),
               help="Sequences predicted side by side.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
@@ -38,21 +43,23 @@ def _headline(metrics):
 @click.option("--plot", is_flag=True, help="Also write PNGs: predictions vs labels, confusion.")
 @click.option("--end2you-fps", type=float, default=None,
               help="Frame rate of End2You HDF5 files (they store none).")
-def test(data, model_name, out_dir, overwrite, window, batch, device, precision,
+def test(data, model_name, out_dir, split, overwrite, window, lanes, device, precision,
          exclude_no_face, plot, end2you_fps):
     """Predict every sequence of the HDF5 files or folders DATA with a model,
     write per-sequence prediction CSVs (the input of `e2y-visual evaluate`),
     and score them when the data has labels."""
-    from end2you_visual.inference import run_test
+    from end2you_visual.testrun import run_test
 
     result = run_test(model_name, data, out_dir, window=window or None, device=device,
-                      include_no_face=not exclude_no_face, plot=plot, batch=batch,
+                      include_no_face=not exclude_no_face, plot=plot, lanes=lanes,
                       precision=precision, end2you_fps=end2you_fps, progress=True,
-                      overwrite=overwrite)
+                      overwrite=overwrite, split=split)
     click.echo(f"{len(result.sequences)} sequence(s), {result.frames} frames in "
                f"{result.seconds:.1f} s ({result.frames_per_second:,.0f} frames/s)")
     click.echo(f"wrote {len(result.csv_paths)} CSV file(s) to {out_dir}/predictions and "
                f"{result.predictions_path}")
+    if result.label_paths:
+        click.echo(f"wrote {len(result.label_paths)} label CSV file(s) to {out_dir}/labels")
     if result.metrics is not None:
         click.echo(_headline(result.metrics))
         click.echo(f"wrote {result.metrics_path}")

@@ -62,6 +62,8 @@ OPTIONS = [
     _opt("--num-layers", type=int, help="Recurrent layers."),
     _opt("--dropout", type=float, help="Dropout on features and between layers."),
     _opt("--grey/--colour", help="A new model sees its input as grey (for grey images)."),
+    _opt("--stem", type=click.Choice(["imagenet", "small", "small1", "nopool"]),
+         help="CNN stem of a new model (small: 3x3/2 conv, no max-pool, for 48-64 px crops)."),
     _opt("--head", type=click.Choice(["auto", "regression", "multilabel", "multiclass"]),
          help="Output head (auto: from the data's label kind)."),
     _opt("--loss", type=click.Choice(["auto", "ccc", "mse", "bce", "ce"]), help="Loss."),

@@ -20,9 +20,11 @@ PYTHON = {
                  "format.md"),
     "zoo": ("`end2you_visual.zoo`", "zoo.md"),
     "train": ("`end2you_visual.training.train(TrainConfig(...))`", "training.md"),
-    "test": ("`end2you_visual.inference.run_test(model, data_paths, out_dir)`", "predict.md"),
+    "test": ("`end2you_visual.testrun.run_test(model, data_paths, out_dir)`", "predict.md"),
     "evaluate": ("`end2you_visual.postprocess.Chain.fit(...)`", "evaluation.md"),
     "predict": ("`end2you_visual.predict.predict_video(video, model, out_dir)`", "predict.md"),
+    "extract": ("`end2you_visual.extract.extract_features(inputs, model, out_dir)`",
+                "multimodal.md"),
 }
 INTRO = ("# The command line: `e2y-visual`\n\n"
          "Every command is a thin layer over a Python function (named under each command). "
@@ -48,7 +50,7 @@ def _help(path):
 
 def render():
     """The whole page as a string."""
-    order = ["generate", "zoo", "train", "test", "evaluate", "predict"]
+    order = ["generate", "zoo", "train", "test", "evaluate", "predict", "extract"]
     sections = [INTRO]
     commands = sorted(_commands(cli), key=lambda pc: (order.index(pc[0][0]) if pc[0] else -1,
                                                       len(pc[0]), pc[0]))

@@ -19,17 +19,18 @@ _ENTRY_POINTS = {
     "GenerateSettings": "generate",
     "SequenceFile": "data", "WindowDataset": "data",
     "TrainConfig": "training", "train": "training",
-    "run_test": "inference", "predict_sequence": "inference", "load_predictions": "inference",
+    "run_test": "testrun", "predict_sequence": "inference", "load_predictions": "predictions",
     "predict_video": "predict", "predict_videos": "predict",
     "Chain": "postprocess",
+    "extract_features": "extract",
     "InputError": "errors",
 }
 # The modules a user reaches for (``e2y.zoo.fetch``, ``e2y.generate.generate``,
 # ``e2y.ccc.ccc``...), also imported on first use. (A function named like its
 # module is not an entry point: once the module is imported, the package
 # attribute is the module.)
-_SUBMODULES = ("ccc", "data", "errors", "generate", "inference", "metrics", "models", "plots",
-               "postprocess", "predict", "training", "zoo")
+_SUBMODULES = ("audio", "ccc", "data", "errors", "generate", "inference", "metrics", "models",
+               "plots", "postprocess", "predict", "training", "zoo")
 
 __all__ = ["__version__", *_ENTRY_POINTS]
 

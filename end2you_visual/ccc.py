@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["ccc", "ccc_per_column", "ccc_loss"]
+__all__ = ["ccc", "ccc_per_column", "ccc_columns", "ccc_loss"]
 
 
 def _as_pair(x, y, ndim):
@@ -36,8 +36,10 @@ def _as_pair(x, y, ndim):
     return x, y
 
 
-def _ccc_columns(x, y):
-    """CCC of each column of two finite (T, D) float64 arrays."""
+def ccc_columns(x, y):
+    """CCC of each column of two finite (T, D) float64 arrays, unchecked
+    (NaN where both are the same constant): the fast path for callers that
+    checked their inputs (metrics, the post-processing search)."""
     mx, my = x.mean(axis=0), y.mean(axis=0)
     dx, dy = x - mx, y - my
     vx = (dx * dx).mean(axis=0)
@@ -56,13 +58,13 @@ def ccc(x, y):
     Returns NaN only when x and y are the same constant (see module doc).
     """
     x, y = _as_pair(x, y, 1)
-    return float(_ccc_columns(x[:, None], y[:, None])[0])
+    return float(ccc_columns(x[:, None], y[:, None])[0])
 
 
 def ccc_per_column(x, y):
     """CCC of each column of two (T, D) arrays; returns a float64 array (D,)."""
     x, y = _as_pair(x, y, 2)
-    return _ccc_columns(x, y)
+    return ccc_columns(x, y)
 
 
 def ccc_loss(pred, target, mask=None, eps=1e-8):

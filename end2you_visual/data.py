@@ -10,7 +10,11 @@ to the GPU and converting there is the fast path (the model normalises).
 End2You files (datasets ``visual`` (T, n, 3, H, W) float32 and ``labels``
 (T, L)) are read as one sequence of T*n frames, each label row repeated for
 its n frames; their pixel values (0-255, or 0-1 when the file's maximum is
-at most 1) are converted to uint8.
+at most 1) are converted to uint8. Their ``audio`` (T, samples), when
+present, gives each of a step's n frames one n-th of its row.
+
+Audio (``read(..., audio=True)``, ``WindowDataset(..., audio=True)``): each
+frame's window of samples (:mod:`end2you_visual.audio`), opt-in.
 """
 import json
 import os
@@ -21,7 +25,9 @@ import h5py
 import numpy as np
 import torch
 
+from .audio import end2you_audio_windows, read_audio_windows, samples_per_frame
 from .errors import InputError
+from .files import files_in
 from .hdf5 import FORMAT_NAME, SCHEMA_VERSION
 
 
@@ -49,6 +55,8 @@ class Clip:
     timestamps: np.ndarray   # float64 (T,), seconds
     face_found: np.ndarray   # bool (T,)
     boxes: np.ndarray        # float32 (T, 4), NaN where unknown
+    audio: np.ndarray = None  # float32 (T, samples per frame) when read with audio=True
+    audio_found: bool = None  # False: the source had no audio track (zeros in ``audio``)
 
 
 def _decode(values):
@@ -106,6 +114,7 @@ class SequenceFile:
         self.label_kind = str(h5.attrs.get("label_kind", "none"))
         self.frame_size = int(h5.attrs["frame_size"])
         self.settings = json.loads(h5.attrs.get("settings", "{}"))
+        self.audio_rate = int(h5["audio"].attrs["rate"]) if "audio" in h5 else None
         seq = h5["sequences"]
         offsets = seq["offsets"][:]
         names, sources = _decode(seq["name"][:]), _decode(seq["source"][:])
@@ -135,6 +144,13 @@ class SequenceFile:
         self.label_kind = "continuous"
         self.frame_size = int(visual.shape[3])
         self.settings = {}
+        if "audio" in h5 and (h5["audio"].ndim != 2 or h5["audio"].shape[0] != steps):
+            raise InputError(self.path, f"End2You 'audio' must be ({steps}, samples), "
+                             f"got {h5['audio'].shape}")
+        # End2You stores no audio rate: samples per label step x steps per second.
+        self.audio_rate = (h5["audio"].shape[1] / per_step * float(self.end2you_fps)
+                           if "audio" in h5 and self.end2you_fps else
+                           float("nan") if "audio" in h5 else None)
         fps = float(self.end2you_fps) if self.end2you_fps else float("nan")
         source = h5.attrs.get("data_file", "")
         self.sequences = [SequenceInfo(str(self.path), 0, self.path.stem, 0,
@@ -163,11 +179,47 @@ class SequenceFile:
         state["_h5"] = None
         return state
 
-    def read(self, seq=0, start=0, stop=None, frames=True):
+    @property
+    def has_audio(self):
+        """True when the file stores audio (``generate --audio``, or End2You's ``audio``)."""
+        return self.audio_rate is not None
+
+    def read(self, seq=0, start=0, stop=None, frames=True, audio=False):
         """Rows ``start:stop`` of sequence ``seq`` (an index or a SequenceInfo).
 
         ``frames=False`` skips the pixels (labels and masks only, cheap).
+        ``audio=True`` also fills the Clip's ``audio`` windows (T, samples per
+        frame) and ``audio_found`` (:mod:`end2you_visual.audio`); an
+        InputError when the file has no audio.
         """
+        clip = self._read(seq, start, stop, frames)
+        if audio:
+            info = seq if isinstance(seq, SequenceInfo) else self.sequences[seq]
+            clip.audio, clip.audio_found = self._read_audio(info, start, start + len(
+                clip.timestamps))
+        return clip
+
+    def audio_samples(self, seq=0):
+        """Samples in each audio window of sequence ``seq`` (None without audio)."""
+        info = seq if isinstance(seq, SequenceInfo) else self.sequences[seq]
+        if not self.has_audio:
+            return None
+        if self.format == "end2you":
+            return int(self._file()["audio"].shape[1]) // int(
+                info.metadata.get("frames_per_label", 1))
+        return samples_per_frame(info.fps, self.audio_rate)
+
+    def _read_audio(self, info, start, stop):
+        if not self.has_audio:
+            raise InputError(self.path, "holds no audio (generate it with --audio)")
+        h5 = self._file()
+        if self.format == "end2you":
+            per_step = int(info.metadata.get("frames_per_label", 1))
+            return end2you_audio_windows(h5["audio"], per_step, start, stop), True
+        return read_audio_windows(h5, info.index, info.start + start, info.start + stop,
+                                  info.fps)
+
+    def _read(self, seq, start, stop, frames):
         info = seq if isinstance(seq, SequenceInfo) else self.sequences[seq]
         stop = info.length if stop is None else min(stop, info.length)
         if not 0 <= start <= stop:
@@ -214,7 +266,7 @@ def find_files(paths):
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in (".h5", ".hdf5"))
+            found += files_in(path, (".h5", ".hdf5"))
         else:
             found.append(path)
     if not found:
@@ -254,15 +306,19 @@ class WindowDataset(torch.utils.data.Dataset):
             default: those of the first file.
         sequence_filter: optional ``f(SequenceInfo) -> bool`` to select
             sequences (e.g. by ``metadata['split']``).
+        audio: also return each frame's audio window (every file must hold
+            audio: ``generate --audio``, or an End2You audiovisual file).
 
     Each item is a dict of tensors: ``frames`` uint8 (W, S, S, 3), ``labels``
     float32 (W, L), ``mask`` bool (W,) (False on padding after a sequence's
-    end), ``face_found`` bool (W,), and ``sequence`` / ``start`` ints.
+    end), ``face_found`` bool (W,), and ``sequence`` / ``start`` ints;
+    with ``audio``: ``audio`` float32 (W, A) (A: the longest window of the
+    sequences, shorter ones zero-padded) and ``audio_found`` bool (W,).
     Windows shorter than ``window`` (a sequence's tail) are zero-padded.
     """
 
     def __init__(self, files, window=150, stride=None, label_names=None,
-                 sequence_filter=None):
+                 sequence_filter=None, audio=False):
         if isinstance(files, (list, tuple)) and files and all(
                 isinstance(f, SequenceFile) for f in files):
             files = list(files)
@@ -276,6 +332,12 @@ class WindowDataset(torch.utils.data.Dataset):
                           if info.length > 0 and (sequence_filter is None or sequence_filter(info))]
         self.windows = [(q, start) for q, (_, info) in enumerate(self.sequences)
                         for start in self._starts(info.length)]
+        self.audio = bool(audio)
+        for f in files if self.audio else ():
+            if not f.has_audio:
+                raise InputError(f.path, "holds no audio (generate it with --audio)")
+        self.audio_samples = max((files[fi].audio_samples(info) for fi, info in self.sequences),
+                                 default=0) if self.audio else None
 
     def _starts(self, length):
         if self.window is None or length <= self.window:
@@ -308,7 +370,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         file, info, start, stop = self.locate(index)
-        clip = file.read(info, start, stop)
+        clip = file.read(info, start, stop, audio=self.audio)
         n = len(clip.frames)
         size = self.window if self.window is not None else n
         item = {
@@ -321,6 +383,11 @@ class WindowDataset(torch.utils.data.Dataset):
         item["labels"][:n] = clip.labels
         item["mask"][:n] = True
         item["face_found"][:n] = clip.face_found
+        if self.audio:
+            item["audio"] = np.zeros((size, self.audio_samples), np.float32)
+            item["audio"][:n, :clip.audio.shape[1]] = clip.audio
+            item["audio_found"] = np.zeros(size, bool)
+            item["audio_found"][:n] = clip.audio_found
         out = {k: torch.from_numpy(v) for k, v in item.items()}
         out["sequence"], out["start"] = self.windows[index]
         return out

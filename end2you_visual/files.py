@@ -10,7 +10,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_file", "atomic_write_text", "check_writable"]
+from .errors import InputError
+
+__all__ = ["atomic_file", "atomic_write_text", "check_writable", "files_in", "expand_paths"]
 
 
 def _default_mode():
@@ -69,3 +71,43 @@ def check_writable(path, option="--out", folder=True):
             raise InputError(name, f"cannot be created: {target} is a file, not a folder")
     if not os.access(target, os.W_OK | os.X_OK):
         raise InputError(name, f"cannot be written: {target} is not writable")
+
+
+def _hidden(path, root):
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def files_in(folder, suffixes, recursive=True):
+    """The files under ``folder`` (``recursive``: in sub-folders too) whose
+    suffix is one of ``suffixes`` (any case), sorted; hidden files and
+    folders (``.x``, macOS ``._x.mp4``) are skipped."""
+    folder = Path(folder)
+    suffixes = tuple(s.lower() for s in suffixes)
+    found = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in found if p.suffix.lower() in suffixes and p.is_file()
+                  and not _hidden(p, folder))
+
+
+def expand_paths(paths, suffixes, what, recursive=True):
+    """Files and folders -> files: a file as given, a folder's
+    :func:`files_in` (``suffixes``). The one expansion of "files or folders".
+
+    Raises:
+        InputError: a path that does not exist, a folder holding no such
+            file (``what``, e.g. ``"video files"``), or no path at all.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = files_in(p, suffixes, recursive)
+            if not found:
+                raise InputError(p, f"folder holds no {what}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(p, "no such file or folder")
+    if not out:
+        raise InputError(None, f"no {what} given")
+    return out

@@ -23,6 +23,7 @@ import errno
 import json
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -39,10 +40,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
+from .audio import audio_settings, audio_track_found, store_audio_track
 from .errors import InputError
+from .faces import FaceSettings
 from .files import atomic_write_text
 from .hdf5 import SequenceWriter, file_summary, is_complete
-from .inputs import discover_inputs, list_sequence_frames, select_shard
+from .inputs import assign_subjects, discover_inputs, list_sequence_frames, select_shard
 from .labels import ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, align_labels, read_labels
 from .locks import OutputBusy, OutputLock
 from .preview import ContactSheet, frame_tile
@@ -52,27 +55,29 @@ MANIFEST = "manifest.json"
 
 
 @dataclass
-class GenerateSettings:
+class GenerateSettings(FaceSettings):
     """How `generate` turns inputs into crops; stored in every output file.
 
+    The face pipeline's settings (size, margin, device, batch_size,
+    detect_every, detect_scale, min_face_size, smoothing, fill) are those of
+    :class:`~end2you_visual.faces.FaceSettings`; then:
+
     Attributes:
-        size: side of the square face crops (the paper's 150).
-        margin: extra border around the detected box, as a fraction of its side.
-        device: where MTCNN and the cropping run ("cpu", "cuda", "cuda:1"...).
-        batch_size: frames decoded and detected together.
-        detect_every: detect on every k-th frame, interpolate the track between.
-        detect_scale: detect on frames scaled by this factor (None: full size).
-        min_face_size: MTCNN's smallest face, in (scaled) pixels.
-        smoothing: box smoothing strength over time (0: none).
-        fill: what a no-face frame holds: "last" good crop or "zeros".
         align: output frame rate: "video" (every frame) or "labels" (a frame per label row).
         interpolation: label value at a frame time: "previous", "nearest", "linear".
         tolerance: seconds labels may start late / end early or late vs. the video.
         time_column / label_columns: which label CSV columns to use (None: first / rest).
+        subject_pattern: a regular expression finding each item's subject in
+            its path (see :func:`~end2you_visual.inputs.assign_subjects`), for
+            ``train --split-by subject``; an input CSV's subject column wins.
         skip_detection: inputs are already face crops (e.g. FER2013): only resize.
         image_fps: frame rate recorded for image sequences.
         shard_size: images or image sequences per shard file.
         compression: HDF5 compression of the frames (None, "gzip", "lzf").
+        audio: also store each video's audio track (:mod:`end2you_visual.audio`):
+            None (no), "required" (a video without one fails) or "optional"
+            (its absence is recorded). Image inputs have no audio.
+        audio_rate: sample rate of the stored audio, Hz.
 
     A setting out of its range (``margin < 0``, ``detect_scale`` outside
     (0, 1], ``size < 1``...) raises :class:`~end2you_visual.errors.InputError`
@@ -80,58 +85,41 @@ class GenerateSettings:
     :func:`generate` starts.
     """
 
-    size: int = 150
-    margin: float = 0.2
-    device: str = "cpu"
-    batch_size: int = 16
-    detect_every: int = 1
-    detect_scale: float = None
-    min_face_size: int = 20
-    smoothing: float = 0.5
-    fill: str = "last"
     align: str = "video"
     interpolation: str = "previous"
     tolerance: float = 1.0
     time_column: str = None
     label_columns: list = None
+    subject_pattern: str = None
     skip_detection: bool = False
     image_fps: float = 30.0
     shard_size: int = 5000
     compression: str = None
+    audio: str = None
+    audio_rate: int = 16000
 
     def __post_init__(self):
         self.check()
 
     def check(self):
         """Raise InputError, naming its option, for the first setting out of range."""
-        self.size = check_number("--size", self.size, 1, integer=True)
-        self.margin = check_number("--margin", self.margin, 0)
-        self.batch_size = check_number("--batch-size", self.batch_size, 1, integer=True)
-        self.detect_every = check_number("--detect-every", self.detect_every, 1, integer=True)
-        if self.detect_scale is not None:
-            self.detect_scale = check_number("--detect-scale", self.detect_scale, 0, 1,
-                                             min_open=True)
-        check_number("--min-face-size", self.min_face_size, 1)
-        self.smoothing = check_number("smoothing", self.smoothing, 0, 1, max_open=True)
+        self.check_faces()
         self.tolerance = check_number("--tolerance", self.tolerance, 0)
+        if self.subject_pattern is not None:
+            try:
+                re.compile(self.subject_pattern)
+            except re.error as err:
+                raise InputError("--subject-pattern", f"not a regular expression: {err}") from None
         self.image_fps = check_number("--image-fps", self.image_fps, 0, min_open=True)
         self.shard_size = check_number("--shard-size", self.shard_size, 1, integer=True)
-        for option, value, choices in (("--fill", self.fill, ("last", "zeros")),
-                                       ("--align", self.align, ALIGN_MODES),
+        self.audio_rate = audio_settings(self.audio, self.audio_rate)
+        for option, value, choices in (("--align", self.align, ALIGN_MODES),
                                        ("--interpolation", self.interpolation, INTERPOLATIONS),
                                        ("--compression", self.compression,
                                         (None, "gzip", "lzf"))):
             if value not in choices:
                 raise InputError(option, f"must be one of {list(choices)}, got {value!r}")
         return self
-
-    def face_pipeline(self, fps=None):
-        from .faces import FacePipeline
-
-        return FacePipeline(size=self.size, margin=self.margin, device=self.device,
-                            detect_every=self.detect_every, min_face_size=self.min_face_size,
-                            smoothing=self.smoothing, fill=self.fill, fps=fps,
-                            detect_scale=self.detect_scale, batch_size=self.batch_size)
 
 
 @dataclass
@@ -161,6 +149,7 @@ class Result:
     warnings: list = field(default_factory=list)
     decoded_frames: int = None
     expected_frames: int = None
+    audio_found: bool = None
 
 
 # --------------------------------------------------------------------- videos
@@ -253,11 +242,13 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
     expected = len(track.times) if track is not None and settings.align == "labels" \
         else info.n_frames
     sheet = ContactSheet(preview_path, expected)
-    pipeline = settings.face_pipeline(info.fps)
+    pipeline = settings.pipeline(info.fps)
+    result.audio_found = audio_track_found(item.raw, settings.audio)  # before any decoding
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
     with SequenceWriter(out_path, settings.size, names, kind, asdict(settings),
-                        settings.compression) as writer:
+                        settings.compression,
+                        audio_rate=settings.audio_rate if settings.audio else None) as writer:
         writer.begin_sequence(item.name, item.raw, out_fps, item.label_file, item.metadata)
         for start, frames in video:
             faces = pipeline.process(frames)
@@ -281,6 +272,8 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
         if dropped:
             result.warnings.append(f"{item.label_file}: {dropped} label rows after the "
                                    "video's end dropped")
+        if result.audio_found:
+            store_audio_track(writer, item.raw, settings.audio_rate)
         result.frames = writer.n_frames
         writer.commit()
     sheet.save()
@@ -322,7 +315,7 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
     An item that cannot be read is skipped and listed in the Result's warnings.
     """
     started = time.perf_counter()
-    pipeline = None if settings.skip_detection else settings.face_pipeline(settings.image_fps)
+    pipeline = None if settings.skip_detection else settings.pipeline(settings.image_fps)
     result = Result(str(out_path), [str(i.raw) for i in items], fps=settings.image_fps)
     sheet = ContactSheet(preview_path, len(items))
     with SequenceWriter(out_path, settings.size, label_names, "multiclass", asdict(settings),
@@ -517,6 +510,8 @@ def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shard
     workers = check_number("--workers", workers, 1, integer=True)
     out_dir = Path(out_dir)
     items, label_names = discover_inputs(source, layout)
+    subjects = assign_subjects(items, settings.subject_pattern,
+                               source if Path(source).is_dir() else Path(source).parent)
     jobs = select_shard(plan_jobs(items, label_names, out_dir, settings, preview),
                         num_shards, shard_index)
     _check_out_dir(out_dir)
@@ -538,7 +533,7 @@ def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shard
     results = sorted(results + done, key=lambda r: r.output)
     manifest = out_dir / (MANIFEST if num_shards == 1 else
                           f"manifest-shard{shard_index}of{num_shards}.json")
-    write_manifest(manifest, results, settings, source)
+    write_manifest(manifest, results, settings, source, subjects)
     _warn_results(results, manifest)
     return results
 
@@ -591,14 +586,16 @@ def _run_jobs(jobs, settings, workers, progress, overwrite=False, wait=True):
     return sorted(results, key=lambda r: r.output)
 
 
-def write_manifest(path, results, settings, source):
-    """Write the manifest JSON atomically: settings, totals and one row per output."""
+def write_manifest(path, results, settings, source, subjects=None):
+    """Write the manifest JSON atomically: settings, totals, the subjects
+    known (:func:`~end2you_visual.inputs.assign_subjects`) and one row per output."""
     totals = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
     doc = {
         "created_by": f"end2you-visual {__version__}",
         "source": str(source),
         "settings": asdict(settings),
         "totals": totals,
+        **({"subjects": subjects} if subjects is not None else {}),
         "files": [asdict(r) for r in results],
     }
     atomic_write_text(path, json.dumps(doc, indent=2, default=str))

@@ -14,6 +14,7 @@ single image), their frames concatenated along the first axis::
     /sequences/label_file str (Q,)       "" when unlabelled
     /sequences/fps      float64 (Q,)     frame rate of the sequence's frames
     /sequences/metadata str   (Q,)       JSON object (extra input-CSV columns...)
+    /audio/...                           with audio_rate: see end2you_visual.audio
 
 File attributes: ``format`` ("end2you-visual"), ``schema_version`` (1),
 ``label_names`` (JSON list), ``label_kind``, ``frame_size``, ``complete``
@@ -35,6 +36,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .audio import AudioStore, audio_found
 
 FORMAT_NAME = "end2you-visual"
 SCHEMA_VERSION = 1
@@ -57,13 +59,16 @@ class SequenceWriter:
         compression: ``None``, ``"gzip"`` or ``"lzf"`` for the frames.
         chunk_frames: frames per HDF5 chunk (windows of consecutive frames
             are read chunk by chunk).
+        audio_rate: also store audio at this rate (Hz): the ``/audio`` group of
+            :class:`end2you_visual.audio.AudioStore`, samples given with
+            :meth:`append_audio`.
 
     Use as a context manager: leaving the block without :meth:`commit`
     (an exception) removes the partial file.
     """
 
     def __init__(self, path, frame_size, label_names=(), label_kind="none",
-                 settings=None, compression=None, chunk_frames=16):
+                 settings=None, compression=None, chunk_frames=16, audio_rate=None):
         if label_kind not in LABEL_KINDS:
             raise ValueError(f"label_kind must be one of {LABEL_KINDS}, not {label_kind!r}")
         self.path = Path(path)
@@ -81,6 +86,7 @@ class SequenceWriter:
         self._h5 = h5py.File(self.partial, "w")
         try:
             self._create(label_kind, settings or {}, compression, chunk_frames)
+            self.audio = None if audio_rate is None else AudioStore(self._h5, audio_rate)
         except BaseException:
             self.abort()
             raise
@@ -130,6 +136,15 @@ class SequenceWriter:
                            ("label_file", str(label_file or "")), ("fps", float(fps)),
                            ("metadata", json.dumps(metadata or {}, default=str))):
             self._seq[key].append(value)
+        if self.audio is not None:
+            self.audio.begin_sequence()
+
+    def append_audio(self, samples):
+        """Append mono float32 samples to the open sequence's audio track."""
+        if not self._open or self.audio is None:
+            raise RuntimeError("append_audio needs an open sequence and audio_rate")
+        with self._writing():
+            self.audio.append(samples)
 
     def append(self, frames, timestamps, labels=None, face_found=None, boxes=None):
         """Append n frames (uint8 (n, S, S, 3)) and their per-frame rows."""
@@ -190,6 +205,8 @@ class SequenceWriter:
             raise RuntimeError("no sequence is open")
         self._open = False
         self._offsets.append(self._n)
+        if self.audio is not None:
+            self.audio.end_sequence()
 
     def commit(self):
         """Write the sequence index, close, and rename the file into place."""
@@ -206,6 +223,9 @@ class SequenceWriter:
             for key in ("name", "source", "label_file", "metadata"):
                 handles.append(group.create_dataset(
                     key, data=np.asarray(self._seq[key], dtype=object), dtype=_STR))
+            if self.audio is not None:
+                handles += self.audio.finish(self._dsets["timestamps"][:], self._offsets,
+                                             self._seq["fps"])
             self._h5.attrs["complete"] = True
             self._h5.flush()  # a failed write fails here, the file still open (see abort)
             del handles
@@ -267,12 +287,14 @@ def is_complete(path):
 
 
 def file_summary(path):
-    """What a committed file holds: ``frames``, ``faces_found``, ``sequences``
-    and ``fps`` (of its first sequence, None if it has none); the manifest's
-    numbers for a file that a re-run skips."""
+    """What a committed file holds: ``frames``, ``faces_found``, ``sequences``,
+    ``fps`` (of its first sequence, None if it has none) and ``audio_found``
+    (see :func:`end2you_visual.audio.audio_found`); the manifest's numbers
+    for a file that a re-run skips."""
     with h5py.File(path, "r") as h5:
         fps = h5["sequences/fps"][:]
         return {"frames": int(h5["frames"].shape[0]),
                 "faces_found": int(np.count_nonzero(h5["face_found"][:])),
                 "sequences": int(len(h5["sequences/name"])),
-                "fps": float(fps[0]) if len(fps) else None}
+                "fps": float(fps[0]) if len(fps) else None,
+                "audio_found": audio_found(h5)}

@@ -1,22 +1,21 @@
-"""Running a model over whole sequences, and `e2y-visual test`.
+"""Running a model over whole sequences: the streaming engine.
 
 A sequence is predicted window by window with the recurrent state carried
 from one window to the next (End2You reset it at every window), so the
 result equals one pass over the whole sequence while memory stays bounded
 by the window::
 
-    from end2you_visual.inference import predict_sequence, run_test
+    from end2you_visual.inference import predict_sequence
     preds = predict_sequence(model, ("data/p01.h5", 0), window=150)  # (T, outputs)
-    result = run_test(model, ["data/test"], "out/test", plot=True)
-    result.metrics["metrics"]["pooled"]["arousal"]["ccc"]
 
-:func:`predict_sequences` is the engine behind both. It runs ``batch``
+:func:`predict_sequences` is the engine behind it and `e2y-visual test`
+(:mod:`end2you_visual.testrun`). It runs ``lanes``
 sequences side by side (one per *lane*; a lane takes the next sequence when
 its own ends, with a fresh state), so one forward pass holds up to
-``batch x window`` frames. A pool of reader threads fills host buffers
-(pinned on CUDA) a few steps ahead; uncompressed end2you-visual files are
-read with ``os.preadv`` straight from the HDF5 chunks into those buffers
-(no GIL held, no extra copy), other files through h5py. On CUDA the
+``lanes x window`` frames. A pool of reader threads fills host buffers
+(pinned on CUDA) a few steps ahead with the data layer's
+:class:`~end2you_visual.framereader.FrameReader` (``os.preadv`` straight
+from the HDF5 chunks into those buffers: no GIL held, no extra copy). On CUDA the
 host-to-device copies run on their own stream and the outputs come back
 asynchronously, so reading, copying and computing overlap.
 
@@ -24,46 +23,33 @@ Outputs are ``model.activate``-d by default: values for regression heads,
 probabilities for classification heads.
 """
 import contextlib
-import json
 import math
 import os
 import queue
-import shutil
-import threading
-import time
-import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-import h5py
 import numpy as np
 import torch
 
-from . import __version__
-from .data import SequenceFile, SequenceInfo, open_files
+from .data import SequenceFile, SequenceInfo
 from .devices import resolve_device
 from .errors import InputError
-from .files import check_writable
-from .hdf5 import FORMAT_NAME
+from .framereader import FrameReader
+from .models.checkpoint import unwrap_model
 
 __all__ = [
-    "StreamingPredictor", "predict_sequence", "predict_sequences",
-    "plan_steps", "check_model_fits", "run_test", "TestResult", "load_predictions",
-    "SequencePrediction", "PREDICTIONS_FORMAT",
+    "StreamingPredictor", "predict_sequence", "predict_sequences", "plan_steps",
+    "autocast_for", "prepare_model", "load_model", "model_title", "PRECISIONS",
 ]
 
-PREDICTIONS_FORMAT = "end2you-visual-predictions"
-PREDICTIONS_VERSION = 1
-HEAD_LABEL_KIND = {"regression": "continuous", "multilabel": "multilabel",
-                   "multiclass": "multiclass"}
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
 # ------------------------------------------------------------------- precision
 
-def _autocast(device, precision):
+def autocast_for(device, precision):
     """The autocast context for ``precision`` on ``device`` (a factory)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -73,13 +59,9 @@ def _autocast(device, precision):
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def _base(model):
-    return getattr(model, "_orig_mod", model)  # a torch.compile wrapper
-
-
-def _prepare(model, device):
+def prepare_model(model, device):
     """Move ``model`` to ``device`` in eval mode (channels_last on CUDA)."""
-    base = _base(model)
+    base = unwrap_model(model)
     base.eval().to(device)
     if device.type == "cuda":
         base.to(memory_format=torch.channels_last)
@@ -100,8 +82,8 @@ class StreamingPredictor:
     def __init__(self, model, device="auto", precision="auto", activate=True):
         self.device = resolve_device(device)
         self.model = model
-        self.base = _prepare(model, self.device)
-        self.autocast = _autocast(self.device, precision)
+        self.base = prepare_model(model, self.device)
+        self.autocast = autocast_for(self.device, precision)
         self.activate = activate
         self.state = None
 
@@ -119,111 +101,6 @@ class StreamingPredictor:
             if self.activate:
                 out = self.base.activate(out)
         return out[0].cpu().numpy()
-
-
-# ------------------------------------------------------------------ reading
-
-class _FrameReader:
-    """Reads rows of one HDF5 file's frames into caller-provided arrays.
-
-    Uncompressed end2you-visual files whose chunks hold whole frames are
-    read with ``os.preadv`` from the chunks' byte offsets (thread-parallel:
-    no GIL held during the read); other files through h5py.
-    """
-
-    def __init__(self, seqfile):
-        self.file = seqfile
-        self._lock = threading.Lock()
-        self._fd = None
-        self._h5 = None
-        self._chunk_offsets = None  # byte offset of chunk k, -1 if unallocated
-        self._chunk_rows = 0
-        self._frame_bytes = 0
-        self.fast = seqfile.format == FORMAT_NAME and self._index_chunks()
-
-    def _index_chunks(self):
-        with h5py.File(self.file.path, "r") as h5:
-            dset = h5["frames"]
-            s = self.file.frame_size
-            filters = dset.id.get_create_plist().get_nfilters()
-            if (dset.dtype != np.uint8 or dset.chunks is None or filters
-                    or tuple(dset.chunks[1:]) != (s, s, 3)):
-                return False
-            rows = dset.chunks[0]
-            n_chunks = -(-dset.shape[0] // rows)
-            offsets = np.full(n_chunks, -1, np.int64)
-
-            def record(info):
-                offsets[info.chunk_offset[0] // rows] = info.byte_offset
-
-            try:
-                dset.id.chunk_iter(record)
-            except (AttributeError, RuntimeError):  # older HDF5: one call per chunk
-                for i in range(dset.id.get_num_chunks()):
-                    record(dset.id.get_chunk_info(i))
-        self._chunk_offsets, self._chunk_rows = offsets, rows
-        self._frame_bytes = s * s * 3
-        return True
-
-    def _open(self):
-        with self._lock:
-            if self.fast and self._fd is None:
-                self._fd = os.open(self.file.path, os.O_RDONLY)
-            if not self.fast and self._h5 is None and self.file.format == FORMAT_NAME:
-                self._h5 = h5py.File(self.file.path, "r")
-
-    def read_into(self, info, start, stop, out):
-        """Frames ``start:stop`` of sequence ``info`` into ``out`` (uint8 (n, S, S, 3))."""
-        self._open()
-        a, b = info.start + start, info.start + stop
-        if self.fast:
-            self._pread(a, b, out)
-        elif self._h5 is not None:
-            self._h5["frames"].read_direct(out, np.s_[a:b], np.s_[0:b - a])
-        else:  # End2You files: the reader's own conversion (cached once)
-            with self._lock:
-                out[:] = self.file.read(info, start, stop).frames
-
-    def _pread(self, a, b, out):
-        if not out.flags.c_contiguous:
-            raise ValueError("read_into needs a C-contiguous array")
-        view = memoryview(out.reshape(-1))
-        rows, fb, offsets = self._chunk_rows, self._frame_bytes, self._chunk_offsets
-        row, pos = a, 0
-        while row < b:
-            k = row // rows
-            n = min(b - row, (k + 1) * rows - row)
-            if offsets[k] < 0:  # never written: let HDF5 supply its fill value
-                first = pos // fb
-                with h5py.File(self.file.path, "r") as h5:
-                    h5["frames"].read_direct(out, np.s_[row:row + n], np.s_[first:first + n])
-            else:
-                start = offsets[k] + (row - k * rows) * fb
-                # Neighbouring chunks stored back to back are read in one call.
-                while (row + n < b and k + 1 < len(offsets)
-                       and offsets[k + 1] == offsets[k] + rows * fb):
-                    k += 1
-                    n += min(b - row - n, rows)
-                _pread_full(self._fd, view[pos:pos + n * fb], start, self.file.path)
-            row, pos = row + n, pos + n * fb
-
-    def close(self):
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-            if self._h5 is not None:
-                self._h5.close()
-                self._h5 = None
-
-
-def _pread_full(fd, view, offset, path):
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            raise InputError(path, f"file ends early (reading {len(view)} bytes at {offset})")
-        got += n
 
 
 # ---------------------------------------------------------------- scheduling
@@ -318,10 +195,10 @@ def _scatter_state(lane_state, items, state, lengths):
             lane_state.pop(it.lane, None)
 
 
-def predict_sequences(model, sequences, window=150, batch=8, device="auto", precision="auto",
+def predict_sequences(model, sequences, window=150, lanes=8, device="auto", precision="auto",
                       activate=True, workers=None, prefetch=3, static_shapes=False,
                       progress=None):
-    """Predict many sequences of HDF5 files, ``batch`` of them side by side.
+    """Predict many sequences of HDF5 files, ``lanes`` of them side by side.
 
     Args:
         model: a :class:`~end2you_visual.models.VisualModel` (or its
@@ -331,8 +208,9 @@ def predict_sequences(model, sequences, window=150, batch=8, device="auto", prec
             have the same frame size.
         window: frames per forward pass of a sequence (state carried between
             windows); ``None``: each sequence in one pass (memory then grows
-            with the longest sequence: 3 x batch x its frames on the host).
-        batch: sequences per forward pass (lanes).
+            with the longest sequence: 3 x lanes x its frames on the host).
+        lanes: sequences per forward pass, side by side (``batch_size``,
+            elsewhere, always counts frames).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU),
             ``"bf16"`` or ``"fp32"``.
@@ -340,7 +218,7 @@ def predict_sequences(model, sequences, window=150, batch=8, device="auto", prec
             heads); False: raw outputs.
         workers: reader threads (default ``min(4, cpus)``).
         prefetch: steps read ahead of the computation.
-        static_shapes: pad every step to ``(batch, window)`` frames (for
+        static_shapes: pad every step to ``(lanes, window)`` frames (for
             ``torch.compile`` / CUDA graphs: one input shape).
         progress: optional callable ``progress(frames)``, called with the
             number of frames finished after each step (e.g. ``tqdm.update``).
@@ -349,7 +227,7 @@ def predict_sequences(model, sequences, window=150, batch=8, device="auto", prec
         One float32 array (length, outputs) per sequence, in order.
     """
     device = resolve_device(device)
-    base = _prepare(model, device)
+    base = prepare_model(model, device)
     results = [np.zeros((info.length, base.config["outputs"]), np.float32)
                for _, info in sequences]
     lengths = [info.length for _, info in sequences]
@@ -359,7 +237,7 @@ def predict_sequences(model, sequences, window=150, batch=8, device="auto", prec
     if len(sizes) != 1:
         raise ValueError(f"sequences of several frame sizes {sorted(sizes)}: predict each "
                          "size separately")
-    lanes = min(int(batch), sum(1 for n in lengths if n > 0))
+    lanes = min(int(lanes), sum(1 for n in lengths if n > 0))
     steps = plan_steps(lengths, lanes, window)
     t_max = max(it.stop - it.start for step in steps for it in step)
     if static_shapes and window is not None:
@@ -392,7 +270,7 @@ class _StepReader:
                  pin):
         self.sequences, self.frame_shape = sequences, frame_shape
         self.t_max, self.static_shapes, self.prefetch = t_max, static_shapes, prefetch
-        self.readers = {id(f): _FrameReader(f) for f in {id(f): f for f, _ in sequences}.values()}
+        self.readers = {id(f): FrameReader(f) for f in {id(f): f for f, _ in sequences}.values()}
         self.buffers = _Buffers(prefetch + 2, lanes * t_max * math.prod(frame_shape), pin)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="e2y-read")
         self.pending = deque()
@@ -429,7 +307,7 @@ class _Runner:
 
     def __init__(self, model, base, device, precision, activate, lengths, lanes, pad_rows):
         self.model, self.base, self.device = model, base, device
-        self.autocast = _autocast(device, precision)
+        self.autocast = autocast_for(device, precision)
         self.activate, self.lengths, self.pad_rows = activate, lengths, pad_rows
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.lane_state, self.is_tuple = {}, False
@@ -545,7 +423,7 @@ def predict_sequence(model, frames_source, window=None, device="auto", precision
     """
     seq = _as_sequence(frames_source, end2you_fps)
     if seq is not None:
-        return predict_sequences(model, [seq], window=window, batch=1, device=device,
+        return predict_sequences(model, [seq], window=window, lanes=1, device=device,
                                  precision=precision, activate=activate)[0]
     predictor = StreamingPredictor(model, device, precision, activate)
     if isinstance(frames_source, (np.ndarray, torch.Tensor)):
@@ -560,123 +438,11 @@ def predict_sequence(model, frames_source, window=None, device="auto", precision
     return np.concatenate(outs)
 
 
-# ---------------------------------------------------------------- checks
+# ------------------------------------------------------------------ models
 
-def check_model_fits(model, files):
-    """Per file, the label columns matching the model's outputs (None: unlabelled).
-
-    A labelled file must have the label kind of the model's head
-    (regression -> continuous, multilabel -> multilabel, multiclass ->
-    multiclass) and a label column for every output name; a multiclass
-    file must have exactly the model's classes (in any order).
-
-    Raises:
-        InputError: naming the first file that does not fit.
-    """
-    base = _base(model)
-    names, head = base.label_names, base.head_kind
-    kind = HEAD_LABEL_KIND[head]
-    columns = []
-    for f in files:
-        if f.label_kind == "none" or not f.label_names:
-            columns.append(None)
-            continue
-        what = f"the model ({head} head, outputs {names})"
-        if f.label_kind != kind:
-            raise InputError(f.path, f"has {f.label_kind} labels {f.label_names}, which "
-                             f"{what} cannot be tested on (it needs {kind} labels)")
-        missing = [n for n in names if n not in f.label_names]
-        extra = [n for n in f.label_names if n not in names] if kind == "multiclass" else []
-        if missing or extra:
-            raise InputError(f.path, f"label names {f.label_names} do not match {what}"
-                             + (f": no label for {missing}" if missing else "")
-                             + (f"; classes the model does not know: {extra}" if extra else ""))
-        columns.append(np.array([f.label_names.index(n) for n in names]))
-    return columns
-
-
-def _read_rows(seqfile, info, cols, kind):
-    """Timestamps, face_found and targets (or None) of one sequence; checks labels."""
-    clip = seqfile.read(info, 0, info.length, frames=False)
-    targets = None
-    if cols is not None:
-        targets = np.asarray(clip.labels, np.float32)[:, cols]
-        bad = ~np.isfinite(targets).all(axis=1)
-        if bad.any():
-            raise InputError(seqfile.path, f"sequence {info.name!r}: labels hold NaN or "
-                             f"infinity at row {int(np.argmax(bad))} (of the sequence)")
-        if kind != "continuous" and not np.isin(targets, (0.0, 1.0)).all():
-            raise InputError(seqfile.path, f"sequence {info.name!r}: {kind} labels must be 0/1")
-        if kind == "multiclass" and not (targets.sum(axis=1) == 1).all():
-            row = int(np.argmax(targets.sum(axis=1) != 1))
-            raise InputError(seqfile.path, f"sequence {info.name!r}: multiclass labels must be "
-                             f"one-hot (row {row} is not)")
-    return (np.asarray(clip.timestamps, np.float64), np.asarray(clip.face_found, bool), targets)
-
-
-def _stems(sequences):
-    """A unique, file-system-safe CSV stem per sequence."""
-    def clean(text):
-        text = str(text).replace("\\", "/").strip("/")
-        return "__".join(p for p in text.split("/") if p not in ("", ".", "..")) or "sequence"
-
-    first = [clean(info.name) for _, info in sequences]
-    counts = {s: first.count(s) for s in first}
-    stems, used = [], set()
-    for (f, info), stem in zip(sequences, first):
-        if counts[stem] > 1:
-            stem = f"{clean(f.path.stem)}__{stem}"
-        base, i = stem, 2
-        while stem in used:
-            stem, i = f"{base}__{i}", i + 1
-        used.add(stem)
-        stems.append(stem)
-    return stems
-
-
-# ------------------------------------------------------------------- run_test
-
-@dataclass
-class SequencePrediction:
-    """The predictions of one sequence (see :func:`load_predictions`)."""
-
-    name: str             # CSV stem
-    file: str             # the HDF5 file
-    sequence: str         # the sequence's name in that file
-    fps: float
-    time: np.ndarray      # (T,) seconds
-    predictions: np.ndarray  # (T, outputs), activated
-    face_found: np.ndarray   # (T,) bool
-    labels: np.ndarray = None  # (T, outputs) targets in output order, or None
-
-
-@dataclass
-class TestResult:
-    """What :func:`run_test` wrote and measured."""
-
-    __test__ = False  # not a pytest test class
-
-    out_dir: Path
-    label_names: list
-    sequences: list                   # SequencePrediction per sequence
-    csv_paths: list
-    predictions_path: Path
-    metrics_path: Path = None         # None when no file has labels
-    metrics: dict = None              # the content of metrics.json
-    plot_paths: list = field(default_factory=list)
-    seconds: float = 0.0              # model time (reading + inference)
-    warnings: list = field(default_factory=list)
-
-    @property
-    def frames(self):
-        return sum(len(s.time) for s in self.sequences)
-
-    @property
-    def frames_per_second(self):
-        return self.frames / self.seconds if self.seconds > 0 else float("nan")
-
-
-def _load_model(model, device):
+def load_model(model, device):
+    """``model`` itself, or the model a registered name / checkpoint path
+    names, loaded onto ``device``."""
     if isinstance(model, (str, os.PathLike)):
         from .zoo import load_pretrained
 
@@ -689,309 +455,4 @@ def model_title(model):
     given, else its architecture (``"resnet18 model"``)."""
     if isinstance(model, (str, os.PathLike)):
         return str(model)
-    return f"{_base(model).config.get('arch', 'a')} model"
-
-
-def earlier_outputs(out_dir):
-    """The files of an earlier :func:`run_test` in ``out_dir`` (the only
-    files ``overwrite=True`` removes): ``predictions/*.csv``,
-    ``predictions.h5``, ``metrics.json``, ``plots/*.png``."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return []
-    found = [out_dir / n for n in ("predictions.h5", "metrics.json")]
-    found = [p for p in found if p.is_file()]
-    for sub, pattern in (("predictions", "*.csv"), ("plots", "*.png")):
-        if (out_dir / sub).is_dir():
-            found += sorted(p for p in (out_dir / sub).glob(pattern) if p.is_file())
-    return found
-
-
-def check_test_out(out_dir, overwrite=False):
-    """Refuse an ``out_dir`` that cannot be written, or that holds an earlier
-    test run's outputs (unless ``overwrite``): a finished run is never
-    replaced, nor mixed with a new one, unless asked.
-
-    Raises:
-        InputError: naming the folder (and ``--overwrite``).
-    """
-    check_writable(out_dir, "--out")
-    old = earlier_outputs(out_dir)
-    if old and not overwrite:
-        shown = ", ".join(str(p.relative_to(out_dir)) for p in old[:3])
-        more = f" and {len(old) - 3} more" if len(old) > 3 else ""
-        raise InputError(out_dir, f"already holds the outputs of a test run ({shown}{more}); "
-                         "use --overwrite to replace them, or choose another --out")
-    return old
-
-
-def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_face=True,
-             plot=False, batch=8, precision="auto", max_plots=100, end2you_fps=None,
-             workers=None, static_shapes=False, progress=None, overwrite=False):
-    """Predict every sequence of HDF5 files and score the predictions.
-
-    Writes into ``out_dir``:
-
-    * ``predictions/<sequence>.csv``: ``time``, one column per output
-      (named by ``model.label_names``, activated: values or probabilities),
-      ``face_found`` (1/0): the format ``e2y-visual evaluate`` reads;
-    * ``predictions.h5``: everything for programs (:func:`load_predictions`);
-    * ``metrics.json`` when some file has labels: continuous ->
-      :func:`~end2you_visual.metrics.evaluate_continuous` (per file and
-      pooled), multiclass -> ``evaluate_categorical`` (argmax), multilabel
-      -> ``evaluate_multilabel`` (threshold 0.5), under the key ``metrics``;
-    * with ``plot``: ``plots/<sequence>.png`` (predictions against the
-      labels, at most ``max_plots`` sequences of 2 frames or more) and, for
-      multiclass data, ``plots/confusion.png``.
-
-    Nothing is written before all predictions and metrics are computed;
-    then the files go to a hidden staging folder in ``out_dir`` and are
-    moved into place (``os.replace``) only when all of them are complete:
-    an error leaves nothing half-written. An ``out_dir`` holding an earlier
-    run's outputs is refused before any work unless ``overwrite``; then
-    those files (:func:`earlier_outputs`, nothing else) are removed just
-    before the new ones move in, so runs are never mixed.
-
-    Args:
-        model: a VisualModel, or a registered name / checkpoint path.
-        data_paths: HDF5 files and/or folders.
-        out_dir: output folder (created).
-        window: frames per forward pass (state carried across windows).
-        include_no_face: score frames without a face too (False: only
-            frames with ``face_found``).
-        batch: sequences predicted side by side.
-        end2you_fps: frame rate for End2You files (they store none).
-        workers, static_shapes: see :func:`predict_sequences`.
-        progress: ``progress(frames)`` after each step (see
-            :func:`predict_sequences`), or True: a tqdm bar over all the
-            frames to predict.
-        overwrite: replace the outputs of an earlier run in ``out_dir``.
-
-    Raises:
-        InputError: a bad device, an ``out_dir`` that cannot be written or
-            holds an earlier run (without ``overwrite``), unreadable data,
-            labels that do not fit the model's outputs (naming the file,
-            before any prediction), NaN labels.
-    """
-    device = resolve_device(device)
-    out_dir = Path(out_dir)
-    check_test_out(out_dir, overwrite)
-    title = model_title(model)
-    model = _load_model(model, device)
-    base = _base(model)
-    files = open_files(data_paths, end2you_fps=end2you_fps)
-    columns = check_model_fits(base, files)
-    kind = HEAD_LABEL_KIND[base.head_kind]
-    sequences = [(f, info) for f in files for info in f.sequences]
-    cols_of = {id(f): c for f, c in zip(files, columns)}
-    rows = [_read_rows(f, info, cols_of[id(f)], kind) for f, info in sequences]
-    warned = _warnings(base, files, sequences)
-
-    bar = _bar(sum(info.length for _, info in sequences)) if progress is True else None
-    started = time.perf_counter()
-    preds = [None] * len(sequences)
-    try:
-        for size in sorted({f.frame_size for f, _ in sequences}):
-            index = [q for q, (f, _) in enumerate(sequences) if f.frame_size == size]
-            out = predict_sequences(model, [sequences[q] for q in index], window=window,
-                                    batch=batch, device=device, precision=precision,
-                                    workers=workers, static_shapes=static_shapes,
-                                    progress=bar.update if bar is not None else progress)
-            for q, p in zip(index, out):
-                preds[q] = p
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - started
-
-    stems = _stems(sequences)
-    results = [SequencePrediction(stem, str(f.path), info.name, info.fps, t, p, face, y)
-               for stem, (f, info), p, (t, face, y) in zip(stems, sequences, preds, rows)]
-    metrics = _metrics(results, base, kind, include_no_face, window)
-    return _write_outputs(out_dir, results, base, metrics, plot, max_plots, seconds,
-                          warned, kind, window, title, overwrite)
-
-
-def _bar(total):
-    """The progress bar of :func:`run_test`: frames to predict, ends at 100 %."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="frame", desc="test", leave=False)
-
-
-def _warnings(base, files, sequences):
-    out = []
-    size = base.config.get("input_size")
-    for f in files:
-        if size and f.frame_size != size:
-            out.append(f"{f.path}: frames are {f.frame_size}x{f.frame_size} but the model "
-                       f"expects {size}x{size}")
-    for f, info in sequences:
-        if info.length == 0:
-            out.append(f"{f.path}: sequence {info.name!r} has no frames")
-    for message in out:
-        warnings.warn(message, stacklevel=3)
-    return out
-
-
-def _metrics(results, base, kind, include_no_face, window):
-    labelled = [r for r in results if r.labels is not None and len(r.time)]
-    if not labelled:
-        return None
-    from . import metrics as M
-
-    names = base.label_names
-    keep = [np.ones(len(r.time), bool) if include_no_face else r.face_found for r in labelled]
-    summary = {"label_kind": kind, "head": base.head_kind, "outputs": names,
-               "include_no_face": bool(include_no_face), "window": window,
-               "files": [r.name for r in labelled],
-               "unlabelled": [r.name for r in results if r.labels is None],
-               "frames": int(sum(k.sum() for k in keep)),
-               "frames_total": int(sum(len(r.time) for r in labelled))}
-    if summary["frames"] == 0:
-        summary["metrics"] = None
-        summary["error"] = "every labelled frame is excluded (no face found)"
-        return summary
-    if kind == "continuous":
-        report = M.evaluate_continuous([r.predictions for r in labelled],
-                                       [r.labels for r in labelled], names=names,
-                                       masks=keep, files=[r.name for r in labelled])
-    else:
-        scores = np.concatenate([r.predictions[k] for r, k in zip(labelled, keep)])
-        targets = np.concatenate([r.labels[k] for r, k in zip(labelled, keep)])
-        if kind == "multiclass":
-            report = M.evaluate_categorical(scores, targets.argmax(axis=1),
-                                            num_classes=len(names), class_names=names)
-        else:
-            report = M.evaluate_multilabel(scores, targets, 0.5, label_names=names)
-    summary["metrics"] = report.to_dict()
-    return summary
-
-
-def _write_h5_file(path, results, base, kind, window):
-    with h5py.File(path, "w") as h5:
-        offsets = np.cumsum([0] + [len(r.time) for r in results]).astype(np.int64)
-        d = len(base.label_names)
-
-        def cat(arrays, shape, dtype):
-            return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
-
-        h5["predictions"] = cat([r.predictions for r in results], (0, d), np.float32)
-        h5["timestamps"] = cat([r.time for r in results], (0,), np.float64)
-        h5["face_found"] = cat([r.face_found for r in results], (0,), bool)
-        if any(r.labels is not None for r in results):
-            h5["labels"] = cat([r.labels if r.labels is not None
-                                else np.full((len(r.time), d), np.nan, np.float32)
-                                for r in results], (0, d), np.float32)
-        seq = h5.create_group("sequences")
-        seq["offsets"] = offsets
-        seq["fps"] = np.array([r.fps for r in results], np.float64)
-        text = h5py.string_dtype("utf-8")
-        for key, values in (("name", [r.name for r in results]),
-                            ("file", [r.file for r in results]),
-                            ("sequence", [r.sequence for r in results])):
-            seq.create_dataset(key, data=np.array(values, dtype=object), dtype=text)
-        h5.attrs.update({
-            "format": PREDICTIONS_FORMAT, "version": PREDICTIONS_VERSION,
-            "label_names": json.dumps(base.label_names), "head": base.head_kind,
-            "label_kind": kind, "window": -1 if window is None else int(window),
-            "model_config": json.dumps(base.config),
-            "created_by": f"end2you-visual {__version__}",
-        })
-
-
-def _write_outputs(out_dir, results, base, metrics, plot, max_plots, seconds, warned, kind,
-                   window, title, overwrite):
-    """Write everything into a hidden staging folder, then move it into ``out_dir``
-    (with ``overwrite``, the earlier run's files are removed first)."""
-    from .postprocess import write_prediction_csv
-
-    names = base.label_names
-    created = not out_dir.exists()
-    stage = out_dir / f".partial-{os.getpid()}"
-    try:
-        (stage / "predictions").mkdir(parents=True, exist_ok=True)
-        for r in results:
-            write_prediction_csv(stage / "predictions" / f"{r.name}.csv", r.time, names,
-                                 r.predictions, r.face_found, top_class=kind != "continuous")
-        _write_h5_file(stage / "predictions.h5", results, base, kind, window)
-        if metrics is not None:
-            (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n",
-                                                encoding="utf-8")
-        if plot:
-            _plots(stage / "plots", results, names, metrics, kind, max_plots, title)
-        for old in check_test_out(out_dir, overwrite):  # still refused without overwrite
-            old.unlink()
-        moved = _move_into(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    shutil.rmtree(stage, ignore_errors=True)
-    csv_paths = [out_dir / "predictions" / f"{r.name}.csv" for r in results]
-    plots = sorted(p for p in moved if p.parent.name == "plots")
-    order = {f"{r.name}.png": i for i, r in enumerate(results)}
-    plots.sort(key=lambda p: order.get(p.name, len(order)))
-    return TestResult(out_dir=out_dir, label_names=names, sequences=results,
-                      csv_paths=csv_paths, predictions_path=out_dir / "predictions.h5",
-                      metrics_path=out_dir / "metrics.json" if metrics is not None else None,
-                      metrics=metrics, plot_paths=plots, seconds=seconds, warnings=warned)
-
-
-def _move_into(stage, out_dir):
-    """``os.replace`` every file of ``stage`` to the same place under ``out_dir``."""
-    moved = []
-    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-        target = out_dir / path.relative_to(stage)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-        moved.append(target)
-    return moved
-
-
-def _plots(folder, results, names, metrics, kind, max_plots, title):
-    from .plots import plot_confusion, plot_predictions
-
-    paths = []
-    for r in [r for r in results if len(r.time) >= 2][:max_plots]:
-        paths.append(plot_predictions(r.time, r.predictions, r.labels, names,
-                                      folder / f"{r.name}.png", face_found=r.face_found,
-                                      title=f"{r.name} · model {title}", kind=kind))
-    if kind == "multiclass" and metrics is not None and metrics.get("metrics"):
-        paths.append(plot_confusion(metrics["metrics"]["confusion"], names,
-                                    folder / "confusion.png"))
-    return paths
-
-
-def load_predictions(path):
-    """The sequences of a ``predictions.h5`` written by :func:`run_test`.
-
-    Returns:
-        ``(label_names, [SequencePrediction, ...])``.
-    """
-    path = Path(path)
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:
-        raise InputError(path, f"not a readable HDF5 file ({err})") from err
-    with h5:
-        if h5.attrs.get("format") != PREDICTIONS_FORMAT:
-            raise InputError(path, f"not an {PREDICTIONS_FORMAT} file")
-        names = json.loads(h5.attrs["label_names"])
-        seq = h5["sequences"]
-        offsets = seq["offsets"][:]
-        text = {k: [v.decode() if isinstance(v, bytes) else str(v) for v in seq[k][:]]
-                for k in ("name", "file", "sequence")}
-        preds, times, face = h5["predictions"][:], h5["timestamps"][:], h5["face_found"][:]
-        labels = h5["labels"][:] if "labels" in h5 else None
-        out = []
-        for q in range(len(offsets) - 1):
-            a, b = offsets[q], offsets[q + 1]
-            y = None if labels is None else labels[a:b]
-            if y is not None and np.isnan(y).all() and b > a:
-                y = None
-            out.append(SequencePrediction(text["name"][q], text["file"][q], text["sequence"][q],
-                                          float(seq["fps"][q]), times[a:b], preds[a:b],
-                                          face[a:b], y))
-    return names, out
+    return f"{unwrap_model(model).config.get('arch', 'a')} model"

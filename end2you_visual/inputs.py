@@ -31,6 +31,7 @@ import numpy as np
 
 from .csvfile import read_csv_rows
 from .errors import InputError
+from .files import files_in
 from .labels import one_hot
 from .ranges import check_number
 
@@ -38,6 +39,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg",
                     ".m4v", ".flv", ".wmv")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LAYOUTS = ("auto", "csv", "videos", "image_classes", "image_sequences")
+# The values of an input CSV's ``split`` column (any case) naming each partition.
+TRAIN_NAMES = ("train", "training")
+VALID_NAMES = ("valid", "validation", "val", "devel", "dev", "development")
+TEST_NAMES = ("test", "testing")
+SPLIT_NAMES = {"train": TRAIN_NAMES, "valid": VALID_NAMES, "test": TEST_NAMES}
 KINDS = ("video", "image", "image_sequence")
 
 
@@ -156,7 +162,7 @@ def scan_video_dir(folder) -> List[InputItem]:
     names as in :func:`read_input_csv`.
     """
     folder = _existing_folder(folder)
-    videos = sorted(_walk_files(folder, VIDEO_EXTENSIONS),
+    videos = sorted(files_in(folder, VIDEO_EXTENSIONS),
                     key=lambda path: _natural_key(
                         path.relative_to(folder).as_posix()))
     if not videos:
@@ -170,6 +176,12 @@ def scan_video_dir(folder) -> List[InputItem]:
     return items
 
 
+def _classes(folder):
+    """``(class name, its one-hot label)`` for each class folder of ``folder``."""
+    names = _subfolder_names(folder)
+    return [(name, one_hot(index, len(names))) for index, name in enumerate(names)]
+
+
 def scan_image_classes(folder) -> Tuple[List[InputItem], List[str]]:
     """Image items for a FER2013-style folder: ``folder/<class>/<image>``.
 
@@ -179,10 +191,9 @@ def scan_image_classes(folder) -> Tuple[List[InputItem], List[str]]:
     Images directly in a class folder only, naturally sorted.
     """
     folder = _existing_folder(folder)
-    class_names = _subfolder_names(folder)
     items = []
-    for index, name in enumerate(class_names):
-        label = one_hot(index, len(class_names))
+    classes = _classes(folder)
+    for name, label in classes:
         for image in _images_in(folder / name):
             items.append(InputItem(
                 name=_stem_name(f"{name}/{image.name}"), kind="image",
@@ -191,7 +202,7 @@ def scan_image_classes(folder) -> Tuple[List[InputItem], List[str]]:
         raise InputError(folder, "has no class folders of images "
                                  f"({_joined(IMAGE_EXTENSIONS)})")
     _make_names_unique(items)
-    return items, class_names
+    return items, [name for name, _ in classes]
 
 
 def scan_image_sequences(folder) -> Tuple[List[InputItem], List[str]]:
@@ -204,10 +215,9 @@ def scan_image_sequences(folder) -> Tuple[List[InputItem], List[str]]:
     order. A sequence folder without images is an error.
     """
     folder = _existing_folder(folder)
-    class_names = _subfolder_names(folder)
     items = []
-    for index, name in enumerate(class_names):
-        label = one_hot(index, len(class_names))
+    classes = _classes(folder)
+    for name, label in classes:
         for sequence in _subfolder_names(folder / name):
             path = folder / name / sequence
             if not _images_in(path):
@@ -221,7 +231,44 @@ def scan_image_sequences(folder) -> Tuple[List[InputItem], List[str]]:
         raise InputError(folder, "has no class folders of image-sequence "
                                  "folders")
     _make_names_unique(items)
-    return items, class_names
+    return items, [name for name, _ in classes]
+
+
+def assign_subjects(items, pattern=None, root=None) -> dict:
+    r"""Give each item a ``metadata["subject"]``, for subject-independent splits.
+
+    An item that has one (the input CSV's ``subject`` column) keeps it;
+    otherwise, with ``pattern`` (a regular expression searched in the
+    item's path relative to ``root``, ``/``-separated), the subject is the
+    match's group ``subject`` if the pattern names one, else its first
+    group, else the whole match (``r"S\d{3}"`` finds ``S010`` in
+    ``happy/S010_004_00000017.png``). Returns what the manifest records:
+    ``{"known": n, "unknown": m, "pattern": pattern}`` and, when no
+    subject is known, a ``note`` saying so.
+    """
+    regex = re.compile(pattern) if pattern else None
+    for item in items:
+        if str(item.metadata.get("subject", "")).strip() or regex is None:
+            continue
+        path = Path(item.raw)
+        if root is not None and Path(root).is_dir():
+            try:
+                path = path.resolve().relative_to(Path(root).resolve())
+            except ValueError:
+                pass
+        found = regex.search(path.as_posix())
+        if found:
+            subject = (found.group("subject") if "subject" in regex.groupindex
+                       else found.group(1) if regex.groups else found.group(0))
+            if subject:
+                item.metadata = {**item.metadata, "subject": subject}
+    known = sum(bool(str(i.metadata.get("subject", "")).strip()) for i in items)
+    summary = {"known": known, "unknown": len(items) - known, "pattern": pattern}
+    if not known:
+        summary["note"] = ("no subject is known: `train --split-by subject` cannot hold "
+                           "subjects out; give the input CSV a subject column or "
+                           "generate --subject-pattern")
+    return summary
 
 
 def list_sequence_frames(folder) -> List[Path]:
@@ -271,7 +318,7 @@ def _detect_layout(path):
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             return "videos"
         raise InputError(path, "is neither an input CSV (.csv), a video nor a folder")
-    if next(iter(_walk_files(path, VIDEO_EXTENSIONS)), None) is not None:
+    if files_in(path, VIDEO_EXTENSIONS):
         return "videos"
     with_images, with_sequences = [], []
     for name in _subfolder_names(path):
@@ -379,15 +426,6 @@ def _existing_folder(folder):
 
 def _is_hidden(name):
     return name.startswith(".")
-
-
-def _walk_files(folder, extensions):
-    """Non-hidden files under ``folder``, recursively, with an extension."""
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-        for name in sorted(files):
-            if not _is_hidden(name) and name.lower().endswith(extensions):
-                yield Path(root) / name
 
 
 def _subfolder_names(folder):

@@ -21,7 +21,7 @@ from typing import Dict, List
 import numpy as np
 from scipy.stats import rankdata
 
-from .ccc import _ccc_columns
+from .ccc import ccc_columns
 from .errors import InputError
 
 __all__ = [
@@ -104,7 +104,7 @@ def _scores(x, y):
         return RegressionScores(math.nan, math.nan, math.nan, math.nan, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return RegressionScores(
-            ccc=float(_ccc_columns(x[:, None], y[:, None])[0]),
+            ccc=float(ccc_columns(x[:, None], y[:, None])[0]),
             pearson=pearson(x, y) if x.size > 1 else math.nan,
             rmse=float(np.sqrt(np.mean((x - y) ** 2))),
             mae=float(np.mean(np.abs(x - y))),

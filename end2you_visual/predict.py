@@ -22,8 +22,6 @@ face has EMPTY output cells: the model still sees it (it holds the last
 good crop, as in training data, so the recurrent state runs on), but its
 output is not a prediction about a face.
 """
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +30,12 @@ import numpy as np
 
 from .devices import resolve_device
 from .errors import InputError
-from .files import atomic_write_text, check_writable
-from .inference import StreamingPredictor, model_title
-from .postprocess import TOP_CLASS, top_classes
+from .files import check_writable, expand_paths
+from .inference import StreamingPredictor, load_model, model_title
+from .models.checkpoint import unwrap_model
+from .predictions import unique_stems, write_prediction_csv
 
-__all__ = ["PredictionResult", "predict_video", "predict_videos", "write_prediction_rows"]
+__all__ = ["PredictionResult", "predict_video", "predict_videos", "find_videos"]
 
 
 @dataclass
@@ -73,26 +72,6 @@ class PredictionResult:
         return int(self.face_found.sum())
 
 
-def write_prediction_rows(path, time_s, names, values, face_found, top_class=False):
-    """Write a prediction CSV atomically: ``time``, outputs, ``face_found``
-    (and with ``top_class``, a ``top_class`` column: the name of the most
-    probable output, empty where no face was found).
-
-    NaN values become empty cells (``e2y-visual evaluate`` reads them as
-    missing predictions); numbers are written with ``repr`` precision.
-    """
-    lines = [",".join(["time", *names, "face_found"] + ([TOP_CLASS] if top_class else []))]
-    tops = top_classes(values, names, face_found) if top_class else None
-    for i in range(len(time_s)):
-        cells = [repr(float(time_s[i]))]
-        cells += ["" if math.isnan(v) else repr(float(v)) for v in values[i]]
-        cells.append("1" if face_found[i] else "0")
-        if top_class:
-            cells.append(tops[i])
-        lines.append(",".join(cells))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
 def _outputs(out_dir, stem):
     return [Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.png"]
 
@@ -117,16 +96,8 @@ def check_predict_out(out_dir, stems, overwrite=False):
     return old
 
 
-def _load_model(model, device):
-    if isinstance(model, (str, os.PathLike)):
-        from .zoo import load_pretrained
-
-        return load_pretrained(model, device=str(device))
-    return model
-
-
 def _input_size(model):
-    base = getattr(model, "_orig_mod", model)
+    base = unwrap_model(model)
     size = base.config.get("input_size")
     if not size:
         raise ValueError("the model's config has no input_size")
@@ -134,9 +105,8 @@ def _input_size(model):
 
 
 def predict_video(video_path, model, out_dir=None, device="auto", precision="auto",
-                  batch_size=32, detect_every=1, detect_scale=None, margin=0.2,
-                  min_face_size=20, smoothing=0.5, fill="last", plot=True, pipeline=None,
-                  stem=None, progress=False, overwrite=False, model_name=None):
+                  plot=True, pipeline=None, stem=None, progress=False, overwrite=False,
+                  model_name=None, **faces):
     """Per-frame predictions of ``model`` for one video.
 
     Args:
@@ -145,10 +115,6 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
         out_dir: where ``<stem>.csv`` and ``<stem>.png`` go; None: write nothing.
         device: for the face detector and the model (``"auto"``: CUDA if any).
         precision: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``"bf16"``, ``"fp32"``.
-        batch_size: frames decoded, detected and predicted together.
-        detect_every, detect_scale, margin, min_face_size, smoothing, fill:
-            the face pipeline's settings, as for ``generate``
-            (:class:`~end2you_visual.faces.FacePipeline`).
         plot: write the PNG too.
         pipeline: a FacePipeline to reuse (its size must be the model's
             input size); the face settings are then ignored.
@@ -158,6 +124,11 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
             ``out_dir`` (else refused before any work).
         model_name: the model's name in the plot's title (default: the
             name or path given as ``model``, else its architecture).
+        **faces: the face pipeline's settings, as for ``generate``
+            (:class:`~end2you_visual.faces.FaceSettings`: ``batch_size``, the
+            frames decoded, detected and predicted together, ``detect_every``,
+            ``detect_scale``, ``margin``, ``min_face_size``, ``smoothing``,
+            ``fill``); the crop size is the model's input size.
 
     Returns:
         :class:`PredictionResult`.
@@ -167,23 +138,21 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
             holds this stem's outputs (without ``overwrite``), a video that
             cannot be read.
     """
-    from .faces import FacePipeline
+    from .faces import FaceSettings
     from .video import iter_frame_batches, probe_video
 
+    settings = FaceSettings(**faces)
     started = time.perf_counter()
     device = resolve_device(device)
     stem = stem or Path(video_path).stem
     if out_dir is not None:
         check_predict_out(out_dir, [stem], overwrite)
     title = f"{Path(video_path).name} · model {model_name or model_title(model)}"
-    model = _load_model(model, device)
+    model = load_model(model, device)
     size, base = _input_size(model)
     info = probe_video(video_path)
     if pipeline is None:
-        pipeline = FacePipeline(size=size, margin=margin, device=device,
-                                detect_every=detect_every, min_face_size=min_face_size,
-                                smoothing=smoothing, fill=fill, fps=info.fps,
-                                detect_scale=detect_scale, batch_size=batch_size)
+        pipeline = settings.pipeline(info.fps, size=size, device=device)
     elif pipeline.size != size:
         raise ValueError(f"the pipeline crops {pipeline.size} px faces, the model expects {size}")
     pipeline.reset()
@@ -191,7 +160,7 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
     bar = _bar(progress, info, video_path)
     preds, found = [], []
     try:
-        for _, frames in iter_frame_batches(video_path, batch_size):
+        for _, frames in iter_frame_batches(video_path, settings.batch_size):
             faces = pipeline.process(frames)
             out = predictor(faces.crops)
             out[~faces.found] = np.nan  # no face: no prediction
@@ -213,8 +182,8 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
         for old in check_predict_out(out_dir, [stem], overwrite):
             old.unlink()  # with overwrite only: no stale plot beside a new CSV
         result.csv_path = out_dir / f"{stem}.csv"
-        write_prediction_rows(result.csv_path, times, base.label_names, predictions, face_found,
-                              top_class=base.head_kind != "regression")
+        write_prediction_csv(result.csv_path, times, base.label_names, predictions,
+                             face_found, top_class=base.head_kind != "regression")
         if plot:
             from .plots import plot_predictions
 
@@ -233,34 +202,12 @@ def _bar(progress, info, path):
     return tqdm(total=info.n_frames, desc=Path(path).name, unit="frame", leave=False)
 
 
-def _unique_stems(paths):
-    stems, used = [], set()
-    for p in paths:
-        stem, i = Path(p).stem, 2
-        while stem in used:
-            stem, i = f"{Path(p).stem}__{i}", i + 1
-        used.add(stem)
-        stems.append(stem)
-    return stems
-
-
 def find_videos(paths):
-    """Video files among ``paths`` (files, and folders searched recursively)."""
+    """Video files among ``paths`` (files, and folders searched recursively;
+    hidden files skipped)."""
     from .inputs import VIDEO_EXTENSIONS
 
-    found = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            videos = sorted(q for q in p.rglob("*") if q.is_file()
-                            and q.suffix.lower() in VIDEO_EXTENSIONS)
-            if not videos:
-                raise InputError(p, "folder holds no video files")
-            found += videos
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise InputError(p, "no such file or folder")
-    return found
+    return expand_paths(paths, VIDEO_EXTENSIONS, "video files")
 
 
 def predict_videos(videos, model, out_dir, device="auto", overwrite=False, **options):
@@ -276,12 +223,12 @@ def predict_videos(videos, model, out_dir, device="auto", overwrite=False, **opt
 
     device = resolve_device(device)
     paths = find_videos(videos)
-    stems = _unique_stems(paths)
+    stems = unique_stems([p.stem for p in paths])
     check_predict_out(out_dir, stems, overwrite)
     for p in paths:  # an unreadable video stops the run before any work
         probe_video(p)
     name = model_title(model)
-    model = _load_model(model, device)
+    model = load_model(model, device)
     return [predict_video(p, model, out_dir, device=device, stem=s, overwrite=overwrite,
                           model_name=name, **options)
             for p, s in zip(paths, stems)]

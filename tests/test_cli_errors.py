@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from end2you_visual.cli.main import cli
 from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.models import build_model, save_checkpoint
-from end2you_visual.postprocess import write_prediction_csv
+from end2you_visual.predictions import write_prediction_csv
 
 DATA = Path(__file__).parent / "data"
 VIDEO = DATA / "single_face.mp4"
@@ -201,5 +201,5 @@ def test_top_level_help_lists_each_command_once_in_workflow_order():
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.splitlines()
               if line.startswith("  ") and line.split()[0] in cli.commands]
-    assert listed == ["generate", "zoo", "train", "test", "evaluate", "predict"]
+    assert listed == ["generate", "zoo", "train", "test", "evaluate", "predict", "extract"]
     assert "  test      Predictions and metrics on an HDF5 dataset." in result.output

@@ -63,14 +63,18 @@ def python_snippets(page):
 SNIPPETS = {page: python_snippets(page) for page in PAGES}
 
 
-def write_av(path, length, seed):
-    """One sequence of ``length`` random 32x32 frames with arousal/valence labels."""
+def write_av(path, length, seed, audio=False):
+    """One sequence of ``length`` random 32x32 frames with arousal/valence labels
+    (and 16 kHz noise as its audio track, with ``audio``)."""
     rng = np.random.default_rng(seed)
-    with SequenceWriter(path, SIZE, AV, "continuous") as writer:
+    with SequenceWriter(path, SIZE, AV, "continuous",
+                        audio_rate=16000 if audio else None) as writer:
         writer.begin_sequence(path.stem, source=f"{path.stem}.mp4", fps=25.0)
         writer.append(rng.integers(0, 256, (length, SIZE, SIZE, 3), dtype=np.uint8),
                       np.arange(length) / 25.0, rng.uniform(-1, 1, (length, 2)),
                       face_found=np.arange(length) % 5 != 2)
+        if audio:
+            writer.append_audio(rng.uniform(-0.5, 0.5, length * 640).astype(np.float32))
         writer.end_sequence()
         writer.commit()
 
@@ -112,6 +116,10 @@ def make_sandbox(root, text):
                     root / "runs" / "pretrain" / "best.pt")
     save_checkpoint(tiny_model(head="regression", outputs=2, label_names=AV),
                     root / "runs" / "finetune" / "best.pt")
+    if "data/av/" in text:
+        path = root / "data" / "av" / "p01.h5"
+        path.parent.mkdir()
+        write_av(path, 60, seed=3, audio=True)
     if "model/best.pth.tar" in text:
         write_end2you_checkpoint(root / "model" / "best.pth.tar")
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from end2you_visual.cli.main import cli
 from end2you_visual.data import SequenceFile
+from end2you_visual.errors import InputError
 from end2you_visual.generate import GenerateSettings, generate
 from end2you_visual.hdf5 import is_complete
 
@@ -154,6 +155,49 @@ def test_image_classes_pack_into_shards(tmp_path):
     assert clip.frames.shape == (1, 24, 24, 3)
     # Grey images become RGB with equal channels.
     assert (clip.frames[..., 0] == clip.frames[..., 2]).all()
+
+
+def ck_folder(root):
+    """A CK+-style image-classes folder: the subject in the file names."""
+    rng = np.random.default_rng(0)
+    for cls, names in (("angry", ["S010_004_01.png", "S011_002_05.png"]),
+                       ("happy", ["S010_006_03.png", "S012_001_02.png", "x.png"])):
+        (root / cls).mkdir(parents=True)
+        for name in names:
+            Image.fromarray(rng.integers(0, 255, (16, 16), np.uint8)).save(root / cls / name)
+    return root
+
+
+def test_subject_pattern_records_a_subject_per_image_and_train_splits_by_it(tmp_path):
+    from end2you_visual.training.split import split_sequences
+
+    folder = ck_folder(tmp_path / "ck")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["generate", str(folder), "--out", str(out), "--size", "8",
+                                      "--skip-detection", "--subject-pattern",
+                                      r"(?P<subject>S\d{3})_"])
+    assert result.exit_code == 0, result.output
+    (shard,) = sorted(out.glob("images-*.h5"))
+    f = SequenceFile(shard)
+    assert [s.metadata.get("subject") for s in f.sequences] == ["S010", "S011", "S010", "S012",
+                                                                 None]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["subjects"] == {"known": 4, "unknown": 1, "pattern": r"(?P<subject>S\d{3})_"}
+    split = split_sequences([f], split_by="subject", fraction=0.34, seed=0)
+    subject = {(str(f.path), s.index): s.metadata.get("subject") for s in f.sequences}
+    held = {subject[k] for k in split.valid}
+    assert held and not held & {subject[k] for k in split.train}
+
+
+def test_the_manifest_says_when_no_subject_is_known(tmp_path):
+    folder = ck_folder(tmp_path / "ck")
+    generate(folder, tmp_path / "out", GenerateSettings(size=8, skip_detection=True),
+             progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["subjects"]["known"] == 0 and manifest["subjects"]["unknown"] == 5
+    assert manifest["subjects"]["note"].startswith("no subject is known")
+    with pytest.raises(InputError, match=r"^--subject-pattern: not a regular expression"):
+        GenerateSettings(subject_pattern="S(")
 
 
 def test_cli_exit_status_says_something_failed(clip_dir, tmp_path):

@@ -458,3 +458,26 @@ def test_frame_tile_keeps_the_aspect():
     assert tile.shape == (10, 10, 3)
     assert (tile[:2] == 0).all() and (tile[8:] == 0).all()  # letterboxed
     assert (tile[3:7, :4] == 200).all() and (tile[3:7, 6:] == 0).all()
+
+
+def test_generate_and_predict_take_their_face_options_from_one_definition():
+    import dataclasses
+
+    from end2you_visual.cli.main import cli
+    from end2you_visual.faces import FaceSettings
+    from end2you_visual.generate import GenerateSettings
+
+    def options(command):
+        return {p.name: (p.default, str(p.type), p.help) for p in cli.commands[command].params}
+
+    generate_opts, predict_opts = options("generate"), options("predict")
+    fields = {f.name: f for f in dataclasses.fields(FaceSettings)}
+    for name, f in fields.items():
+        assert generate_opts[name] == (f.default, generate_opts[name][1], f.metadata["help"])
+        if name not in ("size", "device"):  # predict: the model's size, its --device
+            assert predict_opts[name] == generate_opts[name], name
+    assert generate_opts["smoothing"][1] == "<FloatRange 0<=x<1>"
+    assert {f.name for f in dataclasses.fields(GenerateSettings)} >= set(fields)
+    with pytest.raises(InputError, match=r"^--smoothing: must be in \[0, 1\), got 1"):
+        FaceSettings(smoothing=1)
+    assert FaceSettings(margin=0.5).pipeline(fps=25, size=48).margin == 0.5

@@ -7,15 +7,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from end2you_visual import inference
+from end2you_visual import testrun
 from end2you_visual.data import SequenceFile
 from end2you_visual.errors import InputError
 from end2you_visual.hdf5 import SequenceWriter
-from end2you_visual.inference import (load_predictions, plan_steps, predict_sequence,
-                                      predict_sequences, run_test)
+from end2you_visual.framereader import FrameReader
+from end2you_visual.inference import plan_steps, predict_sequence, predict_sequences
 from end2you_visual.metrics import evaluate_categorical, evaluate_continuous, evaluate_multilabel
 from end2you_visual.models import build_model, save_checkpoint
-from end2you_visual.postprocess import read_prediction_csv
+from end2you_visual.predictions import load_predictions, read_prediction_csv
+from end2you_visual.testrun import run_test
 
 SIZE = 32
 AV = ["arousal", "valence"]
@@ -120,7 +121,7 @@ def test_many_sequences_side_by_side_equal_one_pass_each(tmp_path, batch, window
     lengths = [13, 4, 0, 9, 1, 6]
     f = SequenceFile(write_h5(tmp_path / "m.h5", lengths))
     outs = predict_sequences(model, [(f, s) for s in f.sequences], window=window,
-                             batch=batch, device="cpu", workers=2, prefetch=2,
+                             lanes=batch, device="cpu", workers=2, prefetch=2,
                              static_shapes=static)
     assert [len(o) for o in outs] == lengths
     for info, out in zip(f.sequences, outs):
@@ -133,7 +134,7 @@ def test_many_sequences_side_by_side_equal_one_pass_each(tmp_path, batch, window
 def test_reader_matches_the_hdf5_reader(tmp_path, compression):
     path = write_h5(tmp_path / "r.h5", [21, 30], compression=compression, chunk_frames=8)
     f = SequenceFile(path)
-    reader = inference._FrameReader(f)
+    reader = FrameReader(f)
     assert reader.fast == (compression is None)  # direct chunk reads when uncompressed
     for info, (a, b) in [(f.sequences[0], (0, 21)), (f.sequences[1], (3, 27)),
                          (f.sequences[1], (29, 30))]:
@@ -176,7 +177,7 @@ def test_run_test_writes_csvs_h5_and_the_same_metrics(tmp_path, include_no_face)
     paths[1].rename(tmp_path / "data" / "b.h5")
     out = tmp_path / "out"
     result = run_test(model, [tmp_path / "data"], out, window=4, device="cpu",
-                      include_no_face=include_no_face, plot=True, batch=2)
+                      include_no_face=include_no_face, plot=True, lanes=2)
 
     # Two files both hold a "seq0": the CSV stems are made unique with the file stem.
     stems = ["a__seq0", "seq1", "b__seq0"]
@@ -283,7 +284,7 @@ def test_mismatched_labels_fail_before_any_work_naming_the_file(tmp_path, monkey
     good = write_h5(tmp_path / "data" / "good.h5", [5])
     bad = write_h5(tmp_path / "data" / "bad.h5", [5], names=["happy", "sad"])
     calls = []
-    monkeypatch.setattr(inference, "predict_sequences", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(testrun, "predict_sequences", lambda *a, **k: calls.append(1))
     with pytest.raises(InputError, match=r"bad\.h5.*no label for \['arousal', 'valence'\]"):
         run_test(tiny(), [good, bad], tmp_path / "out", device="cpu")
     with pytest.raises(InputError, match=r"good\.h5.*continuous labels.*multiclass"):
@@ -309,7 +310,7 @@ def test_a_failure_while_writing_leaves_no_partial_files(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(inference, "_write_h5_file", broken)
+    monkeypatch.setattr(testrun, "write_predictions_h5", broken)
     with pytest.raises(OSError, match="disk full"):
         run_test(tiny(), [path], tmp_path / "out", device="cpu")
     leftovers = [p for p in (tmp_path / "out").rglob("*") if p.is_file()] \
@@ -358,14 +359,15 @@ def test_an_earlier_run_is_refused_then_replaced_only_with_overwrite(tmp_path):
     out = tmp_path / "out"
     run_test(model, [first], out, window=4, device="cpu", plot=True)
     earlier = _files(out)
-    assert earlier == ["metrics.json", "plots/seq0.png", "plots/seq1.png", "predictions.h5",
-                       "predictions/seq0.csv", "predictions/seq1.csv"]
+    assert earlier == ["labels/seq0.csv", "labels/seq1.csv", "metrics.json", "plots/seq0.png",
+                       "plots/seq1.png", "predictions.h5", "predictions/seq0.csv",
+                       "predictions/seq1.csv"]
     content = {p: (out / p).read_bytes() for p in earlier}
     (out / "notes.txt").write_text("mine\n")  # not an output of test: never touched
 
     with pytest.raises(InputError, match=rf"{out}: already holds the outputs of a test run "
                                          r"\(predictions.h5, metrics.json, predictions/seq0.csv "
-                                         r"and 3 more\); use --overwrite"):
+                                         r"and 5 more\); use --overwrite"):
         run_test(model, [second], out, device="cpu")
     assert {p: (out / p).read_bytes() for p in earlier} == content
 
@@ -379,7 +381,7 @@ def test_an_earlier_run_is_refused_then_replaced_only_with_overwrite(tmp_path):
 def test_bad_devices_and_outputs_fail_before_any_work(tmp_path, monkeypatch):
     path = write_h5(tmp_path / "a.h5", [4])
     calls = []
-    monkeypatch.setattr(inference, "_load_model", lambda *a: calls.append(a))
+    monkeypatch.setattr(testrun, "load_model", lambda *a: calls.append(a))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match=r"^--device: 'cuda' asked for, but CUDA is not "):
         run_test(tiny(), [path], tmp_path / "out", device="cuda")
@@ -434,7 +436,7 @@ def test_cli_test_bar_has_a_total_and_ends_full(tmp_path, monkeypatch):
     ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
     path = write_h5(tmp_path / "a.h5", [9, 0, 5])
     result = CliRunner().invoke(cli(), ["test", str(path), "--model", str(ckpt), "--out",
-                                        str(tmp_path / "out"), "--window", "4", "--batch", "1",
+                                        str(tmp_path / "out"), "--window", "4", "--lanes", "1",
                                         "--device", "cpu"])
     assert result.exit_code == 0, result.output
     [bar] = RecordingBar.bars
@@ -486,4 +488,22 @@ def test_cli_test_over_an_earlier_run(tmp_path):
     assert "--overwrite" in again.output and (out / "predictions" / "stale.csv").exists()
     forced = CliRunner().invoke(cli(), args + ["--overwrite"])
     assert forced.exit_code == 0, forced.output
-    assert _files(out) == ["metrics.json", "predictions.h5", "predictions/seq0.csv"]
+    assert _files(out) == ["labels/seq0.csv", "metrics.json", "predictions.h5",
+                           "predictions/seq0.csv"]
+
+
+def test_split_keeps_its_sequences_and_names_a_missing_split(tmp_path):
+    path = tmp_path / "s.h5"
+    with SequenceWriter(path, SIZE, AV, "continuous") as w:
+        for q, split in enumerate(["train", "Val", "test"]):
+            w.begin_sequence(f"seq{q}", fps=25.0, metadata={"split": split})
+            w.append(random_frames(3, q), np.arange(3) / 25.0, np.zeros((3, 2)))
+            w.end_sequence()
+        w.commit()
+    result = run_test(tiny(), [path], tmp_path / "valid", device="cpu", split="valid")
+    assert [(s.name, s.split) for s in result.sequences] == [("seq1", "Val")]
+    assert [s.split for s in load_predictions(result.predictions_path)[1]] == ["Val"]
+    unsplit = write_h5(tmp_path / "u.h5", [3])
+    with pytest.raises(InputError, match=r"^--split: no sequence of split 'test' \(test, "
+                                         r"testing\) in the data \(it records no split"):
+        run_test(tiny(), [unsplit], tmp_path / "out", device="cpu", split="test")

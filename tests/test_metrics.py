@@ -135,3 +135,24 @@ def test_multilabel_by_hand():
     assert r.macro_auc == pytest.approx(0.875)
     assert r.macro_f1 == pytest.approx(0.75)
     json.dumps(r.to_dict(), allow_nan=False)
+
+
+def test_score_is_the_one_dispatch_from_head_to_metrics():
+    from end2you_visual.scoring import HEAD_FOR_KIND, HEAD_LABEL_KIND, score
+
+    assert {HEAD_LABEL_KIND[h]: h for h in HEAD_LABEL_KIND} == HEAD_FOR_KIND
+    rng = np.random.default_rng(0)
+    preds = [rng.normal(size=(5, 2)), rng.normal(size=(4, 2))]
+    labels = [rng.normal(size=(5, 2)), rng.normal(size=(4, 2))]
+    masks = [np.array([1, 1, 0, 1, 1], bool), np.ones(4, bool)]
+    assert score(preds, labels, "regression", masks, ["a", "v"], ["p", "q"]).to_dict() == \
+        evaluate_continuous(preds, labels, ["a", "v"], masks, ["p", "q"]).to_dict()
+    probs = [np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])]
+    onehot = [np.eye(3)[[0, 2, 2]]]
+    report = score(probs, onehot, "multiclass", [np.array([1, 1, 0], bool)], ["x", "y", "z"])
+    assert report.accuracy == 0.5 and report.class_names == ["x", "y", "z"]
+    multi = score([np.array([[0.9, 0.1], [0.4, 0.6]])], [np.array([[1.0, 0.0], [0.0, 0.7]])],
+                  "multilabel", names=["p", "q"])
+    assert multi.f1 == {"p": 1.0, "q": 1.0}
+    with pytest.raises(ValueError, match="head_kind must be one of"):
+        score(preds, labels, "ranking")

@@ -8,9 +8,12 @@ from end2you_visual.plots import plot_confusion, plot_predictions, plot_training
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _is_png(path):
-    data = path.read_bytes()
-    return len(data) > 1000 and data[:8] == PNG
+def _png_size(path):
+    """The pixel size of a PNG file (None: not a PNG)."""
+    if path.read_bytes()[:8] != PNG:
+        return None
+    with Image.open(path) as image:
+        return image.size
 
 
 def test_plot_predictions_with_gaps(tmp_path):
@@ -20,14 +23,15 @@ def test_plot_predictions_with_gaps(tmp_path):
     face[30:40] = False
     path = plot_predictions(t, preds, preds + 0.1, ["arousal", "valence"],
                             tmp_path / "sub" / "p.png", face_found=face)
-    assert path == tmp_path / "sub" / "p.png" and _is_png(path)
+    # figsize (11, 2.2 x 2 outputs + 0.8) inches at 100 dpi
+    assert path == tmp_path / "sub" / "p.png" and _png_size(path) == (1100, 520)
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["p.png"]
 
 
 def test_plot_predictions_without_labels(tmp_path):
     t = np.arange(10) / 25
     path = plot_predictions(t, np.arange(10.0), None, ["arousal"], tmp_path / "p.png")
-    assert _is_png(path)
+    assert _png_size(path) == (1100, 300)
 
 
 def test_plot_predictions_shape_errors(tmp_path):
@@ -41,7 +45,7 @@ def test_plot_predictions_shape_errors(tmp_path):
 def test_plot_confusion(tmp_path):
     path = plot_confusion([[5, 1, 0], [2, 3, 1], [0, 0, 0]], ["neutral", "happy", "sad"],
                           tmp_path / "cm.png")
-    assert _is_png(path)
+    assert _png_size(path) == (430, 280)  # (1 + 0.6 x 3 classes + 1.5, 1 + 0.6 x 3) inches
     with pytest.raises(InputError):
         plot_confusion([[1, 2]], ["a"], tmp_path / "bad.png")
 

@@ -8,8 +8,8 @@ from end2you_visual.ccc import ccc
 from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
 from end2you_visual.postprocess import (Chain, apply_median, apply_shift, fill_gaps,
-                                        read_prediction_csvs, shift_frames, window_frames,
-                                        write_prediction_csv)
+                                        shift_frames, window_frames)
+from end2you_visual.predictions import read_prediction_csvs, write_prediction_csv
 
 FPS = 25.0
 
@@ -247,7 +247,7 @@ def test_evaluate_cli_reports_missing_labels(tmp_path):
 
 
 def test_top_class_column_is_written_and_skipped_when_read(tmp_path):
-    from end2you_visual.postprocess import read_prediction_csv, top_classes
+    from end2you_visual.predictions import read_prediction_csv, top_classes
 
     values = np.array([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [np.nan, np.nan, np.nan],
                        [0.1, 0.1, 0.8]])
@@ -299,3 +299,26 @@ def test_evaluate_never_replaces_a_finished_output_unasked(tmp_path):
     assert blocked.exit_code == 1 and blocked.output == (
         f"Error: --out {tmp_path}/file/post: cannot be created: {tmp_path}/file is a file, "
         "not a folder\n")
+
+
+def test_files_at_different_frame_rates_are_fitted_and_applied_at_their_own():
+    # the same signal sampled at 25 and 30 fps: a 0.4 s shift is 10 and 12 frames
+    rates = [25.0, 30.0]
+    truths, preds = [], []
+    for fps in rates:
+        t = np.arange(int(12 * fps)) / fps
+        truth = np.sin(2 * t) + 0.5 * np.sin(5.3 * t)
+        truths.append(truth)
+        preds.append(np.sin(2 * (t - 0.4)) + 0.5 * np.sin(5.3 * (t - 0.4)))  # lags 0.4 s
+    chain = Chain.fit(preds, truths, rates, windows_s=(), min_gain=1e-6)
+    assert chain.fps == [25.0, 30.0]
+    (dim,) = chain.dimensions
+    assert dim.shift_s == pytest.approx(0.4)
+    out = chain.apply(preds, rates)
+    assert [shift_frames(dim.shift_s, r) for r in rates] == [10, 12]
+    for p, q, fps in zip(preds, out, rates):  # centre, scale, then each file's own shift
+        steps = dim.scale_center + (p + dim.bias - dim.scale_center) * dim.scale
+        np.testing.assert_array_equal(q, apply_shift(steps, shift_frames(0.4, fps)))
+    same = Chain.fit(preds[:1], truths[:1], 25.0, windows_s=(), min_gain=1e-6)
+    assert same.fps == 25.0
+    assert Chain.from_json(chain.to_json()).to_json() == chain.to_json()

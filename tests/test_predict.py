@@ -12,8 +12,8 @@ from end2you_visual.errors import InputError
 from end2you_visual.faces import FaceBatch
 from end2you_visual.inference import predict_sequence
 from end2you_visual.models import build_model, save_checkpoint
-from end2you_visual.postprocess import read_prediction_csv
-from end2you_visual.predict import predict_video, predict_videos, write_prediction_rows
+from end2you_visual.predict import predict_video, predict_videos
+from end2you_visual.predictions import read_prediction_csv, write_prediction_csv
 from end2you_visual.video import iter_frame_batches, probe_video
 
 DATA = Path(__file__).parent / "data"
@@ -110,9 +110,9 @@ def test_pipeline_must_crop_at_the_models_input_size(checkpoint):
         predict_video(SINGLE, checkpoint, device="cpu", pipeline=stub)
 
 
-def test_write_prediction_rows_leaves_gaps_empty(tmp_path):
+def test_write_prediction_csv_leaves_gaps_empty(tmp_path):
     values = np.array([[0.5, -1.0], [np.nan, np.nan], [0.25, 2.0]])
-    write_prediction_rows(tmp_path / "p.csv", [0.0, 0.04, 0.08], AV, values, [1, 0, 1])
+    write_prediction_csv(tmp_path / "p.csv", [0.0, 0.04, 0.08], AV, values, [1, 0, 1])
     assert (tmp_path / "p.csv").read_text().splitlines() == [
         "time,arousal,valence,face_found", "0.0,0.5,-1.0,1", "0.04,,,0", "0.08,0.25,2.0,1"]
 
@@ -217,7 +217,7 @@ def test_earlier_outputs_are_refused_then_replaced_with_overwrite(checkpoint, tm
 def test_bad_device_or_out_fails_before_any_work(checkpoint, tmp_path, monkeypatch):
     from end2you_visual import predict as module
 
-    monkeypatch.setattr(module, "_load_model", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(module, "load_model", lambda *a: pytest.fail("model loaded"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match=r"^--device: 'cuda' asked for"):
         predict_videos([SINGLE], checkpoint, tmp_path / "out", device="cuda")

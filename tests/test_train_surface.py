@@ -16,7 +16,9 @@ from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
 from end2you_visual.models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from end2you_visual.training import TrainConfig, Trainer, read_toml, train
-from end2you_visual.training import trainer as trainer_module
+from end2you_visual.training import checkpoints as checkpoints_module
+from end2you_visual.training import preparation as preparation_module
+from end2you_visual.training import steps as steps_module
 
 from test_training import TINY, write_continuous
 
@@ -57,7 +59,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("data were read before the settings were checked")
 
-    monkeypatch.setattr(trainer_module, "open_files", refuse)
+    monkeypatch.setattr(preparation_module, "open_files", refuse)
 
 
 # ----------------------------------------- 1. fine-tuning records its input size
@@ -80,7 +82,7 @@ def clip_h5(tmp_path_factory):
 
 
 def test_finetuned_model_records_the_data_size_and_predict_equals_test(clip_h5, tmp_path):
-    from end2you_visual.inference import run_test
+    from end2you_visual.testrun import run_test
     from end2you_visual.predict import predict_video
 
     torch.manual_seed(0)
@@ -358,7 +360,7 @@ def test_a_read_only_out_fails_before_any_work(data, tmp_path, monkeypatch):
     no_work(monkeypatch)
     locked = tmp_path / "locked"
     locked.mkdir()
-    monkeypatch.setattr(trainer_module.os, "access", lambda path, mode: Path(path) != locked)
+    monkeypatch.setattr(checkpoints_module.os, "access", lambda path, mode: Path(path) != locked)
     with pytest.raises(InputError) as err:
         train(**base(data, locked / "run"))
     assert str(err.value) == (f"{locked / 'run'}: is not writable ({locked} is not writable); "
@@ -386,7 +388,7 @@ class RecordingBar:
 
 
 def test_the_progress_bar_counts_steps_within_an_epoch(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_module, "tqdm", RecordingBar)
+    monkeypatch.setattr(steps_module, "tqdm", RecordingBar)
     RecordingBar.bars = []
     trainer = Trainer(TrainConfig(**base(data, tmp_path / "r", batch_size=1)))
     try:

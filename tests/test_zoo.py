@@ -456,8 +456,8 @@ def test_package_lists_its_api_for_completion_without_importing_torch():
     assert torch_loaded == "False"
     assert names.split() == [
         "Chain", "GenerateSettings", "InputError", "SequenceFile", "TrainConfig",
-        "WindowDataset", "__version__", "build_model", "ccc", "data", "errors", "generate",
-        "get_weights", "inference", "list_pretrained", "load_checkpoint", "load_predictions",
+        "WindowDataset", "__version__", "audio", "build_model", "ccc", "data", "errors",
+        "extract_features", "generate", "get_weights", "inference", "list_pretrained", "load_checkpoint", "load_predictions",
         "load_pretrained", "metrics", "models", "plots", "postprocess", "predict",
         "predict_sequence", "predict_video", "predict_videos", "run_test", "save_checkpoint",
         "train", "training", "zoo"]

@@ -19,10 +19,10 @@ import torch
 from ..errors import InputError
 from ..files import atomic_file
 from .compact import dequantize_state_dict, quantize_state_dict
-from .visual import build_model
+from .build import build_model
 
 __all__ = ["FORMAT", "VERSION", "safe_torch_load", "save_checkpoint", "read_checkpoint",
-           "model_from_checkpoint", "load_checkpoint"]
+           "model_from_checkpoint", "load_checkpoint", "unwrap_model"]
 
 FORMAT = "end2you-visual-model"
 VERSION = 1
@@ -74,8 +74,9 @@ def _check_plain(value, where):
     raise TypeError(f"{where}: {type(value).__name__} is not a tensor or plain value")
 
 
-def _unwrap(model):
-    return getattr(model, "_orig_mod", model)  # a torch.compile wrapper
+def unwrap_model(model):
+    """The model inside a ``torch.compile`` wrapper (else ``model`` itself)."""
+    return getattr(model, "_orig_mod", model)
 
 
 def save_checkpoint(model, path, extra=None, compact=False):
@@ -92,7 +93,7 @@ def save_checkpoint(model, path, extra=None, compact=False):
     Returns:
         ``path`` as a ``Path``.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     extra = dict(extra or {})
     clash = [k for k in extra if k in RESERVED]
     if clash:

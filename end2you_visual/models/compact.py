@@ -14,8 +14,7 @@ refuses names that already contain ``::``, so the suffixes are unambiguous.
 """
 import torch
 
-__all__ = ["INT8_SUFFIX", "SCALE_SUFFIX", "quantize_state_dict", "dequantize_state_dict",
-           "is_quantized"]
+__all__ = ["INT8_SUFFIX", "SCALE_SUFFIX", "quantize_state_dict", "dequantize_state_dict"]
 
 INT8_SUFFIX = "::int8"
 SCALE_SUFFIX = "::scale"
@@ -43,11 +42,6 @@ def quantize_state_dict(state_dict):
         out[key + INT8_SUFFIX] = q.to(torch.int8)
         out[key + SCALE_SUFFIX] = scale
     return out
-
-
-def is_quantized(state_dict):
-    """True when ``state_dict`` holds any ``::int8`` entry."""
-    return any(k.endswith(INT8_SUFFIX) for k in state_dict)
 
 
 def dequantize_state_dict(state_dict, dtype=torch.float32):

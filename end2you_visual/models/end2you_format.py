@@ -19,7 +19,7 @@ only when it started from ImageNet weights), usually 96x96 crops.
 from pathlib import Path
 
 from ..errors import InputError
-from .checkpoint import safe_torch_load
+from .checkpoint import safe_torch_load, unwrap_model
 from .transfer import fits, load_matching
 
 __all__ = ["import_end2you", "end2you_config", "end2you_state_dict"]
@@ -150,7 +150,7 @@ def import_end2you(path_or_state, model):
     """
     path = path_or_state if isinstance(path_or_state, (str, Path)) else None
     state = end2you_state_dict(path_or_state)
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap_model(model)
     mapped, unmapped = _map_keys(state, model)
     problems = _cnn_problems(mapped, model.state_dict())
     if problems:

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from .i3d import inflate_resnet
-from .resnet import ARCHS_2D, build_resnet, num_features
+from .resnet import ARCHS_2D, STEMS, build_resnet, num_features
 from .transfer import load_matching
 
-__all__ = ["VisualModel", "build_model", "ARCHS", "HEADS", "TEMPORALS", "default_label_names"]
+__all__ = ["VisualModel", "build_model", "ARCHS", "HEADS", "STEMS", "TEMPORALS",
+           "default_label_names"]
 
 I3D_PREFIX = "i3d_"
 ARCHS = tuple(ARCHS_2D) + tuple(I3D_PREFIX + a for a in ARCHS_2D)
@@ -92,8 +93,10 @@ class VisualModel(nn.Module):
 
     def __init__(self, arch="resnet50", head="regression", outputs=2, temporal="lstm",
                  hidden_size=256, num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5),
-                 std=(0.5, 0.5, 0.5), input_size=150, dropout=0.0, grey=False):
+                 std=(0.5, 0.5, 0.5), input_size=150, dropout=0.0, grey=False, stem="imagenet"):
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {sorted(STEMS)}")
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
         if temporal not in TEMPORALS:
@@ -104,7 +107,7 @@ class VisualModel(nn.Module):
             raise ValueError(f"std must be positive, got {std}")
         self.is_3d = arch.startswith(I3D_PREFIX)
         arch2d = arch[len(I3D_PREFIX):] if self.is_3d else arch
-        cnn = build_resnet(arch2d)
+        cnn = build_resnet(arch2d, stem)
         self.extractor = inflate_resnet(cnn) if self.is_3d else cnn
         self.num_features = num_features(arch2d)
         self.dropout = nn.Dropout(float(dropout))
@@ -128,7 +131,7 @@ class VisualModel(nn.Module):
             "arch": arch, "head": head, "outputs": int(outputs), "temporal": temporal,
             "hidden_size": int(hidden_size), "num_layers": int(num_layers), "label_names": names,
             "mean": mean, "std": std, "input_size": int(input_size), "dropout": float(dropout),
-            "grey": self.grey,
+            "grey": self.grey, "stem": stem,
         }
 
     def to(self, *args, **kwargs):
@@ -244,6 +247,19 @@ class VisualModel(nn.Module):
         self.config["label_names"] = names
         return self
 
+    def with_stem(self, stem):
+        """A new model like this one with the CNN stem ``stem`` (see
+        :func:`build_model`), holding this model's weights wherever their
+        shapes still fit: all of them between ``imagenet`` and ``nopool``
+        (only the max-pool differs), all but the stem convolution otherwise
+        (a new random one). This one is left unchanged."""
+        model = build_model(**{**self.config, "stem": stem})
+        fresh = model.state_dict()
+        state = {key: value if value.shape == fresh[key].shape else fresh[key]
+                 for key, value in self.state_dict().items()}
+        model.load_state_dict(state)
+        return model.to(self.head.weight.device).train(self.training)
+
     def inflate_from_2d(self, source):
         """Load 2D weights into this I3D model, inflating kernels over time.
 
@@ -269,7 +285,7 @@ class VisualModel(nn.Module):
 
 def build_model(arch="resnet50", head="regression", outputs=2, temporal="lstm", hidden_size=256,
                 num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                input_size=150, dropout=0.0, grey=False):
+                input_size=150, dropout=0.0, grey=False, stem="imagenet"):
     """Build a randomly initialised :class:`VisualModel`.
 
     Args:
@@ -290,7 +306,16 @@ def build_model(arch="resnet50", head="regression", outputs=2, temporal="lstm", 
         grey: convert RGB input to grey (BT.601 luma, copied to the 3 channels)
             before normalising: for models trained on grey images (FER2013),
             so that colour video is seen as they were trained.
+        stem: the CNN's first layers: ``imagenet`` (torchvision's 7x7
+            stride-2 convolution + max-pool: 48 px -> 12 px before the
+            residual stages), ``small`` (3x3 stride 2, no max-pool: 48 -> 24),
+            ``small1`` (3x3 stride 1, no max-pool: 48 -> 48) or ``nopool``
+            (the ImageNet 7x7 stride-2 convolution, no max-pool: 48 -> 24;
+            same weights as ``imagenet``, to continue such a model), for
+            small face crops. A config without ``stem`` (older checkpoints) means
+            ``imagenet``.
     """
     return VisualModel(arch=arch, head=head, outputs=outputs, temporal=temporal,
                        hidden_size=hidden_size, num_layers=num_layers, label_names=label_names,
-                       mean=mean, std=std, input_size=input_size, dropout=dropout, grey=grey)
+                       mean=mean, std=std, input_size=input_size, dropout=dropout, grey=grey,
+                       stem=stem)

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError
-from ..models.visual import ARCHS
+from ..models.visual import ARCHS, STEMS
+from ..scoring import head_for_kind
 
 __all__ = ["TrainConfig", "RANGES", "METRICS", "LOWER_IS_BETTER", "metric_is_lower_better",
-           "metrics_for_head", "head_for_kind", "resolve_auto"]
+           "resolve_auto"]
 
 SPLIT_BY = ("auto", "files", "split", "subject", "sequence")
 HEADS = ("auto", "regression", "multilabel", "multiclass")
@@ -46,26 +47,11 @@ LOWER_IS_BETTER = ("loss", "rmse", "mae")
 DEFAULT_METRIC = {"regression": "ccc", "multiclass": "accuracy", "multilabel": "auc"}
 DEFAULT_LOSS = {"regression": "ccc", "multiclass": "ce", "multilabel": "bce"}
 LOSSES_FOR_HEAD = {"regression": ("ccc", "mse"), "multiclass": ("ce",), "multilabel": ("bce",)}
-HEAD_FOR_KIND = {"continuous": "regression", "multilabel": "multilabel",
-                 "multiclass": "multiclass"}
 
 
 def metric_is_lower_better(metric):
     """True for metrics where a smaller value is better (loss, rmse, mae)."""
     return metric in LOWER_IS_BETTER
-
-
-def metrics_for_head(head):
-    """The metric names a run with this head can select by ``metric``."""
-    return METRICS[head]
-
-
-def head_for_kind(label_kind, path=None):
-    """The model head for a file's ``label_kind``; unlabelled data cannot train."""
-    if label_kind not in HEAD_FOR_KIND:
-        raise InputError(path, f"label kind {label_kind!r} cannot be trained on "
-                               "(unlabelled data); generate it with label files")
-    return HEAD_FOR_KIND[label_kind]
 
 
 @dataclass
@@ -94,6 +80,9 @@ class TrainConfig:
         arch, temporal, hidden_size, num_layers, dropout: for a new model.
         grey: a new model converts its input to grey (for grey training
             images such as FER2013, so that colour video is seen the same way).
+        stem: a new model's CNN stem: ``imagenet`` (7x7/2 + max-pool),
+            ``small`` (3x3/2, no max-pool), ``small1`` (3x3/1) or ``nopool``
+            (7x7/2, no max-pool); the small ones keep detail on 48-64 px crops.
         head: ``auto`` (from the files' label kind) or a head name.
     Loss:
         loss: ``auto`` (ccc / bce / ce by head), ``ccc``, ``mse``, ``bce``, ``ce``.
@@ -146,6 +135,7 @@ class TrainConfig:
     num_layers: int = 2
     dropout: float = 0.0
     grey: bool = False
+    stem: str = "imagenet"
     head: str = "auto"
 
     loss: str = "auto"
@@ -235,7 +225,8 @@ class TrainConfig:
                 raise InputError(option_name(f.name), problem)
         for name, choices in (("split_by", SPLIT_BY), ("head", HEADS), ("loss", LOSSES),
                               ("label_weighting", WEIGHTINGS), ("precision", PRECISIONS),
-                              ("scheduler", SCHEDULERS), ("temporal", TEMPORALS)):
+                              ("scheduler", SCHEDULERS), ("temporal", TEMPORALS),
+                              ("stem", tuple(STEMS))):
             if getattr(self, name) not in choices:
                 raise InputError(option_name(name), f"must be one of {', '.join(choices)}; "
                                                     f"got {getattr(self, name)!r}")

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "setup", "teardown", "gather_objects", "all_reduce_sum",
-           "broadcast_object", "broadcast_buffers", "barrier"]
+           "broadcast_buffers"]
 
 
 @dataclass
@@ -76,15 +76,6 @@ def all_reduce_sum(tensor, info):
     return tensor
 
 
-def broadcast_object(obj, info, src=0):
-    """Process ``src``'s ``obj`` on every process."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def broadcast_buffers(module, info, src=0):
     """Copy process ``src``'s buffers (BatchNorm statistics) to every process.
 
@@ -96,7 +87,3 @@ def broadcast_buffers(module, info, src=0):
         for buf in module.buffers():
             dist.broadcast(buf, src=src)
 
-
-def barrier(info):
-    if info.enabled:
-        dist.barrier()

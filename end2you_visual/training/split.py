@@ -21,12 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..inputs import TEST_NAMES, TRAIN_NAMES, VALID_NAMES
 
 __all__ = ["Split", "split_sequences", "TRAIN_NAMES", "VALID_NAMES", "TEST_NAMES"]
-
-TRAIN_NAMES = ("train", "training")
-VALID_NAMES = ("valid", "validation", "val", "devel", "dev", "development")
-TEST_NAMES = ("test", "testing")
 
 
 @dataclass

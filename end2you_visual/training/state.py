@@ -79,10 +79,8 @@ def write_csv_atomic(path, rows):
 
 
 class TensorBoard:
-    """Scalars to TensorBoard when the ``tensorboard`` package is importable.
-
-    ``TensorBoard(log_dir).available`` says whether it writes anything.
-    """
+    """Scalars to TensorBoard when the ``tensorboard`` package is importable
+    (else nothing is written)."""
 
     def __init__(self, log_dir, enabled=True):
         self.writer = None
@@ -93,10 +91,6 @@ class TensorBoard:
         except ImportError:
             return
         self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    @property
-    def available(self):
-        return self.writer is not None
 
     def log(self, row, step):
         if self.writer is None:

@@ -1,0 +1,155 @@
+"""`e2y-visual evaluate` on files: fit the post-processing chain
+(:mod:`end2you_visual.postprocess`) on validation prediction and label
+CSVs, or apply a saved chain to test prediction CSVs::
+
+    from end2you_visual.evaluation import fit_chain_from_csvs, apply_chain_to_csvs
+    chain, before, after = fit_chain_from_csvs(["out/valid/predictions"],
+                                               ["out/valid/labels"])
+    chain.save("chain.json")
+    apply_chain_to_csvs(chain, ["out/test/predictions"], "out/test/post",
+                        ["out/test/labels"])
+
+Prediction CSVs are those of `test` (:mod:`end2you_visual.predictions`);
+label CSVs (first column the time, then one column per output, matched by
+file stem) are `test`'s ``labels/`` or your own: rows at other times than
+the predictions (labels every 40 ms on 30 fps video) are brought to the
+prediction times with `generate`'s interpolation (``interpolation``:
+``previous``, ``nearest`` or ``linear``; :func:`end2you_visual.labels.align_labels`).
+Files may have different frame rates: each is processed at its own.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .files import check_writable
+from .labels import INTERPOLATIONS, align_labels, read_labels
+from .postprocess import Chain, fill_gaps
+from .predictions import csv_paths, read_prediction_csvs, write_prediction_csv
+from .scoring import score
+
+__all__ = ["pair_with_labels", "fit_chain_from_csvs", "apply_chain_to_csvs", "check_new_file"]
+
+
+def pair_with_labels(preds, label_paths, interpolation="previous", tolerance=1.0):
+    """Label arrays (T_i, D) for each :class:`~end2you_visual.predictions.SeriesFile`
+    in ``preds``, read from the label CSV of the same stem (files and/or
+    folders) with the prediction output names as label columns (first
+    column = time, see :func:`end2you_visual.labels.read_labels`).
+
+    Label rows at the prediction times (within half a frame) are taken as
+    they are; other label times are aligned to the prediction times (frame
+    ``i`` at ``i / fps``) with ``interpolation``, as `generate` does, and
+    must cover them within ``tolerance`` seconds. Extra label files are
+    ignored.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise InputError("--interpolation", f"must be one of {list(INTERPOLATIONS)}, "
+                                            f"got {interpolation!r}")
+    by_stem = {p.stem: p for p in csv_paths(label_paths)}
+    missing = [f.stem for f in preds if f.stem not in by_stem]
+    if missing:
+        raise InputError(None, f"no label CSV for prediction file(s) {missing}")
+    out = []
+    for f in preds:
+        track = read_labels(by_stem[f.stem], label_columns=f.names)
+        half = 0.5 / f.fps
+        if len(track.times) == len(f.time) and np.abs(track.times - f.time).max() <= half:
+            out.append(np.asarray(track.values, dtype=np.float64))
+            continue
+        frame_times = np.arange(len(f.time)) / f.fps
+        if np.abs(frame_times - f.time).max() > half:
+            raise InputError(track.path, f"label times ({len(track.times)} rows) do not match "
+                                         f"the prediction times of {f.path} ({len(f.time)} "
+                                         "rows), which do not start at 0 to align them to")
+        aligned = align_labels(track, len(f.time), f.fps, "video", interpolation, tolerance)
+        out.append(np.asarray(aligned.labels, dtype=np.float64))
+    return out
+
+
+def _masks(files):
+    return [np.ones(len(f.time), bool) if f.face_found is None else f.face_found for f in files]
+
+
+def _filled(f):
+    try:
+        return fill_gaps(f.values)
+    except InputError as error:
+        raise InputError(f.path, error.problem) from None
+
+
+def _report(preds, labels, names, masks, stems):
+    return score(preds, labels, "regression", masks=masks, names=names, files=stems)
+
+
+def fit_chain_from_csvs(pred_paths, label_paths, outputs=None, interpolation="previous",
+                        **fit_args):
+    """Fit a :class:`~end2you_visual.postprocess.Chain` on validation
+    prediction and label CSVs (each file at its own frame rate).
+
+    Frames without a face (``face_found`` 0) are left out of the statistics;
+    empty prediction cells are filled by :func:`~end2you_visual.postprocess.fill_gaps`
+    before filtering. Returns ``(chain, before, after)``: the chain and the
+    validation :class:`~end2you_visual.metrics.ContinuousReport` before and
+    after it.
+    """
+    files = read_prediction_csvs(pred_paths, outputs)
+    labels = pair_with_labels(files, label_paths, interpolation)
+    rates = [f.fps for f in files]
+    preds = [_filled(f) for f in files]
+    masks = _masks(files)
+    chain = Chain.fit(preds, labels, rates, names=files[0].names, masks=masks, **fit_args)
+    stems = [f.stem for f in files]
+    before = _report(preds, labels, chain.names, masks, stems)
+    after = _report(chain.apply(preds, rates), labels, chain.names, masks, stems)
+    return chain, before, after
+
+
+def check_new_file(path, option="--out", overwrite=False):
+    """Refuse a file output that cannot be written, or that exists (a finished
+    output is never replaced unless ``overwrite``).
+
+    Raises:
+        InputError: naming ``option``, the file and ``--overwrite``.
+    """
+    check_writable(path, option, folder=False)
+    if Path(path).exists() and not overwrite:
+        raise InputError(f"{option} {path}", "already exists; use --overwrite to replace it, "
+                                             "or choose another name")
+
+
+def apply_chain_to_csvs(chain, pred_paths, out_dir, label_paths=None, overwrite=False,
+                        interpolation="previous"):
+    """Apply ``chain`` to prediction CSVs (each at its own frame rate) and
+    write them, same stems, under ``out_dir``. The output columns are the
+    chain's names. Returns ``(written_paths, before, after)``;
+    ``before``/``after`` are :class:`~end2you_visual.metrics.ContinuousReport`
+    when ``label_paths`` is given, else None.
+
+    Raises:
+        InputError: ``out_dir`` cannot be written, or already holds a CSV of
+            one of these stems (unless ``overwrite``; never an input file).
+    """
+    check_writable(out_dir, "--out")
+    files = read_prediction_csvs(pred_paths, chain.names)
+    out_dir = Path(out_dir)
+    targets = [out_dir / f"{f.stem}.csv" for f in files]
+    for f, path in zip(files, targets):
+        if path.resolve() == f.path.resolve():
+            raise InputError(path, "output would overwrite its input; choose another folder")
+    existing = [p.name for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"--out {out_dir}", f"already holds {', '.join(existing[:3])}"
+                         + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+                         + "; use --overwrite to replace them, or choose another folder")
+    labels = None if label_paths is None else pair_with_labels(files, label_paths, interpolation)
+    preds = [_filled(f) for f in files]
+    posts = chain.apply(preds, [f.fps for f in files])
+    for f, path, q in zip(files, targets, posts):
+        write_prediction_csv(path, f.time, f.names, q, f.face_found)
+    if labels is None:
+        return targets, None, None
+    masks, stems = _masks(files), [f.stem for f in files]
+    before = _report(preds, labels, chain.names, masks, stems)
+    after = _report(posts, labels, chain.names, masks, stems)
+    return targets, before, after
