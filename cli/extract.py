@@ -3,14 +3,11 @@
 import click
 
 from .faceoptions import face_options
+from .modeloptions import model_run_options
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--model", "model_name", required=True,
-              help="A registered model name (e2y-visual zoo list) or a checkpoint file.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output folder: <input>.features.h5 (or .npy / .csv) per input.")
+@model_run_options("inputs", "Output folder: <input>.features.h5 (or .npy / .csv) per input.")
 @click.option("--format", "fmt", type=click.Choice(["hdf5", "npy", "csv"]), default="hdf5",
               show_default=True, help="hdf5: features with timestamps, face_found, labels "
                                       "and the model's name and checksum; npy: the (N, F) "

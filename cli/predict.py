@@ -3,14 +3,11 @@
 import click
 
 from .faceoptions import face_options
+from .modeloptions import model_run_options
 
 
 @click.command()
-@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--model", "model_name", required=True,
-              help="A registered model name (e2y-visual zoo list) or a checkpoint file.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output folder: <video>.csv and <video>.png per video.")
+@model_run_options("videos", "Output folder: <video>.csv and <video>.png per video.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
               show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")

@@ -47,6 +47,11 @@ times. Parallelise over videos instead.
 
 Boxes are ``x1, y1, x2, y2`` in pixels of the frames given (source pixels,
 whatever ``detect_scale`` is). Crops are uint8 RGB, (n, size, size, 3).
+
+:class:`FacePipeline` is composed of the tracker and track-guided detection
+of :mod:`end2you_visual.tracking` (steps 1-4) and the cropping of
+:mod:`end2you_visual.crops` (steps 5-6); this module holds the settings,
+the detector and the batch-by-batch orchestration.
 """
 
 import os
@@ -55,41 +60,17 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
+from .crops import FaceCropper, _check_frames, resize_only
 from .devices import resolve_device
 from .errors import InputError
 from .ranges import check_number
+from .tracking import SubjectTracker, TrackGuidedDetection
 
 __all__ = ["FaceBatch", "FacePipeline", "FaceSettings", "crop_image", "resize_only"]
 
-# Frames converted to float at once when cropping, in pixels (x 3 channels x
-# 4 bytes: about 200 MB), so a batch of 1080p frames is cropped in chunks.
-_CROP_PIXEL_BUDGET = 1 << 24
-# A tracked face may grow or shrink by at most this factor between detections.
-_MAX_SIZE_CHANGE = 1.5
 # MTCNN's smallest window is 12 px: asking for smaller faces upsamples the image.
 _MTCNN_MIN_WINDOW = 12.0
-# Track-guided detection (``detector="tracked"``): the window searched around
-# the tracked face, as a multiple of its size (max(w, h)); the side, in
-# pixels, that window is resized to (so the face is ~60 px for MTCNN); the
-# smallest face searched for in it (the face may shrink 1.5x); how many
-# frames' windows go through MTCNN in one call; and the least probability
-# of a windowed detection (below it, the frame is detected in full).
-_WINDOW_FACES = 3.0
-_WINDOW_PIXELS = 180
-_WINDOW_MIN_FACE = 40.0
-_WINDOW_GROUP = 8
-_WINDOW_MIN_PROB = 0.95
-# Shot cuts: frames are compared on thumbnails of this many points (rows,
-# columns); a cut is a colour-histogram distance (half the L1 distance of
-# the 512-bin joint RGB histograms, 0-1) above the first threshold, or a
-# mean absolute thumbnail difference (0-1) above the second. On the clips
-# of ../shared/data/clips, frames within a shot reach at most 0.07 / 0.056
-# and the cuts of a stage recording (short_hamilton_clip) 0.16 / 0.109.
-_THUMB_SHAPE = (36, 64)
-_CUT_HISTOGRAM = 0.12
-_CUT_DIFFERENCE = 0.08
 DETECTORS = ("tracked", "full")
 
 
@@ -121,30 +102,6 @@ def _empty_batch(n, size):
         found=np.zeros(n, bool),
         probs=np.zeros(n, np.float32),
     )
-
-
-def _area(boxes):
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
-def _to_cxcywh(box):
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]])
-
-
-def _to_xyxy(c):
-    return np.array([c[0] - c[2] / 2, c[1] - c[3] / 2, c[0] + c[2] / 2, c[1] + c[3] / 2])
-
-
-class _Key:
-    """What tracking decided on one detection frame."""
-
-    __slots__ = ("index", "box", "prob", "segment")
-
-    def __init__(self, index, box=None, prob=0.0, segment=-1):
-        self.index = index  # frame index in the video
-        self.box = box  # float64 (4,) or None (no face)
-        self.prob = prob
-        self.segment = segment  # id of the continuous track segment
 
 
 def _setting(default, option, help, low=None, high=None, *, integer=False, low_open=False,
@@ -216,8 +173,7 @@ class FaceSettings:
         args.update({k: v for k, v in (("size", size), ("device", device)) if v is not None})
         return FacePipeline(fps=fps, **args)
 
-
-class FacePipeline:
+class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
     """Detect, track and crop the main face of a video, batch by batch.
 
     The object is stateful across the batches of one video (track, smoothing,
@@ -459,296 +415,6 @@ class FacePipeline:
         scale = np.array([tw / w, th / h, tw / w, th / h], np.float32)
         return x.permute(0, 2, 3, 1), scale
 
-    # ------------------------------------------------- track-guided detection
-
-    def _track_guided(self, frames, key_rows, cuts, start, keys):
-        """Detect and track the key rows with ``detector="tracked"``.
-
-        While the subject is tracked, groups of key rows are searched in
-        windows around where it is expected; the first row whose windowed
-        search does not confirm it (no match, or a low probability), a cut
-        and a due refresh are detected in full. While no face is tracked,
-        rows are detected in full, a batch at a time.
-        """
-        i = 0
-        while i < len(key_rows):
-            if self._can_window(start + key_rows[i], cuts[key_rows[i]]):
-                group_id = (start + key_rows[i]) // _WINDOW_GROUP
-                if self._anchor is None or self._anchor[0] != group_id:
-                    self._anchor = (group_id, self._prev_key.index, *self._state)
-                group = [key_rows[i]]
-                for row in key_rows[i + 1:]:
-                    if (start + row) // _WINDOW_GROUP != (start + group[0]) // _WINDOW_GROUP \
-                            or not self._can_window(start + row, cuts[row]):
-                        break
-                    group.append(row)
-                for row, (boxes, probs) in zip(group, self._detect_windows(frames, group, start)):
-                    j = self._match(boxes, start + row - self._prev_key.index)
-                    if j is None or probs[j] < _WINDOW_MIN_PROB:
-                        break
-                    self._prev_key = self._track(start + row, boxes, probs)
-                    keys.append(self._prev_key)
-                    i += 1
-                else:
-                    continue
-            # Full detection: one row while a face is tracked (the windows
-            # resume after it); while none is, batches growing 1, 1, 2, 4...
-            # up to batch_size frames (a face appearing costs little, a
-            # video without faces is detected in whole batches).
-            # A shot cut starts a new run (a face may appear there).
-            if cuts[key_rows[i]]:
-                self._untracked = 0
-            tracked = self._track_box is not None and self._lost == 0
-            size = 1 if tracked else min(self.batch_size, max(1, self._untracked))
-            group = key_rows[i:i + size]
-            later_cuts = [k for k, row in enumerate(group) if k and cuts[row]]
-            if later_cuts:
-                group = group[:later_cuts[0]]
-            for row, (boxes, probs) in zip(group, self.detect(frames[group])):
-                self._last_full = start + row
-                self._anchor = None
-                self.full_detections += 1
-                self._prev_key = self._track(start + row, boxes, probs)
-                keys.append(self._prev_key)
-                tracked = self._track_box is not None and self._lost == 0
-                self._untracked = 0 if tracked else self._untracked + 1
-                i += 1
-
-    def _can_window(self, index, cut):
-        """Whether frame ``index`` can be searched in a window around the track."""
-        return (self._track_box is not None and self._lost == 0 and self._state is not None
-                and not cut and self._last_full is not None
-                and index - self._last_full < self.refresh_every)
-
-    def _detect_windows(self, frames, rows, start):
-        """MTCNN on windows around where the subject is expected in ``rows``.
-
-        The expected place is the anchor's (the smoothed track at the
-        start of the group, or after the last full detection) moved by its
-        velocity, so that the windows do not depend on where batches end.
-        Each window is a square of ``_WINDOW_FACES`` x the face's size
-        centred on its expected position (zeros outside the frame), resized
-        to ``_WINDOW_PIXELS``; all go through MTCNN in one batch. Returns
-        ``(boxes, probs)`` per row as :meth:`detect` does, in frame pixels.
-        """
-        from facenet_pytorch.models.utils.detect_face import detect_face
-
-        h, w = frames.shape[1:3]
-        windows, origins = [], []
-        _, anchor, position, velocity = self._anchor
-        for row in rows:
-            cx, cy, bw, bh = position
-            cx, cy = np.array([cx, cy]) + velocity * (start + row - anchor)
-            side = max(int(round(_WINDOW_FACES * max(bw, bh))), 1)
-            x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-            window = np.zeros((side, side, 3), np.uint8)
-            xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-            if xb > xa and yb > ya:
-                window[ya - y0:yb - y0, xa - x0:xb - x0] = frames[row, ya:yb, xa:xb]
-            x = torch.from_numpy(window).to(self.device).permute(2, 0, 1)[None].float()
-            x = F.interpolate(x, size=(_WINDOW_PIXELS, _WINDOW_PIXELS), mode="bilinear",
-                              antialias=side > _WINDOW_PIXELS, align_corners=False)
-            windows.append(x[0].permute(1, 2, 0))
-            origins.append((x0, y0, side / _WINDOW_PIXELS))
-        mtcnn = self.mtcnn
-        with torch.no_grad():
-            found, _ = detect_face(torch.stack(windows), _WINDOW_MIN_FACE, mtcnn.pnet, mtcnn.rnet,
-                                   mtcnn.onet, list(self.thresholds), mtcnn.factor, self.device)
-        results = []
-        for boxes, (x0, y0, scale) in zip(found, origins):
-            boxes = np.asarray(boxes, np.float32).reshape(-1, 5)
-            boxes = boxes[np.argsort(-boxes[:, 4], kind="stable")]
-            xyxy = boxes[:, :4] * scale + np.array([x0, y0, x0, y0], np.float32)
-            results.append((xyxy.astype(np.float32), boxes[:, 4].astype(np.float32)))
-        return results
-
-    def _cuts(self, frames):
-        """Shot cuts: bool (n,), True where a frame differs sharply from the
-        one before it (the last frame of the previous call for the first)."""
-        h, w = frames.shape[1:3]
-        ys = np.linspace(0, h - 1, _THUMB_SHAPE[0]).round().astype(np.int64)
-        xs = np.linspace(0, w - 1, _THUMB_SHAPE[1]).round().astype(np.int64)
-        thumbs = frames[:, ys][:, :, xs]
-        if self._last_thumb is not None:
-            thumbs = np.concatenate([self._last_thumb[None], thumbs])
-        self._last_thumb = thumbs[-1].copy()
-        cuts = np.zeros(len(frames), bool)
-        if len(thumbs) < 2:
-            return cuts
-        shift = len(thumbs) - len(frames)  # 1 when the previous thumbnail leads
-        q = thumbs.astype(np.int64) >> 5
-        codes = (q[..., 0] * 64 + q[..., 1] * 8 + q[..., 2]).reshape(len(thumbs), -1)
-        hist = np.stack([np.bincount(c, minlength=512) for c in codes]) / codes.shape[1]
-        distance = np.abs(np.diff(hist, axis=0)).sum(axis=1) / 2
-        difference = np.abs(np.diff(thumbs.astype(np.float32), axis=0)).mean(axis=(1, 2, 3)) / 255
-        changed = (distance > _CUT_HISTOGRAM) | (difference > _CUT_DIFFERENCE)
-        cuts[1 - shift:] = changed
-        return cuts
-
-    # -------------------------------------------------------------- tracking
-
-    def _track(self, index, boxes, probs):
-        """Update the track with one detection frame; returns its _Key."""
-        gap = index - self._prev_key.index if self._prev_key is not None else 1
-        if self._track_box is not None:
-            j = self._match(boxes, gap)
-            if j is not None:
-                continuous = self._lost == 0
-                self._lost = 0
-                return self._accept(index, boxes[j], probs[j], gap, continuous)
-            self._lost += gap
-            self._state = None  # no smoothing (or motion) across a loss
-            if self._lost <= self.max_lost:
-                return _Key(index)
-            self._track_box = None
-        prominence = _area(boxes.astype(np.float64)) * probs * (probs >= self.acquire_prob)
-        if not prominence.any():
-            return _Key(index)
-        j = int(np.argmax(prominence))
-        self._segment += 1
-        self._lost = 0
-        return self._accept(index, boxes[j], probs[j], gap, continuous=False)
-
-    def _expected(self, gap):
-        """Where the subject should be ``gap`` frames after the last detection
-        frame: (cx, cy, w, h), moved by its velocity while tracked, its last
-        detection while lost."""
-        if self._state is None:
-            return _to_cxcywh(self._track_box)
-        expected = self._state[0].copy()
-        expected[:2] += self._state[1] * gap
-        return expected
-
-    def _match(self, boxes, gap):
-        """Index of the detection that continues the track, or None.
-
-        The detection nearest the expected position (centre distance
-        relative to the subject's size, max(w, h)), within ``match_distance``
-        x sqrt(frames since the last detection frame), at most 1 face size,
-        and of similar size (within 1.5x). Faces of different people are
-        rarely closer than a face width apart, so the crop does not jump;
-        unlike IoU, this follows a small face moving fast.
-        """
-        if len(boxes) == 0:
-            return None
-        expected = self._expected(gap)
-        size = max(expected[2], expected[3], 1e-6)
-        det = np.stack([_to_cxcywh(b) for b in np.asarray(boxes, np.float64)])
-        distance = np.hypot(det[:, 0] - expected[0], det[:, 1] - expected[1]) / size
-        reach = min(self.match_distance * np.sqrt(gap), 1.0)
-        ratio = np.sqrt(np.maximum(det[:, 2] * det[:, 3], 1e-12) / max(expected[2] * expected[3], 1e-12))
-        ok = (distance <= reach) & (ratio <= _MAX_SIZE_CHANGE) & (ratio >= 1 / _MAX_SIZE_CHANGE)
-        if not ok.any():
-            return None
-        return int(np.argmin(np.where(ok, distance, np.inf)))
-
-    def _accept(self, index, box, prob, gap, continuous):
-        """Take a detection as the subject's; returns the smoothed _Key.
-
-        Smoothing is an alpha-beta (constant velocity) filter on the box
-        centre and an exponential average on its size: jitter is averaged
-        out while a face moving steadily is followed without lag.
-        """
-        box = np.asarray(box, np.float64)
-        self._track_box = box
-        observed = _to_cxcywh(box)
-        if continuous and self._state is not None:
-            expected = self._expected(gap)
-            residual = observed - expected
-            alpha = 1 - self.smoothing ** gap  # the same time constant whatever detect_every is
-            beta = alpha * alpha / (2 - alpha)  # critically damped
-            position = expected + alpha * residual
-            velocity = self._state[1] + beta * residual[:2] / gap
-            self._state = (position, velocity)
-        else:
-            self._state = (observed, np.zeros(2))
-        return _Key(index, _to_xyxy(self._state[0]), float(prob), self._segment)
-
-    def _fill_rows(self, out, keys, start):
-        """Write key results and interpolate between them into ``out`` rows."""
-        for a, b in zip(keys, keys[1:] + [None]):
-            if a.index >= start and a.box is not None:
-                row = a.index - start
-                out.boxes[row], out.probs[row], out.found[row] = a.box, a.prob, True
-            if b is None or a.box is None or b.box is None or a.segment != b.segment:
-                continue
-            for index in range(max(a.index + 1, start), b.index):
-                t = (index - a.index) / (b.index - a.index)
-                row = index - start
-                out.boxes[row] = (1 - t) * a.box + t * b.box
-                out.probs[row] = (1 - t) * a.prob + t * b.prob
-                out.found[row] = True
-
-    # -------------------------------------------------------------- cropping
-
-    def square_boxes(self, boxes):
-        """Face boxes (m, 4) -> the square crop regions (m, 4) cut around them."""
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        cx = (boxes[:, 0] + boxes[:, 2]) / 2
-        cy = (boxes[:, 1] + boxes[:, 3]) / 2
-        half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * (1 + self.margin) / 2
-        return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
-
-    def crop(self, frames, boxes, rows=None):
-        """Cut square crops around face boxes, resized to size x size.
-
-        Args:
-            frames: uint8 (n, H, W, 3), RGB.
-            boxes: (m, 4) face boxes ``x1, y1, x2, y2`` in pixels, one per
-                cropped frame; the crop is the square of side
-                ``max(w, h) * (1 + margin)`` around each (see
-                :meth:`square_boxes`), zero outside the frame.
-            rows: which frames the boxes belong to, (m,) indices; default
-                all n frames in order (then m == n).
-
-        Returns:
-            uint8 (m, size, size, 3).
-        """
-        frames = _check_frames(frames)
-        rows = np.arange(len(frames)) if rows is None else np.asarray(rows, np.int64)
-        squares = torch.as_tensor(self.square_boxes(boxes), dtype=torch.float32)
-        if len(squares) != len(rows):
-            raise ValueError(f"{len(squares)} boxes for {len(rows)} frames")
-        if len(rows) == 0:
-            return np.zeros((0, self.size, self.size, 3), np.uint8)
-        h, w = frames.shape[1:3]
-        chunk = max(1, _CROP_PIXEL_BUDGET // (h * w))
-        crops = []
-        for s in range(0, len(rows), chunk):
-            x = torch.from_numpy(np.ascontiguousarray(frames[rows[s:s + chunk]])).to(self.device)
-            x = x.permute(0, 3, 1, 2).float()
-            regions = squares[s:s + chunk].to(self.device)
-            index = torch.arange(len(regions), dtype=torch.float32, device=self.device)[:, None]
-            # sampling_ratio=0: ceil(region / size) samples per output pixel,
-            # i.e. averaging when shrinking (no aliasing), bilinear when growing.
-            y = roi_align(x, torch.cat([index, regions], dim=1), output_size=self.size,
-                          spatial_scale=1.0, sampling_ratio=0, aligned=True)
-            crops.append(y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-        return np.concatenate(crops)
-
-    def _fill_missing(self, crops, found):
-        """Fill no-face crops (in place) and remember the last good crop."""
-        if self.fill == "zeros":
-            if found.any():
-                self._last_crop = crops[np.flatnonzero(found)[-1]].copy()
-            return
-        last = self._last_crop
-        for i in range(len(found)):
-            if found[i]:
-                last = crops[i]
-            elif last is not None:
-                crops[i] = last
-        self._last_crop = None if last is None else last.copy()
-
-
-def _check_frames(frames):
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (n, H, W, 3), got shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
-    return frames
-
 
 def crop_image(image, pipeline=None, **kwargs):
     """Crop the most prominent face of a still image.
@@ -771,38 +437,3 @@ def crop_image(image, pipeline=None, **kwargs):
     elif kwargs:
         raise TypeError("give either a pipeline or FacePipeline arguments, not both")
     return pipeline.process_image(image)
-
-
-def resize_only(frames, size=150):
-    """Resize frames that are already face crops (e.g. FER2013) to size x size.
-
-    No detection. Non-square frames are first zero-padded to a square
-    (centred), like the crops of :class:`FacePipeline`; resizing is bilinear
-    with antialiasing (averaging when shrinking).
-
-    Args:
-        frames: uint8 (n, H, W) grey or (n, H, W, C) with C = 1 (grey),
-            3 (RGB) or 4 (RGBA, alpha dropped).
-        size: side of the output, in pixels.
-
-    Returns:
-        uint8 array (n, size, size, 3), RGB.
-    """
-    frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[..., None]
-    if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"frames must be (n, H, W) or (n, H, W, 1|3|4), got shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
-    n, h, w = frames.shape[:3]
-    x = torch.from_numpy(np.ascontiguousarray(frames[..., :3])).permute(0, 3, 1, 2).float()
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    side = max(h, w)
-    if h != w:
-        top, left = (side - h) // 2, (side - w) // 2
-        x = F.pad(x, (left, side - w - left, top, side - h - top))
-    if side != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

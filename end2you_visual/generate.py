@@ -18,41 +18,32 @@ then records them as complete (``skipped``), never as its own or as failed.
 Worker processes (``workers > 1``) end with the run: when it is stopped
 (SIGTERM, Ctrl-C) or dies.
 """
-import ctypes
 import errno
-import json
 import math
 import os
 import re
-import signal
-import sys
 import tempfile
-import threading
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import __version__
 from .audio import audio_settings, audio_track_found, store_audio_track
 from .errors import InputError
 from .faces import FaceSettings
-from .files import atomic_write_text
 from .hdf5 import SequenceWriter, file_summary, is_complete
 from .inputs import assign_subjects, discover_inputs, list_sequence_frames, select_shard
 from .labels import ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, align_labels, read_labels
 from .locks import OutputBusy, OutputLock
+from .manifest import MANIFEST, Result, warn_results, write_manifest
 from .preview import ContactSheet, frame_tile
 from .ranges import check_number
-
-MANIFEST = "manifest.json"
-
+from .workers import end_workers, init_worker, sigterm_raises
 
 @dataclass
 class GenerateSettings(FaceSettings):
@@ -120,36 +111,6 @@ class GenerateSettings(FaceSettings):
             if value not in choices:
                 raise InputError(option, f"must be one of {list(choices)}, got {value!r}")
         return self
-
-
-@dataclass
-class Result:
-    """What happened to one output file; one row of the manifest.
-
-    ``status``: "written" (by this run), "skipped" (complete on disk: by an
-    earlier run, or by another run this one waited for) or "failed"
-    (``error`` says why; nothing was written). ``frames``, ``faces_found``,
-    ``sequences``, ``fps``: what the file holds (for skipped files too).
-    ``decoded_frames`` / ``expected_frames`` (videos): the frames that
-    decoded and the count the video's header gives (an estimate; a
-    container whose duration includes a longer audio track overstates it);
-    a video that stops decoding early with an error is also in
-    ``warnings``.
-    """
-
-    output: str
-    inputs: list
-    status: str = "written"          # "written", "skipped" or "failed"
-    frames: int = 0
-    faces_found: int = 0
-    sequences: int = 0
-    fps: float = None
-    seconds: float = 0.0
-    error: str = None
-    warnings: list = field(default_factory=list)
-    decoded_frames: int = None
-    expected_frames: int = None
-    audio_found: bool = None
 
 
 # --------------------------------------------------------------------- videos
@@ -417,75 +378,11 @@ def _error_text(err, out_path):
 
 
 # ------------------------------------------------------------- worker processes
-_PR_SET_PDEATHSIG = 1
-
-
-def _init_worker(parent_pid):
-    """In each worker: end when the parent process ends, whatever ends it.
-
-    On Linux the kernel sends SIGTERM when the parent dies (prctl
-    PR_SET_PDEATHSIG); everywhere a watcher thread ends the worker once its
-    parent is gone (it is then adopted by another process).
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
-                     name="e2y-watch-parent").start()
-
-
-def _watch_parent(parent_pid, every=1.0):
-    while os.getppid() == parent_pid:
-        time.sleep(every)
-    os._exit(1)
-
-
 def _run_in_worker(job, settings, threads, overwrite, wait):
     import torch
 
     torch.set_num_threads(threads)
     return run_job(job, settings, overwrite=overwrite, wait=wait)
-
-
-class _Stopped(SystemExit):
-    """SIGTERM arrived while workers ran (exit status 128 + 15, like the default)."""
-
-
-@contextmanager
-def _sigterm_raises():
-    """While inside, SIGTERM raises :class:`_Stopped` (so that the workers can be
-    ended) instead of ending the process at once; main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise _Stopped(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _end_workers(pool):
-    """Terminate a pool's worker processes now and wait for them to go."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.join(5)
-        if process.is_alive():
-            process.kill()
-            process.join(5)
 
 
 def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shards=1,
@@ -534,7 +431,7 @@ def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shard
     manifest = out_dir / (MANIFEST if num_shards == 1 else
                           f"manifest-shard{shard_index}of{num_shards}.json")
     write_manifest(manifest, results, settings, source, subjects)
-    _warn_results(results, manifest)
+    warn_results(results, manifest)
     return results
 
 
@@ -551,15 +448,6 @@ def _check_out_dir(out_dir):
                                   f"{err.strerror or err}") from None
 
 
-def _warn_results(results, manifest, at_most=20):
-    """One Python warning per result warning (the first ``at_most``)."""
-    lines = [w for r in results for w in r.warnings]
-    for line in lines[:at_most]:
-        warnings.warn(line, stacklevel=3)
-    if len(lines) > at_most:
-        warnings.warn(f"{len(lines) - at_most} more warnings in {manifest}", stacklevel=3)
-
-
 def _run_jobs(jobs, settings, workers, progress, overwrite=False, wait=True):
     bar = tqdm(total=len(jobs), desc="generate", unit="file", disable=not progress or not jobs)
     results = []
@@ -569,9 +457,9 @@ def _run_jobs(jobs, settings, workers, progress, overwrite=False, wait=True):
             bar.update()
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with _sigterm_raises():
+        with sigterm_raises():
             pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"),
-                                       initializer=_init_worker, initargs=(os.getpid(),))
+                                       initializer=init_worker, initargs=(os.getpid(),))
             try:
                 futures = [pool.submit(_run_in_worker, job, settings, threads, overwrite, wait)
                            for job in jobs]
@@ -579,24 +467,8 @@ def _run_jobs(jobs, settings, workers, progress, overwrite=False, wait=True):
                     results.append(future.result())
                     bar.update()
             except BaseException:
-                _end_workers(pool)  # SIGTERM, Ctrl-C, a broken worker: none outlives the run
+                end_workers(pool)  # SIGTERM, Ctrl-C, a broken worker: none outlives the run
                 raise
             pool.shutdown()
     bar.close()
     return sorted(results, key=lambda r: r.output)
-
-
-def write_manifest(path, results, settings, source, subjects=None):
-    """Write the manifest JSON atomically: settings, totals, the subjects
-    known (:func:`~end2you_visual.inputs.assign_subjects`) and one row per output."""
-    totals = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
-    doc = {
-        "created_by": f"end2you-visual {__version__}",
-        "source": str(source),
-        "settings": asdict(settings),
-        "totals": totals,
-        **({"subjects": subjects} if subjects is not None else {}),
-        "files": [asdict(r) for r in results],
-    }
-    atomic_write_text(path, json.dumps(doc, indent=2, default=str))
-    return path

@@ -15,23 +15,25 @@ weight files, and are searched in this order:
    models (into ``$E2Y_VISUAL_PRETRAINED`` instead when that is set).
 
 Loading never downloads; it verifies the SHA-256 and reads the file with
-``weights_only=True``. See ``docs/zoo.md``.
+``weights_only=True``. See ``docs/zoo.md``. The registries themselves
+(:class:`Weights`, the folders, reading and writing ``registry.json``) are
+:mod:`end2you_visual.registry`; their public names are importable from here too.
 """
-import dataclasses
-import hashlib
-import json
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .files import atomic_write_text, check_writable
+from .files import check_writable
 from .models import (build_model, dequantize_state_dict, end2you_config, import_end2you,
                      load_checkpoint, quantize_state_dict, save_checkpoint)
 from .models.checkpoint import model_from_checkpoint, read_checkpoint
+from .registry import (FETCH_HINT, ChecksumError, Weights, WeightsNotFoundError, cache_dir,
+                       candidate_paths, export_dir, get_weights, home_dir, list_pretrained,
+                       locate, looked_in, parse_entry, pretrained_dir, read_registry_file,
+                       registry_path, registry_paths, sha256_file, write_registry)
 
 __all__ = [
     "Weights", "WeightsNotFoundError", "ChecksumError",
@@ -43,223 +45,8 @@ __all__ = [
     "build_model", "save_checkpoint", "load_checkpoint",
 ]
 
-REGISTRY_FORMAT = "end2you-visual-registry"
-REGISTRY_VERSION = 1
-FETCH_HINT = "e2y-visual zoo fetch {name} --from PATH_OR_URL"
 
-
-class WeightsNotFoundError(InputError):
-    """A registered model's weight file is in none of the places looked in."""
-
-
-class ChecksumError(InputError):
-    """A weight file's SHA-256 differs from the registry's."""
-
-
-@dataclass(frozen=True)
-class Weights:
-    """One registry entry. Only ``name``, ``arch``, ``file`` and ``sha256`` are required.
-
-    Attributes:
-        name: unique name, e.g. ``"resnet50_lstm_realeyes"``.
-        arch: ``build_model`` arch of the checkpoint.
-        file: path relative to the pretrained folder / cache (or absolute).
-        sha256: hex digest of the file.
-        url: where :func:`fetch` gets it when no ``--from`` is given.
-        head, outputs, label_names, input_size, mean, std: what the
-            checkpoint's model is (checked against the file when given).
-        build: other ``build_model`` arguments (temporal, hidden_size...).
-        training_data, recipe, licence, description: provenance, free text
-            (``recipe`` relative to the pretrained folder, e.g. ``recipes/x.yaml``).
-        metrics: e.g. ``{"RECOLA_test_ccc": {"arousal": 0.34}}``.
-        size_bytes: file size, for information.
-    """
-
-    name: str
-    arch: str
-    file: str
-    sha256: str
-    url: str = ""
-    head: str = None
-    outputs: int = None
-    label_names: list = None
-    input_size: int = None
-    mean: list = None
-    std: list = None
-    build: dict = field(default_factory=dict)
-    training_data: str = ""
-    recipe: str = ""
-    licence: str = ""
-    description: str = ""
-    metrics: dict = field(default_factory=dict)
-    size_bytes: int = None
-
-    def as_dict(self):
-        """The entry as it is written in ``registry.json``."""
-        return dataclasses.asdict(self)
-
-    def config(self):
-        """The ``build_model`` arguments this entry states."""
-        config = {"arch": self.arch, **self.build}
-        for key in ("head", "outputs", "label_names", "input_size", "mean", "std"):
-            if getattr(self, key) is not None:
-                config[key] = getattr(self, key)
-        return config
-
-
-# --- where things are -------------------------------------------------------
-
-def _shipped_dir():
-    # The package data folder `end2you_visual.pretrained` (`pretrained/` of the
-    # repository, mapped in setup.cfg): found through the import system, so it
-    # is the right folder for a wheel and for an editable install alike.
-    try:
-        from . import pretrained
-    except ImportError:  # an install made before the zoo was package data
-        return Path(__file__).resolve().parent / "pretrained"
-    return Path(pretrained.__file__).resolve().parent
-
-
-def pretrained_dir():
-    """``$E2Y_VISUAL_PRETRAINED`` when set, else the shipped zoo (``end2you_visual/pretrained``)."""
-    env = os.environ.get("E2Y_VISUAL_PRETRAINED")
-    return Path(env).expanduser() if env else _shipped_dir()
-
-
-def home_dir():
-    """Your zoo folder: ``$E2Y_VISUAL_HOME``, default ``~/.cache/end2you-visual``.
-
-    :func:`fetch` puts weights here; :func:`export` publishes here (unless
-    ``$E2Y_VISUAL_PRETRAINED`` is set); its ``registry.json`` is read after
-    the pretrained folder's.
-    """
-    env = os.environ.get("E2Y_VISUAL_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "end2you-visual"
-
-
-def cache_dir():
-    """Where :func:`fetch` puts weights: :func:`home_dir`."""
-    return home_dir()
-
-
-def export_dir():
-    """Where :func:`export` writes: ``$E2Y_VISUAL_PRETRAINED`` when set, else :func:`home_dir`."""
-    return pretrained_dir() if os.environ.get("E2Y_VISUAL_PRETRAINED") else home_dir()
-
-
-def _folders():
-    folders = []
-    for folder in (pretrained_dir(), home_dir()):
-        if folder.resolve() not in [f.resolve() for f in folders]:
-            folders.append(folder)
-    return folders
-
-
-def registry_paths():
-    """The registries read, in order: the pretrained folder's, then the home folder's."""
-    return [folder / "registry.json" for folder in _folders()]
-
-
-def registry_path():
-    """The registry :func:`export` and :func:`register_weights` write (in :func:`export_dir`)."""
-    return export_dir() / "registry.json"
-
-
-def _looked_in():
-    """Where the registries are, for error messages."""
-    return "; ".join(f"{p}" + ("" if p.is_file() else " (absent)") for p in registry_paths())
-
-
-# --- the registry -----------------------------------------------------------
-
-_FIELDS = {f.name for f in dataclasses.fields(Weights)}
-_REQUIRED = ("name", "arch", "file", "sha256")
-
-
-def _entry(raw, path):
-    if not isinstance(raw, dict):
-        raise InputError(path, f"registry entry {raw!r} is not an object")
-    missing = [k for k in _REQUIRED if not raw.get(k)]
-    unknown = sorted(set(raw) - _FIELDS)
-    if missing or unknown:
-        raise InputError(path, f"registry entry {raw.get('name', '?')!r}: "
-                               f"missing {missing}, unknown fields {unknown}")
-    return Weights(**raw)
-
-
-def _read_one(path):
-    if not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"unreadable registry: {err}") from err
-    if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT:
-        raise InputError(path, f"not an {REGISTRY_FORMAT} file")
-    return [_entry(raw, path) for raw in data.get("models", [])]
-
-
-def _read_registry():
-    entries, origin = [], {}
-    for path in registry_paths():
-        for weights in _read_one(path):
-            if weights.name in origin:
-                where = origin[weights.name]
-                raise InputError(path, f"duplicate model name {weights.name!r}"
-                                       + ("" if where == path else f" (also in {where})"))
-            origin[weights.name] = path
-            entries.append(weights)
-    return entries
-
-
-def list_pretrained():
-    """All registered :class:`Weights`: the pretrained folder's, then the home folder's."""
-    return _read_registry()
-
-
-def get_weights(name):
-    """The :class:`Weights` named ``name`` (``InputError`` listing the known names if none)."""
-    entries = _read_registry()
-    for weights in entries:
-        if weights.name == name:
-            return weights
-    known = ", ".join(w.name for w in entries) or "none"
-    raise InputError(name, f"no pretrained model of that name; registered: {known} "
-                           f"(registries: {_looked_in()})")
-
-
-def _candidates(weights):
-    file = Path(weights.file)
-    if file.is_absolute():
-        return [file]
-    return [folder / file for folder in _folders()]
-
-
-def locate(weights):
-    """Path of the weight file of ``weights`` (a :class:`Weights` or a name).
-
-    Raises:
-        WeightsNotFoundError: saying where it looked and how to fetch it.
-    """
-    weights = get_weights(weights) if isinstance(weights, str) else weights
-    for path in _candidates(weights):
-        if path.is_file():
-            return path
-    looked = ", ".join(str(p) for p in _candidates(weights))
-    source = f" (known address: {weights.url})" if weights.url else ""
-    raise WeightsNotFoundError(
-        weights.file, f"weights of pretrained model {weights.name!r} not found; looked in: "
-                      f"{looked}. Get them with: {FETCH_HINT.format(name=weights.name)}{source}")
-
-
-def sha256_file(path, chunk=1 << 20):
-    """Hex SHA-256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
+# --- checking files -----------------------------------------------------------
 
 def _verify(path, expected, name, source=None):
     """Checks the SHA-256 of ``path``; a mismatch names ``source`` (default ``path``)."""
@@ -287,7 +74,7 @@ def _check_matches(weights, config, path):
 def _load_registered(name):
     # the first copy (pretrained folder, then cache) whose SHA-256 matches
     weights = get_weights(name)
-    existing = [p for p in _candidates(weights) if p.is_file()] or [locate(weights)]
+    existing = [p for p in candidate_paths(weights) if p.is_file()] or [locate(weights)]
     verified = [p for p in existing if sha256_file(p) == weights.sha256.lower()]
     if not verified:
         _verify(existing[0], weights.sha256, name)
@@ -317,7 +104,7 @@ def load_pretrained(name_or_path, outputs=None, head=None, label_names=None, dev
         InputError: unknown name, missing file (:class:`WeightsNotFoundError`),
             checksum mismatch (:class:`ChecksumError`), unsafe or wrong file.
     """
-    names = {w.name for w in _read_registry()}
+    names = {w.name for w in list_pretrained()}
     if str(name_or_path) in names:
         model = _load_registered(str(name_or_path))
     elif Path(name_or_path).is_file():
@@ -325,7 +112,7 @@ def load_pretrained(name_or_path, outputs=None, head=None, label_names=None, dev
     else:
         known = ", ".join(sorted(names)) or "none"
         raise InputError(name_or_path, "neither a registered pretrained model (registered: "
-                                       f"{known}; registries: {_looked_in()}) "
+                                       f"{known}; registries: {looked_in()}) "
                                        "nor a checkpoint file")
     config = model.config
     new_kind = head is not None and head != config["head"]
@@ -359,7 +146,7 @@ def fetch(name, source=None, force=False):
     """
     weights = get_weights(name)
     if not force:
-        for path in _candidates(weights):
+        for path in candidate_paths(weights):
             if path.is_file() and sha256_file(path) == weights.sha256.lower():
                 return path
     source = source or weights.url
@@ -435,12 +222,12 @@ def register_weights(name, path, replace=False, **meta):
     file = str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path.name
     stated = {k: config.pop(k) for k in
               ("arch", "head", "outputs", "label_names", "input_size", "mean", "std")}
-    entry = _entry({"name": name, "file": file, "sha256": sha256_file(path),
+    entry = parse_entry({"name": name, "file": file, "sha256": sha256_file(path),
                     "size_bytes": path.stat().st_size, **stated, "build": config, **meta},
                    registry_path())
     _check_new_name(name, replace)
-    entries = [w for w in _read_one(registry_path()) if w.name != name]
-    _write_registry(entries + [entry])
+    entries = [w for w in read_registry_file(registry_path()) if w.name != name]
+    write_registry(entries + [entry])
     return entry
 
 
@@ -448,7 +235,7 @@ def _check_new_name(name, replace):
     """Refuses a name registered elsewhere, or here unless ``replace``."""
     writable = registry_path()
     for path in registry_paths() + [writable]:
-        if not any(w.name == name for w in _read_one(path)):
+        if not any(w.name == name for w in read_registry_file(path)):
             continue
         if path.resolve() != writable.resolve():
             raise InputError(name, f"a model of that name is already registered in {path}, "
@@ -511,9 +298,3 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
     save_checkpoint(model, path, compact=compact)
     metrics = _validation_metrics(ckpt) if metrics is None else metrics
     return register_weights(name, path, replace=replace, metrics=metrics, **meta)
-
-
-def _write_registry(entries):
-    data = {"format": REGISTRY_FORMAT, "version": REGISTRY_VERSION,
-            "models": [w.as_dict() for w in entries]}
-    atomic_write_text(registry_path(), json.dumps(data, indent=2) + "\n")

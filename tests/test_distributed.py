@@ -9,8 +9,6 @@ import torch.multiprocessing as mp
 from end2you_visual.models import read_checkpoint
 from end2you_visual.training import TrainConfig, Trainer
 
-from test_training import TINY, write_continuous
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -35,12 +33,13 @@ def _worker(rank, world_size, port, config, out):
         trainer.close()
 
 
-def test_two_processes_with_gloo(tmp_path):
+def test_two_processes_with_gloo(tmp_path, write_continuous):
     data = tmp_path / "data"
     write_continuous(data / "a.h5", [20, 17, 30, 24], subjects=["p1", "p2", "p3", "p4"])
     write_continuous(data / "b.h5", [25, 12, 16], subjects=["p5", "p6", "p7"], seed=1)
     config = dict(train=[str(data)], out_dir=str(tmp_path / "run"), window=8, epochs=2,
-                  batch_size=2, valid_fraction=0.3, **TINY)
+                  batch_size=2, valid_fraction=0.3, arch="resnet_tiny", hidden_size=8,
+                  num_layers=1, num_workers=0, progress=False, tensorboard=False, lr=1e-3)
     mp.spawn(_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

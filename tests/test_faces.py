@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from end2you_visual.faces import FaceBatch, FacePipeline, crop_image, resize_only
@@ -25,15 +24,7 @@ def run(path, batch_size=32, **kwargs):
                        for f in ("crops", "boxes", "found", "probs")))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # MTCNN's many small convolutions gain nothing from a second thread, and
-    # on a busy machine OpenMP threads spinning for each other make it up to
-    # ten times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from end2you_visual.training import checkpoints as checkpoints_module
 from end2you_visual.training import preparation as preparation_module
 from end2you_visual.training import steps as steps_module
 
-from test_training import TINY, write_continuous
+from test_training import TINY
 
 DATA = Path(__file__).parent / "data"
 SINGLE = DATA / "single_face.mp4"   # one face, 72 frames at 30 fps
@@ -40,7 +40,7 @@ def snapshot(folder):
 
 
 @pytest.fixture
-def data(tmp_path):
+def data(tmp_path, write_continuous):
     return write_continuous(tmp_path / "d.h5", [20, 17, 30], subjects=["p1", "p2", "p3"])
 
 

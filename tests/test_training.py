@@ -34,26 +34,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ------------------------------------------------------------------ data
 
-def write_continuous(path, lengths, subjects=None, splits=None, seed=0):
-    """Arousal follows the frames' brightness (learnable), valence = 1 - arousal."""
-    rng = np.random.default_rng(seed)
-    with SequenceWriter(path, SIZE, ["arousal", "valence"], "continuous") as w:
-        for q, n in enumerate(lengths):
-            meta = {}
-            if subjects:
-                meta["subject"] = subjects[q]
-            if splits:
-                meta["split"] = splits[q]
-            w.begin_sequence(f"s{q}", fps=25.0, metadata=meta)
-            level = rng.uniform(0, 1, n)
-            noise = rng.integers(0, 60, (n, SIZE, SIZE, 3))
-            frames = (noise + level[:, None, None, None] * 190).astype(np.uint8)
-            w.append(frames, np.arange(n) / 25, np.stack([level, 1 - level], 1))
-            w.end_sequence()
-        w.commit()
-    return path
-
-
 def write_labels(path, sequences, names, kind, subjects=None, seed=0):
     """Sequences given as 0/1 label arrays (n, L); pixels tell the labels apart."""
     rng = np.random.default_rng(seed)
@@ -83,7 +63,7 @@ def random_multilabel(n_seq, length, rng):
 
 
 @pytest.fixture
-def continuous_dir(tmp_path):
+def continuous_dir(tmp_path, write_continuous):
     folder = tmp_path / "cont"
     write_continuous(folder / "a.h5", [20, 17, 30], subjects=["p1", "p2", "p3"])
     write_continuous(folder / "b.h5", [25, 12], subjects=["p4", "p5"], seed=1)
@@ -171,7 +151,7 @@ def test_multiclass_frame_level_regime(tmp_path):
     assert float(row["valid_accuracy"]) == sum(correct) / 10
 
 
-def test_batched_reading_matches_collated_windows(tmp_path):
+def test_batched_reading_matches_collated_windows(tmp_path, write_continuous):
     from end2you_visual.training.loader import WindowBatches
     write_continuous(tmp_path / "c.h5", [5, 12, 9])
     ds = WindowDataset(tmp_path / "c.h5", window=8)
@@ -198,7 +178,7 @@ def _hand_ccc_loss(out, labels, mask):
     return float(np.mean(losses))
 
 
-def test_ccc_loss_path_matches_hand_computation(tmp_path):
+def test_ccc_loss_path_matches_hand_computation(tmp_path, write_continuous):
     write_continuous(tmp_path / "c.h5", [5, 12, 9])
     ds = WindowDataset(tmp_path / "c.h5", window=8)
     batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
@@ -294,7 +274,7 @@ def test_window_sampler_partitions_and_reshuffles():
 
 # --------------------------------------------------------------- split
 
-def test_split_by_subject_split_column_and_files(tmp_path):
+def test_split_by_subject_split_column_and_files(tmp_path, write_continuous):
     from end2you_visual.data import open_files
     a = write_continuous(tmp_path / "a.h5", [5] * 10, subjects=[f"p{i // 2}" for i in range(10)])
     split = split_sequences(open_files(a), fraction=0.2, seed=0)
@@ -499,7 +479,7 @@ def test_bad_options_fail_before_any_work(continuous_dir, tmp_path, monkeypatch,
     assert not (tmp_path / "r").exists()
 
 
-def test_no_validation_data_with_a_single_sequence(tmp_path):
+def test_no_validation_data_with_a_single_sequence(tmp_path, write_continuous):
     path = write_continuous(tmp_path / "one.h5", [30])
     with pytest.raises(InputError, match="no validation data"):
         train(train=[str(path)], out_dir=str(tmp_path / "r"), window=8, **TINY)
@@ -588,7 +568,7 @@ def test_cli_options_override_the_recipe(continuous_dir, tmp_path):
     assert bad.exit_code == 1 and "--metric: unknown metric 'bleu'" in bad.output
 
 
-def test_sequence_split_does_not_depend_on_where_the_files_are(tmp_path):
+def test_sequence_split_does_not_depend_on_where_the_files_are(tmp_path, write_continuous):
     # The same two files in two folders (x/b.h5, y/a.h5: path order b < a) and
     # copied side by side (a < b): the same images must be held out.
     (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir(), (tmp_path / "flat").mkdir()

@@ -1,17 +1,44 @@
-"""The recurrent layers and output head shared by the audio and audiovisual models.
+"""The recurrent layers and output head shared by the visual, audio and audiovisual models.
 
 :class:`TemporalHeadModel` is a base class: a subclass computes per-frame
 features (B, T, F) and this class runs dropout, the LSTM/GRU (or none) and
-the linear head over them, and gives the same ``activate``,
-``replace_head``, ``set_label_names``, ``label_names`` and ``head_kind`` as
-:class:`~end2you_visual.models.VisualModel`.
+the linear head over them (submodules ``dropout``, ``temporal``, ``head``),
+and gives ``activate``, ``replace_head``, ``set_label_names``,
+``label_names`` and ``head_kind``. ``HEADS``, ``TEMPORALS`` and
+``default_label_names`` live here (re-exported by ``models.visual``).
 """
+import operator
+
 import torch
 from torch import nn
 
-from .visual import HEADS, TEMPORALS, _check_head
+__all__ = ["TemporalHeadModel", "HEADS", "TEMPORALS", "default_label_names"]
 
-__all__ = ["TemporalHeadModel"]
+HEADS = ("regression", "multilabel", "multiclass")
+TEMPORALS = ("lstm", "gru", "none")
+
+
+def default_label_names(outputs):
+    """``["output_0", "output_1", ...]``: names used when none are given."""
+    return [f"output_{i}" for i in range(outputs)]
+
+
+def _check_head(head, outputs, label_names):
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+    try:
+        count = operator.index(outputs)
+    except TypeError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"outputs must be a positive int, got {outputs!r}")
+    outputs = count
+    if head == "multiclass" and outputs < 2:
+        raise ValueError("a multiclass head needs at least 2 outputs")
+    names = default_label_names(outputs) if label_names is None else [str(n) for n in label_names]
+    if len(names) != outputs:
+        raise ValueError(f"{len(names)} label names {names} for {outputs} outputs")
+    return names
 
 
 class TemporalHeadModel(nn.Module):
@@ -67,7 +94,17 @@ class TemporalHeadModel(nn.Module):
         return out
 
     def replace_head(self, head=None, outputs=None, label_names=None):
-        """A new, randomly initialised head (as ``VisualModel.replace_head``); returns self."""
+        """A new, randomly initialised head; the feature and recurrent weights stay.
+
+        Args:
+            head: head kind (default: keep).
+            outputs: number of outputs (default: keep).
+            label_names: output names (default: keep when ``outputs`` is
+                unchanged, else ``output_i``).
+
+        Returns:
+            ``self``, for chaining.
+        """
         head = self.head_kind if head is None else head
         outputs = self.config["outputs"] if outputs is None else int(outputs)
         if label_names is None and outputs == self.config["outputs"]:

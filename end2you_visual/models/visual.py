@@ -11,13 +11,12 @@ output layer. Shapes::
     LSTM/GRU (B, T, F) -> (B, T, hidden_size)   skipped when temporal="none"
     head     (B, T, outputs)                    raw: logits for classification
 """
-import operator
-
 import torch
 from torch import nn
 
 from .i3d import inflate_resnet
 from .resnet import ARCHS_2D, STEMS, build_resnet, num_features
+from .temporal_head import HEADS, TEMPORALS, TemporalHeadModel, _check_head, default_label_names
 from .transfer import load_matching
 
 __all__ = ["VisualModel", "build_model", "ARCHS", "HEADS", "STEMS", "TEMPORALS",
@@ -25,31 +24,6 @@ __all__ = ["VisualModel", "build_model", "ARCHS", "HEADS", "STEMS", "TEMPORALS",
 
 I3D_PREFIX = "i3d_"
 ARCHS = tuple(ARCHS_2D) + tuple(I3D_PREFIX + a for a in ARCHS_2D)
-HEADS = ("regression", "multilabel", "multiclass")
-TEMPORALS = ("lstm", "gru", "none")
-
-
-def default_label_names(outputs):
-    """``["output_0", "output_1", ...]``: names used when none are given."""
-    return [f"output_{i}" for i in range(outputs)]
-
-
-def _check_head(head, outputs, label_names):
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
-    try:
-        count = operator.index(outputs)
-    except TypeError:
-        count = 0
-    if count < 1:
-        raise ValueError(f"outputs must be a positive int, got {outputs!r}")
-    outputs = count
-    if head == "multiclass" and outputs < 2:
-        raise ValueError("a multiclass head needs at least 2 outputs")
-    names = default_label_names(outputs) if label_names is None else [str(n) for n in label_names]
-    if len(names) != outputs:
-        raise ValueError(f"{len(names)} label names {names} for {outputs} outputs")
-    return names
 
 
 def _triple(values, what):
@@ -64,7 +38,7 @@ def _is_channels_last(x):
     return x.shape[-1] == 3 and (x.dtype == torch.uint8 or x.shape[2] != 3)
 
 
-class VisualModel(nn.Module):
+class VisualModel(TemporalHeadModel):
     """CNN feature extractor + optional LSTM/GRU + linear head.
 
     Build it with :func:`build_model`; ``build_model(**model.config)`` makes
@@ -110,17 +84,8 @@ class VisualModel(nn.Module):
         cnn = build_resnet(arch2d, stem)
         self.extractor = inflate_resnet(cnn) if self.is_3d else cnn
         self.num_features = num_features(arch2d)
-        self.dropout = nn.Dropout(float(dropout))
-        if temporal == "none":
-            self.temporal = None
-            head_in = self.num_features
-        else:
-            rnn = nn.LSTM if temporal == "lstm" else nn.GRU
-            self.temporal = rnn(self.num_features, int(hidden_size), int(num_layers),
-                                batch_first=True,
-                                dropout=float(dropout) if int(num_layers) > 1 else 0.0)
-            head_in = int(hidden_size)
-        self.head = nn.Linear(head_in, outputs)
+        head_config = self._build_temporal_head(self.num_features, head, outputs, temporal,
+                                                hidden_size, num_layers, names, dropout)
         self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
         # ITU-R BT.601 luma, as PIL's convert("L") computes it.
@@ -128,10 +93,11 @@ class VisualModel(nn.Module):
                              persistent=False)
         self.grey = bool(grey)
         self.config = {
-            "arch": arch, "head": head, "outputs": int(outputs), "temporal": temporal,
-            "hidden_size": int(hidden_size), "num_layers": int(num_layers), "label_names": names,
-            "mean": mean, "std": std, "input_size": int(input_size), "dropout": float(dropout),
-            "grey": self.grey, "stem": stem,
+            "arch": arch, **{k: head_config[k] for k in ("head", "outputs", "temporal",
+                                                         "hidden_size", "num_layers",
+                                                         "label_names")},
+            "mean": mean, "std": std, "input_size": int(input_size),
+            "dropout": head_config["dropout"], "grey": self.grey, "stem": stem,
         }
 
     def to(self, *args, **kwargs):
@@ -144,16 +110,6 @@ class VisualModel(nn.Module):
         if wanted in (torch.channels_last, torch.channels_last_3d):
             kwargs["memory_format"] = torch.channels_last_3d if self.is_3d else torch.channels_last
         return super().to(*args, **kwargs)
-
-    @property
-    def label_names(self):
-        """Names of the outputs, in order."""
-        return list(self.config["label_names"])
-
-    @property
-    def head_kind(self):
-        """``"regression"``, ``"multilabel"`` or ``"multiclass"``."""
-        return self.config["head"]
 
     def _normalise(self, x):
         """5D frames -> (B*T, 3, H, W) normalised float (layout kept), plus B, T."""
@@ -201,51 +157,7 @@ class VisualModel(nn.Module):
             ``out`` or ``(out, state)``; logits for classification heads
             (see :meth:`activate`).
         """
-        h = self.dropout(self.features(x))
-        if self.temporal is not None:
-            h, state = self.temporal(h, state)
-            h = self.dropout(h)
-        else:
-            state = None
-        out = self.head(h)
-        return (out, state) if return_state else out
-
-    def activate(self, out):
-        """Raw outputs -> predictions: sigmoid (multilabel), softmax (multiclass) or as is."""
-        if self.head_kind == "multilabel":
-            return torch.sigmoid(out)
-        if self.head_kind == "multiclass":
-            return torch.softmax(out, dim=-1)
-        return out
-
-    def replace_head(self, head=None, outputs=None, label_names=None):
-        """A new, randomly initialised head; the CNN and recurrent weights stay.
-
-        Args:
-            head: head kind (default: keep).
-            outputs: number of outputs (default: keep).
-            label_names: output names (default: keep when ``outputs`` is
-                unchanged, else ``output_i``).
-
-        Returns:
-            ``self``, for chaining.
-        """
-        head = self.head_kind if head is None else head
-        outputs = self.config["outputs"] if outputs is None else int(outputs)
-        if label_names is None and outputs == self.config["outputs"]:
-            label_names = self.label_names
-        names = _check_head(head, outputs, label_names)
-        old = self.head
-        self.head = nn.Linear(old.in_features, outputs).to(device=old.weight.device,
-                                                           dtype=old.weight.dtype)
-        self.config.update(head=head, outputs=outputs, label_names=names)
-        return self
-
-    def set_label_names(self, label_names):
-        """Rename the outputs (one name per output); the weights stay."""
-        names = _check_head(self.head_kind, self.config["outputs"], label_names)
-        self.config["label_names"] = names
-        return self
+        return self._temporal_head(self.features(x), state, return_state)
 
     def with_stem(self, stem):
         """A new model like this one with the CNN stem ``stem`` (see
