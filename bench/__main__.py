@@ -45,7 +45,8 @@ def main(argv=None):
                         help="a clip or a folder of clips (e.g. ../shared/data/clips)")
     parser.add_argument("--small", action="store_true",
                         help="small model sizes (a CPU run); default: the paper's sizes")
-    parser.add_argument("--only", nargs="+", default=["generation", "training", "inference"])
+    parser.add_argument("--only", nargs="+", default=["generation", "training", "inference"],
+                        choices=["generation", "training", "inference", "fusion"])
     parser.add_argument("--batch", type=int, default=16, help="generation batch (64 on a GPU)")
     parser.add_argument("--out", default="bench_out")
     args = parser.parse_args(argv)
@@ -73,6 +74,12 @@ def main(argv=None):
         sizes = dict(arch="resnet18", batch=2, window=16, size=64, steps=5) if args.small \
             else dict(arch="resnet50", batch=8, window=150, size=150, steps=20)
         report["inference"] = inference.run(device=args.device, **sizes)
+    if "fusion" in args.only:
+        from . import fusion
+
+        sizes = dict(arch="resnet18", batch=2, window=16, size=64, steps=5) if args.small \
+            else dict(arch="resnet50", batch=2, window=150, size=150, steps=20)
+        report["fusion"] = fusion.run(device=args.device, **sizes)
     report["seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown(report))

@@ -47,4 +47,16 @@ def markdown(report):
     for key in ("training", "inference"):
         if key in report:
             parts += [f"### {key.capitalize()}", ratio_table(key, report[key])]
+    if "fusion" in report:
+        parts += ["### Audiovisual against visual training", fusion_table(report["fusion"])]
     return "\n\n".join(parts) + "\n"
+
+
+def fusion_table(result):
+    """Training frames/s by modality (same CNN, window, batch), and the ratio."""
+    rows = ["| modality | train frames/s | vs visual |", "| --- | --- | --- |"]
+    visual = result["visual"]["train_fps"]
+    for modality in ("visual", "audiovisual", "audio"):
+        fps = result[modality]["train_fps"]
+        rows.append(f"| {modality} | {fps:.1f} | {fps / visual:.2f} |")
+    return "\n".join(rows)

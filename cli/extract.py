@@ -17,7 +17,7 @@ from .modeloptions import model_run_options
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Frames embedded together (memory is bounded by it).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
-@face_options(exclude=("size", "device", "batch_size"))
+@face_options(exclude=("size", "device", "batch_size"), framed=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (else refused).")
 def extract(inputs, model_name, out_dir, fmt, dtype, batch_size, device, overwrite, **faces):
     """Per-frame embeddings (the model's CNN features) for INPUTS: generated
@@ -28,7 +28,7 @@ def extract(inputs, model_name, out_dir, fmt, dtype, batch_size, device, overwri
 
     results = extract_features(inputs, model_name, out_dir, fmt=fmt, dtype=dtype,
                                batch_size=batch_size, device=device, overwrite=overwrite,
-                               progress=True, **faces)
+                               progress=True, announce=click.echo, **faces)
     for r in results:
         click.echo(f"{r.input}: {r.frames} frames ({r.faces_found} with a face) x "
                    f"{r.features} features, {r.seconds:.1f} s -> {r.output}")

@@ -1,17 +1,23 @@
 """Click options made from :class:`end2you_visual.faces.FaceSettings` (as
 `train` makes its options from ``TrainConfig``): one definition of each face
-setting, its default, range and help, for `generate` and `predict`."""
+setting, its default, range and help, for `generate`, `predict` and `extract`."""
 import dataclasses
 
 import click
 
 from end2you_visual.faces import FaceSettings
+from end2you_visual.framing import FRAMED_SETTINGS
 
 
-def _option(f):
+def _option(f, framed=False):
     meta = f.metadata
     low, high, integer, low_open, high_open = meta["range"]
     kwargs = {"default": f.default, "help": meta["help"], "show_default": f.default is not None}
+    if framed and f.name in FRAMED_SETTINGS:
+        # Not given (None): the model's framing decides, else the usual default.
+        kwargs.update(default=None,
+                      show_default=f"the model's framing, as its training crops were cut; "
+                                   f"else {f.default}")
     if meta["choices"] is not None:
         kwargs["type"] = click.Choice(list(meta["choices"]))
     elif f.type in (int, float):
@@ -20,13 +26,18 @@ def _option(f):
     return click.option(meta["option"], f.name, **kwargs)
 
 
-def face_options(exclude=()):
-    """A decorator adding one option per FaceSettings field (but ``exclude``)."""
+def face_options(exclude=(), framed=False):
+    """A decorator adding one option per FaceSettings field (but ``exclude``).
+
+    ``framed``: for commands that run a model (`predict`, `extract`), the
+    options of :data:`~end2you_visual.framing.FRAMED_SETTINGS` (``--margin``)
+    default to None, "not given": the model's framing then decides.
+    """
     chosen = [f for f in dataclasses.fields(FaceSettings) if f.name not in exclude]
 
     def decorate(command):
         for f in reversed(chosen):
-            command = _option(f)(command)
+            command = _option(f, framed)(command)
         return command
     return decorate
 

@@ -11,7 +11,7 @@ from .modeloptions import model_run_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
               show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
-@face_options(exclude=("size", "device"))
+@face_options(exclude=("size", "device"), framed=True)
 @click.option("--no-plot", is_flag=True, help="Write only the CSVs.")
 @click.option("--overwrite", is_flag=True,
               help="Replace earlier outputs of these videos in --out (else refused).")
@@ -24,7 +24,7 @@ def predict(videos, model_name, out_dir, device, precision, no_plot, overwrite, 
 
     results = predict_videos(videos, model_name, out_dir, device=device, overwrite=overwrite,
                              precision=precision, plot=not no_plot, progress=True,
-                             **faces)
+                             announce=click.echo, **faces)
     for r in results:
         click.echo(f"{r.video}: {r.n_frames} frames, face in {r.faces_found}, "
                    f"{r.seconds:.1f} s -> {r.csv_path}")

@@ -1,10 +1,26 @@
-"""Square face crops: cutting them around face boxes, filling frames without a
-face, and resizing frames that are already face crops.
+"""Square face crops: cutting them around face boxes or aligning them on the
+face's landmarks, filling frames without a face, and resizing frames that
+are already face crops.
 
 :class:`FaceCropper` is the cropping part of
 :class:`~end2you_visual.faces.FacePipeline` (steps 5 and 6 of
 :mod:`end2you_visual.faces`), which holds its settings (``size``,
-``margin``, ``device``, ``fill``) and state (``_last_crop``).
+``margin``, ``crop_kind``, ``device``, ``fill``) and state (``_last_crop``).
+
+Two kinds of crop (``crop_kind``, the ``--crop`` option):
+
+* ``"box"``: the square of side ``max(w, h) * (1 + margin)`` centred on the
+  face box, axis-aligned (:meth:`FaceCropper.crop`).
+* ``"aligned"``: the face's five landmarks (eyes, nose tip, mouth corners,
+  as MTCNN gives them) mapped by a similarity transform (rotation, uniform
+  scale, shift; least squares, no reflection: :func:`similarity_transform`)
+  onto a canonical template, as face-analysis pipelines do
+  (:meth:`FaceCropper.align`). The template is ArcFace's five points in a
+  112 x 112 frame (:data:`TEMPLATE_112`: eyes level at y 51.6, 35.2 px
+  apart). The margin enlarges that frame as it enlarges a box: the crop
+  shows ``112 * (1 + margin)`` template units, the 112 x 112 frame in its
+  centre (so it fills ``1 / (1 + margin)`` of the crop's side; margin 0 is
+  ArcFace's crop exactly). The crop is then scaled to ``size``.
 """
 
 import numpy as np
@@ -12,7 +28,18 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-__all__ = ["FaceCropper", "resize_only"]
+__all__ = ["CROP_KINDS", "TEMPLATE_112", "FaceCropper", "resize_only", "similarity_transform",
+           "template_points"]
+
+CROP_KINDS = ("box", "aligned")
+# ArcFace's canonical five points (left eye, right eye, nose tip, left and
+# right mouth corners, as seen in the image: MTCNN's order) in a 112 x 112
+# frame (insightface's arcface_dst).
+TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                         [41.5493, 92.3655], [70.7299, 92.2041]], np.float64)
+# An aligned crop averages up to this many samples a side per output pixel
+# when it shrinks the face (as roi_align does for box crops).
+_MAX_SUPERSAMPLE = 8
 
 # Frames converted to float at once when cropping, in pixels (x 3 channels x
 # 4 bytes: about 200 MB), so a batch of 1080p frames is cropped in chunks.
@@ -52,13 +79,9 @@ class FaceCropper:
             raise ValueError(f"{len(squares)} boxes for {len(rows)} frames")
         if len(rows) == 0:
             return np.zeros((0, self.size, self.size, 3), np.uint8)
-        h, w = frames.shape[1:3]
-        chunk = max(1, _CROP_PIXEL_BUDGET // (h * w))
         crops = []
-        for s in range(0, len(rows), chunk):
-            x = torch.from_numpy(np.ascontiguousarray(frames[rows[s:s + chunk]])).to(self.device)
-            x = x.permute(0, 3, 1, 2).float()
-            regions = squares[s:s + chunk].to(self.device)
+        for s, x in _float_frames(frames, rows, self.device):
+            regions = squares[s:s + len(x)].to(self.device)
             index = torch.arange(len(regions), dtype=torch.float32, device=self.device)[:, None]
             # sampling_ratio=0: ceil(region / size) samples per output pixel,
             # i.e. averaging when shrinking (no aliasing), bilinear when growing.
@@ -66,6 +89,79 @@ class FaceCropper:
                           spatial_scale=1.0, sampling_ratio=0, aligned=True)
             crops.append(y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
         return np.concatenate(crops)
+
+    def align(self, frames, landmarks, rows=None):
+        """Cut crops aligned on five face landmarks, size x size.
+
+        Each face's landmarks are mapped onto :func:`template_points` (the
+        ArcFace template framed with the margin) by the least-squares
+        similarity transform (:func:`similarity_transform`); the crop is
+        the frame warped by it (``affine_grid`` + ``grid_sample``, batched on
+        ``device``), bilinear, zero outside the frame. Where the crop
+        shrinks the face, each output pixel averages k x k samples, k = the
+        source pixels per output pixel rounded up (at most 8), as box crops
+        average: no aliasing.
+
+        Args:
+            frames: uint8 (n, H, W, 3), RGB.
+            landmarks: (m, 5, 2) ``x, y`` in pixels (MTCNN's order: left eye,
+                right eye, nose, left and right mouth corners, as seen in
+                the image), one set per cropped frame; all finite.
+            rows: which frames the landmarks belong to, (m,) indices;
+                default all n frames in order (then m == n).
+
+        Returns:
+            uint8 (m, size, size, 3).
+        """
+        frames = _check_frames(frames)
+        rows = np.arange(len(frames)) if rows is None else np.asarray(rows, np.int64)
+        landmarks = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+        if len(landmarks) != len(rows):
+            raise ValueError(f"{len(landmarks)} landmark sets for {len(rows)} frames")
+        if not np.isfinite(landmarks).all():
+            raise ValueError("landmarks must be finite")
+        if len(rows) == 0:
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
+        h, w = frames.shape[1:3]
+        template = torch.as_tensor(template_points(self.size, self.margin))
+        # Crop pixels -> frame pixels, estimated in float64 (5 points: nothing to
+        # gain on a device), then the warp's normalised form.
+        to_frame = similarity_transform(template.expand(len(rows), 5, 2),
+                                        torch.from_numpy(landmarks))
+        theta = _normalised(to_frame, self.size, h, w).float()
+        samples = np.minimum(np.ceil(torch.linalg.det(to_frame[:, :, :2]).abs().sqrt().numpy()
+                                     - 1e-6), _MAX_SUPERSAMPLE).clip(1).astype(np.int64)
+        crops = np.zeros((len(rows), self.size, self.size, 3), np.uint8)
+        for s, x in _float_frames(frames, rows, self.device):
+            part = slice(s, s + len(x))
+            for k in np.unique(samples[part]):  # crops of one sampling at a time
+                pick = np.flatnonzero(samples[part] == k)
+                side = self.size * int(k)
+                grid = F.affine_grid(theta[torch.as_tensor(s + pick)].to(self.device),
+                                     (len(pick), 3, side, side), align_corners=False)
+                y = F.grid_sample(x[torch.as_tensor(pick, device=self.device)], grid,
+                                  mode="bilinear", padding_mode="zeros", align_corners=False)
+                if k > 1:
+                    y = F.avg_pool2d(y, int(k))
+                crops[s + pick] = y.round().clamp(0, 255).to(torch.uint8).permute(
+                    0, 2, 3, 1).cpu().numpy()
+        return crops
+
+    def cut(self, frames, boxes, landmarks, rows=None):
+        """The crops of ``crop_kind``: :meth:`align` on the landmarks
+        (``"aligned"``; a row without finite landmarks falls back to its
+        box crop) or :meth:`crop` around the boxes (``"box"``)."""
+        if self.crop_kind != "aligned":
+            return self.crop(frames, boxes, rows=rows)
+        rows = np.arange(len(boxes)) if rows is None else np.asarray(rows, np.int64)
+        landmarks = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+        known = np.isfinite(landmarks).all(axis=(1, 2))
+        if known.all():
+            return self.align(frames, landmarks, rows=rows)
+        crops = np.zeros((len(rows), self.size, self.size, 3), np.uint8)
+        crops[known] = self.align(frames, landmarks[known], rows=rows[known])
+        crops[~known] = self.crop(frames, np.asarray(boxes)[~known], rows=rows[~known])
+        return crops
 
     def _fill_missing(self, crops, found):
         """Fill no-face crops (in place) and remember the last good crop."""
@@ -80,6 +176,64 @@ class FaceCropper:
             elif last is not None:
                 crops[i] = last
         self._last_crop = None if last is None else last.copy()
+
+
+def similarity_transform(source, target):
+    """The similarity transforms (rotation, uniform scale, shift; no
+    reflection) that best map point sets ``source`` onto ``target``, in
+    least squares (Umeyama's estimate, in 2-D closed form).
+
+    Args:
+        source, target: tensors (..., k, 2) of matching points, k >= 2, on
+            any device; the transform is computed in their dtype.
+
+    Returns:
+        (..., 2, 3) tensors ``[A | t]`` with ``target ~= source @ A.T + t``
+        and ``A = s * R`` (R a rotation). Points all at one place (nothing to
+        scale) give a scale of 0.
+    """
+    source, target = torch.as_tensor(source), torch.as_tensor(target)
+    ms, mt = source.mean(dim=-2, keepdim=True), target.mean(dim=-2, keepdim=True)
+    a, b = source - ms, target - mt
+    spread = (a * a).sum(dim=(-2, -1)).clamp_min(torch.finfo(a.dtype).tiny)
+    # As complex numbers, target = (c + i d) * source + t: c + i d is the sum
+    # of conj(a) * b over the sum of |a|^2.
+    c = (a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]).sum(dim=-1) / spread
+    d = (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]).sum(dim=-1) / spread
+    rotation = torch.stack([torch.stack([c, -d], dim=-1), torch.stack([d, c], dim=-1)], dim=-2)
+    shift = mt.squeeze(-2) - (rotation @ ms.squeeze(-2)[..., None])[..., 0]
+    return torch.cat([rotation, shift[..., None]], dim=-1)
+
+
+def template_points(size, margin=0.0):
+    """:data:`TEMPLATE_112` placed in a size x size crop with ``margin``:
+    float64 (5, 2) crop pixels. The crop spans ``112 * (1 + margin)``
+    template units, the template's 112 x 112 frame centred in it."""
+    side = 112.0 * (1 + margin)
+    return (TEMPLATE_112 + 56.0 * margin) * (size / side)
+
+
+def _normalised(to_frame, size, h, w):
+    """Transforms crop pixels -> frame pixels (m, 2, 3) as ``affine_grid``'s
+    theta: output coordinates in [-1, 1] -> input coordinates in [-1, 1]
+    (``align_corners=False``: -1 and 1 are the outer edges of the first and
+    last pixels, pixel i spans [i, i + 1))."""
+    A, t = to_frame[:, :, :2], to_frame[:, :, 2]
+    half = size / 2.0
+    scale = torch.tensor([2.0 / w, 2.0 / h], dtype=to_frame.dtype)
+    linear = scale[:, None] * A * half
+    shift = scale * (A.sum(dim=-1) * half + t) - 1
+    return torch.cat([linear, shift[..., None]], dim=-1)
+
+
+def _float_frames(frames, rows, device):
+    """The frames of ``rows`` as float tensors (c, 3, H, W) on ``device``, a
+    chunk at a time (of at most _CROP_PIXEL_BUDGET pixels): ``(first, x)``."""
+    h, w = frames.shape[1:3]
+    chunk = max(1, _CROP_PIXEL_BUDGET // (h * w))
+    for s in range(0, len(rows), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[rows[s:s + chunk]])).to(device)
+        yield s, x.permute(0, 3, 1, 2).float()
 
 
 def _check_frames(frames):

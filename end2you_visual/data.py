@@ -57,6 +57,7 @@ class Clip:
     boxes: np.ndarray        # float32 (T, 4), NaN where unknown
     audio: np.ndarray = None  # float32 (T, samples per frame) when read with audio=True
     audio_found: bool = None  # False: the source had no audio track (zeros in ``audio``)
+    landmarks: np.ndarray = None  # float32 (T, 5, 2), NaN where unknown (files without them too)
 
 
 def _decode(values):
@@ -235,6 +236,8 @@ class SequenceFile:
             timestamps=h5["timestamps"][a:b],
             face_found=h5["face_found"][a:b],
             boxes=h5["boxes"][a:b],
+            landmarks=(h5["landmarks"][a:b] if "landmarks" in h5
+                       else np.full((b - a, 5, 2), np.nan, np.float32)),
         )
 
     def _read_end2you(self, info, start, stop, frames):
@@ -254,7 +257,8 @@ class SequenceFile:
         return Clip(frames=pixels[start:stop] if frames else None,
                     labels=labels[start:stop], timestamps=times,
                     face_found=np.ones(stop - start, bool),
-                    boxes=np.full((stop - start, 4), np.nan, np.float32))
+                    boxes=np.full((stop - start, 4), np.nan, np.float32),
+                    landmarks=np.full((stop - start, 5, 2), np.nan, np.float32))
 
 
 def find_files(paths):
@@ -391,3 +395,25 @@ class WindowDataset(torch.utils.data.Dataset):
         out = {k: torch.from_numpy(v) for k, v in item.items()}
         out["sequence"], out["start"] = self.windows[index]
         return out
+
+
+def audio_window(sequences):
+    """Samples per audio window over ``sequences`` ``[(SequenceFile,
+    SequenceInfo)]`` (the longest); an InputError naming a file without audio."""
+    for seqfile, _ in sequences:
+        if not seqfile.has_audio:
+            raise InputError(seqfile.path, "holds no audio, which this model needs (generate "
+                                           "it with --audio)")
+    return max(seqfile.audio_samples(info) for seqfile, info in sequences)
+
+
+def read_step_audio(sequences, items, t, samples):
+    """The audio windows of ``items`` (each with ``seq``, ``start``, ``stop``:
+    frames of ``sequences[seq]``) as one float32 tensor (len(items), t,
+    samples), zero-padded after a sequence's end and after a shorter window."""
+    x = torch.zeros((len(items), t, samples), dtype=torch.float32)
+    for i, item in enumerate(items):
+        seqfile, info = sequences[item.seq]
+        clip = seqfile.read(info, item.start, item.stop, frames=False, audio=True)
+        x[i, :len(clip.audio), :clip.audio.shape[1]] = torch.from_numpy(clip.audio)
+    return x

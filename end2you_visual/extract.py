@@ -41,6 +41,7 @@ import torch
 from . import __version__
 from .errors import InputError
 from .files import check_writable
+from .framing import file_framing, model_framing, resolve_face_settings
 from .ranges import check_number
 
 __all__ = ["FEATURES_FORMAT", "FORMATS", "DTYPES", "ExtractResult", "extract_features",
@@ -56,7 +57,9 @@ _STR = h5py.string_dtype(encoding="utf-8")
 
 @dataclass
 class ExtractResult:
-    """One input's extraction: where it went and what it holds."""
+    """One input's extraction: where it went and what it holds
+    (``face_settings``: the face pipeline's settings for a video, as a dict;
+    None for an HDF5 input)."""
 
     input: str
     output: str
@@ -64,6 +67,7 @@ class ExtractResult:
     faces_found: int
     features: int
     seconds: float
+    face_settings: dict = None
 
 
 def output_path(out_dir, source, fmt="hdf5"):
@@ -87,7 +91,7 @@ def model_checksum(model, path=None):
 
 
 def _resolve_model(model, device):
-    """(visual model in eval mode, name, checksum kind, checksum)."""
+    """(visual model in eval mode, name, checksum kind, checksum, config, framing)."""
     from .models import VisualModel
     from .models.checkpoint import unwrap_model
 
@@ -112,11 +116,12 @@ def _resolve_model(model, device):
     if not isinstance(visual, VisualModel):
         raise InputError(name, f"extract needs a visual or audiovisual model, not "
                                f"{type(model).__name__}")
-    return visual.to(device).eval(), name, kind, checksum, model.config
+    return (visual.to(device).eval(), name, kind, checksum, model.config,
+            model_framing(model))
 
 
 def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_size=64,
-                     device="auto", overwrite=False, progress=False, **faces):
+                     device="auto", overwrite=False, progress=False, announce=None, **faces):
     """Write the per-frame embeddings of ``model`` for each input.
 
     Args:
@@ -133,9 +138,15 @@ def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         overwrite: replace existing outputs (else refused before any work).
         progress: a progress bar per input.
+        announce: a callable (e.g. ``print``) given one line when video
+            inputs are cropped with the model's framing (or with a given
+            margin or crop kind that differs from it).
         **faces: face-pipeline settings for video inputs
             (:class:`~end2you_visual.faces.FaceSettings`; the crop size is
-            the model's input size).
+            the model's input size; ``margin`` / ``crop`` None or not
+            given: the model's framing,
+            :func:`~end2you_visual.framing.model_framing`, else 0.2 /
+            ``"box"``).
 
     Returns:
         A list of :class:`ExtractResult`.
@@ -155,13 +166,18 @@ def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_
     batch_size = check_number("--batch-size", batch_size, 1, integer=True)
     from .inputs import VIDEO_EXTENSIONS
 
+    faces = {**faces, "batch_size": batch_size}
+    resolve_face_settings(faces, None)  # settings out of range: refused before any work
     sources = expand_paths(inputs, _HDF5_SUFFIXES + tuple(VIDEO_EXTENSIONS),
                            "HDF5 or video files")
     check_writable(out_dir, "--out")
     targets = [output_path(out_dir, s, fmt) for s in sources]
     _check_targets(sources, targets, overwrite)
     device = resolve_device(device)
-    visual, name, kind, checksum, config = _resolve_model(model, device)
+    visual, name, kind, checksum, config, framing = _resolve_model(model, device)
+    settings, line = resolve_face_settings(faces, framing)
+    if line and announce is not None and any(not _is_hdf5(s) for s in sources):
+        announce(line)
     attrs = {"format": FEATURES_FORMAT, "schema_version": FEATURES_VERSION,
              "model_name": name, "model_checksum": checksum, "model_checksum_of": kind,
              "model_config": json.dumps(config, default=str), "feature_dtype": dtype,
@@ -170,19 +186,28 @@ def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_
     results = []
     for source, target in zip(sources, targets):
         started = time.perf_counter()
-        reader = (_hdf5_chunks if source.suffix.lower() in _HDF5_SUFFIXES else _video_chunks)
-        stream = reader(source, visual, batch_size, device, faces)
+        if _is_hdf5(source):
+            stream, used = _hdf5_chunks(source, visual, batch_size, device, framing), None
+        else:
+            stream = _video_chunks(source, visual, device, settings)
+            used = {**settings.face_settings(), "size": int(visual.config["input_size"]),
+                    "device": str(device)}  # what the pipeline ran with
         meta = next(stream)
         sink = _Sink(target, fmt, dtype, int(visual.num_features), meta,
-                     {**attrs, "source": str(source)})
+                     {**attrs, "source": str(source),
+                      **({} if used is None else {"face_settings": json.dumps(used)})})
         with sink:
             for chunk in _bar(stream, meta["frames"], source, progress):
                 sink.append(*chunk)
             sink.commit()
         results.append(ExtractResult(str(source), str(target), sink.rows, sink.faces,
                                      int(visual.num_features),
-                                     time.perf_counter() - started))
+                                     time.perf_counter() - started, used))
     return results
+
+
+def _is_hdf5(source):
+    return Path(source).suffix.lower() in _HDF5_SUFFIXES
 
 
 def _check_targets(sources, targets, overwrite):
@@ -216,7 +241,7 @@ def _embed(visual, crops, found, device):
     return out
 
 
-def _hdf5_chunks(source, visual, batch_size, device, faces):
+def _hdf5_chunks(source, visual, batch_size, device, framing):
     """First the input's description, then (features, timestamps, found, labels, q) chunks."""
     from .data import SequenceFile
 
@@ -225,6 +250,10 @@ def _hdf5_chunks(source, visual, batch_size, device, faces):
     if size and file.frame_size != size:
         warnings.warn(f"{source}: {file.frame_size} px crops, the model was trained on "
                       f"{size} px", stacklevel=3)
+    cut = file_framing(file)
+    if framing is not None and cut is not None and not framing.same_crops(cut):
+        warnings.warn(f"{source}: crops of {cut.describe()}; the model's framing is "
+                      f"{framing.describe()}", stacklevel=3)
     yield {"frames": file.n_frames, "label_names": file.label_names,
            "sequences": [(s.name, s.fps, s.length) for s in file.sequences]}
     try:
@@ -237,13 +266,13 @@ def _hdf5_chunks(source, visual, batch_size, device, faces):
         file.close()
 
 
-def _video_chunks(source, visual, batch_size, device, faces):
-    from .faces import FaceSettings
+def _video_chunks(source, visual, device, settings):
     from .video import iter_frame_batches, probe_video
 
+    batch_size = settings.batch_size
     info = probe_video(str(source))
-    pipeline = FaceSettings(**{**faces, "batch_size": batch_size}).pipeline(
-        info.fps, size=int(visual.config["input_size"]), device=device)
+    pipeline = settings.pipeline(info.fps, size=int(visual.config["input_size"]),
+                                 device=device)
     yield {"frames": info.n_frames, "label_names": [],
            "sequences": [(Path(source).stem, info.fps, None)]}
     for start, frames in iter_frame_batches(str(source), batch_size):

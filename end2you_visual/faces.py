@@ -32,21 +32,29 @@ What happens to each frame:
 4. Smoothing: within a continuous track the box centre follows a
    constant-velocity (alpha-beta) filter and its size an exponential
    average (``smoothing``, 0 = none): jitter is averaged out, steady motion
-   is followed without lag; a loss restarts it.
-5. Cropping: a square of side ``max(w, h) * (1 + margin)`` centred on the box,
-   zero outside the frame, resized to ``size`` x ``size`` with
-   ``torchvision.ops.roi_align`` (averaging when it shrinks).
-6. No-face frames get ``found=False``, a NaN box, probability 0 and, as
-   crop, the last good crop (``fill="last"``, zeros before any face) or
-   zeros (``fill="zeros"``).
+   is followed without lag; a loss restarts it. The subject's five
+   landmarks (MTCNN's: eyes, nose tip, mouth corners; the windowed search
+   keeps them too) follow the centre's filter, each point on its own, and
+   are interpolated with the box.
+5. Cropping (``crop``): ``"box"`` (the default), a square of side
+   ``max(w, h) * (1 + margin)`` centred on the box, zero outside the frame,
+   resized to ``size`` x ``size`` with ``torchvision.ops.roi_align``
+   (averaging when it shrinks); ``"aligned"``, the frame warped by the
+   similarity transform that maps the smoothed landmarks onto ArcFace's
+   five-point template (eyes level), framed with the margin
+   (:mod:`end2you_visual.crops`).
+6. No-face frames get ``found=False``, a NaN box and landmarks, probability
+   0 and, as crop, the last good crop (``fill="last"``, zeros before any
+   face) or zeros (``fill="zeros"``), whatever the crop kind.
 
 On a CPU, MTCNN runs fastest with one torch thread per process
 (``torch.set_num_threads(1)``): its many small convolutions gain little
 from more, and on a busy machine spinning OpenMP threads can slow it ten
 times. Parallelise over videos instead.
 
-Boxes are ``x1, y1, x2, y2`` in pixels of the frames given (source pixels,
-whatever ``detect_scale`` is). Crops are uint8 RGB, (n, size, size, 3).
+Boxes are ``x1, y1, x2, y2`` and landmarks ``x, y`` in pixels of the frames
+given (source pixels, whatever ``detect_scale`` is). Crops are uint8 RGB,
+(n, size, size, 3).
 
 :class:`FacePipeline` is composed of the tracker and track-guided detection
 of :mod:`end2you_visual.tracking` (steps 1-4) and the cropping of
@@ -61,7 +69,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .crops import FaceCropper, _check_frames, resize_only
+from .crops import CROP_KINDS, FaceCropper, _check_frames, resize_only
 from .devices import resolve_device
 from .errors import InputError
 from .ranges import check_number
@@ -84,12 +92,18 @@ class FaceBatch:
             tracked face (after smoothing); NaN where no face.
         found: bool (n,), whether the frame holds the tracked face.
         probs: float32 (n,), the detector's face probability; 0 where no face.
+        landmarks: float32 (n, 5, 2), the tracked face's five landmarks
+            ``x, y`` in source pixels (after smoothing), in MTCNN's order:
+            left eye, right eye, nose tip, left and right mouth corners (left
+            and right as seen in the image); NaN where no face. None from a
+            pipeline that gives none.
     """
 
     crops: np.ndarray
     boxes: np.ndarray
     found: np.ndarray
     probs: np.ndarray
+    landmarks: np.ndarray = None
 
     def __len__(self):
         return len(self.found)
@@ -101,6 +115,7 @@ def _empty_batch(n, size):
         boxes=np.full((n, 4), np.nan, np.float32),
         found=np.zeros(n, bool),
         probs=np.zeros(n, np.float32),
+        landmarks=np.full((n, 5, 2), np.nan, np.float32),
     )
 
 
@@ -127,6 +142,10 @@ class FaceSettings:
     size: int = _setting(150, "--size", "Side of the square crops.", 1, integer=True)
     margin: float = _setting(0.2, "--margin",
                              "Border around the face box, as a fraction of its side.", 0)
+    crop: str = _setting("box", "--crop", "box: a square around the face box; aligned: the "
+                         "face turned and scaled so that its five landmarks (eyes, nose, "
+                         "mouth corners) fall on a fixed template, eyes level (--margin "
+                         "widens it as it widens a box).", choices=CROP_KINDS)
     device: str = _setting("cpu", "--device", "auto, cpu, cuda, cuda:1...")
     batch_size: int = _setting(16, "--batch-size",
                                "Frames decoded and detected together (64 or more on a GPU).",
@@ -183,7 +202,12 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
     Args:
         size: side of the square output crops, in pixels.
         margin: extra border around the face box: the crop's side is
-            ``max(w, h) * (1 + margin)``.
+            ``max(w, h) * (1 + margin)``; for aligned crops, around the
+            template's 112 x 112 frame (see :mod:`end2you_visual.crops`).
+        crop: ``"box"`` (the default: the square around the box) or
+            ``"aligned"`` (the face warped so that its landmarks fall on a
+            canonical template, eyes level). Kept as ``crop_kind`` (``crop``
+            is the box-cropping method).
         device: torch device for detection and cropping (``"auto"``,
             ``"cpu"``, ``"cuda"``...; see
             :func:`end2you_visual.devices.resolve_device`).
@@ -239,8 +263,8 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             given.
 
     A number out of its range (a negative ``margin``, ``detect_scale``
-    outside (0, 1], a ``size`` below 1...), an unknown ``fill`` or an
-    unusable ``device`` raises :class:`~end2you_visual.errors.InputError`
+    outside (0, 1], a ``size`` below 1...), an unknown ``fill`` or ``crop``
+    or an unusable ``device`` raises :class:`~end2you_visual.errors.InputError`
     naming the option.
 
     Example:
@@ -253,7 +277,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         self, size=150, margin=0.2, device="cpu", detect_every=1, min_face_size=20,
         thresholds=(0.6, 0.7, 0.7), smoothing=0.5, fill="last", max_lost=None, fps=None,
         detect_scale=None, batch_size=16, match_distance=0.5, acquire_prob=0.9,
-        detector="tracked", refresh_every=None,
+        detector="tracked", refresh_every=None, crop="box",
     ):
         from facenet_pytorch import MTCNN
 
@@ -269,6 +293,9 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         self.thresholds = tuple(check_number("thresholds", t, 0, 1) for t in thresholds)
         self.smoothing = check_number("smoothing", smoothing, 0, 1, max_open=True)
         self.fill = fill
+        if crop not in CROP_KINDS:
+            raise InputError("--crop", f"must be one of {list(CROP_KINDS)}, got {crop!r}")
+        self.crop_kind = crop
         if max_lost is None:
             max_lost = round(fps) if fps else 25
         self.max_lost = check_number("max_lost", max_lost, 0, integer=True)
@@ -301,6 +328,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         self._segment = -1  # id of the current continuous track segment
         self._lost = 0  # frames since the subject was last seen
         self._state = None  # filter state ((cx, cy, w, h), (vx, vy) per frame) or None
+        self._points_state = None  # landmark filter state ((5, 2), (5, 2) per frame) or None
         self._prev_key = None  # last detection frame, a _Key
         self._last_crop = None  # last good crop, (size, size, 3)
         self._last_thumb = None  # thumbnail of the last frame given, for cut detection
@@ -336,9 +364,10 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             key_rows.append(n - 1)
         keys = [self._prev_key] if self._prev_key is not None else []
         if self.detector == "full":
-            detections = self.detect(frames if len(key_rows) == n else frames[key_rows])
-            for row, (boxes, probs) in zip(key_rows, detections):
-                self._prev_key = self._track(start + row, boxes, probs)
+            detections = self.detect(frames if len(key_rows) == n else frames[key_rows],
+                                     landmarks=True)
+            for row, (boxes, probs, points) in zip(key_rows, detections):
+                self._prev_key = self._track(start + row, boxes, probs, points)
                 keys.append(self._prev_key)
             self.full_detections += len(key_rows)
         else:
@@ -350,7 +379,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
 
         rows = np.flatnonzero(out.found)
         if len(rows):
-            out.crops[rows] = self.crop(frames, out.boxes[rows], rows=rows)
+            out.crops[rows] = self.cut(frames, out.boxes[rows], out.landmarks[rows], rows=rows)
         self._fill_missing(out.crops, out.found)
         return out
 
@@ -373,16 +402,20 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         self.reset()
         return faces
 
-    def detect(self, frames):
+    def detect(self, frames, landmarks=False):
         """Run MTCNN on frames; no tracking, no state.
 
         Args:
             frames: uint8 array (n, H, W, 3), RGB.
+            landmarks: also return each face's five landmarks.
 
         Returns:
             A list of n pairs ``(boxes, probs)``: float32 (k, 4) boxes
             ``x1, y1, x2, y2`` in source pixels and float32 (k,) face
             probabilities, k >= 0 faces per frame, most probable first.
+            With ``landmarks=True``, triples ``(boxes, probs, points)``,
+            ``points`` float32 (k, 5, 2) ``x, y`` in source pixels (see
+            :class:`FaceBatch`).
         """
         frames = _check_frames(frames)
         results = []
@@ -392,14 +425,16 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
                 batch, scale = chunk, np.ones(4, np.float32)
             else:
                 batch, scale = self._downscale(chunk)
-            boxes, probs = self.mtcnn.detect(batch)
-            for b, p in zip(boxes, probs):
+            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+            for b, p, q in zip(boxes, probs, points):
                 if b is None:
-                    results.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+                    results.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                    np.zeros((0, 5, 2), np.float32)))
                 else:
                     b = np.asarray(b, np.float32).reshape(-1, 4) / scale
-                    results.append((b, np.asarray(p, np.float32).reshape(-1)))
-        return results
+                    q = np.asarray(q, np.float32).reshape(-1, 5, 2) / scale[:2]
+                    results.append((b, np.asarray(p, np.float32).reshape(-1), q))
+        return results if landmarks else [r[:2] for r in results]
 
     # ------------------------------------------------------------- detection
 

@@ -49,8 +49,8 @@ from .workers import end_workers, init_worker, sigterm_raises
 class GenerateSettings(FaceSettings):
     """How `generate` turns inputs into crops; stored in every output file.
 
-    The face pipeline's settings (size, margin, device, batch_size,
-    detect_every, detect_scale, min_face_size, smoothing, fill) are those of
+    The face pipeline's settings (size, margin, crop, device, batch_size,
+    detect_every, detect_scale, min_face_size, smoothing, fill, detector) are those of
     :class:`~end2you_visual.faces.FaceSettings`; then:
 
     Attributes:
@@ -249,12 +249,14 @@ def _rate(timestamps, default):
 
 def _write_rows(writer, faces, rows, times, labels):
     if len(rows):
-        writer.append(faces.crops[rows], times, labels, faces.found[rows], faces.boxes[rows])
+        writer.append(faces.crops[rows], times, labels, faces.found[rows], faces.boxes[rows],
+                      None if faces.landmarks is None else faces.landmarks[rows])
 
 
 # --------------------------------------------------------------------- images
 def _image_frames(item, settings, pipeline):
-    """(crops, found, boxes, first image) for an image or an image-sequence item."""
+    """(crops, found, boxes, landmarks, first image) for an image or an
+    image-sequence item (landmarks None: none known)."""
     from .faces import resize_only
     from .video import read_image
 
@@ -263,11 +265,13 @@ def _image_frames(item, settings, pipeline):
     if settings.skip_detection:
         crops = np.concatenate([resize_only(f[None], settings.size) for f in frames])
         return (crops, np.ones(len(crops), bool), np.full((len(crops), 4), np.nan, np.float32),
-                frames[0])
+                None, frames[0])
     pipeline.reset()
     out = [pipeline.process(f[None]) for f in frames]
+    landmarks = None if any(o.landmarks is None for o in out) else \
+        np.concatenate([o.landmarks for o in out])
     return (np.concatenate([o.crops for o in out]), np.concatenate([o.found for o in out]),
-            np.concatenate([o.boxes for o in out]), frames[0])
+            np.concatenate([o.boxes for o in out]), landmarks, frames[0])
 
 
 def generate_image_shard(items, label_names, out_path, settings, preview_path=None):
@@ -283,14 +287,14 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
                         settings.compression) as writer:
         for k, item in enumerate(items):
             try:
-                crops, found, boxes, image = _image_frames(item, settings, pipeline)
+                crops, found, boxes, landmarks, image = _image_frames(item, settings, pipeline)
             except InputError as err:
                 result.warnings.append(str(err))
                 continue
             n = len(crops)
             writer.begin_sequence(item.name, item.raw, settings.image_fps, "", item.metadata)
             writer.append(crops, np.arange(n) / settings.image_fps,
-                          np.repeat(item.label[None], n, axis=0), found, boxes)
+                          np.repeat(item.label[None], n, axis=0), found, boxes, landmarks)
             writer.end_sequence()
             result.faces_found += int(found.sum())
             if sheet.wants(k):

@@ -8,6 +8,8 @@ single image), their frames concatenated along the first axis::
     /timestamps    float64 (N,)          seconds from the start of its sequence
     /face_found    bool    (N,)          False where no face was found
     /boxes         float32 (N, 4)        x1, y1, x2, y2 in source pixels (NaN: none)
+    /landmarks     float32 (N, 5, 2)     five face landmarks x, y in source pixels (NaN:
+                                         none); files written before it lack it
     /sequences/offsets  int64 (Q + 1,)   sequence q is rows offsets[q]:offsets[q+1]
     /sequences/name     str   (Q,)
     /sequences/source   str   (Q,)       the raw file it came from
@@ -80,7 +82,8 @@ class SequenceWriter:
         self._seq = {"name": [], "source": [], "label_file": [], "fps": [], "metadata": []}
         self._open = False
         self.flush_rows = max(256, chunk_frames)
-        self._pending = {k: [] for k in ("frames", "timestamps", "labels", "face_found", "boxes")}
+        self._pending = {k: [] for k in ("frames", "timestamps", "labels", "face_found", "boxes",
+                                         "landmarks")}
         self._pending_rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._h5 = h5py.File(self.partial, "w")
@@ -113,7 +116,8 @@ class SequenceWriter:
         for name, shape, dtype in (("labels", (n_labels,), np.float32),
                                    ("timestamps", (), np.float64),
                                    ("face_found", (), bool),
-                                   ("boxes", (4,), np.float32)):
+                                   ("boxes", (4,), np.float32),
+                                   ("landmarks", (5, 2), np.float32)):
             # An empty label axis (unlabelled data) still needs a positive chunk.
             self._dsets[name] = h5.create_dataset(
                 name, (0,) + shape, dtype, maxshape=(None,) + tuple(d or None for d in shape),
@@ -146,8 +150,10 @@ class SequenceWriter:
         with self._writing():
             self.audio.append(samples)
 
-    def append(self, frames, timestamps, labels=None, face_found=None, boxes=None):
-        """Append n frames (uint8 (n, S, S, 3)) and their per-frame rows."""
+    def append(self, frames, timestamps, labels=None, face_found=None, boxes=None,
+               landmarks=None):
+        """Append n frames (uint8 (n, S, S, 3)) and their per-frame rows
+        (``boxes`` (n, 4) and ``landmarks`` (n, 5, 2): NaN when not given)."""
         if not self._open:
             raise RuntimeError("begin_sequence() first")
         frames = np.asarray(frames)
@@ -165,6 +171,8 @@ class SequenceWriter:
                            else np.asarray(face_found, bool).reshape(n)),
             "boxes": (np.full((n, 4), np.nan, np.float32) if boxes is None
                       else np.asarray(boxes, np.float32).reshape(n, 4)),
+            "landmarks": (np.full((n, 5, 2), np.nan, np.float32) if landmarks is None
+                          else np.asarray(landmarks, np.float32).reshape(n, 5, 2)),
         }
         for name, data in rows.items():
             self._pending[name].append(data)

@@ -33,10 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import SequenceFile, SequenceInfo
+from .data import SequenceFile, SequenceInfo, audio_window, read_step_audio
 from .devices import resolve_device
 from .errors import InputError
 from .framereader import FrameReader
+from .models.build import model_inputs
 from .models.checkpoint import unwrap_model
 
 __all__ = [
@@ -75,8 +76,11 @@ class StreamingPredictor:
 
     ``predictor(frames)`` takes the next frames of the sequence (uint8
     (n, H, W, 3) array or tensor) and returns their predictions, a float32
-    (n, outputs) array. :meth:`reset` starts a new sequence. Used by
-    :mod:`end2you_visual.predict` (frames straight from the face pipeline).
+    (n, outputs) array; an audio or audiovisual model is also given their
+    audio windows, ``predictor(frames, audio)`` (float32 (n, samples); the
+    frames are ignored by an audio model). :meth:`reset` starts a new
+    sequence. Used by :mod:`end2you_visual.predict` (frames straight from
+    the face pipeline).
     """
 
     def __init__(self, model, device="auto", precision="auto", activate=True):
@@ -85,18 +89,23 @@ class StreamingPredictor:
         self.base = prepare_model(model, self.device)
         self.autocast = autocast_for(self.device, precision)
         self.activate = activate
+        self.inputs = model_inputs(self.base)
         self.state = None
 
     def reset(self):
         self.state = None
 
-    def __call__(self, frames):
-        x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray)
-                            else frames)
-        if len(x) == 0:
+    def __call__(self, frames, audio=None):
+        if "audio" in self.inputs and audio is None:
+            raise ValueError("this model takes audio too: predictor(frames, audio)")
+        given = {"frames": frames, "audio": audio}
+        xs = [torch.as_tensor(np.ascontiguousarray(given[k]) if isinstance(given[k], np.ndarray)
+                              else given[k]) for k in self.inputs]
+        if len(xs[0]) == 0:
             return np.zeros((0, self.base.config["outputs"]), np.float32)
         with torch.inference_mode(), self.autocast():
-            out, self.state = self.model(x[None].to(self.device), self.state, return_state=True)
+            out, self.state = self.model(*(x[None].to(self.device) for x in xs), self.state,
+                                         return_state=True)
             out = out.float()
             if self.activate:
                 out = self.base.activate(out)
@@ -202,10 +211,12 @@ def predict_sequences(model, sequences, window=150, lanes=8, device="auto", prec
 
     Args:
         model: a :class:`~end2you_visual.models.VisualModel` (or its
-            ``torch.compile`` wrapper); it is moved to ``device`` (channels_last
+            ``torch.compile`` wrapper), or an audio / audiovisual model
+            (:mod:`end2you_visual.models.build`), which are also given each
+            frame's audio window; it is moved to ``device`` (channels_last
             on CUDA) and used in eval mode (its train/eval mode is restored).
         sequences: list of ``(SequenceFile, SequenceInfo)``; all files must
-            have the same frame size.
+            have the same frame size (and hold audio, for a model that takes it).
         window: frames per forward pass of a sequence (state carried between
             windows); ``None``: each sequence in one pass (memory then grows
             with the longest sequence: 3 x lanes x its frames on the host).
@@ -237,6 +248,8 @@ def predict_sequences(model, sequences, window=150, lanes=8, device="auto", prec
     if len(sizes) != 1:
         raise ValueError(f"sequences of several frame sizes {sorted(sizes)}: predict each "
                          "size separately")
+    inputs = model_inputs(base)
+    samples = audio_window(sequences) if "audio" in inputs else None
     lanes = min(int(lanes), sum(1 for n in lengths if n > 0))
     steps = plan_steps(lengths, lanes, window)
     t_max = max(it.stop - it.start for step in steps for it in step)
@@ -246,7 +259,8 @@ def predict_sequences(model, sequences, window=150, lanes=8, device="auto", prec
     runner = _Runner(model, base, device, precision, activate, lengths, lanes,
                      lanes if static_shapes else None)
     reader = _StepReader(sequences, (sizes.pop(),) * 2 + (3,), lanes, t_max, static_shapes,
-                         prefetch, workers or min(4, os.cpu_count() or 1), device.type == "cuda")
+                         prefetch, workers or min(4, os.cpu_count() or 1), device.type == "cuda",
+                         frames="frames" in inputs, audio_samples=samples)
     was_training = base.training
     try:
         with torch.inference_mode():
@@ -267,8 +281,9 @@ class _StepReader:
     """Reads steps' frames ahead of the computation, in a pool of threads."""
 
     def __init__(self, sequences, frame_shape, lanes, t_max, static_shapes, prefetch, workers,
-                 pin):
+                 pin, frames=True, audio_samples=None):
         self.sequences, self.frame_shape = sequences, frame_shape
+        self.frames, self.audio_samples = frames, audio_samples
         self.t_max, self.static_shapes, self.prefetch = t_max, static_shapes, prefetch
         self.readers = {id(f): FrameReader(f) for f in {id(f): f for f, _ in sequences}.values()}
         self.buffers = _Buffers(prefetch + 2, lanes * t_max * math.prod(frame_shape), pin)
@@ -279,13 +294,18 @@ class _StepReader:
         t = self.t_max if self.static_shapes else max(it.stop - it.start for it in step)
         buf = self.buffers.take()
         try:
-            return buf, _fill(buf, step, t, self.frame_shape, self.sequences, self.readers)
+            frames = (_fill(buf, step, t, self.frame_shape, self.sequences, self.readers)
+                      if self.frames else None)
+            audio = (read_step_audio(self.sequences, step, t, self.audio_samples)
+                     if self.audio_samples is not None else None)
+            return buf, (frames, audio)
         except BaseException:
             self.buffers.give(buf)
             raise
 
     def iterate(self, steps):
-        """Yield ``(step, buffer, frames)``; the caller gives the buffer back."""
+        """Yield ``(step, buffer, (frames, audio))`` (None for what the model
+        does not take); the caller gives the buffer back."""
         for k in range(min(self.prefetch, len(steps))):
             self.pending.append(self.pool.submit(self._load, steps[k]))
         for k, step in enumerate(steps):
@@ -315,16 +335,21 @@ class _Runner:
     def forward(self, step, buf, host, buffers):
         """Start one step; returns ``(outputs on the host, event to wait for)``."""
         rows = self.pad_rows or len(step)
-        if rows > len(step):  # static shapes: idle lanes get zero frames
-            padded = torch.zeros((rows,) + tuple(host.shape[1:]), dtype=torch.uint8)
-            padded[:len(step)] = host
-            host = padded
-        x, release = _to_device(host, self.device, self.copy_stream, buffers, buf)
+        frames, audio = (_pad_rows(h, rows) for h in host)  # static shapes: idle lanes zero
+        inputs = []
+        if frames is not None:
+            x, release = _to_device(frames, self.device, self.copy_stream, buffers, buf)
+            inputs.append(x)
+        else:
+            buffers.give(buf)
+            release = _nothing
+        if audio is not None:
+            inputs.append(audio.to(self.device, non_blocking=True))
         state = _gather_state(self.lane_state, step, rows, self.is_tuple)
         with self.autocast():
-            out, new_state = self.model(x, state, return_state=True)
+            out, new_state = self.model(*inputs, state, return_state=True)
         out = out.float()
-        del x
+        del inputs
         release()
         if self.activate:
             out = self.base.activate(out)
@@ -332,6 +357,19 @@ class _Runner:
             self.is_tuple = isinstance(new_state, tuple)
             _scatter_state(self.lane_state, step, new_state, self.lengths)
         return _to_host(out, self.copy_stream is not None)
+
+
+def _nothing():
+    pass
+
+
+def _pad_rows(host, rows):
+    """``host`` (n, ...) with zero rows added up to ``rows`` (None stays None)."""
+    if host is None or rows <= len(host):
+        return host
+    padded = torch.zeros((rows,) + tuple(host.shape[1:]), dtype=host.dtype)
+    padded[:len(host)] = host
+    return padded
 
 
 def _to_device(host, device, copy_stream, buffers, buf):

@@ -6,7 +6,11 @@ pipeline as `generate` and straight into the model, batch after batch::
     decode a batch -> detect/track/crop faces -> model (state carried) -> rows
 
 so memory does not grow with the video's length. The crops are cut at the
-model's own input size (``model.config["input_size"]``)::
+model's own input size (``model.config["input_size"]``) and, unless a
+``margin`` or ``crop`` is given, framed as the model's training crops were
+(:mod:`end2you_visual.framing`: e.g. margin 0 for ``resnet18-fer2013-cpu``,
+trained on FER2013's tight faces; aligned crops for a model trained on
+``generate --crop aligned`` files)::
 
     from end2you_visual.predict import predict_video
     result = predict_video("me.mp4", "resnet18-fer2013-cpu", out_dir="out")
@@ -21,17 +25,25 @@ regression heads, probabilities for classification heads. A frame without a
 face has EMPTY output cells: the model still sees it (it holds the last
 good crop, as in training data, so the recurrent state runs on), but its
 output is not a prediction about a face.
+
+An audiovisual model (``train --modality audiovisual``) is also given each
+frame's audio window, cut from the video's audio track as ``generate
+--audio`` cuts it (:class:`VideoAudio`); a video without an audio track is
+then an error naming it.
 """
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from .audio import frame_ranges, frame_windows, has_audio, read_audio, samples_per_frame
 from .devices import resolve_device
 from .errors import InputError
 from .files import check_writable, expand_paths
+from .framing import model_framing, resolve_face_settings
 from .inference import StreamingPredictor, load_model, model_title
+from .models.build import model_inputs
 from .models.checkpoint import unwrap_model
 from .predictions import unique_stems, write_prediction_csv
 
@@ -51,6 +63,9 @@ class PredictionResult:
         face_found: bool (T,).
         csv_path, plot_path: the files written (None when not written).
         seconds: wall time of the whole video (decode, faces, model).
+        face_settings: the :class:`~end2you_visual.faces.FaceSettings` the
+            face pipeline ran with (its ``margin`` the model's framing unless
+            one was given); None when a ``pipeline`` was passed.
     """
 
     video: Path
@@ -62,6 +77,7 @@ class PredictionResult:
     csv_path: Path = None
     plot_path: Path = None
     seconds: float = 0.0
+    face_settings: object = None
 
     @property
     def n_frames(self):
@@ -98,15 +114,39 @@ def check_predict_out(out_dir, stems, overwrite=False):
 
 def _input_size(model):
     base = unwrap_model(model)
+    if "frames" not in model_inputs(base):
+        raise InputError(None, "an audio model predicts from generated files (e2y-visual "
+                               "test); predict is for models that see the face")
     size = base.config.get("input_size")
     if not size:
         raise ValueError("the model's config has no input_size")
     return int(size), base
 
 
+class VideoAudio:
+    """The audio windows of a video's frames, in order: ``next(n)`` gives the
+    next ``n`` frames' windows (n, samples) at ``rate`` Hz (frame i owns
+    ``[i / fps, (i + 1) / fps)``, as in ``generate --audio``). The track is
+    decoded once, whole (about 230 MB per hour at 16 kHz)."""
+
+    def __init__(self, path, fps, rate):
+        if not has_audio(path):
+            raise InputError(path, "has no audio track, which this model needs (it was "
+                                   "trained on audio)")
+        self.waveform = read_audio(path, int(rate))
+        self.fps, self.rate, self.done = float(fps), int(rate), 0
+        self.samples = samples_per_frame(self.fps, self.rate)
+
+    def next(self, n):
+        times = (self.done + np.arange(n)) / self.fps
+        self.done += n
+        return frame_windows(self.waveform, frame_ranges(times, self.fps, self.rate),
+                             self.samples)
+
+
 def predict_video(video_path, model, out_dir=None, device="auto", precision="auto",
                   plot=True, pipeline=None, stem=None, progress=False, overwrite=False,
-                  model_name=None, **faces):
+                  model_name=None, announce=None, **faces):
     """Per-frame predictions of ``model`` for one video.
 
     Args:
@@ -124,11 +164,17 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
             ``out_dir`` (else refused before any work).
         model_name: the model's name in the plot's title (default: the
             name or path given as ``model``, else its architecture).
+        announce: a callable (e.g. ``print``) given one line when the
+            model's framing sets the margin or crop kind (or a given one
+            differs from it).
         **faces: the face pipeline's settings, as for ``generate``
             (:class:`~end2you_visual.faces.FaceSettings`: ``batch_size``, the
             frames decoded, detected and predicted together, ``detect_every``,
-            ``detect_scale``, ``margin``, ``min_face_size``, ``smoothing``,
-            ``fill``); the crop size is the model's input size.
+            ``detect_scale``, ``margin``, ``crop``, ``min_face_size``,
+            ``smoothing``, ``fill``); the crop size is the model's input
+            size. ``margin`` / ``crop`` None or not given: the model's
+            framing (:func:`~end2you_visual.framing.model_framing`), else
+            0.2 / ``"box"``.
 
     Returns:
         :class:`PredictionResult`.
@@ -138,10 +184,9 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
             holds this stem's outputs (without ``overwrite``), a video that
             cannot be read.
     """
-    from .faces import FaceSettings
     from .video import iter_frame_batches, probe_video
 
-    settings = FaceSettings(**faces)
+    resolve_face_settings(faces, None)  # settings out of range: refused before any work
     started = time.perf_counter()
     device = resolve_device(device)
     stem = stem or Path(video_path).stem
@@ -150,19 +195,26 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
     title = f"{Path(video_path).name} · model {model_name or model_title(model)}"
     model = load_model(model, device)
     size, base = _input_size(model)
+    settings, line = resolve_face_settings(faces, model_framing(model))
+    # What the pipeline runs with (a pipeline given has its own settings).
+    ran_with = replace(settings, size=size, device=str(device)) if pipeline is None else None
+    if line and announce is not None and ran_with is not None:
+        announce(line)
     info = probe_video(video_path)
     if pipeline is None:
-        pipeline = settings.pipeline(info.fps, size=size, device=device)
+        pipeline = ran_with.pipeline(info.fps)
     elif pipeline.size != size:
         raise ValueError(f"the pipeline crops {pipeline.size} px faces, the model expects {size}")
     pipeline.reset()
     predictor = StreamingPredictor(model, device, precision, activate=True)
+    audio = VideoAudio(video_path, info.fps, base.config["audio_rate"]) if (
+        "audio" in predictor.inputs) else None
     bar = _bar(progress, info, video_path)
     preds, found = [], []
     try:
         for _, frames in iter_frame_batches(video_path, settings.batch_size):
             faces = pipeline.process(frames)
-            out = predictor(faces.crops)
+            out = predictor(faces.crops, audio.next(len(frames)) if audio else None)
             out[~faces.found] = np.nan  # no face: no prediction
             preds.append(out)
             found.append(faces.found.copy())
@@ -176,7 +228,7 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
     face_found = np.concatenate(found)
     times = np.arange(len(face_found)) / info.fps
     result = PredictionResult(Path(video_path), base.label_names, info.fps, times, predictions,
-                              face_found)
+                              face_found, face_settings=ran_with)
     if out_dir is not None:
         out_dir = Path(out_dir)
         for old in check_predict_out(out_dir, [stem], overwrite):
@@ -210,14 +262,16 @@ def find_videos(paths):
     return expand_paths(paths, VIDEO_EXTENSIONS, "video files")
 
 
-def predict_videos(videos, model, out_dir, device="auto", overwrite=False, **options):
+def predict_videos(videos, model, out_dir, device="auto", overwrite=False, announce=None,
+                   **options):
     """:func:`predict_video` for each of ``videos`` (files or folders) into ``out_dir``.
 
     The device, ``out_dir`` (writable; no outputs of these videos' stems
     unless ``overwrite``) and every video (probed: an unreadable one raises
     InputError) are checked before any work; the model is loaded once;
-    outputs of videos sharing a stem get ``__2``, ``__3``... Returns one
-    :class:`PredictionResult` per video.
+    outputs of videos sharing a stem get ``__2``, ``__3``... ``announce``
+    gets the line about the model's framing once (see :func:`predict_video`).
+    Returns one :class:`PredictionResult` per video.
     """
     from .video import probe_video
 
@@ -229,6 +283,9 @@ def predict_videos(videos, model, out_dir, device="auto", overwrite=False, **opt
         probe_video(p)
     name = model_title(model)
     model = load_model(model, device)
-    return [predict_video(p, model, out_dir, device=device, stem=s, overwrite=overwrite,
-                          model_name=name, **options)
-            for p, s in zip(paths, stems)]
+    results = []
+    for i, (p, s) in enumerate(zip(paths, stems)):
+        results.append(predict_video(p, model, out_dir, device=device, stem=s,
+                                     overwrite=overwrite, model_name=name,
+                                     announce=announce if i == 0 else None, **options))
+    return results

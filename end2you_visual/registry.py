@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .files import atomic_write_text
+from .framing import Framing
 
 __all__ = [
     "Weights", "WeightsNotFoundError", "ChecksumError", "REGISTRY_FORMAT", "REGISTRY_VERSION",
@@ -46,6 +47,10 @@ class Weights:
         head, outputs, label_names, input_size, mean, std: what the
             checkpoint's model is (checked against the file when given).
         build: other ``build_model`` arguments (temporal, hidden_size...).
+        framing: how the training crops were cut (a
+            :class:`~end2you_visual.framing.Framing` as a dict: margin,
+            square, size, grey, source); `predict` and `extract` cut video
+            crops the same way by default. None: not recorded.
         training_data, recipe, licence, description: provenance, free text
             (``recipe`` relative to the pretrained folder, e.g. ``recipes/x.yaml``).
         metrics: e.g. ``{"RECOLA_test_ccc": {"arousal": 0.34}}``.
@@ -64,6 +69,7 @@ class Weights:
     mean: list = None
     std: list = None
     build: dict = field(default_factory=dict)
+    framing: dict = None
     training_data: str = ""
     recipe: str = ""
     licence: str = ""
@@ -74,6 +80,10 @@ class Weights:
     def as_dict(self):
         """The entry as it is written in ``registry.json``."""
         return dataclasses.asdict(self)
+
+    def face_framing(self):
+        """The entry's :class:`~end2you_visual.framing.Framing`, or None."""
+        return None if self.framing is None else Framing.from_dict(self.framing, self.name)
 
     def config(self):
         """The ``build_model`` arguments this entry states."""
@@ -161,6 +171,8 @@ def parse_entry(raw, path):
     if missing or unknown:
         raise InputError(path, f"registry entry {raw.get('name', '?')!r}: "
                                f"missing {missing}, unknown fields {unknown}")
+    if raw.get("framing") is not None:  # checked now: a bad one names the registry
+        Framing.from_dict(raw["framing"], f"{path}: registry entry {raw['name']!r}")
     return Weights(**raw)
 
 

@@ -5,7 +5,9 @@ and shot-cut detection of :class:`~end2you_visual.faces.FacePipeline`.
 face is the subject (steps 2-4 of :mod:`end2you_visual.faces`: acquisition,
 matching, smoothing, interpolation). :class:`TrackGuidedDetection` searches
 only windows around the tracked face (``detector="tracked"``) and finds the
-shot cuts where the whole frame must be searched again. Both are parts of
+shot cuts where the whole frame must be searched again. The subject's five
+landmarks (MTCNN's, in frame pixels) are carried with its box: smoothed by
+the box centre's filter, interpolated as the box is. Both are parts of
 :class:`~end2you_visual.faces.FacePipeline`, which holds their settings and
 state (set in its ``__init__`` and ``reset``).
 """
@@ -55,13 +57,14 @@ def _to_xyxy(c):
 class _Key:
     """What tracking decided on one detection frame."""
 
-    __slots__ = ("index", "box", "prob", "segment")
+    __slots__ = ("index", "box", "prob", "segment", "points")
 
-    def __init__(self, index, box=None, prob=0.0, segment=-1):
+    def __init__(self, index, box=None, prob=0.0, segment=-1, points=None):
         self.index = index  # frame index in the video
         self.box = box  # float64 (4,) or None (no face)
         self.prob = prob
         self.segment = segment  # id of the continuous track segment
+        self.points = points  # float64 (5, 2) landmarks, or None (no face, none given)
 
 
 class SubjectTracker:
@@ -69,18 +72,22 @@ class SubjectTracker:
 
     Uses the pipeline's ``max_lost``, ``match_distance``, ``acquire_prob``
     and ``smoothing`` and its track state (``_track_box``, ``_segment``,
-    ``_lost``, ``_state``, ``_prev_key``, set by ``reset``).
+    ``_lost``, ``_state``, ``_points_state``, ``_prev_key``, set by ``reset``).
     """
 
-    def _track(self, index, boxes, probs):
-        """Update the track with one detection frame; returns its _Key."""
+    def _track(self, index, boxes, probs, points=None):
+        """Update the track with one detection frame; returns its _Key.
+
+        ``points``: the detections' landmarks (k, 5, 2), or None; they go
+        with the subject's box and do not take part in choosing it."""
         gap = index - self._prev_key.index if self._prev_key is not None else 1
         if self._track_box is not None:
             j = self._match(boxes, gap)
             if j is not None:
                 continuous = self._lost == 0
                 self._lost = 0
-                return self._accept(index, boxes[j], probs[j], gap, continuous)
+                return self._accept(index, boxes[j], probs[j], gap, continuous,
+                                    None if points is None else points[j])
             self._lost += gap
             self._state = None  # no smoothing (or motion) across a loss
             if self._lost <= self.max_lost:
@@ -92,7 +99,8 @@ class SubjectTracker:
         j = int(np.argmax(prominence))
         self._segment += 1
         self._lost = 0
-        return self._accept(index, boxes[j], probs[j], gap, continuous=False)
+        return self._accept(index, boxes[j], probs[j], gap, continuous=False,
+                            points=None if points is None else points[j])
 
     def _expected(self, gap):
         """Where the subject should be ``gap`` frames after the last detection
@@ -127,12 +135,14 @@ class SubjectTracker:
             return None
         return int(np.argmin(np.where(ok, distance, np.inf)))
 
-    def _accept(self, index, box, prob, gap, continuous):
+    def _accept(self, index, box, prob, gap, continuous, points=None):
         """Take a detection as the subject's; returns the smoothed _Key.
 
         Smoothing is an alpha-beta (constant velocity) filter on the box
         centre and an exponential average on its size: jitter is averaged
-        out while a face moving steadily is followed without lag.
+        out while a face moving steadily is followed without lag. Each of
+        the landmarks ``points`` (5, 2) follows the same filter as the
+        centre (same alpha and beta, its own velocity).
         """
         box = np.asarray(box, np.float64)
         self._track_box = box
@@ -140,14 +150,37 @@ class SubjectTracker:
         if continuous and self._state is not None:
             expected = self._expected(gap)
             residual = observed - expected
-            alpha = 1 - self.smoothing ** gap  # the same time constant whatever detect_every is
-            beta = alpha * alpha / (2 - alpha)  # critically damped
+            alpha, beta = self._gains(gap)
             position = expected + alpha * residual
             velocity = self._state[1] + beta * residual[:2] / gap
             self._state = (position, velocity)
         else:
             self._state = (observed, np.zeros(2))
-        return _Key(index, _to_xyxy(self._state[0]), float(prob), self._segment)
+        return _Key(index, _to_xyxy(self._state[0]), float(prob), self._segment,
+                    self._accept_points(points, gap, continuous))
+
+    def _gains(self, gap):
+        """The alpha-beta filter's gains after ``gap`` frames."""
+        alpha = 1 - self.smoothing ** gap  # the same time constant whatever detect_every is
+        beta = alpha * alpha / (2 - alpha)  # critically damped
+        return alpha, beta
+
+    def _accept_points(self, points, gap, continuous):
+        """The subject's smoothed landmarks (5, 2) after a detection with
+        ``points`` (None: none, and the landmark track restarts)."""
+        if points is None:
+            self._points_state = None
+            return None
+        observed = np.asarray(points, np.float64).reshape(5, 2)
+        if continuous and self._points_state is not None:
+            position, velocity = self._points_state
+            expected = position + velocity * gap
+            residual = observed - expected
+            alpha, beta = self._gains(gap)
+            self._points_state = (expected + alpha * residual, velocity + beta * residual / gap)
+        else:
+            self._points_state = (observed, np.zeros((5, 2)))
+        return self._points_state[0].copy()
 
     def _fill_rows(self, out, keys, start):
         """Write key results and interpolate between them into ``out`` rows."""
@@ -155,6 +188,8 @@ class SubjectTracker:
             if a.index >= start and a.box is not None:
                 row = a.index - start
                 out.boxes[row], out.probs[row], out.found[row] = a.box, a.prob, True
+                if a.points is not None:
+                    out.landmarks[row] = a.points
             if b is None or a.box is None or b.box is None or a.segment != b.segment:
                 continue
             for index in range(max(a.index + 1, start), b.index):
@@ -163,6 +198,8 @@ class SubjectTracker:
                 out.boxes[row] = (1 - t) * a.box + t * b.box
                 out.probs[row] = (1 - t) * a.prob + t * b.prob
                 out.found[row] = True
+                if a.points is not None and b.points is not None:
+                    out.landmarks[row] = (1 - t) * a.points + t * b.points
 
 
 class TrackGuidedDetection:
@@ -195,11 +232,12 @@ class TrackGuidedDetection:
                             or not self._can_window(start + row, cuts[row]):
                         break
                     group.append(row)
-                for row, (boxes, probs) in zip(group, self._detect_windows(frames, group, start)):
+                for row, (boxes, probs, points) in zip(group,
+                                                       self._detect_windows(frames, group, start)):
                     j = self._match(boxes, start + row - self._prev_key.index)
                     if j is None or probs[j] < _WINDOW_MIN_PROB:
                         break
-                    self._prev_key = self._track(start + row, boxes, probs)
+                    self._prev_key = self._track(start + row, boxes, probs, points)
                     keys.append(self._prev_key)
                     i += 1
                 else:
@@ -217,11 +255,12 @@ class TrackGuidedDetection:
             later_cuts = [k for k, row in enumerate(group) if k and cuts[row]]
             if later_cuts:
                 group = group[:later_cuts[0]]
-            for row, (boxes, probs) in zip(group, self.detect(frames[group])):
+            for row, (boxes, probs, points) in zip(group, self.detect(frames[group],
+                                                                      landmarks=True)):
                 self._last_full = start + row
                 self._anchor = None
                 self.full_detections += 1
-                self._prev_key = self._track(start + row, boxes, probs)
+                self._prev_key = self._track(start + row, boxes, probs, points)
                 keys.append(self._prev_key)
                 tracked = self._track_box is not None and self._lost == 0
                 self._untracked = 0 if tracked else self._untracked + 1
@@ -242,7 +281,8 @@ class TrackGuidedDetection:
         Each window is a square of ``_WINDOW_FACES`` x the face's size
         centred on its expected position (zeros outside the frame), resized
         to ``_WINDOW_PIXELS``; all go through MTCNN in one batch. Returns
-        ``(boxes, probs)`` per row as :meth:`detect` does, in frame pixels.
+        ``(boxes, probs, landmarks)`` per row as :meth:`detect` does with
+        ``landmarks=True``, in frame pixels.
         """
         from facenet_pytorch.models.utils.detect_face import detect_face
 
@@ -265,14 +305,19 @@ class TrackGuidedDetection:
             origins.append((x0, y0, side / _WINDOW_PIXELS))
         mtcnn = self.mtcnn
         with torch.no_grad():
-            found, _ = detect_face(torch.stack(windows), _WINDOW_MIN_FACE, mtcnn.pnet, mtcnn.rnet,
-                                   mtcnn.onet, list(self.thresholds), mtcnn.factor, self.device)
+            found, marks = detect_face(torch.stack(windows), _WINDOW_MIN_FACE, mtcnn.pnet,
+                                       mtcnn.rnet, mtcnn.onet, list(self.thresholds),
+                                       mtcnn.factor, self.device)
         results = []
-        for boxes, (x0, y0, scale) in zip(found, origins):
+        for boxes, points, (x0, y0, scale) in zip(found, marks, origins):
             boxes = np.asarray(boxes, np.float32).reshape(-1, 5)
-            boxes = boxes[np.argsort(-boxes[:, 4], kind="stable")]
+            order = np.argsort(-boxes[:, 4], kind="stable")
+            boxes = boxes[order]
+            points = np.asarray(points, np.float32).reshape(-1, 5, 2)[order]
             xyxy = boxes[:, :4] * scale + np.array([x0, y0, x0, y0], np.float32)
-            results.append((xyxy.astype(np.float32), boxes[:, 4].astype(np.float32)))
+            points = points * scale + np.array([x0, y0], np.float32)
+            results.append((xyxy.astype(np.float32), boxes[:, 4].astype(np.float32),
+                            points.astype(np.float32)))
         return results
 
     def _cuts(self, frames):

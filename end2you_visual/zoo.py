@@ -19,6 +19,7 @@ Loading never downloads; it verifies the SHA-256 and reads the file with
 (:class:`Weights`, the folders, reading and writing ``registry.json``) are
 :mod:`end2you_visual.registry`; their public names are importable from here too.
 """
+import dataclasses
 import os
 import urllib.error
 import urllib.parse
@@ -82,8 +83,20 @@ def _load_registered(name):
     ckpt = read_checkpoint(path)
     _check_matches(weights, ckpt["config"], path)
     model = model_from_checkpoint(ckpt, path)
+    model.framing = _entry_framing(weights, model.framing, path)
     model.weights = weights
     return model
+
+
+def _entry_framing(weights, framing, path):
+    """The framing of a registered model: its entry's (which may be added to an
+    entry by hand, for a file written without one), else its file's; the two
+    must agree when both say."""
+    stated = weights.face_framing()
+    if stated is not None and framing is not None and stated != framing:
+        raise InputError(path, f"checkpoint does not match its registry entry: framing: "
+                               f"registry {stated.as_dict()!r}, file {framing.as_dict()!r}")
+    return stated if stated is not None else framing
 
 
 def load_pretrained(name_or_path, outputs=None, head=None, label_names=None, device="cpu"):
@@ -205,7 +218,8 @@ def register_weights(name, path, replace=False, **meta):
     """Add (or with ``replace``, update) a registry entry for checkpoint ``path``.
 
     Reads the checkpoint (safely) for arch, head, outputs, label names,
-    input size, mean/std and other build arguments, computes the SHA-256 and
+    input size, mean/std, other build arguments and the framing of its
+    training crops (when it records one), computes the SHA-256 and
     size, and rewrites :func:`registry_path` (in :func:`export_dir`)
     atomically. ``file`` is ``path`` relative to that folder when inside it,
     else its file name (to be fetched into the home folder). ``meta``: other
@@ -216,14 +230,16 @@ def register_weights(name, path, replace=False, **meta):
         The new :class:`Weights`.
     """
     path = Path(path)
-    config = dict(read_checkpoint(path)["config"])
+    ckpt = read_checkpoint(path)
+    config = dict(ckpt["config"])
     root = export_dir().resolve()
     resolved = path.resolve()
     file = str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path.name
     stated = {k: config.pop(k) for k in
               ("arch", "head", "outputs", "label_names", "input_size", "mean", "std")}
     entry = parse_entry({"name": name, "file": file, "sha256": sha256_file(path),
-                    "size_bytes": path.stat().st_size, **stated, "build": config, **meta},
+                    "size_bytes": path.stat().st_size, **stated, "build": config,
+                    "framing": ckpt.get("framing"), **meta},
                    registry_path())
     _check_new_name(name, replace)
     entries = [w for w in read_registry_file(registry_path()) if w.name != name]
@@ -261,7 +277,8 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
            metrics=None, **meta):
     """Publish a trained checkpoint in the zoo: the last step of a zoo recipe.
 
-    Writes the model (without optimiser or training state) to ``path``
+    Writes the model (without optimiser or training state, with the framing
+    of its training crops when the checkpoint records one) to ``path``
     (default ``<export_dir()>/<name>.pt``: the home folder, or
     ``$E2Y_VISUAL_PRETRAINED`` when set), int8-compact unless
     ``compact=False``, and registers it under ``name`` in that folder's
@@ -287,6 +304,8 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
     if grey is not None and bool(grey) != bool(model.config.get("grey", False)):
         rebuilt = build_model(**{**model.config, "grey": bool(grey)})
         rebuilt.load_state_dict(model.state_dict())
+        rebuilt.framing = (None if model.framing is None
+                           else dataclasses.replace(model.framing, grey=bool(grey)))
         model = rebuilt
     _check_new_name(name, replace)  # before writing the weight file
     path = Path(path) if path is not None else export_dir() / f"{name}.pt"

@@ -38,26 +38,62 @@ def private_zoo_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("E2Y_VISUAL_HOME", str(tmp_path_factory.mktemp("zoo_home")))
 
 
+def _write_sequences(path, lengths, rows, *, names, kind, size, seed=0, name="s{}".format,
+                     source=None, metadata=None, face_found=None, audio=None, **writer_kwargs):
+    """Write ``len(lengths)`` sequences at 25 fps to the HDF5 file ``path``;
+    returns ``path``.
+
+    One ``rng = np.random.default_rng(seed)`` serves the whole file, drawn for
+    sequence ``q`` of ``n = lengths[q]`` frames by ``rows(q, n, rng)``, which
+    returns ``(frames, labels)`` (uint8 (n, size, size, 3), and (n, L) or
+    None), then by ``audio(q, n, rng)``, which returns its float32 samples
+    (give ``audio_rate`` too). ``name(q)``, ``source(q)`` and ``metadata(q)``
+    (a dict) describe the sequence, ``face_found(n)`` flags its frames (all
+    found without it); ``writer_kwargs`` go to ``SequenceWriter``."""
+    rng = np.random.default_rng(seed)
+    with SequenceWriter(path, size, names, kind, **writer_kwargs) as w:
+        for q, n in enumerate(lengths):
+            w.begin_sequence(name(q), source=source(q) if source else "", fps=25.0,
+                             metadata=metadata(q) if metadata else None)
+            frames, labels = rows(q, n, rng)
+            w.append(frames, np.arange(n) / 25.0, labels,
+                     face_found=face_found(n) if face_found else None)
+            if audio:
+                w.append_audio(audio(q, n, rng))
+            w.end_sequence()
+        w.commit()
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_sequences():
+    """The factory ``write_sequences(path, lengths, rows, *, names, kind, size,
+    seed=0, name=..., source=None, metadata=None, face_found=None, audio=None,
+    **writer_kwargs)`` of small HDF5 files (see ``_write_sequences``)."""
+    return _write_sequences
+
+
 def _write_continuous(path, lengths, subjects=None, splits=None, seed=0):
     """Sequences ``s0``... of 16x16 frames at 25 fps whose arousal follows the
     frames' brightness (learnable), valence = 1 - arousal; ``subjects`` and
     ``splits`` (one per sequence) as metadata. Returns ``path``."""
-    rng = np.random.default_rng(seed)
-    with SequenceWriter(path, CONTINUOUS_SIZE, ["arousal", "valence"], "continuous") as w:
-        for q, n in enumerate(lengths):
-            meta = {}
-            if subjects:
-                meta["subject"] = subjects[q]
-            if splits:
-                meta["split"] = splits[q]
-            w.begin_sequence(f"s{q}", fps=25.0, metadata=meta)
-            level = rng.uniform(0, 1, n)
-            noise = rng.integers(0, 60, (n, CONTINUOUS_SIZE, CONTINUOUS_SIZE, 3))
-            frames = (noise + level[:, None, None, None] * 190).astype(np.uint8)
-            w.append(frames, np.arange(n) / 25, np.stack([level, 1 - level], 1))
-            w.end_sequence()
-        w.commit()
-    return path
+    def rows(q, n, rng):
+        level = rng.uniform(0, 1, n)
+        noise = rng.integers(0, 60, (n, CONTINUOUS_SIZE, CONTINUOUS_SIZE, 3))
+        frames = (noise + level[:, None, None, None] * 190).astype(np.uint8)
+        return frames, np.stack([level, 1 - level], 1)
+
+    def metadata(q):
+        meta = {}
+        if subjects:
+            meta["subject"] = subjects[q]
+        if splits:
+            meta["split"] = splits[q]
+        return meta
+
+    return _write_sequences(path, lengths, rows, names=["arousal", "valence"],
+                            kind="continuous", size=CONTINUOUS_SIZE, seed=seed,
+                            metadata=metadata)
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +102,63 @@ def write_continuous():
     seed=0)`` of small learnable arousal/valence HDF5 files (see
     ``_write_continuous``)."""
     return _write_continuous
+
+
+def _kill_after_epochs(monkeypatch, n_epochs):
+    """Make training raise KeyboardInterrupt (a simulated kill) at the first
+    step after ``n_epochs`` checkpoints were saved (``monkeypatch`` undoes it)."""
+    from end2you_visual.training import Trainer
+
+    saves = {"n": 0}
+    real_save, real_step = Trainer._save, Trainer.train_step
+
+    def save(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        saves["n"] += 1
+
+    def step(self, batch):
+        if saves["n"] >= n_epochs:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_save", save)
+    monkeypatch.setattr(Trainer, "train_step", step)
+
+
+@pytest.fixture(scope="session")
+def kill_after_epochs():
+    """``kill_after_epochs(monkeypatch, n)``: training is killed after ``n``
+    saved epochs (see ``_kill_after_epochs``)."""
+    return _kill_after_epochs
+
+
+@pytest.fixture
+def resume_after_kill(tmp_path, monkeypatch):
+    """``resume_after_kill(keys, **settings)``: train 3 epochs in one run
+    (``tmp_path/full``) and in a run killed after epoch 2 then resumed
+    (``tmp_path/killed``); asserts that the two end with identical weights
+    and identical history ``keys``; returns ``(full, resumed, state_dict)``."""
+    from end2you_visual.models import read_checkpoint
+    from end2you_visual.training import train
+
+    def run(keys, **settings):
+        settings = {"epochs": 3, **settings}
+        full = train(out_dir=str(tmp_path / "full"), **settings)
+        with monkeypatch.context() as m:
+            _kill_after_epochs(m, 2)
+            with pytest.raises(KeyboardInterrupt):
+                train(out_dir=str(tmp_path / "killed"), **settings)
+        killed = read_checkpoint(tmp_path / "killed" / "last.pt")
+        assert killed["training"]["epoch"] == 2
+        resumed = train(out_dir=str(tmp_path / "killed"), resume=True, **settings)
+        a = read_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
+        b = read_checkpoint(tmp_path / "killed" / "last.pt")["state_dict"]
+        assert a.keys() == b.keys()
+        for name, value in a.items():
+            assert torch.equal(value, b[name]), name
+        assert [[r[k] for k in keys] for r in full.history] == \
+            [[r[k] for k in keys] for r in resumed.history]
+        assert resumed.epochs_run == settings["epochs"]
+        return full, resumed, a
+
+    return run

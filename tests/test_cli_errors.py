@@ -14,7 +14,6 @@ import torch
 from click.testing import CliRunner
 
 from end2you_visual.cli.main import cli
-from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.models import build_model, save_checkpoint
 from end2you_visual.predictions import write_prediction_csv
 
@@ -26,16 +25,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, write_sequences):
     """Small valid inputs: an HDF5 file, a checkpoint, prediction and label CSVs."""
     root = tmp_path_factory.mktemp("assets")
-    with SequenceWriter(root / "data.h5", 16, AV, "continuous") as w:
-        w.begin_sequence("seq0", source="v.mp4", fps=25.0)
-        rng = np.random.default_rng(0)
-        w.append(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8), np.arange(6) / 25.0,
-                 rng.normal(size=(6, 2)), face_found=np.ones(6, bool))
-        w.end_sequence()
-        w.commit()
+    write_sequences(root / "data.h5", [6],
+                    lambda q, n, rng: (rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8),
+                                       rng.normal(size=(n, 2))),
+                    names=AV, kind="continuous", size=16, name="seq{}".format,
+                    source=lambda q: "v.mp4")
     torch.manual_seed(0)
     model = build_model("resnet_tiny", outputs=2, hidden_size=4, num_layers=1,
                         label_names=AV, input_size=16)

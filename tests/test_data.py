@@ -16,23 +16,27 @@ def _frames(n, size=8, offset=0):
     return np.broadcast_to(values[:, None, None, None], (n, size, size, 3)).astype(np.uint8)
 
 
-def _write(path, lengths, n_labels=2, size=8):
-    names = [f"l{i}" for i in range(n_labels)]
-    with SequenceWriter(path, size, names, "continuous", {"size": size}) as w:
-        offset = 0
-        for q, n in enumerate(lengths):
-            w.begin_sequence(f"seq{q}", source=f"v{q}.mp4", fps=25.0, metadata={"split": "train"})
+@pytest.fixture
+def write_h5(write_sequences):
+    def write(path, lengths, n_labels=2, size=8):
+        """Sequences ``seq0``...: frame k of the file is filled with k % 256 and
+        labelled ``k + 0.5 i`` in column ``l<i>``."""
+        def rows(q, n, rng):
+            offset = sum(lengths[:q])
             labels = np.stack([np.arange(n) + offset + 0.5 * i for i in range(n_labels)], 1)
-            w.append(_frames(n, size, offset), np.arange(n) / 25.0, labels,
-                     face_found=np.arange(n) % 3 != 0)
-            w.end_sequence()
-            offset += n
-        w.commit()
+            return _frames(n, size, offset), labels
+
+        return write_sequences(path, lengths, rows, names=[f"l{i}" for i in range(n_labels)],
+                               kind="continuous", size=size, settings={"size": size},
+                               name="seq{}".format, source="v{}.mp4".format,
+                               metadata=lambda q: {"split": "train"},
+                               face_found=lambda n: np.arange(n) % 3 != 0)
+    return write
 
 
-def test_round_trip(tmp_path):
+def test_round_trip(tmp_path, write_h5):
     path = tmp_path / "a.h5"
-    _write(path, [5, 3])
+    write_h5(path, [5, 3])
     f = SequenceFile(path)
     assert f.format == "end2you-visual"
     assert f.label_names == ["l0", "l1"]
@@ -79,8 +83,8 @@ def test_wrong_frame_shape_is_refused(tmp_path):
             w.append(np.zeros((2, 9, 9, 3), np.uint8), [0, 1])
 
 
-def test_windows_cover_every_frame(tmp_path):
-    _write(tmp_path / "a.h5", [10, 3])
+def test_windows_cover_every_frame(tmp_path, write_h5):
+    write_h5(tmp_path / "a.h5", [10, 3])
     ds = WindowDataset(tmp_path, window=4)
     # seq0: starts 0, 4 and the tail window 6; seq1 (3 < 4): one padded window.
     assert ds.windows == [(0, 0), (0, 4), (0, 6), (1, 0)]
@@ -92,9 +96,9 @@ def test_windows_cover_every_frame(tmp_path):
     assert labels[:, 0].tolist() == [4, 5, 6, 7]
 
 
-def test_label_names_must_match(tmp_path):
-    _write(tmp_path / "a.h5", [4], n_labels=2)
-    _write(tmp_path / "b.h5", [4], n_labels=3)
+def test_label_names_must_match(tmp_path, write_h5):
+    write_h5(tmp_path / "a.h5", [4], n_labels=2)
+    write_h5(tmp_path / "b.h5", [4], n_labels=3)
     with pytest.raises(InputError, match="b.h5"):
         WindowDataset(tmp_path, window=2)
 

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from end2you_visual.cli.main import cli
-from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.metrics import evaluate_categorical
 from end2you_visual.models import build_model, save_checkpoint
 from end2you_visual.models.resnet import build_resnet
@@ -63,20 +62,23 @@ def python_snippets(page):
 SNIPPETS = {page: python_snippets(page) for page in PAGES}
 
 
-def write_av(path, length, seed, audio=False):
-    """One sequence of ``length`` random 32x32 frames with arousal/valence labels
-    (and 16 kHz noise as its audio track, with ``audio``)."""
-    rng = np.random.default_rng(seed)
-    with SequenceWriter(path, SIZE, AV, "continuous",
-                        audio_rate=16000 if audio else None) as writer:
-        writer.begin_sequence(path.stem, source=f"{path.stem}.mp4", fps=25.0)
-        writer.append(rng.integers(0, 256, (length, SIZE, SIZE, 3), dtype=np.uint8),
-                      np.arange(length) / 25.0, rng.uniform(-1, 1, (length, 2)),
-                      face_found=np.arange(length) % 5 != 2)
-        if audio:
-            writer.append_audio(rng.uniform(-0.5, 0.5, length * 640).astype(np.float32))
-        writer.end_sequence()
-        writer.commit()
+@pytest.fixture
+def write_av(write_sequences):
+    def write(path, length, seed, audio=False):
+        """One sequence of ``length`` random 32x32 frames with arousal/valence labels
+        (and 16 kHz noise as its audio track, with ``audio``)."""
+        def rows(q, n, rng):
+            frames = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+            return frames, rng.uniform(-1, 1, (n, 2))
+
+        def noise(q, n, rng):
+            return rng.uniform(-0.5, 0.5, n * 640).astype(np.float32)
+
+        write_sequences(path, [length], rows, names=AV, kind="continuous", size=SIZE, seed=seed,
+                        name=lambda q: path.stem, source=lambda q: f"{path.stem}.mp4",
+                        face_found=lambda n: np.arange(n) % 5 != 2,
+                        audio=noise if audio else None, audio_rate=16000 if audio else None)
+    return write
 
 
 def tiny_model(**kw):
@@ -98,8 +100,9 @@ def write_end2you_checkpoint(path):
     torch.save({"epoch": 3, "state_dict": module.state_dict()}, path)
 
 
-def make_sandbox(root, text):
-    """The files the examples of a page (``text``) name, tiny."""
+def make_sandbox(root, text, write_av):
+    """The files the examples of a page (``text``) name, tiny (HDF5 files by
+    the ``write_av`` fixture)."""
     shutil.copy(DATA / "single_face.mp4", root / "me.mp4")
     (root / "data" / "videos").mkdir(parents=True)
     (root / "data" / "labels").mkdir()
@@ -157,8 +160,8 @@ def test_few_examples_are_skipped_and_each_says_why():
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("page", [p for p, s in SNIPPETS.items() if s],
                          ids=lambda p: p.name)
-def test_python_examples_run(page, tmp_path, monkeypatch):
-    make_sandbox(tmp_path, page.read_text(encoding="utf-8"))
+def test_python_examples_run(page, tmp_path, monkeypatch, write_av):
+    make_sandbox(tmp_path, page.read_text(encoding="utf-8"), write_av)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("E2Y_VISUAL_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("E2Y_VISUAL_PRETRAINED", raising=False)

@@ -1,6 +1,7 @@
 """`extract`: per-frame embeddings aligned with the frames, in HDF5, npy and CSV."""
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import h5py
@@ -13,27 +14,25 @@ from end2you_visual.cli.main import cli
 from end2you_visual.data import SequenceFile
 from end2you_visual.errors import InputError
 from end2you_visual.extract import extract_features, model_checksum
-from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.models import build_model, save_checkpoint
 
 LENGTHS = (9, 5)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory, write_sequences):
     """Two labelled sequences of 32 px crops; a few frames without a face."""
-    path = tmp_path_factory.mktemp("data") / "clips.h5"
-    rng = np.random.default_rng(0)
-    with SequenceWriter(path, 32, ["arousal", "valence"], "continuous") as writer:
-        for q, n in enumerate(LENGTHS):
-            writer.begin_sequence(f"clip{q}", fps=25.0)
-            found = np.ones(n, bool)
-            found[[1, n - 1]] = False
-            writer.append(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                          np.arange(n) / 25.0, rng.random((n, 2)), found)
-            writer.end_sequence()
-        writer.commit()
-    return path
+    def rows(q, n, rng):
+        return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.random((n, 2))
+
+    def found(n):
+        flags = np.ones(n, bool)
+        flags[[1, n - 1]] = False
+        return flags
+
+    return write_sequences(tmp_path_factory.mktemp("data") / "clips.h5", LENGTHS, rows,
+                           names=["arousal", "valence"], kind="continuous", size=32,
+                           name="clip{}".format, face_found=found)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +163,79 @@ def test_videos_go_through_the_face_pipeline(model, tmp_path, monkeypatch):
         assert np.isnan(features[~found]).all()
         np.testing.assert_allclose(h5["timestamps"][:3], [0, 1 / 30, 2 / 30])
         assert "labels" not in h5
+
+
+def test_videos_are_cropped_with_the_models_framing_unless_a_margin_is_given(tmp_path,
+                                                                            monkeypatch):
+    from end2you_visual.faces import FaceBatch, FaceSettings
+    from end2you_visual.framing import Framing
+
+    margins = []
+
+    def pipeline(self, fps=None, size=None, device=None):
+        margins.append(self.margin)
+
+        class Faces:  # stands in for MTCNN: a corner of each frame, a face in each
+            def process(self, frames):
+                n = len(frames)
+                return FaceBatch(crops=frames[:, :32, :32].copy(),
+                                 boxes=np.zeros((n, 4), np.float32), found=np.ones(n, bool),
+                                 probs=np.ones(n, np.float32))
+        return Faces()
+
+    monkeypatch.setattr(FaceSettings, "pipeline", pipeline)
+    torch.manual_seed(0)
+    framed = build_model("resnet_tiny", outputs=2, hidden_size=8, input_size=32)
+    framed.framing = Framing(margin=0.0, size=32, source="whole-image")
+    ckpt = save_checkpoint(framed, tmp_path / "framed.pt")
+    old = save_checkpoint(build_model("resnet_tiny", outputs=2, hidden_size=8, input_size=32),
+                          tmp_path / "old.pt")
+    video = Path(__file__).parent / "data" / "single_face.mp4"
+    lines = []
+    (by_framing,) = extract_features([video], ckpt, tmp_path / "a", batch_size=72,
+                                     device="cpu", announce=lines.append)
+    (given,) = extract_features([video], ckpt, tmp_path / "b", batch_size=72, device="cpu",
+                                margin=0.4, announce=lines.append)
+    (default,) = extract_features([video], old, tmp_path / "c", batch_size=72, device="cpu",
+                                  announce=lines.append)
+    assert margins == [0.0, 0.4, 0.2]
+    assert [r.face_settings["margin"] for r in (by_framing, given, default)] == [0.0, 0.4, 0.2]
+    with h5py.File(by_framing.output) as h5:
+        stored = json.loads(h5.attrs["face_settings"])
+    assert stored == {**by_framing.face_settings, "size": 32, "device": "cpu", "margin": 0.0}
+    assert lines == [
+        "using the model's framing: margin 0.0 (whole face images packed with generate "
+        "--skip-detection, taken as tight faces); --margin (margin=) overrides",
+        "margin 0.4 as given; the model's framing is margin 0.0 (whole face images packed "
+        "with generate --skip-detection, taken as tight faces)"]
+
+    # The CLI says it, and --margin wins.
+    done = CliRunner().invoke(cli, ["extract", str(video), "--model", str(ckpt), "--out",
+                                    str(tmp_path / "d"), "--device", "cpu"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[0] == lines[0]
+    done = CliRunner().invoke(cli, ["extract", str(video), "--model", str(ckpt), "--out",
+                                    str(tmp_path / "e"), "--device", "cpu", "--margin", "0.4"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[0] == lines[1] and margins[-2:] == [0.0, 0.4]
+
+
+def test_hdf5_crops_framed_otherwise_than_the_model_are_warned_of(tmp_path, write_sequences):
+    from end2you_visual.framing import Framing
+
+    path = write_sequences(tmp_path / "wide.h5", [3], lambda q, n, rng: (
+        np.zeros((n, 32, 32, 3), np.uint8), np.zeros((n, 1))), names=["arousal"],
+        kind="continuous", size=32, settings={"margin": 0.4})  # as generate --margin 0.4
+    torch.manual_seed(0)
+    framed = build_model("resnet_tiny", outputs=2, hidden_size=8, input_size=32)
+    framed.framing = Framing(margin=0.0, size=32, source="whole-image")
+    with pytest.warns(UserWarning) as caught:
+        extract_features([path], framed, tmp_path / "out", device="cpu")
+    assert [str(w.message) for w in caught] == [
+        f"{path}: crops of margin 0.4 (MTCNN face boxes plus the margin); the model's framing "
+        "is margin 0.0 (whole face images packed with generate --skip-detection, taken as "
+        "tight faces)"]
+    framed.framing = Framing(margin=0.4, size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extract_features([path], framed, tmp_path / "again", device="cpu")

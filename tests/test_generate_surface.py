@@ -465,6 +465,7 @@ def test_generate_and_predict_take_their_face_options_from_one_definition():
 
     from end2you_visual.cli.main import cli
     from end2you_visual.faces import FaceSettings
+    from end2you_visual.framing import FRAMED_SETTINGS
     from end2you_visual.generate import GenerateSettings
 
     def options(command):
@@ -474,8 +475,15 @@ def test_generate_and_predict_take_their_face_options_from_one_definition():
     fields = {f.name: f for f in dataclasses.fields(FaceSettings)}
     for name, f in fields.items():
         assert generate_opts[name] == (f.default, generate_opts[name][1], f.metadata["help"])
-        if name not in ("size", "device"):  # predict: the model's size, its --device
+        if name in FRAMED_SETTINGS:  # predict: not given (None) means the model's framing
+            default, kind, text = generate_opts[name]
+            assert predict_opts[name] == (None, kind, text)
+            shown = next(p for p in cli.commands["predict"].params if p.name == name)
+            assert shown.show_default == ("the model's framing, as its training crops were "
+                                          f"cut; else {default}")
+        elif name not in ("size", "device"):  # predict: the model's size, its --device
             assert predict_opts[name] == generate_opts[name], name
+    assert set(FRAMED_SETTINGS) == {"margin", "crop"}
     assert generate_opts["smoothing"][1] == "<FloatRange 0<=x<1>"
     assert {f.name for f in dataclasses.fields(GenerateSettings)} >= set(fields)
     with pytest.raises(InputError, match=r"^--smoothing: must be in \[0, 1\), got 1"):

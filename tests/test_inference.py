@@ -10,7 +10,6 @@ from click.testing import CliRunner
 from end2you_visual import testrun
 from end2you_visual.data import SequenceFile
 from end2you_visual.errors import InputError
-from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.framereader import FrameReader
 from end2you_visual.inference import plan_steps, predict_sequence, predict_sequences
 from end2you_visual.metrics import evaluate_categorical, evaluate_continuous, evaluate_multilabel
@@ -42,19 +41,19 @@ def random_frames(n, seed, size=SIZE):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def write_h5(path, lengths, names=AV, kind="continuous", labels=None, seed=0, size=SIZE,
-             **writer):
-    """A file of sequences ``seq0``...; labels random unless given (a function)."""
-    rng = np.random.default_rng(seed)
-    with SequenceWriter(path, size, names, kind, **writer) as w:
-        for q, n in enumerate(lengths):
-            w.begin_sequence(f"seq{q}", source=f"v{q}.mp4", fps=25.0)
+@pytest.fixture
+def write_h5(write_sequences):
+    def write(path, lengths, names=AV, kind="continuous", labels=None, seed=0, size=SIZE,
+              **writer):
+        """A file of sequences ``seq0``...; labels random unless given (a function)."""
+        def rows(q, n, rng):
             y = labels(n, rng) if labels else rng.normal(size=(n, len(names)))
-            w.append(random_frames(n, seed * 100 + q, size), np.arange(n) / 25.0,
-                     y if names else None, face_found=np.arange(n) % 4 != 1)
-            w.end_sequence()
-        w.commit()
-    return path
+            return random_frames(n, seed * 100 + q, size), y if names else None
+
+        return write_sequences(path, lengths, rows, names=names, kind=kind, size=size, seed=seed,
+                               name="seq{}".format, source="v{}.mp4".format,
+                               face_found=lambda n: np.arange(n) % 4 != 1, **writer)
+    return write
 
 
 def one_hot(n, rng, classes=3):
@@ -82,7 +81,7 @@ def test_state_is_really_carried():
     assert not np.allclose(reset, predict_sequence(model, frames, window=4), atol=1e-4)
 
 
-def test_hdf5_sources_and_iterables(tmp_path):
+def test_hdf5_sources_and_iterables(tmp_path, write_h5):
     model = tiny()
     path = write_h5(tmp_path / "a.h5", [9, 14])
     frames = SequenceFile(path).read(1).frames
@@ -116,7 +115,8 @@ def test_plan_covers_every_frame_once_and_restarts_state():
 
 @pytest.mark.parametrize("batch, window, static", [(1, 4, False), (3, 4, False),
                                                    (8, 5, True), (2, None, False)])
-def test_many_sequences_side_by_side_equal_one_pass_each(tmp_path, batch, window, static):
+def test_many_sequences_side_by_side_equal_one_pass_each(tmp_path, batch, window, static,
+                                                         write_h5):
     model = tiny()
     lengths = [13, 4, 0, 9, 1, 6]
     f = SequenceFile(write_h5(tmp_path / "m.h5", lengths))
@@ -131,7 +131,7 @@ def test_many_sequences_side_by_side_equal_one_pass_each(tmp_path, batch, window
 
 
 @pytest.mark.parametrize("compression", [None, "gzip"])
-def test_reader_matches_the_hdf5_reader(tmp_path, compression):
+def test_reader_matches_the_hdf5_reader(tmp_path, compression, write_h5):
     path = write_h5(tmp_path / "r.h5", [21, 30], compression=compression, chunk_frames=8)
     f = SequenceFile(path)
     reader = FrameReader(f)
@@ -170,7 +170,7 @@ def direct(model, paths):
 
 
 @pytest.mark.parametrize("include_no_face", [True, False])
-def test_run_test_writes_csvs_h5_and_the_same_metrics(tmp_path, include_no_face):
+def test_run_test_writes_csvs_h5_and_the_same_metrics(tmp_path, include_no_face, write_h5):
     model = tiny()
     paths = [write_h5(tmp_path / "data" / "a.h5", [11, 6], seed=1),
              write_h5(tmp_path / "data" / "b.h5", [8], seed=2)]
@@ -217,7 +217,7 @@ def test_run_test_writes_csvs_h5_and_the_same_metrics(tmp_path, include_no_face)
     assert not list(out.rglob("*.tmp"))
 
 
-def test_run_test_without_labels_writes_predictions_only(tmp_path):
+def test_run_test_without_labels_writes_predictions_only(tmp_path, write_h5):
     model = tiny()
     path = write_h5(tmp_path / "u.h5", [7], names=[], kind="none")
     result = run_test(model, [path], tmp_path / "out", window=3, device="cpu", plot=True)
@@ -230,7 +230,7 @@ def test_run_test_without_labels_writes_predictions_only(tmp_path):
     assert [p.name for p in result.plot_paths] == ["seq0.png"]
 
 
-def test_files_of_other_frame_sizes_are_predicted_with_a_warning(tmp_path):
+def test_files_of_other_frame_sizes_are_predicted_with_a_warning(tmp_path, write_h5):
     model = tiny()
     small = write_h5(tmp_path / "small.h5", [5], size=24)
     big = write_h5(tmp_path / "big.h5", [6], seed=1)
@@ -242,7 +242,7 @@ def test_files_of_other_frame_sizes_are_predicted_with_a_warning(tmp_path):
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_label_columns_are_matched_by_name(tmp_path):
+def test_label_columns_are_matched_by_name(tmp_path, write_h5):
     model = tiny(names=["valence", "arousal"])
     path = write_h5(tmp_path / "a.h5", [10])
     result = run_test(model, [path], tmp_path / "out", device="cpu")
@@ -254,7 +254,7 @@ def test_label_columns_are_matched_by_name(tmp_path):
         expected.pooled["arousal"].ccc, rel=1e-5)
 
 
-def test_multiclass_metrics_and_confusion_plot(tmp_path):
+def test_multiclass_metrics_and_confusion_plot(tmp_path, write_h5):
     classes = ["anger", "happy", "neutral"]
     model = tiny(head="multiclass", names=classes)
     path = write_h5(tmp_path / "c.h5", [6, 9], names=classes, kind="multiclass",
@@ -269,7 +269,7 @@ def test_multiclass_metrics_and_confusion_plot(tmp_path):
     assert (tmp_path / "out" / "plots" / "confusion.png").is_file()
 
 
-def test_multilabel_metrics(tmp_path):
+def test_multilabel_metrics(tmp_path, write_h5):
     names = ["smile", "frown"]
     model = tiny(head="multilabel", names=names)
     path = write_h5(tmp_path / "m.h5", [12], names=names, kind="multilabel",
@@ -280,7 +280,8 @@ def test_multilabel_metrics(tmp_path):
     assert result.metrics["metrics"] == expected
 
 
-def test_mismatched_labels_fail_before_any_work_naming_the_file(tmp_path, monkeypatch):
+def test_mismatched_labels_fail_before_any_work_naming_the_file(tmp_path, monkeypatch,
+                                                                 write_h5):
     good = write_h5(tmp_path / "data" / "good.h5", [5])
     bad = write_h5(tmp_path / "data" / "bad.h5", [5], names=["happy", "sad"])
     calls = []
@@ -292,7 +293,7 @@ def test_mismatched_labels_fail_before_any_work_naming_the_file(tmp_path, monkey
     assert calls == [] and not (tmp_path / "out").exists()
 
 
-def test_nan_labels_are_refused(tmp_path):
+def test_nan_labels_are_refused(tmp_path, write_h5):
     def with_nan(n, rng):
         y = rng.normal(size=(n, 2))
         y[3, 1] = np.nan
@@ -304,7 +305,7 @@ def test_nan_labels_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_failure_while_writing_leaves_no_partial_files(tmp_path, monkeypatch):
+def test_a_failure_while_writing_leaves_no_partial_files(tmp_path, monkeypatch, write_h5):
     path = write_h5(tmp_path / "a.h5", [6])
 
     def broken(*args, **kwargs):
@@ -329,7 +330,7 @@ def cli():
     return group
 
 
-def test_cli_test(tmp_path):
+def test_cli_test(tmp_path, write_h5):
     ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
     path = write_h5(tmp_path / "a.h5", [9])
     out = tmp_path / "out"
@@ -352,7 +353,7 @@ def _files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def test_an_earlier_run_is_refused_then_replaced_only_with_overwrite(tmp_path):
+def test_an_earlier_run_is_refused_then_replaced_only_with_overwrite(tmp_path, write_h5):
     model = tiny()
     first = write_h5(tmp_path / "a.h5", [5, 4])            # labelled: seq0, seq1
     second = write_h5(tmp_path / "u.h5", [3], names=[], kind="none")  # unlabelled: seq0
@@ -378,7 +379,7 @@ def test_an_earlier_run_is_refused_then_replaced_only_with_overwrite(tmp_path):
     assert len(read_prediction_csv(out / "predictions" / "seq0.csv").time) == 3
 
 
-def test_bad_devices_and_outputs_fail_before_any_work(tmp_path, monkeypatch):
+def test_bad_devices_and_outputs_fail_before_any_work(tmp_path, monkeypatch, write_h5):
     path = write_h5(tmp_path / "a.h5", [4])
     calls = []
     monkeypatch.setattr(testrun, "load_model", lambda *a: calls.append(a))
@@ -394,7 +395,7 @@ def test_bad_devices_and_outputs_fail_before_any_work(tmp_path, monkeypatch):
     assert calls == [] and not (tmp_path / "out").exists()
 
 
-def test_categorical_csvs_have_a_top_class_column(tmp_path):
+def test_categorical_csvs_have_a_top_class_column(tmp_path, write_h5):
     classes = ["anger", "happy", "neutral"]
     model = tiny(head="multiclass", names=classes)
     path = write_h5(tmp_path / "c.h5", [9], names=classes, kind="multiclass", labels=one_hot)
@@ -428,7 +429,7 @@ class RecordingBar:
         self.closed = True
 
 
-def test_cli_test_bar_has_a_total_and_ends_full(tmp_path, monkeypatch):
+def test_cli_test_bar_has_a_total_and_ends_full(tmp_path, monkeypatch, write_h5):
     import tqdm
 
     monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
@@ -450,7 +451,7 @@ def _messages(stderr):
             if s.strip() and not s.startswith("test:")]
 
 
-def test_cli_test_warnings_are_one_line(tmp_path):
+def test_cli_test_warnings_are_one_line(tmp_path, write_h5):
     ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
     small = write_h5(tmp_path / "small.h5", [3], size=24)
     result = CliRunner().invoke(cli(), ["test", str(small), "--model", str(ckpt), "--out",
@@ -460,7 +461,7 @@ def test_cli_test_warnings_are_one_line(tmp_path):
     assert _messages(result.stderr) == [warning]  # no UserWarning, no source line
 
 
-def test_warnings_are_one_line_in_a_real_process(tmp_path):
+def test_warnings_are_one_line_in_a_real_process(tmp_path, write_h5):
     import subprocess
     import sys
 
@@ -475,7 +476,7 @@ def test_warnings_are_one_line_in_a_real_process(tmp_path):
         f"Warning: {small}: frames are 24x24 but the model expects 32x32"]
 
 
-def test_cli_test_over_an_earlier_run(tmp_path):
+def test_cli_test_over_an_earlier_run(tmp_path, write_h5):
     ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
     path = write_h5(tmp_path / "a.h5", [4])
     out = tmp_path / "out"
@@ -492,14 +493,13 @@ def test_cli_test_over_an_earlier_run(tmp_path):
                            "predictions/seq0.csv"]
 
 
-def test_split_keeps_its_sequences_and_names_a_missing_split(tmp_path):
-    path = tmp_path / "s.h5"
-    with SequenceWriter(path, SIZE, AV, "continuous") as w:
-        for q, split in enumerate(["train", "Val", "test"]):
-            w.begin_sequence(f"seq{q}", fps=25.0, metadata={"split": split})
-            w.append(random_frames(3, q), np.arange(3) / 25.0, np.zeros((3, 2)))
-            w.end_sequence()
-        w.commit()
+def test_split_keeps_its_sequences_and_names_a_missing_split(tmp_path, write_h5,
+                                                             write_sequences):
+    splits = ["train", "Val", "test"]
+    path = write_sequences(tmp_path / "s.h5", [3, 3, 3],
+                           lambda q, n, rng: (random_frames(n, q), np.zeros((n, 2))),
+                           names=AV, kind="continuous", size=SIZE, name="seq{}".format,
+                           metadata=lambda q: {"split": splits[q]})
     result = run_test(tiny(), [path], tmp_path / "valid", device="cpu", split="valid")
     assert [(s.name, s.split) for s in result.sequences] == [("seq1", "Val")]
     assert [s.split for s in load_predictions(result.predictions_path)[1]] == ["Val"]

@@ -9,9 +9,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from end2you_visual.errors import InputError
-from end2you_visual.faces import FaceBatch
+from end2you_visual.faces import FaceBatch, FaceSettings
+from end2you_visual.framing import Framing
 from end2you_visual.inference import predict_sequence
-from end2you_visual.models import build_model, save_checkpoint
+from end2you_visual.models import build_model, read_checkpoint, save_checkpoint
 from end2you_visual.predict import predict_video, predict_videos
 from end2you_visual.predictions import read_prediction_csv, write_prediction_csv
 from end2you_visual.video import iter_frame_batches, probe_video
@@ -227,3 +228,74 @@ def test_bad_device_or_out_fails_before_any_work(checkpoint, tmp_path, monkeypat
     with pytest.raises(InputError, match=rf"^--out {tmp_path}/file/out: cannot be created"):
         predict_videos([SINGLE], checkpoint, tmp_path / "file" / "out", device="cpu")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+# ------------------------------------- the framing a model was trained on (issue 16)
+
+MARGIN = 0.05
+FRAMING_LINE = ("using the model's framing: margin 0.05 (MTCNN face boxes plus the margin); "
+                "--margin (margin=) overrides")
+
+
+@pytest.fixture(scope="module")
+def framed(tmp_path_factory):
+    """A checkpoint whose training crops were cut with margin MARGIN."""
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", outputs=2, hidden_size=8, num_layers=1,
+                        label_names=AV, input_size=24)
+    model.framing = Framing(margin=MARGIN, size=24)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "framed.pt")
+
+
+def spy_on_pipelines(monkeypatch, stub=False):
+    """The margins of the face pipelines predict makes (real ones, or StubPipelines)."""
+    margins = []
+    real = FaceSettings.pipeline
+
+    def pipeline(self, *args, **kwargs):
+        made = StubPipeline() if stub else real(self, *args, **kwargs)
+        margins.append(self.margin if stub else made.margin)
+        return made
+    monkeypatch.setattr(FaceSettings, "pipeline", pipeline)
+    return margins
+
+
+def test_a_model_crops_with_its_framing_unless_a_margin_is_given(framed, checkpoint,
+                                                                monkeypatch):
+    margins = spy_on_pipelines(monkeypatch)
+    lines = []
+    run = dict(device="cpu", announce=lines.append, **FAST)
+    framing = predict_video(SINGLE, framed, **run)
+    given = predict_video(SINGLE, framed, margin=0.3, **run)
+    assert "framing" not in read_checkpoint(checkpoint)  # a checkpoint from before framing
+    old = predict_video(SINGLE, checkpoint, **run)
+    assert margins == [MARGIN, 0.3, 0.2]  # what the FacePipelines cropped with
+    assert [r.face_settings.margin for r in (framing, given, old)] == [MARGIN, 0.3, 0.2]
+    assert framing.face_settings.size == 24 and framing.face_settings.detect_every == 8
+    assert lines == [FRAMING_LINE, "margin 0.3 as given; the model's framing is margin 0.05 "
+                                   "(MTCNN face boxes plus the margin)"]
+    # Other crops, other predictions: the margin reached the model.
+    found = framing.face_found & given.face_found
+    assert found.sum() >= 60
+    assert np.abs(framing.predictions[found] - given.predictions[found]).max() > 1e-3
+    # A given margin equal to the framing's needs no word.
+    predict_video(SINGLE, framed, margin=MARGIN, **run)
+    assert margins[-1] == MARGIN and len(lines) == 2
+
+
+def test_cli_predict_says_it_uses_the_models_framing(framed, checkpoint, tmp_path, monkeypatch):
+    margins = spy_on_pipelines(monkeypatch, stub=True)
+    args = ["predict", str(SINGLE), "--device", "cpu", "--no-plot"]
+    done = CliRunner().invoke(cli(), args + ["--model", str(framed), "--out", str(tmp_path / "a")])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[0] == FRAMING_LINE
+    done = CliRunner().invoke(cli(), args + ["--model", str(framed), "--out", str(tmp_path / "b"),
+                                             "--margin", "0.5"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[0] == ("margin 0.5 as given; the model's framing is margin "
+                                           "0.05 (MTCNN face boxes plus the margin)")
+    done = CliRunner().invoke(cli(), args + ["--model", str(checkpoint), "--out",
+                                             str(tmp_path / "c")])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith(f"{SINGLE}: 72 frames")  # no framing: nothing to say
+    assert margins == [MARGIN, 0.5, 0.2]

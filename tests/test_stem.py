@@ -9,7 +9,6 @@ from torch import nn
 from end2you_visual import zoo
 from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
-from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.models import build_model, load_checkpoint, save_checkpoint
 from end2you_visual.models.checkpoint import safe_torch_load
 from end2you_visual.models.resnet import STEMS, build_resnet
@@ -160,21 +159,18 @@ def test_zoo_export_and_load_pretrained_keep_the_stem(tmp_path, monkeypatch):
         assert torch.equal(loaded(x), model(x))
 
 
-def _image_classes(path, n=12, side=16):
+def _image_classes(write_sequences, path, n=12, side=16):
     """n one-frame sequences of 3 classes, told apart by brightness."""
-    rng = np.random.default_rng(0)
-    with SequenceWriter(path, side, ["a", "b", "c"], "multiclass") as w:
-        for q in range(n):
-            w.begin_sequence(f"s{q}", fps=25.0)
-            frame = rng.integers(0, 30, (1, side, side, 3)) + 80 * (q % 3)
-            w.append(frame.astype(np.uint8), np.zeros(1), np.eye(3)[[q % 3]])
-            w.end_sequence()
-        w.commit()
-    return path
+    def rows(q, _, rng):
+        frame = rng.integers(0, 30, (1, side, side, 3)) + 80 * (q % 3)
+        return frame.astype(np.uint8), np.eye(3)[[q % 3]]
+
+    return write_sequences(path, [1] * n, rows, names=["a", "b", "c"], kind="multiclass",
+                           size=side)
 
 
-def test_train_stem_option_and_recipe_key(tmp_path):
-    data = _image_classes(tmp_path / "h5" / "images-00000.h5")
+def test_train_stem_option_and_recipe_key(tmp_path, write_sequences):
+    data = _image_classes(write_sequences, tmp_path / "h5" / "images-00000.h5")
     recipe = tmp_path / "r.toml"
     recipe.write_text('[data]\nwindow = 1\nsplit_by = "sequence"\nvalid_fraction = 0.25\n'
                       '[model]\narch = "resnet_tiny"\ntemporal = "none"\nstem = "small1"\n'

@@ -13,7 +13,9 @@ import torch
 from click.testing import CliRunner
 
 from end2you_visual.cli.main import cli
+from end2you_visual.data import SequenceFile
 from end2you_visual.errors import InputError
+from end2you_visual.framing import Framing, data_framing
 from end2you_visual.models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from end2you_visual.training import TrainConfig, Trainer, read_toml, train
 from end2you_visual.training import checkpoints as checkpoints_module
@@ -26,6 +28,9 @@ DATA = Path(__file__).parent / "data"
 SINGLE = DATA / "single_face.mp4"   # one face, 72 frames at 30 fps
 # Face settings shared by `generate` and `predict` below (fast on a CPU).
 FACES = dict(detect_every=8, detect_scale=0.25, batch_size=24, min_face_size=40)
+# The clip's training crops are cut with this margin (not the default 0.2):
+# a model trained on them must predict with it too (issue 16).
+CLIP_MARGIN = 0.1
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +71,8 @@ def no_work(monkeypatch):
 
 @pytest.fixture(scope="module")
 def clip_h5(tmp_path_factory):
-    """single_face.mp4 as 32 px crops with arousal/valence labels (train + a copy to validate)."""
+    """single_face.mp4 as 32 px crops of margin CLIP_MARGIN with arousal/valence labels
+    (train + a copy to validate)."""
     from end2you_visual.generate import GenerateSettings, generate
 
     root = tmp_path_factory.mktemp("clip")
@@ -74,8 +80,8 @@ def clip_h5(tmp_path_factory):
     (root / "labels.csv").write_text("time,arousal,valence\n" + "".join(
         f"{t:.2f},{np.sin(4 * t):.3f},{np.cos(3 * t):.3f}\n" for t in times))
     (root / "input.csv").write_text(f"raw_file,label_file\n{SINGLE},{root / 'labels.csv'}\n")
-    generate(root / "input.csv", root / "train", GenerateSettings(size=32, **FACES),
-             progress=False)
+    generate(root / "input.csv", root / "train",
+             GenerateSettings(size=32, margin=CLIP_MARGIN, **FACES), progress=False)
     (root / "valid").mkdir()
     shutil.copy(root / "train" / "single_face.h5", root / "valid" / "single_face.h5")
     return root
@@ -93,12 +99,18 @@ def test_finetuned_model_records_the_data_size_and_predict_equals_test(clip_h5, 
                    out_dir=str(tmp_path / "ft"), init=str(init), window=8, batch_size=2,
                    epochs=1, max_steps_per_epoch=2, **TINY)
     for name in ("best.pt", "last.pt"):
-        assert read_checkpoint(tmp_path / "ft" / name)["config"]["input_size"] == 32, name
+        ckpt = read_checkpoint(tmp_path / "ft" / name)
+        assert ckpt["config"]["input_size"] == 32, name
+        # ... and the framing of its crops (the zoo-like init recorded none)
+        assert ckpt["framing"] == {"margin": CLIP_MARGIN, "square": "max-side", "size": 32,
+                                   "grey": False, "source": "detected"}, name
 
     tested = run_test(result.best_path, [clip_h5 / "valid"], tmp_path / "test", window=8,
                       device="cpu")
     assert tested.warnings == []  # the model was trained on exactly these crops
+    # No margin given: the model's framing, so the crops it was tested on.
     predicted = predict_video(SINGLE, result.best_path, device="cpu", plot=False, **FACES)
+    assert predicted.face_settings.margin == CLIP_MARGIN
     (seq,) = tested.sequences
     found = predicted.face_found
     assert len(found) == 72 and found.sum() >= 60
@@ -107,6 +119,42 @@ def test_finetuned_model_records_the_data_size_and_predict_equals_test(clip_h5, 
     # (cropped at the zoo model's 24 px instead, they differ by up to 0.07).
     np.testing.assert_allclose(predicted.predictions[found], seq.predictions[found],
                                rtol=1e-3, atol=1e-4)
+    # Told otherwise, it crops otherwise (and predicts otherwise).
+    wider = predict_video(SINGLE, result.best_path, device="cpu", plot=False, margin=0.2,
+                          **FACES)
+    assert wider.face_settings.margin == 0.2 and wider.face_found.tolist() == found.tolist()
+    assert np.abs(wider.predictions[found] - seq.predictions[found]).max() > 1e-3
+
+
+def test_training_records_the_framing_its_files_state(data, tmp_path, write_sequences):
+    # Images packed whole (generate --skip-detection, as FER2013): tight faces, margin 0.
+    pack = write_sequences(
+        tmp_path / "pack.h5", [12, 12], lambda q, n, rng: (
+            rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8), rng.uniform(0, 1, (n, 2))),
+        names=["arousal", "valence"], kind="continuous", size=16,
+        settings={"skip_detection": True, "margin": 0.2, "size": 16})
+    train(**base(pack, tmp_path / "pack", grey=True))
+    assert read_checkpoint(tmp_path / "pack" / "best.pt")["framing"] == {
+        "margin": 0.0, "square": "max-side", "size": 16, "grey": True,
+        "source": "whole-image"}
+    # Files that do not say how their crops were cut (End2You's, other tools'):
+    # none recorded, and predict keeps its default margin.
+    train(**base(data, tmp_path / "unknown"))
+    model = load_checkpoint(tmp_path / "unknown" / "best.pt")
+    assert "framing" not in read_checkpoint(tmp_path / "unknown" / "best.pt")
+    assert model.framing is None
+    assert f"no face framing recorded (not in {data})" in (
+        tmp_path / "unknown" / "train.log").read_text()
+    # Files framed differently: none recorded either.
+    wide = write_sequences(
+        tmp_path / "wide.h5", [12], lambda q, n, rng: (
+            rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8), rng.uniform(0, 1, (n, 2))),
+        names=["arousal", "valence"], kind="continuous", size=16, settings={"margin": 0.3})
+    assert data_framing([SequenceFile(pack), SequenceFile(wide)]) == (None, (
+        f"no face framing recorded: {pack} holds crops of margin 0.0 (whole face images packed "
+        f"with generate --skip-detection, taken as tight faces), {wide} of margin 0.3 (MTCNN "
+        "face boxes plus the margin)"))
+    assert data_framing([SequenceFile(wide)] * 2)[0] == Framing(margin=0.3, size=16)
 
 
 # ----------------------------------------------- 3. a finished run is never lost
@@ -401,24 +449,12 @@ def test_the_progress_bar_counts_steps_within_an_epoch(data, tmp_path, monkeypat
     assert bar.counts == [1, 2, 3, 4, 5, 6, 7]  # one step at a time, not all at the end
 
 
-def test_ctrl_c_says_how_to_resume(data, tmp_path, monkeypatch):
+def test_ctrl_c_says_how_to_resume(data, tmp_path, monkeypatch, kill_after_epochs):
     out = tmp_path / "run"
-    saves = {"n": 0}
-    real_save, real_step = Trainer._save, Trainer.train_step
-
-    def save(self, *args, **kwargs):
-        real_save(self, *args, **kwargs)
-        saves["n"] += 1
-
-    def step(self, batch):
-        if saves["n"] >= 1:
-            raise KeyboardInterrupt
-        return real_step(self, batch)
-
-    monkeypatch.setattr(Trainer, "_save", save)
-    monkeypatch.setattr(Trainer, "train_step", step)
     args = cli_args(data, out, "--epochs", "2", "--labels", "arousal,valence")
-    res = CliRunner().invoke(cli, args)
+    with monkeypatch.context() as m:
+        kill_after_epochs(m, 1)
+        res = CliRunner().invoke(cli, args)
     assert res.exit_code == 130, res.output
     assert "Traceback" not in res.output and "Aborted" not in res.output
     command = (f"e2y-visual train {data} --labels arousal,valence --window 8 --arch resnet_tiny "
@@ -429,7 +465,6 @@ def test_ctrl_c_says_how_to_resume(data, tmp_path, monkeypatch):
                      f"to continue: {command}"]
     assert res.output.rstrip().endswith(command)
     # The command it prints continues the run.
-    monkeypatch.setattr(Trainer, "train_step", real_step)
     res = CliRunner().invoke(cli, shlex.split(command)[1:])
     assert res.exit_code == 0, res.output
     assert [r["epoch"] for r in read_csv(out / "log.csv")] == ["1", "2"]

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from end2you_visual.data import WindowDataset, open_files
 from end2you_visual.errors import InputError
-from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.models import load_checkpoint, read_checkpoint
 from end2you_visual.training import (Augmenter, NonFiniteLossError, TrainConfig, Trainer,
                                      inverse_frequency_weights, make_loss, resample_windows,
@@ -34,21 +33,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ------------------------------------------------------------------ data
 
-def write_labels(path, sequences, names, kind, subjects=None, seed=0):
-    """Sequences given as 0/1 label arrays (n, L); pixels tell the labels apart."""
-    rng = np.random.default_rng(seed)
-    with SequenceWriter(path, SIZE, names, kind) as w:
-        for q, labels in enumerate(sequences):
-            labels = np.asarray(labels, np.float32)
-            n = len(labels)
-            meta = {"subject": subjects[q]} if subjects else {}
-            w.begin_sequence(f"s{q}", fps=25.0, metadata=meta)
+@pytest.fixture
+def write_labels(write_sequences):
+    def write(path, sequences, names, kind, subjects=None, seed=0):
+        """Sequences given as 0/1 label arrays (n, L); pixels tell the labels apart."""
+        def rows(q, n, rng):
+            labels = np.asarray(sequences[q], np.float32)
             colour = (labels @ np.linspace(40, 220, len(names)))[:, None, None, None]
             frames = np.clip(rng.integers(0, 30, (n, SIZE, SIZE, 3)) + colour, 0, 255)
-            w.append(frames.astype(np.uint8), np.arange(n) / 25, labels)
-            w.end_sequence()
-        w.commit()
-    return path
+            return frames.astype(np.uint8), labels
+
+        return write_sequences(path, [len(labels) for labels in sequences], rows, names=names,
+                               kind=kind, size=SIZE, seed=seed,
+                               metadata=(lambda q: {"subject": subjects[q]}) if subjects else None)
+    return write
 
 
 def random_multilabel(n_seq, length, rng):
@@ -71,7 +69,7 @@ def continuous_dir(tmp_path, write_continuous):
 
 
 @pytest.fixture
-def multilabel_dir(tmp_path):
+def multilabel_dir(tmp_path, write_labels):
     folder = tmp_path / "multi"
     rng = np.random.default_rng(0)
     write_labels(folder / "m.h5", random_multilabel(8, 12, rng), EMOTIONS, "multilabel",
@@ -125,7 +123,7 @@ def test_finetuning_regime_from_a_pretrained_checkpoint(multilabel_dir, continuo
     assert {"valid_ccc_arousal", "valid_ccc_valence"} <= set(read_csv(result.log_path)[0])
 
 
-def test_multiclass_frame_level_regime(tmp_path):
+def test_multiclass_frame_level_regime(tmp_path, write_labels):
     # FER2013-like: one-frame sequences, one-hot classes, a frame-level model.
     rng = np.random.default_rng(0)
     classes = rng.integers(0, 3, 40)
@@ -191,14 +189,14 @@ def test_ccc_loss_path_matches_hand_computation(tmp_path, write_continuous):
     assert float(loss) == pytest.approx(expected, rel=1e-6)  # float32 maths
 
 
-def _weights_file(tmp_path):
+def _weights_file(tmp_path, write_labels):
     # 6 neutral, 3 happy, 1 happy + contempt, 2 with no label.
     rows = [[1, 0, 0]] * 6 + [[0, 1, 0]] * 3 + [[0, 1, 1]] + [[0, 0, 0]] * 2
     return write_labels(tmp_path / "w.h5", [rows], ["neutral", "happy", "contempt"], "multilabel")
 
 
-def test_inverse_frequency_weights_by_hand(tmp_path):
-    ds = WindowDataset(_weights_file(tmp_path), window=12)
+def test_inverse_frequency_weights_by_hand(tmp_path, write_labels):
+    ds = WindowDataset(_weights_file(tmp_path, write_labels), window=12)
     fw = inverse_frequency_weights(sequence_labels(ds), ds, range(len(ds)))
     # counts: neutral 6, happy 4, contempt 1, none 2 -> raw 1/6, 1/4, 1, 1/2;
     # raw sum = 6/6 + 3/4 + max(1/4, 1) + 2/2 = 3.75 over 12 frames -> scale 3.2.
@@ -232,7 +230,7 @@ def test_cross_entropy_with_class_weights_by_hand():
 
 # ------------------------------------------------------------ sampler
 
-def test_resampling_counts_on_a_constructed_case(tmp_path):
+def test_resampling_counts_on_a_constructed_case(tmp_path, write_labels):
     n, h, c, s = ([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1])
     nc = [1, 0, 1, 0]
     seqs = [[n, n, n, n, n, n, h, h],   # w0: neutral only; w1: neutral + happy
@@ -292,41 +290,13 @@ def test_split_by_subject_split_column_and_files(tmp_path, write_continuous):
 
 # ------------------------------------------------------------- resume
 
-def _kill_after_epochs(monkeypatch, n_epochs):
-    saves = {"n": 0}
-    real_save, real_step = Trainer._save, Trainer.train_step
 
-    def save(self, *args, **kwargs):
-        real_save(self, *args, **kwargs)
-        saves["n"] += 1
-
-    def step(self, batch):  # batch: (frames, labels, mask) on the device
-        if saves["n"] >= n_epochs:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(self, batch)
-
-    monkeypatch.setattr(Trainer, "_save", save)
-    monkeypatch.setattr(Trainer, "train_step", step)
-
-
-def test_resume_after_a_kill_matches_an_uninterrupted_run(multilabel_dir, tmp_path, monkeypatch):
-    common = dict(train=[str(multilabel_dir)], window=6, epochs=3, augment=True, dropout=0.2,
-                  resample=True, rare_threshold=0.2, resample_ignore=["neutral"], **TINY)
-    full = train(out_dir=str(tmp_path / "full"), **common)
-    with monkeypatch.context() as m:
-        _kill_after_epochs(m, 2)
-        with pytest.raises(KeyboardInterrupt):
-            train(out_dir=str(tmp_path / "killed"), **common)
-    assert read_checkpoint(tmp_path / "killed" / "last.pt")["training"]["epoch"] == 2
-    resumed = train(out_dir=str(tmp_path / "killed"), resume=True, **common)
-    a = read_checkpoint(tmp_path / "full" / "last.pt")
-    b = read_checkpoint(tmp_path / "killed" / "last.pt")
-    for name, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][name]), name
-    keys = ("train_loss", "valid_loss", "valid_auc", "best_epoch")
-    assert [[r[k] for k in keys] for r in full.history] == \
-        [[r[k] for k in keys] for r in resumed.history]
-    assert resumed.best_epoch == full.best_epoch and resumed.epochs_run == 3
+def test_resume_after_a_kill_matches_an_uninterrupted_run(multilabel_dir, resume_after_kill):
+    full, resumed, _ = resume_after_kill(
+        ("train_loss", "valid_loss", "valid_auc", "best_epoch"), train=[str(multilabel_dir)],
+        window=6, augment=True, dropout=0.2, resample=True, rare_threshold=0.2,
+        resample_ignore=["neutral"], **TINY)
+    assert resumed.best_epoch == full.best_epoch
 
 
 def test_flush_denormals_zeroes_subnormals_inside_only():

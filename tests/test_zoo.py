@@ -13,7 +13,7 @@ from torch import nn
 from end2you_visual import zoo
 from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
-from end2you_visual.models import build_model, save_checkpoint
+from end2you_visual.models import build_model, read_checkpoint, save_checkpoint
 from end2you_visual.models.resnet import build_resnet
 
 EMOTIONS = ["neutral", "happy", "surprise", "disgust", "contempt", "confusion", "empathy", "other"]
@@ -480,3 +480,65 @@ def test_the_shipped_fer2013_model_loads_offline_and_predicts(shipped):
         probs = model.activate(model(frames))
     assert probs.shape == (1, 2, 7)
     torch.testing.assert_close(probs.sum(-1), torch.ones(1, 2))
+
+
+# ------------------------------------------------- the framing of the training crops
+
+FER_FRAMING = {"margin": 0.0, "square": "max-side", "size": 48, "grey": True,
+               "source": "whole-image"}
+
+
+def test_the_shipped_fer2013_entry_carries_the_framing_of_its_tight_faces(shipped):
+    from end2you_visual.framing import Framing
+
+    entry = zoo.get_weights("resnet18-fer2013-cpu")
+    assert entry.framing == FER_FRAMING
+    # Its file predates framing: the entry (added by hand) gives it.
+    assert "framing" not in read_checkpoint(zoo.locate(entry))
+    model = zoo.load_pretrained("resnet18-fer2013-cpu")
+    assert model.framing == Framing(**FER_FRAMING)
+
+
+def test_export_carries_the_checkpoints_framing_into_the_entry(places, tmp_path):
+    from end2you_visual.framing import Framing
+
+    model = tiny_model(input_size=40)
+    model.framing = Framing(margin=0.35, size=40)
+    best = save_checkpoint(model, tmp_path / "run" / "best.pt")
+    entry = zoo.export(best, "framed")
+    stated = {"margin": 0.35, "square": "max-side", "size": 40, "grey": False,
+              "source": "detected"}
+    assert entry.framing == stated
+    assert zoo.get_weights("framed").framing == stated  # as written in registry.json
+    assert read_checkpoint(zoo.locate(entry))["framing"] == stated  # and in its file
+    assert zoo.load_pretrained("framed").framing == Framing(**stated)
+    # Switching to grey input says so in the framing too.
+    grey = zoo.export(best, "framed-grey", grey=True)
+    assert grey.framing == {**stated, "grey": True}
+    # A checkpoint without one (older runs) exports an entry without one.
+    plain = zoo.export(save_checkpoint(tiny_model(), tmp_path / "old.pt"), "plain")
+    assert plain.framing is None and zoo.load_pretrained("plain").framing is None
+
+
+def test_an_entry_and_its_file_must_agree_on_the_framing(places, tmp_path):
+    from end2you_visual.framing import Framing
+
+    pretrained, _ = places
+    model = tiny_model()
+    model.framing = Framing(margin=0.2)
+    path = save_checkpoint(model, pretrained / "m.pt")
+    zoo.register_weights("m", path)
+    registry = pretrained / "registry.json"
+    data = json.loads(registry.read_text())
+    data["models"][0]["framing"]["margin"] = 0.0
+    registry.write_text(json.dumps(data))
+    with pytest.raises(InputError) as err:
+        zoo.load_pretrained("m")
+    assert str(err.value).startswith(f"{path}: checkpoint does not match its registry entry: "
+                                     "framing: registry {'margin': 0.0,")
+    data["models"][0]["framing"]["margin"] = -1
+    registry.write_text(json.dumps(data))
+    with pytest.raises(InputError) as err:
+        zoo.list_pretrained()
+    assert str(err.value) == (f"{registry}: registry entry 'm': framing margin must be a "
+                              "number >= 0, got -1")

@@ -8,7 +8,7 @@ from .audio import AudioModel
 from .fusion import AudioVisualModel
 from .visual import build_model as build_visual_model
 
-__all__ = ["MODALITIES", "build_model"]
+__all__ = ["MODALITIES", "build_model", "model_inputs"]
 
 MODALITIES = ("visual", "audio", "audiovisual")
 
@@ -28,3 +28,11 @@ def build_model(*args, modality="visual", **kwargs):
     if modality == "audiovisual":
         return AudioVisualModel(*args, **kwargs)
     raise ValueError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
+
+
+def model_inputs(model):
+    """What ``model`` (or its config dict) takes, by its modality:
+    ``("frames",)``, ``("audio",)`` or ``("frames", "audio")``."""
+    config = model if isinstance(model, dict) else model.config
+    modality = config.get("modality", "visual")
+    return {"visual": ("frames",), "audio": ("audio",)}.get(modality, ("frames", "audio"))

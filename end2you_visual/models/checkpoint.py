@@ -5,6 +5,7 @@ Format (a dict saved with ``torch.save``)::
     {"format": "end2you-visual-model", "version": 1,
      "config": model.config,            # build_model(**config) rebuilds it
      "state_dict": {name: tensor},      # possibly int8-compact, see .compact
+     "framing": {...},                  # how its training crops were cut, when known
      **extra}                           # e.g. epoch, metrics, optimiser state
 
 Files are read with ``torch.load(..., weights_only=True)``: a file holding
@@ -18,6 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..files import atomic_file
+from ..framing import Framing
 from .compact import dequantize_state_dict, quantize_state_dict
 from .build import build_model
 
@@ -26,7 +28,7 @@ __all__ = ["FORMAT", "VERSION", "safe_torch_load", "save_checkpoint", "read_chec
 
 FORMAT = "end2you-visual-model"
 VERSION = 1
-RESERVED = ("format", "version", "config", "state_dict")
+RESERVED = ("format", "version", "config", "state_dict", "framing")
 _LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError,
                 TypeError, AttributeError, ImportError, zipfile.BadZipFile)
 
@@ -87,7 +89,8 @@ def save_checkpoint(model, path, extra=None, compact=False):
         path: destination file; its folder is created.
         extra: dict of tensors and plain values stored beside the model
             (epoch, metrics, optimiser ``state_dict``...); may not use the
-            keys ``format``, ``version``, ``config``, ``state_dict``.
+            keys ``format``, ``version``, ``config``, ``state_dict``,
+            ``framing``.
         compact: store weight matrices as int8 + per-channel scales.
 
     Returns:
@@ -104,6 +107,9 @@ def save_checkpoint(model, path, extra=None, compact=False):
         state = quantize_state_dict(state)
     ckpt = {"format": FORMAT, "version": VERSION, "config": dict(model.config),
             "state_dict": state, **extra}
+    framing = getattr(model, "framing", None)  # how its training crops were cut
+    if framing is not None:
+        ckpt["framing"] = framing.as_dict()
     with atomic_file(path) as handle:
         torch.save(ckpt, handle)
     return Path(path)
@@ -141,6 +147,9 @@ def model_from_checkpoint(ckpt, path=None):
     except RuntimeError as err:
         raise InputError(path, f"weights do not match the model config: {err}") from err
     model.extra = {k: v for k, v in ckpt.items() if k not in RESERVED}
+    # None: an older checkpoint, or crops of unknown framing (today's defaults apply).
+    model.framing = (Framing.from_dict(ckpt["framing"], path)
+                     if ckpt.get("framing") is not None else None)
     return model.eval()
 
 
@@ -149,7 +158,8 @@ def load_checkpoint(path, device="cpu"):
 
     Returns:
         The :class:`VisualModel` in eval mode on ``device``; the checkpoint's
-        extra entries are in ``model.extra``.
+        extra entries are in ``model.extra``, its framing (a
+        :class:`~end2you_visual.framing.Framing`, or None) in ``model.framing``.
 
     Raises:
         InputError: naming the file, when it is missing, holds pickled

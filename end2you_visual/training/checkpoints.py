@@ -127,6 +127,7 @@ class Checkpointing:
             "augment": self.augment.state_dict() if self.augment is not None else None,
             "rng": rngs, "world_size": self.dist.world_size,
             "history": self.history, "config": self.config.to_dict(),
+            "teacher": self.teacher_record,
         }
 
     def _restore(self, state):
@@ -195,7 +196,7 @@ class Checkpointing:
                  f"{len(self.train_set)} training windows ({len(self.indices)} per epoch), "
                  f"{len(self.valid_set)} validation windows of {cfg.window} frames "
                  f"({self.frame_size}x{self.frame_size})",
-                 f"model {self.model.config['arch']} / {self.model.config['temporal']}, "
+                 f"model {_model_text(self.model.config)}, "
                  f"{self.head} head {self.label_names}; loss {self.loss_kind}, "
                  f"select by validation {self.metric} "
                  f"({'lower' if self.lower_is_better else 'higher'} is better)",
@@ -209,3 +210,11 @@ class Checkpointing:
             lines.append("re-sampling (frames per label):\n" + self.resample_report.table())
         for line in lines:
             logger.info(line)
+
+
+def _model_text(config):
+    """"resnet18 / lstm", "audio / lstm", "audiovisual resnet18 / gru"."""
+    modality = config.get("modality", "visual")
+    arch = config.get("arch", "")
+    name = arch if modality == "visual" else f"{modality} {arch}".strip()
+    return f"{name} / {config['temporal']}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError
+from ..models.build import MODALITIES
 from ..models.visual import ARCHS, STEMS
 from ..scoring import head_for_kind
 
@@ -84,11 +85,31 @@ class TrainConfig:
             ``small`` (3x3/2, no max-pool), ``small1`` (3x3/1) or ``nopool``
             (7x7/2, no max-pool); the small ones keep detail on 48-64 px crops.
         head: ``auto`` (from the files' label kind) or a head name.
+        modality: ``visual`` (the face crops), ``audio`` (each frame's audio
+            window, through the raw-waveform front end) or ``audiovisual``
+            (both, fused per frame before the recurrent layers); audio needs
+            files generated with ``--audio``.
+        projection: audiovisual: size of each modality's linear + ReLU
+            projection before concatenation (0: concatenate as they are).
+        freeze_visual: audiovisual: keep the visual CNN fixed (e.g. a zoo
+            extractor given with ``init``); only audio, fusion and head train.
     Loss:
         loss: ``auto`` (ccc / bce / ce by head), ``ccc``, ``mse``, ``bce``, ``ce``.
         label_weighting: ``auto`` (inverse for bce, none for ce), ``inverse``
             (reciprocal frame counts, mean frame weight 1) or ``none``.
         class_weights: explicit per-label weights (overrides the above).
+    Distillation (``docs/distillation.md``):
+        teacher: a zoo model name or checkpoint whose outputs the student
+            learns too (same modality, head and outputs as the run's); it is
+            only run (eval mode, no gradient), never trained.
+        distill_weight: ``w`` in ``(1 - w) * label loss + w * distillation
+            loss`` (1: the teacher only).
+        temperature: divides the logits of student and teacher in the
+            distillation loss (classification heads), which is scaled by T^2.
+        unlabelled_share: share of each epoch's windows taken from unlabelled
+            training files (label kind ``none``, trained on with the teacher's
+            targets only), drawn anew each epoch; default: each unlabelled
+            window once per epoch.
     Re-sampling (categorical pretraining):
         resample: repeat windows holding rare labels and no frequent ones.
         rare_threshold: a label is rare when its frame count is below this
@@ -137,10 +158,18 @@ class TrainConfig:
     grey: bool = False
     stem: str = "imagenet"
     head: str = "auto"
+    modality: str = "visual"
+    projection: int = 0
+    freeze_visual: bool = False
 
     loss: str = "auto"
     label_weighting: str = "auto"
     class_weights: Optional[List[float]] = None
+
+    teacher: Optional[str] = None
+    distill_weight: float = 0.5
+    temperature: float = 2.0
+    unlabelled_share: Optional[float] = None
 
     resample: bool = False
     rare_threshold: float = 0.1
@@ -180,7 +209,7 @@ class TrainConfig:
             value = getattr(self, name)
             value = [] if value is None else [value] if isinstance(value, (str, Path)) else value
             setattr(self, name, [str(v) for v in value])
-        for name in ("out_dir", "init"):
+        for name in ("out_dir", "init", "teacher"):
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
         if isinstance(self.label_names, str):
@@ -226,7 +255,7 @@ class TrainConfig:
         for name, choices in (("split_by", SPLIT_BY), ("head", HEADS), ("loss", LOSSES),
                               ("label_weighting", WEIGHTINGS), ("precision", PRECISIONS),
                               ("scheduler", SCHEDULERS), ("temporal", TEMPORALS),
-                              ("stem", tuple(STEMS))):
+                              ("stem", tuple(STEMS)), ("modality", MODALITIES)):
             if getattr(self, name) not in choices:
                 raise InputError(option_name(name), f"must be one of {', '.join(choices)}; "
                                                     f"got {getattr(self, name)!r}")
@@ -251,6 +280,9 @@ class TrainConfig:
         if self.split_by == "files" and not self.valid:
             raise InputError(option_name("split_by"),
                              "'files' needs validation files (--valid)")
+        if self.unlabelled_share is not None and not self.teacher:
+            raise InputError(option_name("unlabelled_share"),
+                             "needs a --teacher (unlabelled windows learn its outputs only)")
         if self.resume and self.overwrite:
             raise InputError("--resume", "and --overwrite contradict each other: --resume "
                                          "continues the run in --out, --overwrite replaces it")
@@ -267,7 +299,11 @@ RANGES = {
     "stride": (1, True, None, None),
     "hidden_size": (1, True, None, None),
     "num_layers": (1, True, None, None),
+    "projection": (0, True, None, None),
     "dropout": (0, True, 1, False),
+    "distill_weight": (0, True, 1, True),
+    "temperature": (0, False, None, None),
+    "unlabelled_share": (0, True, 1, False),
     "rare_threshold": (0, False, None, None),
     "resample_repeats": (0, True, None, None),
     "resize": (1, True, None, None),

@@ -3,6 +3,7 @@
 ``WindowBatches(dataset)[[i, j, ...]]`` returns the same dict as
 ``default_collate([dataset[i], dataset[j], ...])`` for a
 :class:`~end2you_visual.data.WindowDataset`, but reads each window's frames
+(and, for a dataset read with ``audio``, each frame's audio window)
 straight into one batch tensor, which inside a DataLoader worker lives in
 shared memory. That saves the per-window zero-filled copy and the collate
 copy: about 2 x 10 MB of memory traffic per 150-frame window of 150x150
@@ -11,6 +12,11 @@ crops, which otherwise competes with the training process for the CPUs.
 Use it with ``DataLoader(WindowBatches(ds), batch_size=None,
 sampler=BatchSampler(sampler, batch_size, drop_last=False))``: one worker
 task per batch.
+
+``WindowBatches(ds, unlabelled=other)`` also serves the windows of
+``other`` (a WindowDataset of unlabelled files, for distillation) as indices
+``len(ds)`` on: their labels are zeros, and the batch then holds
+``labelled`` (B,), False for them (True for the windows of ``ds``).
 """
 import numpy as np
 import torch
@@ -32,13 +38,22 @@ def _empty(shape, dtype):
 class WindowBatches(torch.utils.data.Dataset):
     """A WindowDataset served a batch at a time: ``self[list_of_indices]``."""
 
-    def __init__(self, windows):
+    def __init__(self, windows, unlabelled=None):
         if windows.window is None:
             raise ValueError("WindowBatches needs fixed-length windows (window=None given)")
+        if unlabelled is not None and unlabelled.window != windows.window:
+            raise ValueError("unlabelled windows must be as long as the labelled ones")
         self.windows = windows
+        self.unlabelled = unlabelled
 
     def __len__(self):
-        return len(self.windows)
+        return len(self.windows) + (len(self.unlabelled) if self.unlabelled is not None else 0)
+
+    def _source(self, index):
+        """(WindowDataset, its window index, labelled) of window ``index``."""
+        if index < len(self.windows):
+            return self.windows, index, True
+        return self.unlabelled, index - len(self.windows), False
 
     def __getitem__(self, indices):
         ds = self.windows
@@ -51,16 +66,31 @@ class WindowBatches(torch.utils.data.Dataset):
         face_found = torch.zeros((b, width), dtype=torch.bool)
         sequence = torch.empty(b, dtype=torch.int64)
         start = torch.empty(b, dtype=torch.int64)
+        labelled = torch.ones(b, dtype=torch.bool)
+        if ds.audio:
+            audio = torch.zeros((b, width, ds.audio_samples), dtype=torch.float32)
+            audio_found = torch.zeros((b, width), dtype=torch.bool)
         for k, index in enumerate(indices):
-            file, info, first, stop = ds.locate(index)
-            clip = file.read(info, first, stop)
+            source, index, has_labels = self._source(index)
+            labelled[k] = has_labels
+            file, info, first, stop = source.locate(index)
+            clip = file.read(info, first, stop, audio=ds.audio)
             n = len(clip.frames)
+            if ds.audio:
+                audio[k, :n, :clip.audio.shape[1]] = torch.from_numpy(clip.audio)
+                audio_found[k, :n] = bool(clip.audio_found)
             frames[k, :n] = torch.from_numpy(clip.frames)
             if n < width:
                 frames[k, n:] = 0
-            labels[k, :n] = torch.from_numpy(np.asarray(clip.labels, np.float32))
+            if has_labels:
+                labels[k, :n] = torch.from_numpy(np.asarray(clip.labels, np.float32))
             mask[k, :n] = True
             face_found[k, :n] = torch.from_numpy(np.asarray(clip.face_found, bool))
-            sequence[k], start[k] = ds.windows[index]
-        return {"frames": frames, "labels": labels, "mask": mask, "face_found": face_found,
-                "sequence": sequence, "start": start}
+            sequence[k], start[k] = source.windows[index]
+        batch = {"frames": frames, "labels": labels, "mask": mask, "face_found": face_found,
+                 "sequence": sequence, "start": start}
+        if self.unlabelled is not None:
+            batch["labelled"] = labelled
+        if ds.audio:
+            batch.update(audio=audio, audio_found=audio_found)
+        return batch

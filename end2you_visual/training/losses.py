@@ -25,6 +25,18 @@ weight ``1 / n_none``. The weights are then scaled so that their mean over
 the epoch's training frames is exactly 1, which keeps the loss on the scale
 of the unweighted one. Explicit ``class_weights`` are used as given (no
 scaling; frames with no label weigh 1).
+
+Distillation (:func:`distillation_loss`, ``docs/distillation.md``): the
+student's raw outputs against a teacher's, per masked frame, averaged over
+the masked frames; temperature ``T`` divides the logits of both:
+
+* multiclass: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` (summed over
+  the classes);
+* multilabel: ``T^2 * BCE(sigmoid(s / T), sigmoid(t / T))``, the mean over
+  the labels (its minimum, at ``s = t``, is the teacher's own entropy, not 0);
+* regression: ``(s - t)^2``, the mean over the outputs (no temperature).
+
+The ``T^2`` keeps the gradients' scale as ``T`` grows (Hinton et al. 2015).
 """
 from dataclasses import dataclass
 
@@ -34,7 +46,8 @@ import torch.nn.functional as F
 
 from ..ccc import ccc_loss
 
-__all__ = ["FrameWeights", "inverse_frequency_weights", "make_loss"]
+__all__ = ["FrameWeights", "inverse_frequency_weights", "make_loss",
+           "distillation_loss"]
 
 PRESENT = 0.5
 
@@ -160,3 +173,38 @@ def make_loss(kind, frame_weights=None):
     if kind not in losses:
         raise ValueError(f"unknown loss {kind!r}; choose one of {sorted(losses)}")
     return losses[kind]
+
+
+def distillation_loss(student, teacher, head, temperature=1.0, mask=None):
+    """The student's outputs against the teacher's (module doc), a scalar.
+
+    Args:
+        student, teacher: raw outputs (B, T, L) (logits for classification
+            heads); the teacher's carry no gradient.
+        head: ``"multiclass"``, ``"multilabel"`` or ``"regression"``.
+        temperature: divides both logits (classification heads only).
+        mask: (B, T) bool, True = the frame counts (default: every frame).
+
+    Computed in float32 (float64 inputs stay float64), also under bf16
+    autocast; 0 when no frame counts.
+    """
+    dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
+    s, t = student.to(dtype), teacher.detach().to(dtype)
+    if s.shape != t.shape:
+        raise ValueError(f"student outputs {tuple(s.shape)} and teacher outputs "
+                         f"{tuple(t.shape)} differ in shape")
+    scale = float(temperature) ** 2
+    if head == "multiclass":
+        log_s = F.log_softmax(s / temperature, dim=-1)
+        log_t = F.log_softmax(t / temperature, dim=-1)
+        per = (log_t.exp() * (log_t - log_s)).sum(dim=-1) * scale
+    elif head == "multilabel":
+        per = F.binary_cross_entropy_with_logits(
+            s / temperature, torch.sigmoid(t / temperature), reduction="none").mean(dim=-1) * scale
+    elif head == "regression":
+        per = (s - t).pow(2).mean(dim=-1)
+    else:
+        raise ValueError(f"unknown head {head!r}; choose multiclass, multilabel or regression")
+    if mask is None:
+        mask = torch.ones(per.shape, dtype=torch.bool, device=per.device)
+    return _masked_mean(per, mask)

@@ -10,6 +10,7 @@ import torch
 
 from ..data import WindowDataset, check_label_names, open_files
 from ..errors import InputError
+from ..framing import data_framing, with_model
 from ..models import build_model
 from ..models.checkpoint import model_from_checkpoint
 from .augment import Augmenter
@@ -30,18 +31,29 @@ class RunSetup:
 
     def _prepare_data(self):
         cfg = self.config
-        train_files = open_files(cfg.train)
         valid_files = open_files(cfg.valid) if cfg.valid else []
+        train_files, self.unlabelled_files = self._split_unlabelled(open_files(cfg.train),
+                                                                    valid_files)
         files = train_files + valid_files
         kinds = {f.label_kind for f in files}
         if len(kinds) != 1:
             raise InputError(None, "files of different label kinds: " + ", ".join(
                 f"{f.path} ({f.label_kind})" for f in files))
         self.label_kind = kinds.pop()
-        sizes = {f.frame_size for f in files}
+        sizes = {f.frame_size for f in files + self.unlabelled_files}
         if len(sizes) != 1:
             raise InputError(None, f"files of different frame sizes {sorted(sizes)}")
         self.frame_size = sizes.pop()
+        # How the training crops were cut (generate's settings in the files),
+        # recorded in the checkpoint for predict and extract to cut the same.
+        self.framing, framing_note = data_framing(train_files + self.unlabelled_files)
+        if cfg.modality != "audio":  # an audio model sees no crops
+            self._notes.append(framing_note or f"training crops framed with "
+                                               f"{self.framing.describe()} (recorded in the "
+                                               "checkpoints)")
+        self.uses_audio = cfg.modality != "visual"
+        self.audio_rate = (self._audio_rate(files + self.unlabelled_files) if self.uses_audio
+                           else None)
         data_names = check_label_names(files)
         self.auto = resolve_auto(cfg, self.label_kind, self.device.type, files[0].path)
         self.head, self.loss_kind, self.metric = (self.auto["head"], self.auto["loss"],
@@ -55,9 +67,13 @@ class RunSetup:
                                 cfg.seed)
         self.split = split
         self.train_set = WindowDataset(train_files, cfg.window, cfg.stride,
-                                       sequence_filter=lambda s: (s.path, s.index) in split.train)
+                                       sequence_filter=lambda s: (s.path, s.index) in split.train,
+                                       audio=self.uses_audio)
         self.valid_set = WindowDataset(files, cfg.window,
-                                       sequence_filter=lambda s: (s.path, s.index) in split.valid)
+                                       sequence_filter=lambda s: (s.path, s.index) in split.valid,
+                                       audio=self.uses_audio)
+        if self.uses_audio:
+            self._check_audio_windows()
         seq_labels = sequence_labels(self.train_set, cfg.skip_no_face)
         self.indices = list(range(len(self.train_set)))
         self.resample_report = None
@@ -68,13 +84,36 @@ class RunSetup:
             self.indices, self.resample_report = resample_windows(
                 counts, frames, self.label_names, cfg.rare_threshold, cfg.resample_repeats,
                 cfg.resample_ignore)
-        per_process = len(self.indices) // self.dist.world_size
+        self._prepare_unlabelled()
+        per_epoch = len(self.indices) + self.unlabelled_count
+        per_process = per_epoch // self.dist.world_size
         if cfg.batch_size > per_process:
             raise InputError(None, f"batch size {cfg.batch_size} is larger than the data: "
-                                   f"{len(self.indices)} training windows of {cfg.window} frames"
+                                   f"{per_epoch} training windows of {cfg.window} frames"
                                    + (f" over {self.dist.world_size} processes"
                                       if self.dist.enabled else ""))
         self.frame_weights = self._frame_weights(seq_labels)
+
+    def _audio_rate(self, files):
+        """The one audio sample rate of ``files`` (an InputError naming a file
+        without audio, or files of different rates)."""
+        for f in files:
+            if not f.has_audio:
+                raise InputError(f.path, f"holds no audio, which --modality "
+                                         f"{self.config.modality} needs (generate it with --audio)")
+        rates = {round(float(f.audio_rate), 3) for f in files}
+        if len(rates) != 1:
+            raise InputError(None, "files of different audio rates: " + ", ".join(
+                f"{f.path} ({f.audio_rate:g} Hz)" for f in files))
+        return rates.pop()
+
+    def _check_audio_windows(self):
+        """Training and validation windows hold the same number of samples."""
+        sizes = {self.train_set.audio_samples, self.valid_set.audio_samples} - {0}
+        if len(sizes) > 1:
+            raise InputError(None, f"audio windows of different lengths {sorted(sizes)} "
+                                   "samples: the files' frame rates differ (the audio model "
+                                   "takes one window length)")
 
     def _select_labels(self, data_names, path):
         cfg = self.config
@@ -119,12 +158,11 @@ class RunSetup:
         elif cfg.init:
             model = self._load_init()
         else:
-            model = build_model(arch=cfg.arch, head=self.head, outputs=len(self.label_names),
-                                temporal=cfg.temporal, hidden_size=cfg.hidden_size,
-                                num_layers=cfg.num_layers, label_names=self.label_names,
-                                input_size=self.frame_size, dropout=cfg.dropout,
-                                grey=cfg.grey, stem=cfg.stem)
+            model = self._new_model()
         self._record_input_size(model)
+        # The data's framing, as its input size: not the init model's (None when
+        # the files do not say: predict then keeps its default face settings).
+        model.framing = with_model(self.framing, model.config)
         self._check_model(model)
         self.model = model.to(self.device)
         if cfg.channels_last:
@@ -137,6 +175,7 @@ class RunSetup:
                                   seed=cfg.seed + 1, hflip=cfg.hflip)
                         if self.auto["augment"] else None)
         self.loss_fn = make_loss(self.loss_kind, self.frame_weights)
+        self.teacher = self._load_teacher()
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if self.auto["precision"] == "bf16" else nullcontext())
         if resume_ckpt is not None:
@@ -150,14 +189,31 @@ class RunSetup:
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.train_sampler = WindowSampler(self.indices, shuffle=True, seed=cfg.seed,
-                                           rank=self.dist.rank, world_size=self.dist.world_size)
+        self.train_sampler = self._train_sampler(shuffle=True, seed=cfg.seed,
+                                                 rank=self.dist.rank,
+                                                 world_size=self.dist.world_size)
         self.valid_sampler = WindowSampler(range(len(self.valid_set)), shuffle=False,
                                            rank=self.dist.rank, world_size=self.dist.world_size,
                                            pad=False)
-        self.train_loader = self._loader(self.train_set, self.train_sampler, cfg.batch_size)
+        self.train_loader = self._loader(self.train_set, self.train_sampler, cfg.batch_size,
+                                         unlabelled=self.unlabelled_set)
         self.valid_loader = self._loader(self.valid_set, self.valid_sampler,
                                          cfg.valid_batch_size or cfg.batch_size)
+
+    def _new_model(self, **changes):
+        """A new model of the run's modality, sized for the data."""
+        cfg = self.config
+        settings = dict(head=self.head, outputs=len(self.label_names), temporal=cfg.temporal,
+                        hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                        label_names=self.label_names, dropout=cfg.dropout)
+        if cfg.modality != "audio":
+            settings.update(arch=cfg.arch, input_size=self.frame_size, grey=cfg.grey,
+                            stem=cfg.stem)
+        if cfg.modality != "visual":
+            settings.update(modality=cfg.modality, audio_rate=int(round(self.audio_rate)))
+        if cfg.modality == "audiovisual":
+            settings.update(projection=cfg.projection, freeze_visual=cfg.freeze_visual)
+        return build_model(**{**settings, **changes})
 
     def _load_init(self):
         from ..zoo import load_pretrained  # the zoo reads its registry: only when asked
@@ -165,14 +221,35 @@ class RunSetup:
         cfg = self.config
         model = load_pretrained(cfg.init, outputs=len(self.label_names), head=self.head,
                                 label_names=self.label_names)
+        init_modality = model.config.get("modality", "visual")
+        if init_modality != cfg.modality:
+            return self._init_branch(model, init_modality)
         if not cfg.keep_head:
             model.replace_head(head=self.head, outputs=len(self.label_names),
                                label_names=self.label_names)
         if model.config["temporal"] == "none" and cfg.temporal != "none" and cfg.window != 1:
             model = self._add_recurrence(model)
-        self._notes.append(f"initialised from {cfg.init} (arch {model.config['arch']}, "
+        self._notes.append(f"initialised from {cfg.init} (arch {model.config.get('arch', 'audio')}, "
                            f"temporal {model.config['temporal']}), new {self.head} head with "
                            f"{len(self.label_names)} outputs")
+        return model
+
+    def _init_branch(self, source, source_modality):
+        """An audiovisual model whose visual branch starts from the visual
+        model ``source`` (``--init`` of a visual zoo entry or checkpoint)."""
+        cfg = self.config
+        if not (cfg.modality == "audiovisual" and source_modality == "visual"):
+            raise InputError(cfg.init, f"is a {source_modality} model; a {cfg.modality} run "
+                                       f"can start from a {cfg.modality} model"
+                                       + (" or a visual one (its visual branch)"
+                                          if cfg.modality == "audiovisual" else ""))
+        sc = source.config
+        model = self._new_model(arch=sc["arch"], grey=sc.get("grey", False),
+                                stem=sc.get("stem", "imagenet"), mean=sc["mean"], std=sc["std"])
+        report = model.init_visual(source)
+        self._notes.append(f"visual branch initialised from {cfg.init} (arch {sc['arch']}, "
+                           f"{len(report.loaded)} tensors); audio, fusion and head new"
+                           + (", visual CNN frozen" if cfg.freeze_visual else ""))
         return model
 
     def _add_recurrence(self, frame_model):
@@ -191,6 +268,8 @@ class RunSetup:
     def _record_input_size(self, model):
         """The model is trained on the data's crops: its config says their size
         (``test`` checks it, ``predict`` crops at it), not its origin's."""
+        if "input_size" not in model.config:  # an audio model sees no frames
+            return
         before = model.config.get("input_size")
         if before != self.frame_size:
             if self.config.init and self._resume_ckpt is None:
@@ -206,11 +285,12 @@ class RunSetup:
                              f"the model has a {cfg['head']} head with {cfg['outputs']} outputs; "
                              f"the data needs {self.head} with {len(self.label_names)}")
 
-    def _loader(self, dataset, sampler, batch_size):
+    def _loader(self, dataset, sampler, batch_size, unlabelled=None):
         workers = min(self.config.num_workers, os.cpu_count() or 1)
         batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
         return torch.utils.data.DataLoader(
-            WindowBatches(dataset), batch_size=None, sampler=batches, num_workers=workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None, drop_last=False,
+            WindowBatches(dataset, unlabelled), batch_size=None, sampler=batches,
+            num_workers=workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+            drop_last=False,
             generator=torch.Generator().manual_seed(self.config.seed))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 __all__ = ["sequence_labels", "window_label_counts", "ResampleReport",
-           "resample_windows", "WindowSampler"]
+           "resample_windows", "WindowSampler", "MixedWindowSampler", "unlabelled_count"]
 
 PRESENT = 0.5
 
@@ -214,6 +214,47 @@ class WindowSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         n = len(self.indices)
+        if self.pad:
+            return math.ceil(n / self.world_size)
+        return len(range(self.rank, n, self.world_size))
+
+
+def unlabelled_count(labelled, pool, share=None):
+    """Unlabelled windows per epoch beside ``labelled`` labelled ones: all
+    ``pool`` of them when ``share`` is None, else the number that makes them
+    ``share`` of the epoch's windows, ``round(labelled * share / (1 - share))``."""
+    if share is None:
+        return int(pool)
+    return int(round(labelled * float(share) / (1.0 - float(share)))) if pool else 0
+
+
+class MixedWindowSampler(WindowSampler):
+    """A :class:`WindowSampler` over ``indices`` plus ``count`` windows drawn
+    each epoch from ``pool`` (unlabelled windows for distillation).
+
+    The draw takes the pool in a random order, again and again as long as
+    ``count`` asks for more; it and the shuffle of the whole epoch come from
+    one generator seeded with ``seed + epoch`` (a resumed run draws the same).
+    """
+
+    def __init__(self, indices, pool, count, **kwargs):
+        super().__init__(indices, **kwargs)
+        self.pool = list(pool)
+        self.count = int(count) if self.pool else 0
+
+    def _order(self):
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = []
+        while len(drawn) < self.count:
+            drawn += [self.pool[i] for i in torch.randperm(len(self.pool), generator=gen).tolist()]
+        order = list(self.indices) + drawn[:self.count]
+        if not self.shuffle:
+            return order
+        perm = torch.randperm(len(order), generator=gen).tolist()
+        return [order[i] for i in perm]
+
+    def __len__(self):
+        n = len(self.indices) + self.count
         if self.pad:
             return math.ceil(n / self.world_size)
         return len(range(self.rank, n, self.world_size))

@@ -26,16 +26,32 @@ class StepLoop:
     batches to the device, one optimiser step, one epoch of steps."""
 
     def _to_device(self, batch):
-        """A loader batch -> (frames uint8, labels, mask) on the device (no host sync)."""
+        """A loader batch -> (inputs, labels, mask, labelled) on the device (no
+        host sync); ``inputs``: the model's input tensors by modality,
+        ``(frames,)`` uint8, ``(audio,)`` or ``(frames, audio)``; ``labelled``:
+        (B,) bool, False for the windows of unlabelled files (distillation),
+        None when every window has labels."""
         dev = self.device
-        frames = batch["frames"].to(dev, non_blocking=True)
+        modality = self.config.modality
+        inputs = tuple(batch[key].to(dev, non_blocking=True) for key in
+                       (("frames",) if modality == "visual" else ("audio",)
+                        if modality == "audio" else ("frames", "audio")))
         labels = batch["labels"].to(dev, non_blocking=True)
         mask = batch["mask"].to(dev, non_blocking=True)
         if self.columns is not None:
             labels = labels.index_select(-1, self._columns_on_device)
         if self.config.skip_no_face:
             mask = mask & batch["face_found"].to(dev, non_blocking=True)
-        return frames, labels, mask
+        labelled = batch.get("labelled")
+        if labelled is not None:
+            labelled = labelled.to(dev, non_blocking=True)
+        return inputs, labels, mask, labelled
+
+    def _augmented(self, inputs):
+        """``inputs`` with the frames (the first input, unless audio only) augmented."""
+        if self.augment is None or self.config.modality == "audio":
+            return inputs
+        return (self.augment(inputs[0]),) + inputs[1:]
 
     def _device_batches(self, it, steps):
         """Up to ``steps`` batches of the loader iterator ``it``, on the device.
@@ -74,19 +90,26 @@ class StepLoop:
                 return
             main.wait_stream(side)
             current = upcoming
-            for tensor in current:
-                tensor.record_stream(main)
+            inputs, labels, mask, labelled = current
+            for tensor in (*inputs, labels, mask, labelled):
+                if tensor is not None:
+                    tensor.record_stream(main)
             upcoming = load() if step + 1 < steps else None
             yield current
 
     def train_step(self, batch):
-        """One optimiser step on a device batch ``(frames, labels, mask)``;
-        returns the loss tensor (no host sync)."""
-        frames, labels, mask = batch
-        x = self.augment(frames) if self.augment is not None else frames
+        """One optimiser step on a device batch ``(inputs, labels, mask,
+        labelled)``; returns the loss tensor (no host sync). With a teacher,
+        the loss is :meth:`distilled_loss` (the teacher sees the same
+        augmented inputs)."""
+        inputs, labels, mask, labelled = batch
+        inputs = self._augmented(inputs)
         with self.autocast:
-            out = self.net(x)
-        loss = self.loss_fn(out, labels, mask)
+            out = self.net(*inputs)
+        if self.teacher is None:
+            loss = self.loss_fn(out, labels, mask)
+        else:
+            loss = self.distilled_loss(inputs, out, labels, mask, labelled)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip:
@@ -138,7 +161,7 @@ class StepLoop:
             if first_batch is None:
                 first_batch = time.perf_counter() - start
             loss_sum += self.train_step(batch)
-            frames += batch[0].shape[0] * batch[0].shape[1]
+            frames += batch[1].shape[0] * batch[1].shape[1]  # windows x frames
             done = step + 1
             synced = done % SYNC_EVERY == 0 or done == steps
             if synced and self.device.type == "cpu":

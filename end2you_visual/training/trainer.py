@@ -12,7 +12,8 @@ the data, the metric against the head.
 
 The run is split along its seams: :mod:`.preparation` (data and model set-up),
 :mod:`.steps` (the step loop), :mod:`.validation`, :mod:`.checkpoints`
-(checkpoints, logs, resume); this module runs the epochs.
+(checkpoints, logs, resume), :mod:`.distill` (a teacher, unlabelled data);
+this module runs the epochs.
 
 The fast path: DataLoader workers read uint8 windows from HDF5 (pinned
 memory on CUDA); the uint8 batch moves to the device asynchronously and is
@@ -39,6 +40,7 @@ from ..devices import resolve_device
 from . import distributed
 from .checkpoints import BEST, LAST, LOG_CSV, Checkpointing, check_existing_run, check_out_dir
 from .config import TrainConfig
+from .distill import Distillation
 from .preparation import RunSetup
 from .steps import NonFiniteLossError, StepLoop
 from .subnormals import flush_denormals
@@ -107,13 +109,14 @@ def _is_better(score, best, lower):
     return score < best if lower else score > best
 
 
-class Trainer(RunSetup, StepLoop, Validation, Checkpointing):
+class Trainer(RunSetup, StepLoop, Validation, Checkpointing, Distillation):
     """One training run; construct (checks + set-up), then :meth:`fit`.
 
     Its parts live in their own modules: :class:`~.preparation.RunSetup` (data and
     model set-up), :class:`~.steps.StepLoop` (the step loop),
-    :class:`~.validation.Validation` and :class:`~.checkpoints.Checkpointing`
-    (checkpoints and logs); this class runs the epochs.
+    :class:`~.validation.Validation`, :class:`~.checkpoints.Checkpointing`
+    (checkpoints and logs) and :class:`~.distill.Distillation` (a teacher's
+    outputs as targets); this class runs the epochs.
 
     Attributes of interest: ``config``, ``device``, ``model`` (the
     :class:`VisualModel`), ``train_set`` / ``valid_set`` (WindowDatasets),

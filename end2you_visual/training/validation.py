@@ -30,12 +30,12 @@ class Validation:
         self.eval_net.eval()
         parts, loss_sum, n_seq = [], 0.0, 0
         for batch in self.valid_loader:
-            frames, labels, mask = self._to_device(batch)
+            inputs, labels, mask, _ = self._to_device(batch)
             with self.autocast:
-                out = self.eval_net(frames)
+                out = self.eval_net(*inputs)
             loss = self.loss_fn(out, labels, mask)
-            loss_sum += float(loss) * len(frames)
-            n_seq += len(frames)
+            loss_sum += float(loss) * len(labels)
+            n_seq += len(labels)
             parts.append((batch["sequence"].numpy(), batch["start"].numpy(),
                           out.float().cpu().numpy(), labels.float().cpu().numpy(),
                           mask.cpu().numpy()))
