@@ -66,3 +66,28 @@ def test_two_processes_with_gloo(tmp_path, write_continuous):
         single.close()
     assert metrics["ccc"] == pytest.approx(last["valid_ccc"], abs=1e-5)
     assert metrics["loss"] == pytest.approx(last["valid_loss"], abs=1e-5)
+
+
+def _av_rows(q, n, rng):
+    frames = rng.integers(0, 256, (n, 16, 16, 3), dtype="uint8")
+    return frames, rng.uniform(0, 1, (n, 2))
+
+
+def _av_audio(q, n, rng):
+    return rng.uniform(-1, 1, n * 640).astype("float32")
+
+
+def test_an_audiovisual_model_with_a_frozen_cnn_in_two_processes(tmp_path, write_sequences):
+    data = tmp_path / "data"
+    write_sequences(data / "av.h5", [20, 17, 30, 24, 19], _av_rows, names=["arousal", "valence"],
+                    kind="continuous", size=16, audio=_av_audio, audio_rate=16000)
+    config = dict(train=[str(data)], out_dir=str(tmp_path / "run"), window=8, epochs=1,
+                  batch_size=2, valid_fraction=0.3, arch="resnet_tiny", hidden_size=8,
+                  num_layers=1, num_workers=0, progress=False, tensorboard=False, lr=1e-3,
+                  modality="audiovisual", projection=4, freeze_visual=True)
+    mp.spawn(_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["state"] for r in (0, 1)]
+    assert any(k.startswith("audio.") for k in ranks[0])
+    for name, value in ranks[0].items():
+        assert torch.equal(value, ranks[1][name]), name
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["training"]["world_size"] == 2
