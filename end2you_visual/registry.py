@@ -87,7 +87,9 @@ class Weights:
 
     def config(self):
         """The ``build_model`` arguments this entry states."""
-        config = {"arch": self.arch, **self.build}
+        config = dict(self.build)
+        if config.get("modality") != "audio":  # an audio entry's arch is "audio", not a CNN
+            config["arch"] = self.arch
         for key in ("head", "outputs", "label_names", "input_size", "mean", "std"):
             if getattr(self, key) is not None:
                 config[key] = getattr(self, key)

@@ -236,7 +236,9 @@ def register_weights(name, path, replace=False, **meta):
     resolved = path.resolve()
     file = str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path.name
     stated = {k: config.pop(k) for k in
-              ("arch", "head", "outputs", "label_names", "input_size", "mean", "std")}
+              ("arch", "head", "outputs", "label_names", "input_size", "mean", "std")
+              if k in config}
+    stated.setdefault("arch", config.get("modality"))  # an audio model has no CNN: "audio"
     entry = parse_entry({"name": name, "file": file, "sha256": sha256_file(path),
                     "size_bytes": path.stat().st_size, **stated, "build": config,
                     "framing": ckpt.get("framing"), **meta},

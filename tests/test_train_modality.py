@@ -258,17 +258,21 @@ def test_predict_names_a_video_without_audio(tmp_path):
         predict_video(CLIP, audio_only, device="cpu")
 
 
-def test_the_zoo_holds_an_audiovisual_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("modality", ["audio", "audiovisual"])
+def test_the_zoo_holds_audio_and_audiovisual_models(tmp_path, monkeypatch, modality):
+    from end2you_visual.registry import get_weights
     from end2you_visual.zoo import export, load_pretrained
 
     monkeypatch.setenv("E2Y_VISUAL_PRETRAINED", str(tmp_path / "zoo"))
     torch.manual_seed(0)
-    model = build_model(modality="audiovisual", arch="resnet_tiny", hidden_size=8,
-                        num_layers=1, input_size=SIZE, projection=4, outputs=2,
-                        label_names=["arousal", "valence"])
-    save_checkpoint(model, tmp_path / "av.pt")
-    export(tmp_path / "av.pt", "tiny-av", compact=False, metrics={"ccc": 0.5})
-    loaded = load_pretrained("tiny-av")
+    visual = dict(arch="resnet_tiny", input_size=SIZE, projection=4) \
+        if modality == "audiovisual" else {}
+    model = build_model(modality=modality, hidden_size=8, num_layers=1, outputs=2,
+                        label_names=["arousal", "valence"], **visual)
+    save_checkpoint(model, tmp_path / "m.pt")
+    export(tmp_path / "m.pt", "tiny-m", compact=False, metrics={"ccc": 0.5})
+    assert get_weights("tiny-m").arch == ("audio" if modality == "audio" else "resnet_tiny")
+    loaded = load_pretrained("tiny-m")
     assert loaded.config == model.config
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
