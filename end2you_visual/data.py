@@ -337,9 +337,8 @@ class WindowDataset(torch.utils.data.Dataset):
         self.windows = [(q, start) for q, (_, info) in enumerate(self.sequences)
                         for start in self._starts(info.length)]
         self.audio = bool(audio)
-        for f in files if self.audio else ():
-            if not f.has_audio:
-                raise InputError(f.path, "holds no audio (generate it with --audio)")
+        if self.audio:
+            require_audio(files)
         self.audio_samples = max((files[fi].audio_samples(info) for fi, info in self.sequences),
                                  default=0) if self.audio else None
 
@@ -397,13 +396,19 @@ class WindowDataset(torch.utils.data.Dataset):
         return out
 
 
+def require_audio(files, needed_by=None):
+    """An InputError naming the first of ``files`` (SequenceFiles) that holds
+    no audio; ``needed_by`` says what needs it ("this model")."""
+    for f in files:
+        if not f.has_audio:
+            why = f", which {needed_by} needs" if needed_by else ""
+            raise InputError(f.path, f"holds no audio{why} (generate it with --audio)")
+
+
 def audio_window(sequences):
     """Samples per audio window over ``sequences`` ``[(SequenceFile,
     SequenceInfo)]`` (the longest); an InputError naming a file without audio."""
-    for seqfile, _ in sequences:
-        if not seqfile.has_audio:
-            raise InputError(seqfile.path, "holds no audio, which this model needs (generate "
-                                           "it with --audio)")
+    require_audio([seqfile for seqfile, _ in sequences], "this model")
     return max(seqfile.audio_samples(info) for seqfile, info in sequences)
 
 

@@ -39,8 +39,9 @@ def private_zoo_home(tmp_path_factory, monkeypatch):
 
 
 def _write_sequences(path, lengths, rows, *, names, kind, size, seed=0, name="s{}".format,
-                     source=None, metadata=None, face_found=None, audio=None, **writer_kwargs):
-    """Write ``len(lengths)`` sequences at 25 fps to the HDF5 file ``path``;
+                     source=None, metadata=None, face_found=None, audio=None, fps=25.0,
+                     **writer_kwargs):
+    """Write ``len(lengths)`` sequences at ``fps`` to the HDF5 file ``path``;
     returns ``path``.
 
     One ``rng = np.random.default_rng(seed)`` serves the whole file, drawn for
@@ -53,10 +54,10 @@ def _write_sequences(path, lengths, rows, *, names, kind, size, seed=0, name="s{
     rng = np.random.default_rng(seed)
     with SequenceWriter(path, size, names, kind, **writer_kwargs) as w:
         for q, n in enumerate(lengths):
-            w.begin_sequence(name(q), source=source(q) if source else "", fps=25.0,
+            w.begin_sequence(name(q), source=source(q) if source else "", fps=fps,
                              metadata=metadata(q) if metadata else None)
             frames, labels = rows(q, n, rng)
-            w.append(frames, np.arange(n) / 25.0, labels,
+            w.append(frames, np.arange(n) / fps, labels,
                      face_found=face_found(n) if face_found else None)
             if audio:
                 w.append_audio(audio(q, n, rng))
@@ -69,7 +70,7 @@ def _write_sequences(path, lengths, rows, *, names, kind, size, seed=0, name="s{
 def write_sequences():
     """The factory ``write_sequences(path, lengths, rows, *, names, kind, size,
     seed=0, name=..., source=None, metadata=None, face_found=None, audio=None,
-    **writer_kwargs)`` of small HDF5 files (see ``_write_sequences``)."""
+    fps=25.0, **writer_kwargs)`` of small HDF5 files (see ``_write_sequences``)."""
     return _write_sequences
 
 

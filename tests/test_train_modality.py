@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
-from end2you_visual.hdf5 import SequenceWriter
 from end2you_visual.models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from end2you_visual.training import train
 
@@ -24,28 +23,32 @@ TINY = dict(arch="resnet_tiny", hidden_size=8, num_layers=1, num_workers=0, prog
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def write_av(path, lengths, audio=True, seed=0):
+def write_av(write_sequences, path, lengths, audio=True, fps=FPS, seed=0):
     """Sequences whose arousal is the loudness of each frame's audio and whose
     valence is the frames' brightness (each learnable from one modality)."""
-    rng = np.random.default_rng(seed)
-    with SequenceWriter(path, SIZE, ["arousal", "valence"], "continuous",
-                        audio_rate=RATE if audio else None) as w:
-        for q, n in enumerate(lengths):
-            w.begin_sequence(f"s{q}", source=f"s{q}.mp4", fps=FPS)
-            loud, bright = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
-            frames = rng.integers(0, 40, (n, SIZE, SIZE, 3)) + bright[:, None, None, None] * 200
-            w.append(frames.astype(np.uint8), np.arange(n) / FPS, np.stack([loud, bright], 1))
-            if audio:
-                noise = rng.uniform(-1, 1, (n, PER_FRAME)) * loud[:, None]
-                w.append_audio(noise.reshape(-1).astype(np.float32))
-            w.end_sequence()
-        w.commit()
-    return path
+    loudness = {}
+
+    def rows(q, n, rng):
+        loud, bright = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+        frames = rng.integers(0, 40, (n, SIZE, SIZE, 3)) + bright[:, None, None, None] * 200
+        loudness[q] = loud
+        return frames.astype(np.uint8), np.stack([loud, bright], 1)
+
+    def noise(q, n, rng):
+        per_frame = int(RATE / fps)
+        samples = rng.uniform(-1, 1, (n, per_frame)) * loudness[q][:, None]
+        return samples.reshape(-1).astype(np.float32)
+
+    return write_sequences(path, lengths, rows, names=["arousal", "valence"],
+                           kind="continuous", size=SIZE, seed=seed, fps=fps,
+                           source="s{}.mp4".format, audio=noise if audio else None,
+                           audio_rate=RATE if audio else None)
 
 
 @pytest.fixture(scope="module")
-def av_file(tmp_path_factory):
-    return write_av(tmp_path_factory.mktemp("av") / "av.h5", [14, 12, 13, 11, 12])
+def av_file(tmp_path_factory, write_sequences):
+    return write_av(write_sequences, tmp_path_factory.mktemp("av") / "av.h5",
+                    [14, 12, 13, 11, 12])
 
 
 @pytest.mark.parametrize("modality", ["audio", "audiovisual"])
@@ -127,8 +130,8 @@ def test_init_from_a_visual_model_without_freezing_trains_it(av_file, tmp_path):
     assert not torch.equal(fused["visual." + key], visual.state_dict()[key])
 
 
-def test_files_without_audio_are_named(tmp_path):
-    silent = write_av(tmp_path / "silent.h5", [12, 12, 12], audio=False)
+def test_files_without_audio_are_named(tmp_path, write_sequences):
+    silent = write_av(write_sequences, tmp_path / "silent.h5", [12, 12, 12], audio=False)
     with pytest.raises(InputError, match="silent.h5.*holds no audio.*--audio"):
         train(train=[str(silent)], out_dir=str(tmp_path / "run"), epochs=1,
               modality="audiovisual", **TINY)
@@ -184,7 +187,8 @@ def test_windows_with_carried_state_equal_one_pass(av_file, modality):
         np.testing.assert_allclose(out, _whole(model, seqfile, info), rtol=1e-5, atol=1e-6)
 
 
-def test_cli_test_on_an_audiovisual_model_and_on_files_without_audio(av_file, tmp_path):
+def test_cli_test_on_an_audiovisual_model_and_on_files_without_audio(av_file, tmp_path,
+                                                                    write_sequences):
     train(train=[str(av_file)], out_dir=str(tmp_path / "run"), epochs=1,
           modality="audiovisual", **TINY)
     runner = CliRunner()
@@ -193,7 +197,7 @@ def test_cli_test_on_an_audiovisual_model_and_on_files_without_audio(av_file, tm
     assert ok.exit_code == 0, ok.output
     assert sorted(p.name for p in (tmp_path / "test" / "predictions").glob("*.csv")) == \
         [f"s{q}.csv" for q in range(5)]
-    silent = write_av(tmp_path / "silent.h5", [8], audio=False)
+    silent = write_av(write_sequences, tmp_path / "silent.h5", [8], audio=False)
     bad = runner.invoke(cli, ["test", str(silent), "--model", str(tmp_path / "run" / "best.pt"),
                               "--out", str(tmp_path / "test2"), "--device", "cpu"])
     assert bad.exit_code == 1 and "silent.h5" in bad.output and "holds no audio" in bad.output

@@ -8,10 +8,11 @@ from contextlib import nullcontext
 
 import torch
 
-from ..data import WindowDataset, check_label_names, open_files
+from ..data import WindowDataset, check_label_names, open_files, require_audio
 from ..errors import InputError
 from ..framing import data_framing, with_model
 from ..models import build_model
+from ..models.build import model_inputs
 from ..models.checkpoint import model_from_checkpoint
 from .augment import Augmenter
 from .config import metric_is_lower_better, resolve_auto
@@ -97,10 +98,7 @@ class RunSetup:
     def _audio_rate(self, files):
         """The one audio sample rate of ``files`` (an InputError naming a file
         without audio, or files of different rates)."""
-        for f in files:
-            if not f.has_audio:
-                raise InputError(f.path, f"holds no audio, which --modality "
-                                         f"{self.config.modality} needs (generate it with --audio)")
+        require_audio(files, f"--modality {self.config.modality}")
         rates = {round(float(f.audio_rate), 3) for f in files}
         if len(rates) != 1:
             raise InputError(None, "files of different audio rates: " + ", ".join(
@@ -165,6 +163,7 @@ class RunSetup:
         model.framing = with_model(self.framing, model.config)
         self._check_model(model)
         self.model = model.to(self.device)
+        self.input_keys = model_inputs(model)  # what a batch gives the model
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,

@@ -32,10 +32,7 @@ class StepLoop:
         (B,) bool, False for the windows of unlabelled files (distillation),
         None when every window has labels."""
         dev = self.device
-        modality = self.config.modality
-        inputs = tuple(batch[key].to(dev, non_blocking=True) for key in
-                       (("frames",) if modality == "visual" else ("audio",)
-                        if modality == "audio" else ("frames", "audio")))
+        inputs = tuple(batch[key].to(dev, non_blocking=True) for key in self.input_keys)
         labels = batch["labels"].to(dev, non_blocking=True)
         mask = batch["mask"].to(dev, non_blocking=True)
         if self.columns is not None:
@@ -49,7 +46,7 @@ class StepLoop:
 
     def _augmented(self, inputs):
         """``inputs`` with the frames (the first input, unless audio only) augmented."""
-        if self.augment is None or self.config.modality == "audio":
+        if self.augment is None or self.input_keys[0] != "frames":
             return inputs
         return (self.augment(inputs[0]),) + inputs[1:]
 
