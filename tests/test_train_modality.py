@@ -137,6 +137,16 @@ def test_files_without_audio_are_named(tmp_path, write_sequences):
               modality="audiovisual", **TINY)
 
 
+def test_files_of_other_frame_rates_in_one_training_set_are_refused(tmp_path, write_sequences):
+    # 25 and 20 fps: audio windows of 640 and 800 samples at 16 kHz, both
+    # files in the training set (the validation split alone would not tell).
+    write_av(write_sequences, tmp_path / "data" / "a25.h5", [12, 12, 12])
+    write_av(write_sequences, tmp_path / "data" / "b20.h5", [12, 12, 12], fps=20.0, seed=1)
+    with pytest.raises(InputError, match=r"audio windows of different lengths \[640, 800\]"):
+        train(train=[str(tmp_path / "data")], out_dir=str(tmp_path / "run"), epochs=1,
+              modality="audiovisual", **TINY)
+
+
 def test_an_audio_run_cannot_start_from_a_visual_model(av_file, tmp_path):
     save_checkpoint(build_model(arch="resnet_tiny", outputs=2), tmp_path / "visual.pt")
     with pytest.raises(InputError, match="visual model; a audio run"):

@@ -106,8 +106,9 @@ class RunSetup:
         return rates.pop()
 
     def _check_audio_windows(self):
-        """Training and validation windows hold the same number of samples."""
-        sizes = {self.train_set.audio_samples, self.valid_set.audio_samples} - {0}
+        """Every training and validation sequence has audio windows of one length."""
+        sizes = {ds.files[fi].audio_samples(info)
+                 for ds in (self.train_set, self.valid_set) for fi, info in ds.sequences}
         if len(sizes) > 1:
             raise InputError(None, f"audio windows of different lengths {sorted(sizes)} "
                                    "samples: the files' frame rates differ (the audio model "
