@@ -25,7 +25,6 @@ frame across each chunk's edge, so its embeddings there are close to, not
 equal to, a whole-clip pass.)
 """
 import csv
-import hashlib
 import json
 import os
 import tempfile
@@ -42,6 +41,7 @@ from . import __version__
 from .errors import InputError
 from .files import check_writable
 from .framing import file_framing, model_framing, resolve_face_settings
+from .models.checkpoint import state_dict_sha256
 from .ranges import check_number
 
 __all__ = ["FEATURES_FORMAT", "FORMATS", "DTYPES", "ExtractResult", "extract_features",
@@ -83,11 +83,7 @@ def model_checksum(model, path=None):
         from .zoo import sha256_file
 
         return "file", sha256_file(path)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return "state_dict", digest.hexdigest()
+    return "state_dict", state_dict_sha256(model)
 
 
 def _resolve_model(model, device):

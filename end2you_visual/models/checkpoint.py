@@ -11,6 +11,7 @@ Format (a dict saved with ``torch.save``)::
 Files are read with ``torch.load(..., weights_only=True)``: a file holding
 pickled Python objects is refused, never executed.
 """
+import hashlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from .compact import dequantize_state_dict, quantize_state_dict
 from .build import build_model
 
 __all__ = ["FORMAT", "VERSION", "safe_torch_load", "save_checkpoint", "read_checkpoint",
-           "model_from_checkpoint", "load_checkpoint", "unwrap_model"]
+           "model_from_checkpoint", "load_checkpoint", "unwrap_model", "state_dict_sha256"]
 
 FORMAT = "end2you-visual-model"
 VERSION = 1
@@ -166,3 +167,15 @@ def load_checkpoint(path, device="cpu"):
             objects, is not this format, or its weights do not fit its config.
     """
     return model_from_checkpoint(read_checkpoint(path), path).to(device)
+
+
+def state_dict_sha256(model):
+    """SHA-256 (hex) over a model's tensors, by name (each name's bytes, then
+    its tensor's raw bytes, in name order): the same weights give the same
+    digest whatever file they came from (any dtype, bf16 included)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -18,30 +18,19 @@ frames, so an unlabelled window contributes to the second term only.
 The checkpoint records the teacher's name and the SHA-256 of its weights; a
 resumed run refuses a teacher whose weights differ.
 """
-import hashlib
-
 import torch
 
 from ..data import WindowDataset
 from ..errors import InputError
 from ..inputs import TEST_NAMES
+from ..models.checkpoint import state_dict_sha256
 from ..models.temporal_head import default_label_names
 from .losses import distillation_loss
 from .sampler import MixedWindowSampler, WindowSampler, unlabelled_count
 
-__all__ = ["Distillation", "weights_digest"]
+__all__ = ["Distillation"]
 
 UNLABELLED = "none"  # the label_kind of files generated without labels
-
-
-def weights_digest(model):
-    """SHA-256 (hex) of a model's state dict: names, dtypes, shapes and bytes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name} {flat.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class Distillation:
@@ -81,10 +70,8 @@ class Distillation:
         ds = WindowDataset(self.unlabelled_files, cfg.window, cfg.stride,
                            sequence_filter=lambda s: str(s.metadata.get("split", "")).strip()
                            .lower() not in TEST_NAMES, audio=self.uses_audio)
-        if self.uses_audio and len(ds) and ds.audio_samples != self.train_set.audio_samples:
-            raise InputError(None, f"audio windows of {ds.audio_samples} samples in the "
-                                   f"unlabelled files, {self.train_set.audio_samples} in the "
-                                   "labelled ones: the files' frame rates differ")
+        if self.uses_audio:
+            self._check_audio_windows(self.train_set, self.valid_set, ds)
         self.unlabelled_set = ds
         self.unlabelled_count = unlabelled_count(len(self.indices), len(ds),
                                                  cfg.unlabelled_share)
@@ -115,7 +102,7 @@ class Distillation:
         with torch.random.fork_rng(devices=[]):  # building it draws no numbers of the run
             teacher = load_pretrained(cfg.teacher)
         self._check_teacher(teacher)
-        self.teacher_record = {"name": str(cfg.teacher), "sha256": weights_digest(teacher)}
+        self.teacher_record = {"name": str(cfg.teacher), "sha256": state_dict_sha256(teacher)}
         self._check_resumed_teacher()
         teacher = teacher.to(self.device).eval().requires_grad_(False)
         if cfg.channels_last:

@@ -74,7 +74,7 @@ class RunSetup:
                                        sequence_filter=lambda s: (s.path, s.index) in split.valid,
                                        audio=self.uses_audio)
         if self.uses_audio:
-            self._check_audio_windows()
+            self._check_audio_windows(self.train_set, self.valid_set)
         seq_labels = sequence_labels(self.train_set, cfg.skip_no_face)
         self.indices = list(range(len(self.train_set)))
         self.resample_report = None
@@ -105,10 +105,10 @@ class RunSetup:
                 f"{f.path} ({f.audio_rate:g} Hz)" for f in files))
         return rates.pop()
 
-    def _check_audio_windows(self):
-        """Every training and validation sequence has audio windows of one length."""
-        sizes = {ds.files[fi].audio_samples(info)
-                 for ds in (self.train_set, self.valid_set) for fi, info in ds.sequences}
+    @staticmethod
+    def _check_audio_windows(*datasets):
+        """Every sequence of ``datasets`` has audio windows of one length."""
+        sizes = {ds.files[fi].audio_samples(info) for ds in datasets for fi, info in ds.sequences}
         if len(sizes) > 1:
             raise InputError(None, f"audio windows of different lengths {sorted(sizes)} "
                                    "samples: the files' frame rates differ (the audio model "
