@@ -9,7 +9,7 @@ that its peak RSS is its own):
 - ``faces``: our face pipeline (detect, track, smooth, crop) on decoded frames;
 - ``generate``: the whole of `generate` end to end (decode, faces, labels,
   HDF5 write), the figure users get, with the default detector
-  (``tracked``: MTCNN in a window around the tracked face);
+  (``tracked``: O-Net refining the tracked face where it is expected);
 - ``generate_full``: the same with ``detector="full"`` (MTCNN on every
   whole frame, as before the tracked detector).
 

@@ -23,6 +23,8 @@ Two kinds of crop (``crop_kind``, the ``--crop`` option):
   ArcFace's crop exactly). The crop is then scaled to ``size``.
 """
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -74,21 +76,35 @@ class FaceCropper:
         """
         frames = _check_frames(frames)
         rows = np.arange(len(frames)) if rows is None else np.asarray(rows, np.int64)
-        squares = torch.as_tensor(self.square_boxes(boxes), dtype=torch.float32)
+        squares = self.square_boxes(boxes).astype(np.float32)
         if len(squares) != len(rows):
             raise ValueError(f"{len(squares)} boxes for {len(rows)} frames")
         if len(rows) == 0:
             return np.zeros((0, self.size, self.size, 3), np.uint8)
-        crops = []
-        for s, x in _float_frames(frames, rows, self.device):
-            regions = squares[s:s + len(x)].to(self.device)
-            index = torch.arange(len(regions), dtype=torch.float32, device=self.device)[:, None]
-            # sampling_ratio=0: ceil(region / size) samples per output pixel,
-            # i.e. averaging when shrinking (no aliasing), bilinear when growing.
-            y = roi_align(x, torch.cat([index, regions], dim=1), output_size=self.size,
-                          spatial_scale=1.0, sampling_ratio=0, aligned=True)
-            crops.append(y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-        return np.concatenate(crops)
+        crops = torch.stack([self._crop_one(frames[row], square)
+                             for row, square in zip(rows, squares)])
+        return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def _crop_one(self, frame, square):
+        """:meth:`crop` of one frame (H, W, 3) around ``square`` (4,): float
+        (3, size, size). Only the pixels ``roi_align`` reads are converted
+        (the square and 2 px around it, within the frame): the same values
+        as from the whole frame, whose edges are the sub-image's where the
+        square reaches them."""
+        h, w = frame.shape[:2]
+        x0 = min(max(math.floor(square[0]) - 2, 0), w - 1)
+        y0 = min(max(math.floor(square[1]) - 2, 0), h - 1)
+        x1 = max(min(math.ceil(square[2]) + 2, w), x0 + 1)
+        y1 = max(min(math.ceil(square[3]) + 2, h), y0 + 1)
+        x = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).to(self.device)
+        x = x.permute(2, 0, 1)[None].float().contiguous()
+        # float32 like the square, whose difference from an integer is exact
+        shifted = square - np.array([x0, y0, x0, y0], np.float32)
+        roi = torch.from_numpy(np.concatenate([[0], shifted]).astype(np.float32))[None]
+        # sampling_ratio=0: ceil(region / size) samples per output pixel,
+        # i.e. averaging when shrinking (no aliasing), bilinear when growing.
+        return roi_align(x, roi.to(self.device), output_size=self.size, spatial_scale=1.0, sampling_ratio=0,
+                         aligned=True)[0]
 
     def align(self, frames, landmarks, rows=None):
         """Cut crops aligned on five face landmarks, size x size.

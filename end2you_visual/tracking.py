@@ -3,9 +3,10 @@ and shot-cut detection of :class:`~end2you_visual.faces.FacePipeline`.
 
 :class:`SubjectTracker` decides, detection frame by detection frame, which
 face is the subject (steps 2-4 of :mod:`end2you_visual.faces`: acquisition,
-matching, smoothing, interpolation). :class:`TrackGuidedDetection` searches
-only windows around the tracked face (``detector="tracked"``) and finds the
-shot cuts where the whole frame must be searched again. The subject's five
+matching, smoothing, interpolation). :class:`TrackGuidedDetection` refines
+the tracked face where it is expected with MTCNN's last stage
+(``detector="tracked"``, :mod:`end2you_visual.mtcnn`) and finds the shot
+cuts where the whole frame must be searched again. The subject's five
 landmarks (MTCNN's, in frame pixels) are carried with its box: smoothed by
 the box centre's filter, interpolated as the box is. Both are parts of
 :class:`~end2you_visual.faces.FacePipeline`, which holds their settings and
@@ -13,24 +14,17 @@ state (set in its ``__init__`` and ``reset``).
 """
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from .mtcnn import refine_boxes
 
 __all__ = ["SubjectTracker", "TrackGuidedDetection"]
 
 # A tracked face may grow or shrink by at most this factor between detections.
 _MAX_SIZE_CHANGE = 1.5
-# Track-guided detection (``detector="tracked"``): the window searched around
-# the tracked face, as a multiple of its size (max(w, h)); the side, in
-# pixels, that window is resized to (so the face is ~60 px for MTCNN); the
-# smallest face searched for in it (the face may shrink 1.5x); how many
-# frames' windows go through MTCNN in one call; and the least probability
-# of a windowed detection (below it, the frame is detected in full).
-_WINDOW_FACES = 3.0
-_WINDOW_PIXELS = 180
-_WINDOW_MIN_FACE = 40.0
-_WINDOW_GROUP = 8
-_WINDOW_MIN_PROB = 0.95
+# Track-guided detection (``detector="tracked"``): how many frames' expected
+# boxes go through O-Net in one call; and the least probability of O-Net's
+# refinement (below it, the frame is detected in full).
+_REFINE_GROUP = 8
+_REFINE_MIN_PROB = 0.95
 # Shot cuts: frames are compared on thumbnails of this many points (rows,
 # columns); a cut is a colour-histogram distance (half the L1 distance of
 # the 512-bin joint RGB histograms, 0-1) above the first threshold, or a
@@ -214,28 +208,28 @@ class TrackGuidedDetection:
     def _track_guided(self, frames, key_rows, cuts, start, keys):
         """Detect and track the key rows with ``detector="tracked"``.
 
-        While the subject is tracked, groups of key rows are searched in
-        windows around where it is expected; the first row whose windowed
-        search does not confirm it (no match, or a low probability), a cut
-        and a due refresh are detected in full. While no face is tracked,
+        While the subject is tracked, groups of key rows are refined by
+        O-Net where it is expected; the first row where O-Net does not
+        confirm it (no match, or a low probability), a cut and a due
+        refresh are detected in full. While no face is tracked,
         rows are detected in full, a batch at a time.
         """
         i = 0
         while i < len(key_rows):
-            if self._can_window(start + key_rows[i], cuts[key_rows[i]]):
-                group_id = (start + key_rows[i]) // _WINDOW_GROUP
+            if self._can_refine(start + key_rows[i], cuts[key_rows[i]]):
+                group_id = (start + key_rows[i]) // _REFINE_GROUP
                 if self._anchor is None or self._anchor[0] != group_id:
                     self._anchor = (group_id, self._prev_key.index, *self._state)
                 group = [key_rows[i]]
                 for row in key_rows[i + 1:]:
-                    if (start + row) // _WINDOW_GROUP != (start + group[0]) // _WINDOW_GROUP \
-                            or not self._can_window(start + row, cuts[row]):
+                    if (start + row) // _REFINE_GROUP != (start + group[0]) // _REFINE_GROUP \
+                            or not self._can_refine(start + row, cuts[row]):
                         break
                     group.append(row)
                 for row, (boxes, probs, points) in zip(group,
-                                                       self._detect_windows(frames, group, start)):
+                                                       self._refine_track(frames, group, start)):
                     j = self._match(boxes, start + row - self._prev_key.index)
-                    if j is None or probs[j] < _WINDOW_MIN_PROB:
+                    if j is None or probs[j] < _REFINE_MIN_PROB:
                         break
                     self._prev_key = self._track(start + row, boxes, probs, points)
                     keys.append(self._prev_key)
@@ -266,58 +260,34 @@ class TrackGuidedDetection:
                 self._untracked = 0 if tracked else self._untracked + 1
                 i += 1
 
-    def _can_window(self, index, cut):
-        """Whether frame ``index`` can be searched in a window around the track."""
+    def _can_refine(self, index, cut):
+        """Whether frame ``index`` can be refined where the track expects the face."""
         return (self._track_box is not None and self._lost == 0 and self._state is not None
                 and not cut and self._last_full is not None
                 and index - self._last_full < self.refresh_every)
 
-    def _detect_windows(self, frames, rows, start):
-        """MTCNN on windows around where the subject is expected in ``rows``.
+    def _refine_track(self, frames, rows, start):
+        """MTCNN's O-Net on where the subject is expected in ``rows``.
 
         The expected place is the anchor's (the smoothed track at the
         start of the group, or after the last full detection) moved by its
-        velocity, so that the windows do not depend on where batches end.
-        Each window is a square of ``_WINDOW_FACES`` x the face's size
-        centred on its expected position (zeros outside the frame), resized
-        to ``_WINDOW_PIXELS``; all go through MTCNN in one batch. Returns
-        ``(boxes, probs, landmarks)`` per row as :meth:`detect` does with
-        ``landmarks=True``, in frame pixels.
+        velocity, so that it does not depend on where batches end; its
+        size is the anchor's. All rows' boxes, at three scales, go through
+        O-Net in one batch (:func:`~end2you_visual.mtcnn.refine_boxes`).
+        Returns ``(boxes, probs, landmarks)`` per row as :meth:`detect` does with
+        ``landmarks=True``, in frame pixels: the refined box when O-Net
+        calls it a face (its threshold), else none.
         """
-        from facenet_pytorch.models.utils.detect_face import detect_face
-
-        h, w = frames.shape[1:3]
-        windows, origins = [], []
         _, anchor, position, velocity = self._anchor
-        for row in rows:
-            cx, cy, bw, bh = position
-            cx, cy = np.array([cx, cy]) + velocity * (start + row - anchor)
-            side = max(int(round(_WINDOW_FACES * max(bw, bh))), 1)
-            x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-            window = np.zeros((side, side, 3), np.uint8)
-            xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-            if xb > xa and yb > ya:
-                window[ya - y0:yb - y0, xa - x0:xb - x0] = frames[row, ya:yb, xa:xb]
-            x = torch.from_numpy(window).to(self.device).permute(2, 0, 1)[None].float()
-            x = F.interpolate(x, size=(_WINDOW_PIXELS, _WINDOW_PIXELS), mode="bilinear",
-                              antialias=side > _WINDOW_PIXELS, align_corners=False)
-            windows.append(x[0].permute(1, 2, 0))
-            origins.append((x0, y0, side / _WINDOW_PIXELS))
-        mtcnn = self.mtcnn
-        with torch.no_grad():
-            found, marks = detect_face(torch.stack(windows), _WINDOW_MIN_FACE, mtcnn.pnet,
-                                       mtcnn.rnet, mtcnn.onet, list(self.thresholds),
-                                       mtcnn.factor, self.device)
+        offsets = np.array([start + row - anchor for row in rows], np.float64)[:, None]
+        expected = np.tile(position, (len(rows), 1))
+        expected[:, :2] += velocity * offsets
+        boxes, probs, points = refine_boxes(frames[rows], np.stack([_to_xyxy(e) for e in expected]),
+                                            self.mtcnn.onet, self.device)
         results = []
-        for boxes, points, (x0, y0, scale) in zip(found, marks, origins):
-            boxes = np.asarray(boxes, np.float32).reshape(-1, 5)
-            order = np.argsort(-boxes[:, 4], kind="stable")
-            boxes = boxes[order]
-            points = np.asarray(points, np.float32).reshape(-1, 5, 2)[order]
-            xyxy = boxes[:, :4] * scale + np.array([x0, y0, x0, y0], np.float32)
-            points = points * scale + np.array([x0, y0], np.float32)
-            results.append((xyxy.astype(np.float32), boxes[:, 4].astype(np.float32),
-                            points.astype(np.float32)))
+        for box, prob, point in zip(boxes, probs, points):
+            k = 1 if prob > self.thresholds[2] else 0
+            results.append((box[None][:k], prob[None][:k], point[None][:k]))
         return results
 
     def _cuts(self, frames):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from end2you_visual.faces import FaceBatch, FacePipeline, crop_image, resize_only
@@ -237,6 +238,30 @@ def test_crop_averages_when_shrinking():
     frame = np.repeat(board[None, ..., None], 3, axis=3)
     crop = FacePipeline(size=32, margin=0.0).crop(frame, [[0, 0, 96, 96]])
     assert crop.min() >= 100 and crop.max() <= 160
+
+
+def test_crop_reads_only_around_the_square_yet_equals_the_whole_frame_crop(single_frames):
+    # Crops are cut from the pixels around each square only; roi_align on
+    # the whole frame gives the same crop (to one grey level: float
+    # rounding of the shifted coordinates), for squares inside, across the
+    # edges of, and wholly outside the frame.
+    from torchvision.ops import roi_align
+
+    frames = single_frames[:6]
+    h, w = frames.shape[1:3]
+    boxes = np.array([[250, 60, 450, 260], [-80, -50, 60, 90], [580, 300, 700, 420],
+                      [-300, 10, -150, 160], [100.3, 20.7, 110.9, 33.2], [0, 0, w, h]])
+    pipeline = FacePipeline(size=64, margin=0.2)
+    crops = pipeline.crop(frames, boxes)
+    squares = torch.as_tensor(pipeline.square_boxes(boxes), dtype=torch.float32)
+    rois = torch.cat([torch.arange(6, dtype=torch.float32)[:, None], squares], dim=1)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    whole = roi_align(x, rois, output_size=64, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    whole = whole.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    difference = np.abs(crops.astype(int) - whole.astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
+    assert (crops[3] == 0).all()  # wholly outside: zeros
+    assert crops[0].std() > 10  # a real crop
 
 
 def test_crop_image_from_path(tmp_path, single_frames):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from end2you_visual.errors import InputError
 from end2you_visual.faces import FaceBatch, FacePipeline, FaceSettings, resize_only
+from end2you_visual.mtcnn import channels_last, refine_boxes
 from end2you_visual.video import iter_frame_batches
 
 DATA = Path(__file__).parent / "data"
@@ -65,10 +66,48 @@ def test_default_boxes_match_full_detection(single_frames):
     assert fast.found.all()
     overlap = iou(fast.boxes, full.boxes)
     assert overlap.mean() >= 0.9 and overlap.min() >= 0.8
-    # The point of it: most frames were searched in a window only (the
-    # first frame and the refresh every 2 * 30 frames are full ones).
+    # The point of it: most frames were refined by O-Net only (the first
+    # frame and the refresh every 2 * 30 frames are full ones).
     assert reference.full_detections == 72
     assert pipeline.full_detections <= 3  # frames 0 and 60 here
+
+
+def test_onet_refines_an_expected_box_onto_the_face(single_frames):
+    # O-Net on a box near the face (MTCNN's own box moved by a tenth of its
+    # size and 10 % too large) returns MTCNN's box and landmarks closely,
+    # with a face's probability; on the same box over the background, a
+    # low one.
+    pipeline = FacePipeline()
+    frames = single_frames[::12]
+    detected = [pipeline.detect(f[None], landmarks=True)[0] for f in frames]
+    truth = np.stack([boxes[0] for boxes, _, _ in detected])
+    marks = np.stack([points[0] for _, _, points in detected])
+    side = (truth[:, 2:] - truth[:, :2]).max(axis=1, keepdims=True)
+    centre = (truth[:, :2] + truth[:, 2:]) / 2 + 0.1 * side
+    near = np.concatenate([centre - 0.55 * side, centre + 0.55 * side], axis=1)
+    boxes, probs, points = refine_boxes(frames, near, pipeline.mtcnn.onet)
+    assert boxes.shape == (len(frames), 4) and points.shape == (len(frames), 5, 2)
+    assert (probs > 0.95).all()
+    assert iou(boxes, truth).min() >= 0.85
+    assert np.abs(points - marks).max() <= 0.1 * side.min()
+    away = near.copy()
+    away[:, [0, 2]] = near[:, [0, 2]] - near[:, :1] + 5  # the left edge: background
+    _, probs, _ = refine_boxes(frames, away, pipeline.mtcnn.onet)
+    assert (probs < 0.5).all()
+
+
+def test_channels_last_mtcnn_detects_as_before(single_frames):
+    from facenet_pytorch import MTCNN
+
+    plain = MTCNN(keep_all=True, post_process=False).eval()
+    fast = channels_last(MTCNN(keep_all=True, post_process=False).eval())
+    a, pa, la = plain.detect(single_frames[:4], landmarks=True)
+    b, pb, lb = fast.detect(single_frames[:4], landmarks=True)
+    for i in range(4):
+        np.testing.assert_allclose(np.asarray(b[i], np.float64), np.asarray(a[i], np.float64),
+                                   atol=0.05)
+        np.testing.assert_allclose(np.asarray(pb[i], np.float64), np.asarray(pa[i], np.float64),
+                                   atol=1e-4)
 
 
 def test_tracked_detection_does_not_depend_on_batches(single_frames):
