@@ -14,6 +14,7 @@ state (set in its ``__init__`` and ``reset``).
 """
 
 import numpy as np
+
 from .mtcnn import refine_boxes
 
 __all__ = ["SubjectTracker", "TrackGuidedDetection"]
