@@ -25,7 +25,10 @@ MODEL = "resnet18-fer2013-cpu"
 SHIPPED = ["registry.json", "README.md", f"{MODEL}.pt", f"{MODEL}.md",
            f"{MODEL}-confusion.png", f"{MODEL}-curve.png", "recipes/finetune.toml",
            "recipes/pretrain.toml", "recipes/reproduce.sh", "recipes/resnet18_fer2013_cpu.toml",
-           "recipes/resnet50_fer2013.toml"]
+           "recipes/resnet50_fer2013.toml", "resnet18-small-fer2013-cpu.pt",
+           "resnet18-small-fer2013-cpu.md", "resnet18-small-fer2013-cpu-confusion.png",
+           "resnet18-small-fer2013-cpu-curve.png", "recipes/resnet18_small_fer2013_cpu.toml",
+           "recipes/resnet18_small_fer2013_cpu_restart.toml"]
 
 
 def source_copy(dest):
@@ -102,8 +105,10 @@ def test_the_installed_wheel_loads_the_zoo_offline_outside_the_checkout(wheel, t
     listed = subprocess.run([str(venv / "bin" / "e2y-visual"), "zoo", "list"],
                             capture_output=True, text=True, cwd=work, env=env)
     assert listed.returncode == 0, listed.stderr[-3000:]
-    header, row = listed.stdout.splitlines()
+    header, *rows = listed.stdout.splitlines()
     assert header == "name\tarch\thead/outputs\ttraining data\tfile"
-    assert row.startswith(f"{MODEL}\tresnet18\tmulticlass/7\t")
-    assert row.endswith(f"\t{installed / 'pretrained' / (MODEL + '.pt')}")
+    assert len(rows) == 2  # resnet18-fer2013-cpu, resnet18-small-fer2013-cpu
+    for row, name in zip(rows, [MODEL, "resnet18-small-fer2013-cpu"]):
+        assert row.startswith(f"{name}\tresnet18\tmulticlass/7\t")
+        assert row.endswith(f"\t{installed / 'pretrained' / (name + '.pt')}")
     assert not home.exists()  # loading and listing write nothing

@@ -69,7 +69,8 @@ def test_shipped_registry_lists_only_verifiable_entries(shipped):
     assert zoo.registry_paths() == [repo / "pretrained" / "registry.json",
                                     shipped / "registry.json"]
     assert zoo.registry_path() == shipped / "registry.json"  # where export writes
-    assert [w.name for w in zoo.list_pretrained()] == ["resnet18-fer2013-cpu"]
+    assert [w.name for w in zoo.list_pretrained()] == ["resnet18-fer2013-cpu",
+                                                   "resnet18-small-fer2013-cpu"]
     for weights in zoo.list_pretrained():
         assert re.fullmatch(r"[0-9a-f]{64}", weights.sha256)
 
@@ -401,12 +402,12 @@ def test_export_goes_to_the_home_folder_beside_the_shipped_zoo(shipped, tmp_path
     assert entry.file == "mine.pt" and (shipped / "mine.pt").is_file()
     registry = json.loads((shipped / "registry.json").read_text())
     assert [m["name"] for m in registry["models"]] == ["mine"]
-    assert [w.name for w in zoo.list_pretrained()] == ["resnet18-fer2013-cpu", "mine"]
+    assert [w.name for w in zoo.list_pretrained()] == [*SHIPPED_MODELS, "mine"]
     assert zoo.load_pretrained("mine").config["outputs"] == 8
     # the shipped registry is read, never written
     with pytest.raises(InputError, match="which export does not change"):
         zoo.export(best, "resnet18-fer2013-cpu", replace=True)
-    assert [w.name for w in zoo.list_pretrained()] == ["resnet18-fer2013-cpu", "mine"]
+    assert [w.name for w in zoo.list_pretrained()] == [*SHIPPED_MODELS, "mine"]
 
 
 def test_export_refuses_to_overwrite_a_file_without_replace(places, tmp_path):
@@ -469,12 +470,17 @@ def test_package_lists_its_api_for_completion_without_importing_torch():
     assert end2you_visual.zoo is zoo
 
 
-def test_the_shipped_fer2013_model_loads_offline_and_predicts(shipped):
-    (entry,) = [w for w in zoo.list_pretrained() if w.name == "resnet18-fer2013-cpu"]
+@pytest.mark.parametrize("name, stem", [("resnet18-fer2013-cpu", "imagenet"),
+                                        ("resnet18-small-fer2013-cpu", "small")])
+def test_the_shipped_fer2013_models_load_offline_and_predict(shipped, name, stem):
+    (entry,) = [w for w in zoo.list_pretrained() if w.name == name]
     assert entry.label_names == ["angry", "disgusted", "fearful", "happy", "neutral", "sad",
                                  "surprised"]
-    model = zoo.load_pretrained("resnet18-fer2013-cpu")  # checksum-verified, int8 restored
+    assert entry.size_bytes <= 25e6
+    model = zoo.load_pretrained(name)  # checksum-verified, int8 restored
     assert model.config["grey"] and model.config["temporal"] == "none"
+    assert model.config.get("stem", "imagenet") == stem
+    assert model.framing.margin == 0.0 and model.config["input_size"] == 48
     frames = torch.randint(0, 256, (1, 2, 48, 48, 3), dtype=torch.uint8)
     with torch.no_grad():
         probs = model.activate(model(frames))
@@ -484,6 +490,7 @@ def test_the_shipped_fer2013_model_loads_offline_and_predicts(shipped):
 
 # ------------------------------------------------- the framing of the training crops
 
+SHIPPED_MODELS = ["resnet18-fer2013-cpu", "resnet18-small-fer2013-cpu"]
 FER_FRAMING = {"margin": 0.0, "square": "max-side", "size": 48, "grey": True,
                "source": "whole-image"}
 
