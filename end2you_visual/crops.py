@@ -103,8 +103,8 @@ class FaceCropper:
         roi = torch.from_numpy(np.concatenate([[0], shifted]).astype(np.float32))[None]
         # sampling_ratio=0: ceil(region / size) samples per output pixel,
         # i.e. averaging when shrinking (no aliasing), bilinear when growing.
-        return roi_align(x, roi.to(self.device), output_size=self.size, spatial_scale=1.0, sampling_ratio=0,
-                         aligned=True)[0]
+        return roi_align(x, roi.to(self.device), output_size=self.size, spatial_scale=1.0,
+                         sampling_ratio=0, aligned=True)[0]
 
     def align(self, frames, landmarks, rows=None):
         """Cut crops aligned on five face landmarks, size x size.

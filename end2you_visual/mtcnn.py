@@ -21,7 +21,6 @@ the caller searches the whole frame (:mod:`end2you_visual.tracking`).
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = ["channels_last", "refine_boxes"]
 
@@ -58,19 +57,26 @@ def refine_boxes(frames, boxes, onet, device="cpu", scales=(0.9, 1.0, 1.1)):
         candidate, as MTCNN's last stage computes them (before its
         threshold).
     """
+    from facenet_pytorch.models.utils.detect_face import bbreg, pad, rerec
+
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     n = len(boxes)
     if n == 0:
         return (np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
                 np.zeros((0, 5, 2), np.float32))
-    squares = np.concatenate([_square(_scaled(boxes, s)) for s in scales])
-    crops = torch.stack([_cut(frames[k % n], square, device) for k, square in enumerate(squares)])
+    squares = rerec(torch.from_numpy(np.concatenate([_scaled(boxes, s) for s in scales])))
+    y, ey, x, ex = pad(squares, frames.shape[2], frames.shape[1])  # MTCNN's integer boxes
+    crops = torch.stack([_cut(frames[k % n][y[k] - 1:ey[k], x[k] - 1:ex[k]], device)
+                         for k in range(len(squares))])
     with torch.no_grad():
         x = ((crops - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
-        regression, marks, probs = (t.float().cpu().numpy() for t in onet(x))
-    found, probs, points = _decode(squares, regression, marks, probs[:, 1])
+        regression, marks, probs = (t.float().cpu() for t in onet(x))
+    points = _landmarks(squares, marks)
+    found = bbreg(squares.clone(), regression)
+    probs = probs[:, 1].numpy()
     best = probs.reshape(len(scales), n).argmax(axis=0) * n + np.arange(n)
-    return found[best], probs[best], points[best]
+    return (found.numpy()[best].astype(np.float32), probs[best].astype(np.float32),
+            points[best].astype(np.float32))
 
 
 def _scaled(boxes, scale):
@@ -80,36 +86,22 @@ def _scaled(boxes, scale):
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def _square(boxes):
-    """MTCNN's ``rerec``: each box as the square of side max(w, h) with the
-    same centre."""
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    side = np.maximum(w, h)
-    x1, y1 = boxes[:, 0] + w / 2 - side / 2, boxes[:, 1] + h / 2 - side / 2
-    return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
+def _cut(pixels, device):
+    """MTCNN's input for O-Net from a candidate's ``pixels`` (h, w, 3) uint8
+    (its integer box, clipped to the frame): float (3, 48, 48), resized as
+    MTCNN resizes (``imresample``: ``area``, averaging)."""
+    from facenet_pytorch.models.utils.detect_face import imresample
 
-
-def _cut(frame, box, device):
-    """The pixels MTCNN gives O-Net for ``box`` (its ``pad``: integer box,
-    clipped to the frame), resized to float (3, 48, 48) as MTCNN resizes
-    them (``area``: averaging)."""
-    h, w = frame.shape[:2]
-    x1, y1 = max(int(box[0]), 1) - 1, max(int(box[1]), 1) - 1
-    x2, y2 = min(int(box[2]), w), min(int(box[3]), h)
-    if x2 <= x1 or y2 <= y1:  # wholly outside the frame: nothing to see
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0:  # wholly outside: nothing to see
         return torch.zeros((3, _ONET_PIXELS, _ONET_PIXELS), device=device)
-    x = torch.from_numpy(np.ascontiguousarray(frame[y1:y2, x1:x2])).to(device)
-    x = x.permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, size=(_ONET_PIXELS, _ONET_PIXELS), mode="area")  # MTCNN's imresample
-    return x[0]
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None]
+    return imresample(x.float(), (_ONET_PIXELS, _ONET_PIXELS))[0]
 
 
-def _decode(squares, regression, marks, probs):
-    """MTCNN's last stage on its outputs: landmarks relative to the input
-    box, then the box regressed (facenet-pytorch's ``bbreg``)."""
-    w = squares[:, 2] - squares[:, 0] + 1
-    h = squares[:, 3] - squares[:, 1] + 1
-    points = np.stack([w[:, None] * marks[:, :5] + squares[:, :1] - 1,
-                       h[:, None] * marks[:, 5:] + squares[:, 1:2] - 1], axis=2)
-    boxes = squares + regression * np.stack([w, h, w, h], axis=1)
-    return boxes.astype(np.float32), probs.astype(np.float32), points.astype(np.float32)
+def _landmarks(squares, marks):
+    """O-Net's landmark outputs (m, 10), relative to its input boxes
+    ``squares`` (m, 4), in frame pixels (m, 5, 2), as MTCNN maps them."""
+    w = (squares[:, 2] - squares[:, 0] + 1)[:, None]
+    h = (squares[:, 3] - squares[:, 1] + 1)[:, None]
+    return torch.stack([w * marks[:, :5] + squares[:, :1] - 1,
+                        h * marks[:, 5:] + squares[:, 1:2] - 1], dim=2).numpy()

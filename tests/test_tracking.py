@@ -108,6 +108,8 @@ def test_channels_last_mtcnn_detects_as_before(single_frames):
                                    atol=0.05)
         np.testing.assert_allclose(np.asarray(pb[i], np.float64), np.asarray(pa[i], np.float64),
                                    atol=1e-4)
+        np.testing.assert_allclose(np.asarray(lb[i], np.float64), np.asarray(la[i], np.float64),
+                                   atol=0.05)
 
 
 def test_tracked_detection_does_not_depend_on_batches(single_frames):
