@@ -56,7 +56,7 @@ OPTIONS = [
     _opt("--skip-no-face/--keep-no-face", help="Leave frames without a face out of loss/metrics."),
     _opt("--init", help="Zoo model name or checkpoint to fine-tune (head replaced)."),
     _opt("--keep-head/--new-head", help="Keep the init model's head when it fits the data."),
-    _opt("--arch", help="CNN of a new model (resnet50, resnet18, i3d_resnet18, resnet_tiny...)."),
+    _opt("--arch", help="CNN of a new model (resnet50, resnet18, resnet18_half, i3d_resnet18...)."),
     _opt("--temporal", type=click.Choice(["lstm", "gru", "none"]), help="Recurrent layers."),
     _opt("--hidden-size", type=int, help="Recurrent hidden size."),
     _opt("--num-layers", type=int, help="Recurrent layers."),

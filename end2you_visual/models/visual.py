@@ -202,7 +202,8 @@ def build_model(arch="resnet50", head="regression", outputs=2, temporal="lstm", 
 
     Args:
         arch: CNN: ``resnet18``, ``resnet34``, ``resnet50``, ``i3d_resnet18``,
-            ``i3d_resnet50`` (any 2D arch with the ``i3d_`` prefix), or
+            ``i3d_resnet50`` (any 2D arch with the ``i3d_`` prefix),
+            ``resnet18_half`` (half the maps: a fast CPU student), or
             ``resnet_tiny`` / ``i3d_resnet_tiny`` (8-64 maps, for tests).
         head: ``regression`` (identity), ``multilabel`` (sigmoid) or
             ``multiclass`` (softmax); the model returns raw outputs.
