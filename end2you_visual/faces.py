@@ -39,8 +39,9 @@ What happens to each frame:
    are interpolated with the box.
 5. Cropping (``crop``): ``"box"`` (the default), a square of side
    ``max(w, h) * (1 + margin)`` centred on the box, zero outside the frame,
-   resized to ``size`` x ``size`` with ``torchvision.ops.roi_align``
-   (averaging when it shrinks); ``"aligned"``, the frame warped by the
+   resized to ``size`` x ``size`` as ``torchvision.ops.roi_align`` resizes
+   (averaging when it shrinks; computed axis by axis,
+   :func:`~end2you_visual.crops.roi_align_weights`); ``"aligned"``, the frame warped by the
    similarity transform that maps the smoothed landmarks onto ArcFace's
    five-point template (eyes level), framed with the margin
    (:mod:`end2you_visual.crops`).

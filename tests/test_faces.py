@@ -264,6 +264,28 @@ def test_crop_reads_only_around_the_square_yet_equals_the_whole_frame_crop(singl
     assert crops[0].std() > 10  # a real crop
 
 
+@pytest.mark.parametrize("size", [7, 48, 150])
+def test_box_crops_are_roi_align_computed_axis_by_axis(size):
+    # The crop weighs rows, then columns (crops.roi_align_weights); the
+    # values are roi_align's to float rounding, for squares smaller and
+    # larger than the output, across the frame's edges and outside it, on
+    # an image of noise (every pixel differs from its neighbours).
+    from torchvision.ops import roi_align
+
+    rng = np.random.default_rng(size)
+    frame = rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    whole = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    pipeline = FacePipeline(size=size)
+    for _ in range(60):
+        side = rng.uniform(2, 300)
+        x0, y0 = rng.uniform(-side - 5, 135), rng.uniform(-side - 5, 95)
+        square = np.array([x0, y0, x0 + side, y0 + side], np.float32)
+        roi = torch.from_numpy(np.concatenate([[0], square]).astype(np.float32))[None]
+        expected = roi_align(whole, roi, output_size=size, spatial_scale=1.0, sampling_ratio=0,
+                             aligned=True)[0]
+        assert torch.allclose(pipeline._crop_one(frame, square), expected, atol=0.02), square
+
+
 def test_crop_image_from_path(tmp_path, single_frames):
     path = tmp_path / "face.png"
     Image.fromarray(single_frames[10]).save(path)

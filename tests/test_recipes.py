@@ -34,6 +34,21 @@ def test_fer2013_recipes_are_valid(name, arch, size_note):
     assert f"--size {size_note}" in (RECIPES / f"{name}.toml").read_text()
 
 
+def test_the_distilled_student_and_its_control_differ_only_in_the_teacher():
+    distilled = TrainConfig.from_toml(RECIPES / "resnet18_half_fer2013_cpu_distilled.toml",
+                                      train=["fer/", "clips/"])
+    control = TrainConfig.from_toml(RECIPES / "resnet18_half_fer2013_cpu_labels.toml",
+                                    train=["fer/", "clips/"])
+    distilled.check()
+    control.check()
+    assert distilled.teacher == "resnet18-small-fer2013-cpu" and control.teacher is None
+    assert distilled.unlabelled_share == 0.1 and control.unlabelled_share is None
+    teacher_keys = {"teacher", "distill_weight", "temperature", "unlabelled_share"}
+    differ = {k for k in vars(control) if getattr(control, k) != getattr(distilled, k)}
+    assert differ == teacher_keys & differ and {"teacher", "unlabelled_share"} <= differ
+    assert distilled.arch == "resnet18_half" and distilled.stem == "small" and distilled.grey
+
+
 def class_folders(root, per_class=6, side=48):
     """FER2013's layout: one folder of grey PNGs per emotion."""
     rng = np.random.default_rng(0)

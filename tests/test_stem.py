@@ -31,7 +31,7 @@ def test_the_stems_are_the_ones_measured_here():
 
 @pytest.mark.parametrize("stem", sorted(SIDES_48))
 @pytest.mark.parametrize("arch, maps", [("resnet18", 64), ("resnet34", 64), ("resnet50", 64),
-                                        ("resnet_tiny", 8)])
+                                        ("resnet18_half", 32), ("resnet_tiny", 8)])
 def test_stem_output_size_on_48_px(arch, maps, stem):
     kernel, side, _ = SIDES_48[stem]
     net = build_resnet(arch, stem).eval()
@@ -55,6 +55,21 @@ def test_last_stage_size_and_features_on_48_px(stem):
         out = net(torch.zeros(2, 3, 48, 48))
     side = SIDES_48[stem][2]
     assert tuple(seen["layer4"]) == (2, 64, side, side) and tuple(out.shape) == (2, 64)
+
+
+def test_half_resnet18_is_resnet18_with_half_the_maps():
+    full, half = build_resnet("resnet18", "small"), build_resnet("resnet18_half", "small")
+    for name, module in list(full.named_modules())[1:]:
+        other = half.get_submodule(name)
+        assert type(other) is type(module), name
+        if isinstance(module, nn.Conv2d):
+            assert other.kernel_size == module.kernel_size and other.stride == module.stride
+            assert other.out_channels * 2 == module.out_channels, name
+            quarter = 2 if name == "conv1" else 4  # the stem sees 3 channels in both
+            assert other.weight.numel() * quarter == module.weight.numel(), name
+    with torch.no_grad():
+        assert tuple(half.eval()(torch.zeros(2, 3, 48, 48)).shape) == (2, 256)
+    assert 2.7e6 < sum(p.numel() for p in half.parameters()) < 2.9e6
 
 
 def test_small_stem_in_a_visual_model_and_i3d():
