@@ -82,6 +82,9 @@ OPTIONS = [
          help="Distillation: loss = (1 - this) x label loss + this x distillation loss."),
     _opt("--temperature", type=float,
          help="Distillation: divides student and teacher logits (the loss x T^2)."),
+    _opt("--feature-weight", type=float,
+         help="Distillation: weight of matching the teacher's per-frame embeddings through a "
+              "learned projection (0: off)."),
     _opt("--unlabelled-share", type=float,
          help="Distillation: share of each epoch's windows drawn from unlabelled files "
               "(default: each unlabelled window once)."),

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
 from end2you_visual.models import build_model, read_checkpoint, save_checkpoint
+from end2you_visual.models.build import build_model as build_any_model
 from end2you_visual.training import TrainConfig, Trainer, train
-from end2you_visual.training.losses import distillation_loss
+from end2you_visual.training.losses import distillation_loss, feature_loss
 from end2you_visual.training.sampler import MixedWindowSampler, unlabelled_count
 
 SIZE = 16
@@ -286,20 +287,27 @@ def _ddp_worker(rank, port, config, out):
         seen = list(trainer.train_sampler)
         teacher = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
         trainer.fit()
-        torch.save({"state": trainer.model.state_dict(), "seen": seen, "teacher": teacher,
+        projection = trainer.projection.state_dict() if trainer.projection is not None else {}
+        torch.save({"state": {**trainer.model.state_dict(),
+                              **{f"projection.{k}": v for k, v in projection.items()}},
+                    "seen": seen, "teacher": teacher,
                     "teacher_after": trainer.teacher.state_dict()}, f"{out}/rank{rank}.pt")
     finally:
         trainer.close()
 
 
-def test_two_processes_distil_in_step(labelled_file, unlabelled_file, teacher_file, tmp_path):
+@pytest.mark.parametrize("feature_weight", [0.0, 0.2])
+def test_two_processes_distil_in_step(labelled_file, unlabelled_file, teacher_file, tmp_path,
+                                      feature_weight):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     config = dict(train=[str(labelled_file), str(unlabelled_file)], out_dir=str(tmp_path / "r"),
-                  epochs=1, teacher=str(teacher_file), unlabelled_share=0.5, **TINY)
+                  epochs=1, teacher=str(teacher_file), unlabelled_share=0.5,
+                  feature_weight=feature_weight, **TINY)
     mp.spawn(_ddp_worker, args=(port, config, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert any(k.startswith("projection.") for k in ranks[0]["state"]) == (feature_weight > 0)
     for name, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][name]), name
     for rank in ranks:
@@ -416,3 +424,82 @@ def test_the_cli_trains_with_a_teacher(labelled_file, unlabelled_file, teacher_f
             config["unlabelled_share"]) == (str(teacher_file), 0.7, 4.0, 0.5)
     assert math.isfinite(read_checkpoint(tmp_path / "r" / "last.pt")["training"]["history"][0][
         "train_loss"])
+
+
+# ------------------------------------------------------------- feature matching
+
+def test_feature_loss_is_the_mean_squared_difference_over_counted_frames():
+    projected = torch.tensor([[[1.0, 2.0], [0.0, 0.0], [5.0, 5.0]]])
+    teacher = torch.tensor([[[0.0, 4.0], [1.0, 1.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True, False]])
+    # frame 1: ((1 - 0)^2 + (2 - 4)^2) / 2 = 2.5; frame 2: (1 + 1) / 2 = 1
+    assert feature_loss(projected, teacher, mask).item() == pytest.approx((2.5 + 1.0) / 2)
+    assert feature_loss(projected, teacher).item() == pytest.approx((2.5 + 1.0 + 25.0) / 3)
+    assert feature_loss(projected, teacher, torch.zeros(1, 3, dtype=torch.bool)).item() == 0.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        feature_loss(projected[..., :1], teacher)
+
+
+@pytest.mark.parametrize("kind", ["visual", "audio", "audiovisual"])
+def test_models_return_the_features_their_head_saw(kind):
+    torch.manual_seed(0)
+    common = dict(head="multiclass", outputs=3, hidden_size=8, num_layers=1)
+    frames = torch.randint(0, 255, (2, 4, SIZE, SIZE, 3), dtype=torch.uint8)
+    audio = torch.randn(2, 4, 320)
+    visual = dict(arch="resnet_tiny", input_size=SIZE)
+    audible = dict(audio_channels=(4, 8, 8), audio_rate=8000)
+    settings = {"visual": visual, "audio": audible, "audiovisual": {**visual, **audible}}[kind]
+    model = build_any_model(modality=kind, **settings, **common)
+    inputs = {"visual": (frames,), "audio": (audio,), "audiovisual": (frames, audio)}[kind]
+    model.eval()
+    with torch.no_grad():
+        out, features = model(*inputs, return_features=True)
+        out_state, state, again = model(*inputs, return_state=True, return_features=True)
+        assert torch.equal(out, model(*inputs)) and torch.equal(out, out_state)
+        assert torch.equal(features, model.features(*inputs)) and torch.equal(features, again)
+    assert features.shape == (2, 4, model.num_features) and state is not None
+
+
+def test_feature_matching_trains_a_projection_kept_out_of_the_model(labelled_file, teacher_file,
+                                                                    tmp_path):
+    common = dict(train=[str(labelled_file)], epochs=2, teacher=str(teacher_file), **TINY)
+    trainer = Trainer(TrainConfig(out_dir=str(tmp_path / "run"), feature_weight=0.5, **common))
+    try:
+        projection = trainer.projection
+        assert (projection.in_features, projection.out_features) == (64, 64)
+        before = projection.weight.detach().clone()
+        inputs, labels, mask, labelled = _batch_of(trainer, [0, 1])
+        trainer.model.eval()
+        with torch.no_grad():
+            out, features = trainer.model(*inputs, return_features=True)
+            _, target_features = trainer.teacher(*inputs, return_features=True)
+            plain = trainer.distilled_loss(inputs, out, labels, mask, labelled)
+            matched = trainer.distilled_loss(inputs, out, labels, mask, labelled, features)
+            term = feature_loss(projection(features), target_features, mask)
+        assert matched.item() == pytest.approx(plain.item() + 0.5 * term.item(), rel=1e-6)
+        trainer.fit()
+        assert not torch.equal(before, projection.weight)          # the projection learnt
+    finally:
+        trainer.close()
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert not any(k.startswith("projection") for k in best["state_dict"])
+    last = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert torch.equal(last["training"]["projection"]["weight"], projection.weight.cpu())
+    # without feature matching: no projection, and the same run as before
+    off = train(out_dir=str(tmp_path / "off"), **common)
+    zero = train(out_dir=str(tmp_path / "zero"), feature_weight=0.0, **common)
+    assert [r["train_loss"] for r in off.history] == [r["train_loss"] for r in zero.history]
+    assert read_checkpoint(tmp_path / "off" / "last.pt")["training"]["projection"] is None
+
+
+def test_resume_with_feature_matching_matches_an_uninterrupted_run(labelled_file, teacher_file,
+                                                                   resume_after_kill):
+    resume_after_kill(("train_loss", "valid_loss", "valid_accuracy", "best_epoch"),
+                      train=[str(labelled_file)], augment=True, teacher=str(teacher_file),
+                      feature_weight=0.3, **TINY)
+
+
+def test_feature_matching_needs_a_teacher(labelled_file, tmp_path):
+    with pytest.raises(InputError, match="--feature-weight.*needs a --teacher"):
+        train(train=[str(labelled_file)], out_dir=str(tmp_path / "r"), feature_weight=0.5,
+              **TINY)

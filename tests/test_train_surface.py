@@ -367,8 +367,8 @@ def test_unknown_arch(data, tmp_path, monkeypatch):
     with pytest.raises(InputError) as err:
         train(**base(data, tmp_path / "r", arch="resnet_huge"))
     assert str(err.value) == ("--arch: unknown architecture 'resnet_huge'; known: resnet18, "
-                              "resnet34, resnet50, resnet_tiny, i3d_resnet18, i3d_resnet34, "
-                              "i3d_resnet50, i3d_resnet_tiny")
+                              "resnet34, resnet50, resnet18_half, resnet_tiny, i3d_resnet18, "
+                              "i3d_resnet34, i3d_resnet50, i3d_resnet18_half, i3d_resnet_tiny")
     res = CliRunner().invoke(cli, cli_args(data, tmp_path / "r") + ["--arch", "vgg"])
     assert res.exit_code == 1 and "Error: --arch: unknown architecture 'vgg'" in res.output
     assert "Traceback" not in res.output

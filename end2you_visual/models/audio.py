@@ -87,6 +87,7 @@ class AudioModel(TemporalHeadModel):
         """Per-frame audio embeddings (B, T, F)."""
         return self.audio(audio)
 
-    def forward(self, audio, state=None, return_state=False):
-        """Raw outputs (B, T, outputs); ``state`` / ``return_state`` as VisualModel's."""
-        return self._temporal_head(self.features(audio), state, return_state)
+    def forward(self, audio, state=None, return_state=False, return_features=False):
+        """Raw outputs (B, T, outputs); ``state`` / ``return_state`` /
+        ``return_features`` as VisualModel's."""
+        return self._temporal_head(self.features(audio), state, return_state, return_features)

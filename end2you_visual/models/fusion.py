@@ -109,9 +109,11 @@ class AudioVisualModel(TemporalHeadModel):
             v, a = self.visual_proj(v), self.audio_proj(a)
         return torch.cat([v, a], dim=-1)
 
-    def forward(self, frames, audio, state=None, return_state=False):
-        """Raw outputs (B, T, outputs); ``state`` / ``return_state`` as VisualModel's."""
-        return self._temporal_head(self.features(frames, audio), state, return_state)
+    def forward(self, frames, audio, state=None, return_state=False, return_features=False):
+        """Raw outputs (B, T, outputs); ``state`` / ``return_state`` /
+        ``return_features`` (the fused features) as VisualModel's."""
+        return self._temporal_head(self.features(frames, audio), state, return_state,
+                                   return_features)
 
     def init_visual(self, source):
         """Copy a visual model's CNN into the visual branch.

@@ -65,7 +65,7 @@ class TemporalHeadModel(nn.Module):
                 "hidden_size": int(hidden_size), "num_layers": int(num_layers),
                 "label_names": names, "dropout": float(dropout)}
 
-    def _temporal_head(self, features, state=None, return_state=False):
+    def _temporal_head(self, features, state=None, return_state=False, return_features=False):
         h = self.dropout(features)
         if self.temporal is not None:
             h, state = self.temporal(h, state)
@@ -73,7 +73,8 @@ class TemporalHeadModel(nn.Module):
         else:
             state = None
         out = self.head(h)
-        return (out, state) if return_state else out
+        extra = (state,) * return_state + (features,) * return_features
+        return (out, *extra) if extra else out
 
     @property
     def label_names(self):

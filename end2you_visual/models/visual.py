@@ -137,7 +137,7 @@ class VisualModel(TemporalHeadModel):
             return self.extractor(clip).transpose(1, 2)  # (B, T, F)
         return self.extractor(x).unflatten(0, (b, t))  # (B, T, F)
 
-    def forward(self, x, state=None, return_state=False):
+    def forward(self, x, state=None, return_state=False, return_features=False):
         """Raw outputs (B, T, outputs) of frames ``x``.
 
         Args:
@@ -152,12 +152,16 @@ class VisualModel(TemporalHeadModel):
             return_state: also return the new state (``None`` when
                 ``temporal="none"``). Detach it before carrying it across
                 optimiser steps.
+            return_features: also return the per-frame CNN embeddings (B, T,
+                F) the recurrent layers saw (:meth:`features`; distillation's
+                feature matching), computed once.
 
         Returns:
-            ``out`` or ``(out, state)``; logits for classification heads
-            (see :meth:`activate`).
+            ``out``, ``(out, state)``, ``(out, features)`` or ``(out, state,
+            features)``; ``out`` holds logits for classification heads (see
+            :meth:`activate`).
         """
-        return self._temporal_head(self.features(x), state, return_state)
+        return self._temporal_head(self.features(x), state, return_state, return_features)
 
     def with_stem(self, stem):
         """A new model like this one with the CNN stem ``stem`` (see

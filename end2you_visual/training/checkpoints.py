@@ -128,9 +128,13 @@ class Checkpointing:
             "rng": rngs, "world_size": self.dist.world_size,
             "history": self.history, "config": self.config.to_dict(),
             "teacher": self.teacher_record,
+            "projection": (self.projection.state_dict() if self.projection is not None
+                           else None),
         }
 
     def _restore(self, state):
+        if self.projection is not None:
+            self.projection.load_state_dict(state["projection"])
         self.optimizer.load_state_dict(state["optimizer"])
         applied, _ = resume_changes(state.get("config", {}), self.config)
         for group in self.optimizer.param_groups:  # the saved state holds the old ones

@@ -106,6 +106,9 @@ class TrainConfig:
             loss`` (1: the teacher only).
         temperature: divides the logits of student and teacher in the
             distillation loss (classification heads), which is scaled by T^2.
+        feature_weight: ``f``, adding ``f * feature loss``: the mean squared
+            difference between the teacher's per-frame embeddings and the
+            student's through a learned linear projection (0: off).
         unlabelled_share: share of each epoch's windows taken from unlabelled
             training files (label kind ``none``, trained on with the teacher's
             targets only), drawn anew each epoch; default: each unlabelled
@@ -169,6 +172,7 @@ class TrainConfig:
     teacher: Optional[str] = None
     distill_weight: float = 0.5
     temperature: float = 2.0
+    feature_weight: float = 0.0
     unlabelled_share: Optional[float] = None
 
     resample: bool = False
@@ -280,6 +284,9 @@ class TrainConfig:
         if self.split_by == "files" and not self.valid:
             raise InputError(option_name("split_by"),
                              "'files' needs validation files (--valid)")
+        if self.feature_weight and not self.teacher:
+            raise InputError(option_name("feature_weight"),
+                             "needs a --teacher (the student matches its embeddings)")
         if self.unlabelled_share is not None and not self.teacher:
             raise InputError(option_name("unlabelled_share"),
                              "needs a --teacher (unlabelled windows learn its outputs only)")
@@ -303,6 +310,7 @@ RANGES = {
     "dropout": (0, True, 1, False),
     "distill_weight": (0, True, 1, True),
     "temperature": (0, False, None, None),
+    "feature_weight": (0, True, None, None),
     "unlabelled_share": (0, True, 1, False),
     "rare_threshold": (0, False, None, None),
     "resample_repeats": (0, True, None, None),

@@ -13,7 +13,12 @@ without a teacher.
 The loss of a batch is ``(1 - w) * label_loss + w * distillation_loss``
 (:func:`~end2you_visual.training.losses.distillation_loss`): the label loss
 over the labelled windows' frames, the distillation loss over every window's
-frames, so an unlabelled window contributes to the second term only.
+frames, so an unlabelled window contributes to the second term only. With
+``feature_weight`` ``f > 0``, ``f * feature_loss`` is added
+(:func:`~end2you_visual.training.losses.feature_loss`, over every window's
+frames): the student's per-frame embeddings, mapped by a learned linear
+projection (``projection``, trained with the student, kept in ``last.pt``
+for resume, not part of the model), against the teacher's.
 
 The checkpoint records the teacher's name and the SHA-256 of its weights; a
 resumed run refuses a teacher whose weights differ.
@@ -25,7 +30,7 @@ from ..errors import InputError
 from ..inputs import TEST_NAMES
 from ..models.checkpoint import state_dict_sha256
 from ..models.temporal_head import default_label_names
-from .losses import distillation_loss
+from .losses import distillation_loss, feature_loss
 from .sampler import MixedWindowSampler, WindowSampler, unlabelled_count
 
 __all__ = ["Distillation"]
@@ -164,22 +169,49 @@ class Distillation:
 
     # ------------------------------------------------------------------ loss
 
+    def _make_projection(self, student):
+        """The learned map from the student's per-frame embeddings to the
+        teacher's (``nn.Linear``) on the device, or None without feature
+        matching. Its initialisation draws from its own seeded generator,
+        so the run's random numbers are those of a run without it."""
+        cfg = self.config
+        if self.teacher is None or not cfg.feature_weight:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            projection = torch.nn.Linear(student.num_features, self.teacher.num_features)
+        self._notes.append(f"matching the teacher's {self.teacher.num_features} features per "
+                           f"frame from the student's {student.num_features} through a learned "
+                           f"projection, weight {cfg.feature_weight:g}")
+        return projection.to(self.device)
+
     @torch.no_grad()
-    def teacher_outputs(self, inputs):
-        """The teacher's raw outputs (B, T, L) on the (augmented) ``inputs``."""
+    def teacher_outputs(self, inputs, features=False):
+        """The teacher's raw outputs (B, T, L) on the (augmented) ``inputs``;
+        with ``features``, ``(outputs, embeddings (B, T, F))``."""
         with self.autocast:
-            out = self.teacher(*inputs)
+            out = self.teacher(*inputs, return_features=features)
+        out, feats = out if features else (out, None)
         if self._teacher_columns is not None:
             out = out.index_select(-1, self._teacher_columns)
-        return out
+        return (out, feats) if features else out
 
-    def distilled_loss(self, inputs, out, labels, mask, labelled=None):
+    def distilled_loss(self, inputs, out, labels, mask, labelled=None, features=None):
         """``(1 - w) * label loss + w * distillation loss`` of the student's
-        outputs ``out`` (module doc); ``labelled`` (B,): False for the windows
-        of unlabelled files (None: all labelled)."""
+        outputs ``out`` (module doc), plus ``f * feature loss`` of its
+        per-frame embeddings ``features`` (B, T, F) when given (feature
+        matching); ``labelled`` (B,): False for the windows of unlabelled
+        files (None: all labelled)."""
         cfg = self.config
-        target = self.teacher_outputs(inputs)
+        if features is None:
+            target = self.teacher_outputs(inputs)
+        else:
+            target, teacher_features = self.teacher_outputs(inputs, features=True)
         label_mask = mask if labelled is None else mask & labelled[:, None]
         distill = distillation_loss(out, target, self.head, cfg.temperature, mask)
         w = cfg.distill_weight
-        return (1 - w) * self.loss_fn(out, labels, label_mask) + w * distill
+        loss = (1 - w) * self.loss_fn(out, labels, label_mask) + w * distill
+        if features is not None:
+            projected = self.projection_net(features.to(self.projection.weight.dtype))
+            loss = loss + cfg.feature_weight * feature_loss(projected, teacher_features, mask)
+        return loss

@@ -37,6 +37,11 @@ the masked frames; temperature ``T`` divides the logits of both:
 * regression: ``(s - t)^2``, the mean over the outputs (no temperature).
 
 The ``T^2`` keeps the gradients' scale as ``T`` grows (Hinton et al. 2015).
+
+Feature matching (:func:`feature_loss`): the student's per-frame embeddings,
+mapped by a learned projection, against the teacher's: the squared
+difference, the mean over the teacher's features, averaged over the masked
+frames (FitNets, Romero et al. 2015, on the final embeddings).
 """
 from dataclasses import dataclass
 
@@ -47,7 +52,7 @@ import torch.nn.functional as F
 from ..ccc import ccc_loss
 
 __all__ = ["FrameWeights", "inverse_frequency_weights", "make_loss",
-           "distillation_loss"]
+           "distillation_loss", "feature_loss"]
 
 PRESENT = 0.5
 
@@ -173,6 +178,29 @@ def make_loss(kind, frame_weights=None):
     if kind not in losses:
         raise ValueError(f"unknown loss {kind!r}; choose one of {sorted(losses)}")
     return losses[kind]
+
+
+def feature_loss(projected, teacher, mask=None):
+    """The student's projected embeddings against the teacher's (module
+    doc), a scalar.
+
+    Args:
+        projected: (B, T, F) the student's per-frame embeddings mapped to
+            the teacher's size F.
+        teacher: (B, T, F) the teacher's embeddings (no gradient).
+        mask: (B, T) bool, True = the frame counts (default: every frame).
+
+    Computed in float32 (float64 inputs stay float64); 0 when no frame counts.
+    """
+    dtype = torch.float64 if projected.dtype == torch.float64 else torch.float32
+    p, t = projected.to(dtype), teacher.detach().to(dtype)
+    if p.shape != t.shape:
+        raise ValueError(f"projected student features {tuple(p.shape)} and teacher features "
+                         f"{tuple(t.shape)} differ in shape")
+    per = (p - t).pow(2).mean(dim=-1)
+    if mask is None:
+        mask = torch.ones(per.shape, dtype=torch.bool, device=per.device)
+    return _masked_mean(per, mask)
 
 
 def distillation_loss(student, teacher, head, temperature=1.0, mask=None):

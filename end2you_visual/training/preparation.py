@@ -167,15 +167,18 @@ class RunSetup:
         self.input_keys = model_inputs(model)  # what a batch gives the model
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
-                                          weight_decay=cfg.weight_decay)
+        self.teacher = self._load_teacher()
+        self.projection = self.projection_net = self._make_projection(self.model)
+        trained = list(self.model.parameters())
+        if self.projection is not None:
+            trained += list(self.projection.parameters())
+        self.optimizer = torch.optim.Adam(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs)
                           if cfg.scheduler == "cosine" else None)
         self.augment = (Augmenter(self.frame_size, cfg.resize, cfg.brightness, cfg.saturation,
                                   seed=cfg.seed + 1, hflip=cfg.hflip)
                         if self.auto["augment"] else None)
         self.loss_fn = make_loss(self.loss_kind, self.frame_weights)
-        self.teacher = self._load_teacher()
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if self.auto["precision"] == "bf16" else nullcontext())
         if resume_ckpt is not None:
@@ -187,6 +190,9 @@ class RunSetup:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+            if self.projection is not None:
+                self.projection_net = torch.nn.parallel.DistributedDataParallel(
+                    self.projection, device_ids=ids)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.train_sampler = self._train_sampler(shuffle=True, seed=cfg.seed,

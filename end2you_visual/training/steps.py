@@ -101,12 +101,16 @@ class StepLoop:
         augmented inputs)."""
         inputs, labels, mask, labelled = batch
         inputs = self._augmented(inputs)
+        features = None
         with self.autocast:
-            out = self.net(*inputs)
+            if self.projection is None:
+                out = self.net(*inputs)
+            else:
+                out, features = self.net(*inputs, return_features=True)
         if self.teacher is None:
             loss = self.loss_fn(out, labels, mask)
         else:
-            loss = self.distilled_loss(inputs, out, labels, mask, labelled)
+            loss = self.distilled_loss(inputs, out, labels, mask, labelled, features)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip:
