@@ -28,7 +28,10 @@ SHIPPED = ["registry.json", "README.md", f"{MODEL}.pt", f"{MODEL}.md",
            "recipes/resnet50_fer2013.toml", "resnet18-small-fer2013-cpu.pt",
            "resnet18-small-fer2013-cpu.md", "resnet18-small-fer2013-cpu-confusion.png",
            "resnet18-small-fer2013-cpu-curve.png", "recipes/resnet18_small_fer2013_cpu.toml",
-           "recipes/resnet18_small_fer2013_cpu_restart.toml"]
+           "recipes/resnet18_small_fer2013_cpu_restart.toml", "resnet18-half-fer2013-cpu.pt",
+           "resnet18-half-fer2013-cpu.md", "resnet18-half-fer2013-cpu-confusion.png",
+           "resnet18-half-fer2013-cpu-curve.png", "recipes/resnet18_half_fer2013_cpu_distilled.toml",
+           "recipes/resnet18_half_fer2013_cpu_labels.toml"]
 
 
 def source_copy(dest):
@@ -107,8 +110,10 @@ def test_the_installed_wheel_loads_the_zoo_offline_outside_the_checkout(wheel, t
     assert listed.returncode == 0, listed.stderr[-3000:]
     header, *rows = listed.stdout.splitlines()
     assert header == "name\tarch\thead/outputs\ttraining data\tfile"
-    assert len(rows) == 2  # resnet18-fer2013-cpu, resnet18-small-fer2013-cpu
-    for row, name in zip(rows, [MODEL, "resnet18-small-fer2013-cpu"]):
-        assert row.startswith(f"{name}\tresnet18\tmulticlass/7\t")
+    assert len(rows) == 3
+    for row, name, arch in zip(rows, [MODEL, "resnet18-small-fer2013-cpu",
+                                      "resnet18-half-fer2013-cpu"],
+                               ["resnet18", "resnet18", "resnet18_half"]):
+        assert row.startswith(f"{name}\t{arch}\tmulticlass/7\t")
         assert row.endswith(f"\t{installed / 'pretrained' / (name + '.pt')}")
     assert not home.exists()  # loading and listing write nothing

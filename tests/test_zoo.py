@@ -69,8 +69,7 @@ def test_shipped_registry_lists_only_verifiable_entries(shipped):
     assert zoo.registry_paths() == [repo / "pretrained" / "registry.json",
                                     shipped / "registry.json"]
     assert zoo.registry_path() == shipped / "registry.json"  # where export writes
-    assert [w.name for w in zoo.list_pretrained()] == ["resnet18-fer2013-cpu",
-                                                   "resnet18-small-fer2013-cpu"]
+    assert [w.name for w in zoo.list_pretrained()] == SHIPPED_MODELS
     for weights in zoo.list_pretrained():
         assert re.fullmatch(r"[0-9a-f]{64}", weights.sha256)
 
@@ -470,16 +469,18 @@ def test_package_lists_its_api_for_completion_without_importing_torch():
     assert end2you_visual.zoo is zoo
 
 
-@pytest.mark.parametrize("name, stem", [("resnet18-fer2013-cpu", "imagenet"),
-                                        ("resnet18-small-fer2013-cpu", "small")])
-def test_the_shipped_fer2013_models_load_offline_and_predict(shipped, name, stem):
+@pytest.mark.parametrize("name, arch, stem", [("resnet18-fer2013-cpu", "resnet18", "imagenet"),
+                                              ("resnet18-small-fer2013-cpu", "resnet18", "small"),
+                                              ("resnet18-half-fer2013-cpu", "resnet18_half",
+                                               "small")])
+def test_the_shipped_fer2013_models_load_offline_and_predict(shipped, name, arch, stem):
     (entry,) = [w for w in zoo.list_pretrained() if w.name == name]
     assert entry.label_names == ["angry", "disgusted", "fearful", "happy", "neutral", "sad",
                                  "surprised"]
     assert entry.size_bytes <= 25e6
     model = zoo.load_pretrained(name)  # checksum-verified, int8 restored
     assert model.config["grey"] and model.config["temporal"] == "none"
-    assert model.config.get("stem", "imagenet") == stem
+    assert model.config.get("stem", "imagenet") == stem and model.config["arch"] == arch
     assert model.framing.margin == 0.0 and model.config["input_size"] == 48
     frames = torch.randint(0, 256, (1, 2, 48, 48, 3), dtype=torch.uint8)
     with torch.no_grad():
@@ -490,7 +491,8 @@ def test_the_shipped_fer2013_models_load_offline_and_predict(shipped, name, stem
 
 # ------------------------------------------------- the framing of the training crops
 
-SHIPPED_MODELS = ["resnet18-fer2013-cpu", "resnet18-small-fer2013-cpu"]
+SHIPPED_MODELS = ["resnet18-fer2013-cpu", "resnet18-small-fer2013-cpu",
+                  "resnet18-half-fer2013-cpu"]
 FER_FRAMING = {"margin": 0.0, "square": "max-side", "size": 48, "grey": True,
                "source": "whole-image"}
 
