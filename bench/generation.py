@@ -170,14 +170,16 @@ def looped_clip(path, times, out_dir):
     return out
 
 
-def bench_memory(path, device="cpu", batch=32, repeats=(1, 4, 16), detect_every=3):
-    """Peak RSS of `generate` on the clip looped 1x, 4x, 16x: flat means streaming."""
+def bench_memory(path, device="cpu", batch=32, repeats=(1, 4, 16), detect_every=1):
+    """Peak RSS and frames/s of `generate` (the default detector, detection
+    on every ``detect_every``-th frame: 1, the default) on the clip looped
+    1x, 4x, 16x: flat memory means streaming."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for times in repeats:
             clip = looped_clip(path, times, tmp)
             res = run_stage_in_subprocess("generate", clip, device, batch, detect_every)
-            rows.append({"repeats": times, **res})
+            rows.append({"repeats": times, "detect_every": detect_every, **res})
     return rows
 
 

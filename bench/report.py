@@ -22,9 +22,11 @@ def generation_table(rows):
 
 
 def memory_table(rows):
-    lines = ["| clip looped | frames | generate f/s | peak RSS (MB) |", "| ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['repeats']}x | {r['frames']} | {r['fps']:,.0f} | {r['peak_rss_mb']:,.0f} |"
-              for r in rows]
+    lines = ["| clip looped | frames | generate (default detector) f/s | --detect-every | "
+             "peak RSS (MB) |", "| ---: | ---: | ---: | ---: | ---: |"]
+    # runs before 2026-12-03 11:00 UTC looped with --detect-every 3 and did not record it
+    lines += [f"| {r['repeats']}x | {r['frames']} | {r['fps']:,.0f} | "
+              f"{r.get('detect_every', 3)} | {r['peak_rss_mb']:,.0f} |" for r in rows]
     return "\n".join(lines)
 
 
