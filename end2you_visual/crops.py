@@ -91,8 +91,9 @@ class FaceCropper:
         ``aligned=True``: ceil(side / size) bilinear samples a side per
         output pixel, averaged), computed as the sub-image weighted along
         its rows, then its columns (:func:`roi_align_weights`: a few input
-        pixels per output pixel): the same values (to float rounding), 2-6x
-        faster on faces 3-9 times the crop's side (``python -m bench.crops``);
+        pixels per output pixel): the same values (to float rounding),
+        1.8-5x faster on faces 2-9 times the crop's side (``python -m
+        bench.crops``);
         a square no larger than the crop (one sample per output pixel) goes
         through ``roi_align`` itself, faster there. Only the pixels read are converted
         (the square and 2 px around it, within the frame): the same crop as
