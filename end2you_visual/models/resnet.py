@@ -44,7 +44,7 @@ STEMS = {"imagenet": (7, 2, 3, True), "nopool": (7, 2, 3, False), "small": (3, 2
          "small1": (3, 1, 1, False)}
 
 
-class TinyResNet(tv_resnet.ResNet):
+class NarrowResNet(tv_resnet.ResNet):
     """torchvision's ResNet with configurable stage widths (``resnet_tiny``
     for tests, ``resnet18_half`` for fast CPU students).
 
@@ -75,11 +75,11 @@ class TinyResNet(tv_resnet.ResNet):
 
 
 def _tiny():
-    return TinyResNet(tv_resnet.BasicBlock, [1, 1, 1, 1])
+    return NarrowResNet(tv_resnet.BasicBlock, [1, 1, 1, 1])
 
 
 def _half():
-    return TinyResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], widths=(32, 64, 128, 256))
+    return NarrowResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], widths=(32, 64, 128, 256))
 
 
 # name -> (constructor returning a torchvision-style ResNet, features per frame)
