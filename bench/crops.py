@@ -12,33 +12,23 @@ uint8 as `generate` stores them).
 """
 import argparse
 import json
-import math
 import time
 
 import numpy as np
 import torch
-from torchvision.ops import roi_align
 
+from end2you_visual.crops import pixels_around, roi_align_crop
 from end2you_visual.faces import FacePipeline
 from end2you_visual.video import iter_frame_batches
 
 CASES = [(60, 48), (150, 48), (300, 48), (450, 48), (150, 150), (300, 150), (450, 150)]
 
 
-def roi_align_crop(frame, square, size):
-    """The crop `generate` cut before: ``roi_align`` on the sub-image around
-    ``square`` (2 px border, within the frame)."""
-    h, w = frame.shape[:2]
-    x0 = min(max(math.floor(square[0]) - 2, 0), w - 1)
-    y0 = min(max(math.floor(square[1]) - 2, 0), h - 1)
-    x1 = max(min(math.ceil(square[2]) + 2, w), x0 + 1)
-    y1 = max(min(math.ceil(square[3]) + 2, h), y0 + 1)
-    x = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1]))
-    x = x.permute(2, 0, 1)[None].float().contiguous()
-    shifted = square - np.array([x0, y0, x0, y0], np.float32)
-    roi = torch.from_numpy(np.concatenate([[0], shifted]).astype(np.float32))[None]
-    return roi_align(x, roi, output_size=size, spatial_scale=1.0, sampling_ratio=0,
-                     aligned=True)[0]
+def roi_align_of(frame, square, size):
+    """The crop `generate` cut before: ``roi_align`` on the pixels around
+    ``square``."""
+    x, shifted = pixels_around(frame, square)
+    return roi_align_crop(x, shifted, size)
 
 
 def best_time(fn, repeats=5, calls=40):
@@ -68,10 +58,10 @@ def main(argv=None):
         x0, y0 = (w - side) / 2 + 0.37, max((h - side) / 2, 0) + 0.61  # centred, not on the grid
         square = np.array([x0, y0, x0 + side, y0 + side], np.float32)
         ours = pipeline._crop_one(frame, square)
-        theirs = roi_align_crop(frame, square, size)
+        theirs = roi_align_of(frame, square, size)
         rounded = (ours.round().clamp(0, 255) - theirs.round().clamp(0, 255)).abs()
         t_ours = best_time(lambda: pipeline._crop_one(frame, square))
-        t_theirs = best_time(lambda: roi_align_crop(frame, square, size))
+        t_theirs = best_time(lambda: roi_align_of(frame, square, size))
         rows.append({"side": side, "size": size, "ours_ms": 1e3 * t_ours,
                      "roi_align_ms": 1e3 * t_theirs, "speedup": t_theirs / t_ours,
                      "max_difference": float((ours - theirs).abs().max()),

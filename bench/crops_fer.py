@@ -26,21 +26,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from end2you_visual.data import WindowDataset, open_files
 from end2you_visual.faces import FacePipeline
 from end2you_visual.framing import model_framing
 from end2you_visual.models.checkpoint import unwrap_model
 from end2you_visual.scoring import score as score_predictions
 from end2you_visual.zoo import load_pretrained
 
-from .zoo_accuracy import held_out
+from .zoo_accuracy import held_out_dataset, predict_classes
 
 
 def held_out_images(data, fraction=0.1, seed=0):
     """The held-out images (N, S, S, 3) uint8 and their one-hot labels (N, C)."""
-    files = open_files(data)
-    valid = held_out(files, fraction, seed)
-    dataset = WindowDataset(files, window=1, sequence_filter=lambda s: (s.path, s.index) in valid)
+    dataset = held_out_dataset(data, fraction, seed)
     items = [dataset[i] for i in range(len(dataset))]
     frames = np.stack([item["frames"][0].numpy() for item in items])
     labels = np.stack([item["labels"][0].numpy() for item in items])
@@ -59,15 +56,6 @@ def framed(images, size, margin, crop, upscale):
         crops.append(faces.crops[0])
         found.append(bool(faces.found[0]))
     return np.stack(crops), np.array(found)
-
-
-def probabilities(model, frames, batch=256):
-    out = []
-    with torch.inference_mode():
-        for k in range(0, len(frames), batch):
-            x = torch.from_numpy(frames[k:k + batch])[:, None]  # (B, 1, S, S, 3)
-            out.append(model.activate(model(x)[:, 0].float()).numpy())
-    return np.concatenate(out)
 
 
 def main(argv=None):
@@ -94,7 +82,9 @@ def main(argv=None):
               "upscale": args.upscale, "found": {k: float(v.mean()) for k, v in found.items()},
               "found_both": int(both.sum())}
     for kind, frames in inputs.items():
-        pred = probabilities(model, frames)
+        windows = [{"frames": torch.from_numpy(f)[None], "labels": torch.from_numpy(y)[None]}
+                   for f, y in zip(frames, labels)]
+        pred, _ = predict_classes(model, windows)
         every = score_predictions([pred], [labels], "multiclass", names=names).to_dict()
         on_found = score_predictions([pred[both]], [labels[both]], "multiclass",
                                      names=names).to_dict()

@@ -27,6 +27,13 @@ def held_out(files, fraction, seed):
     return split_sequences(files, split_by="sequence", fraction=fraction, seed=seed).valid
 
 
+def held_out_dataset(data, fraction=0.1, seed=0):
+    """The held-out windows (one frame each) of the HDF5 files ``data``."""
+    files = open_files(data)
+    valid = held_out(files, fraction, seed)
+    return WindowDataset(files, window=1, sequence_filter=lambda s: (s.path, s.index) in valid)
+
+
 def predict_classes(model, dataset, batch=256):
     """Class probabilities (``model.activate``) and one-hot labels, (N, C) each."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=0)
@@ -59,10 +66,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compact", action="store_true")
     args = parser.parse_args(argv)
-    files = open_files(args.data)
-    valid = held_out(files, args.fraction, args.seed)
-    dataset = WindowDataset(files, window=1,
-                            sequence_filter=lambda s: (s.path, s.index) in valid)
+    dataset = held_out_dataset(args.data, args.fraction, args.seed)
     model = load_pretrained(args.model)
     report = {"model": args.model, "sequences": len(dataset), "float": score(model, dataset)}
     if args.compact:

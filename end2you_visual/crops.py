@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-__all__ = ["CROP_KINDS", "TEMPLATE_112", "FaceCropper", "resize_only", "roi_align_weights",
-           "similarity_transform", "template_points"]
+__all__ = ["CROP_KINDS", "TEMPLATE_112", "FaceCropper", "pixels_around", "resize_only",
+           "roi_align_crop", "roi_align_weights", "similarity_transform", "template_points",
+           "weighted_crop"]
 
 CROP_KINDS = ("box", "aligned")
 # ArcFace's canonical five points (left eye, right eye, nose tip, left and
@@ -43,8 +44,8 @@ TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.73
 # when it shrinks the face (as roi_align does for box crops).
 _MAX_SUPERSAMPLE = 8
 
-# Frames converted to float at once when cropping, in pixels (x 3 channels x
-# 4 bytes: about 200 MB), so a batch of 1080p frames is cropped in chunks.
+# Frames converted to float at once when aligning, in pixels (x 3 channels x
+# 4 bytes: about 200 MB), so a batch of 1080p frames is aligned in chunks.
 _CROP_PIXEL_BUDGET = 1 << 24
 
 
@@ -89,34 +90,17 @@ class FaceCropper:
         """:meth:`crop` of one frame (H, W, 3) around ``square`` (4,): float
         (3, size, size), ``roi_align``'s crop (``sampling_ratio=0``,
         ``aligned=True``: ceil(side / size) bilinear samples a side per
-        output pixel, averaged), computed as the sub-image weighted along
-        its rows, then its columns (:func:`roi_align_weights`: a few input
-        pixels per output pixel): the same values (to float rounding),
-        1.8-5x faster on faces 2-9 times the crop's side (``python -m
-        bench.crops``);
-        a square no larger than the crop (one sample per output pixel) goes
-        through ``roi_align`` itself, faster there. Only the pixels read are converted
-        (the square and 2 px around it, within the frame): the same crop as
-        from the whole frame, whose edges are the sub-image's where the
-        square reaches them."""
-        h, w = frame.shape[:2]
-        x0 = min(max(math.floor(square[0]) - 2, 0), w - 1)
-        y0 = min(max(math.floor(square[1]) - 2, 0), h - 1)
-        x1 = max(min(math.ceil(square[2]) + 2, w), x0 + 1)
-        y1 = max(min(math.ceil(square[3]) + 2, h), y0 + 1)
-        x = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).to(self.device)
-        # float32 like the square, whose difference from an integer is exact
-        shifted = square - np.array([x0, y0, x0, y0], np.float32)
-        if shifted[2] - shifted[0] <= self.size:  # one sample per output pixel: roi_align is faster
-            roi = torch.from_numpy(np.concatenate([[0], shifted]).astype(np.float32))[None]
-            return roi_align(x.permute(2, 0, 1)[None].float().contiguous(), roi.to(self.device),
-                             output_size=self.size, spatial_scale=1.0, sampling_ratio=0,
-                             aligned=True)[0]
-        x = _weigh_axis(x.float(), *roi_align_weights(shifted[1], shifted[3], self.size, y1 - y0),
-                        self.device)  # (size, w, 3)
-        x = _weigh_axis(x.transpose(0, 1), *roi_align_weights(shifted[0], shifted[2], self.size,
-                                                              x1 - x0), self.device)
-        return x.permute(2, 1, 0)  # (size x, size y, 3) -> (3, size y, size x)
+        output pixel, averaged) of the pixels around the square
+        (:func:`pixels_around`). A square larger than the crop is computed
+        as the sub-image weighted along its rows, then its columns
+        (:func:`weighted_crop`): the same values to float rounding, 1.8-5x
+        faster on faces 2-9 times the crop's side (``python -m
+        bench.crops``); a smaller one goes through ``roi_align`` itself
+        (:func:`roi_align_crop`), faster there."""
+        x, shifted = pixels_around(frame, square, self.device)
+        if shifted[2] - shifted[0] <= self.size:  # one sample per output pixel
+            return roi_align_crop(x, shifted, self.size)
+        return weighted_crop(x, shifted, self.size)
 
     def align(self, frames, landmarks, rows=None):
         """Cut crops aligned on five face landmarks, size x size.
@@ -206,11 +190,44 @@ class FaceCropper:
         self._last_crop = None if last is None else last.copy()
 
 
-def _weigh_axis(x, index, weights, device):
+def pixels_around(frame, square, device="cpu"):
+    """The pixels of ``frame`` (H, W, 3) uint8 that a crop around ``square``
+    (4,) float32 reads: the square and 2 px around it, within the frame, as
+    a uint8 tensor (h, w, 3) on ``device``, and the square in its
+    coordinates (4,) float32. A crop of them equals the crop of the whole
+    frame, whose edges are the sub-image's where the square reaches them."""
+    h, w = frame.shape[:2]
+    x0 = min(max(math.floor(square[0]) - 2, 0), w - 1)
+    y0 = min(max(math.floor(square[1]) - 2, 0), h - 1)
+    x1 = max(min(math.ceil(square[2]) + 2, w), x0 + 1)
+    y1 = max(min(math.ceil(square[3]) + 2, h), y0 + 1)
+    x = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).to(device)
+    # float32 like the square, whose difference from an integer is exact
+    return x, square - np.array([x0, y0, x0, y0], np.float32)
+
+
+def roi_align_crop(x, square, size):
+    """``roi_align``'s crop (``aligned=True``, ``sampling_ratio=0``) of
+    ``square`` (4,) in the pixels ``x`` (h, w, 3): float (3, size, size)."""
+    roi = torch.from_numpy(np.concatenate([[0], square]).astype(np.float32))[None]
+    return roi_align(x.permute(2, 0, 1)[None].float().contiguous(), roi.to(x.device),
+                     output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)[0]
+
+
+def weighted_crop(x, square, size):
+    """:func:`roi_align_crop` computed axis by axis (:func:`roi_align_weights`):
+    ``x`` weighted along its rows, then its columns; float (3, size, size)."""
+    h, w = x.shape[:2]
+    x = _weigh_axis(x.float(), *roi_align_weights(square[1], square[3], size, h))  # (size, w, 3)
+    x = _weigh_axis(x.transpose(0, 1), *roi_align_weights(square[0], square[2], size, w))
+    return x.permute(2, 1, 0)  # (size x, size y, 3) -> (3, size y, size x)
+
+
+def _weigh_axis(x, index, weights):
     """``x`` (n, ...) weighted along its first axis: (size, ...), output ``i``
     the sum of ``x[index[i]]`` times ``weights[i]`` (:func:`roi_align_weights`)."""
     size, band = index.shape
-    index, weights = torch.from_numpy(index).to(device), torch.from_numpy(weights).to(device)
+    index, weights = torch.from_numpy(index).to(x.device), torch.from_numpy(weights).to(x.device)
     rows = x.reshape(len(x), -1).index_select(0, index.reshape(-1)).view(size, band, -1)
     return torch.bmm(weights[:, None, :], rows).view(size, *x.shape[1:])
 
