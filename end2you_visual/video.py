@@ -28,6 +28,8 @@ count=True)`` (decodes the whole file once).
 import math
 import os
 import queue
+import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -57,9 +59,13 @@ class VideoInfo:
         n_frames: number of frames; an estimate from the header
             (``int(duration * fps)``) unless probed with ``count=True``, then
             exactly what :func:`iter_frame_batches` yields.
-        width, height: frame size in pixels, after the file's rotation flag
-            is applied (as decoded).
+        width, height: frame size in pixels as displayed (and decoded):
+            after the file's rotation metadata (a phone's display matrix)
+            is applied, so a portrait phone clip stored as landscape pixels
+            is ``height > width``.
         duration: length in seconds from the container header.
+        rotation: the display rotation of the file, in degrees
+            counter-clockwise (0, 90, 180 or 270), applied when decoding.
     """
 
     path: str
@@ -68,13 +74,15 @@ class VideoInfo:
     width: int
     height: int
     duration: float
+    rotation: int = 0
 
 
 def _probe_header(path):
-    """fps, frame count, size and duration from the header (moviepy)."""
+    """fps, frame count, displayed size, duration and rotation from the header."""
     if not os.path.isfile(path):
         raise InputError(path, "file not found")
-    base = _parse_infos(path).get("video_fps") or 0.0  # the base rate, "tbr"
+    infos = _parse_infos(path)
+    base = infos.get("video_fps") or 0.0  # the base rate, "tbr"
     # moviepy is imported here: it is slow to import and only videos need it.
     from moviepy import VideoFileClip
 
@@ -86,10 +94,15 @@ def _probe_header(path):
         raise InputError(path, f"cannot read as a video: {_reason(exc)}") from exc
     try:
         average = float(clip.fps or 0.0)
-        width, height = (int(v) for v in clip.size)
         duration = float(clip.duration or 0.0)
     finally:
         clip.close()
+    # The coded size: moviepy's size is that too, unrotated (it does not read
+    # the display matrix of current ffmpeg versions).
+    width, height = (int(v) for v in infos.get("video_size") or (0, 0))
+    rotation = _display_rotation(path)
+    if rotation in (90, 270):  # ffmpeg turns the pictures upright as it decodes
+        width, height = height, width
     fps = _choose_fps(float(base), average)
     if not (math.isfinite(fps) and fps > 0):
         raise InputError(path, "has no usable frame rate")
@@ -97,7 +110,29 @@ def _probe_header(path):
         raise InputError(path, "has no usable frame size")
     # moviepy's own estimate (FFMPEG_VideoReader.n_frames), at our rate.
     n_frames = int(duration * fps)
-    return fps, n_frames, width, height, duration
+    return fps, n_frames, width, height, duration, rotation
+
+
+# ffmpeg's report of a display matrix: "Display Matrix: rotation of -90.00
+# degrees" (ffmpeg 7 and later) or "displaymatrix: rotation of -90.00 degrees".
+_ROTATION = re.compile(r"display ?matrix: rotation of (-?[0-9.]+) degrees", re.IGNORECASE)
+
+
+def _display_rotation(path):
+    """The first video stream's display rotation, degrees counter-clockwise in
+    {0, 90, 180, 270} (0 without a display matrix), as ffmpeg reports it."""
+    from moviepy.config import FFMPEG_BINARY
+
+    try:
+        report = subprocess.run([FFMPEG_BINARY, "-hide_banner", "-nostdin", "-i", path],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, timeout=60, check=False).stderr
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(path, f"cannot read as a video: {exc}") from None
+    found = _ROTATION.search(report.decode("utf-8", "replace"))
+    if found is None:
+        return 0
+    return int(round(float(found.group(1)) / 90.0)) * 90 % 360
 
 
 def _parse_infos(path):
@@ -157,11 +192,11 @@ def probe_video(path, count=False):
         InputError: the file is missing, unreadable, or has no video stream.
     """
     path = os.fspath(path)
-    fps, n_frames, width, height, duration = _probe_header(path)
-    info = VideoInfo(path, fps, n_frames, width, height, duration)
+    fps, n_frames, width, height, duration, rotation = _probe_header(path)
+    info = VideoInfo(path, fps, n_frames, width, height, duration, rotation)
     if count:
         n_frames = sum(len(batch) for _, batch in _decode(info, batch_size=64))
-        info = VideoInfo(path, fps, n_frames, width, height, duration)
+        info = VideoInfo(path, fps, n_frames, width, height, duration, rotation)
     return info
 
 
@@ -247,21 +282,28 @@ class VideoFrames:
                 stdout=subprocess.PIPE, stderr=errlog,
             )
             start = 0
+            finished = False
             reader = _Prefetcher(proc.stdout, batch_size, (info.height, info.width, 3))
             try:
                 for frames in reader:
                     yield start, frames
                     start += len(frames)
                     self.decoded = start
+                finished = True
             finally:
-                if proc.poll() is None:
-                    proc.kill()
+                if not finished and proc.poll() is None:
+                    proc.kill()  # the caller stopped early: ffmpeg's end is ours
                 reader.close()
                 proc.stdout.close()
                 proc.wait()
             errlog.seek(0)
             message = errlog.read().decode("utf-8", "replace").strip()
             self.decode_error = _last_message(message)
+            if proc.returncode != 0:
+                # Killed (the out-of-memory killer, a signal) or failed: the
+                # frames read are not the video's, whatever they number.
+                raise InputError(info.path, _abnormal_end(proc.returncode, start,
+                                                          self.decode_error))
             if start == 0:
                 raise InputError(
                     info.path,
@@ -326,6 +368,20 @@ class _Prefetcher:
         self.thread.join()
 
 
+def _abnormal_end(returncode, decoded, message):
+    """The problem of a decoder that did not end normally (exit status ``returncode``)."""
+    if returncode < 0:
+        try:
+            how = f"was killed ({signal.Signals(-returncode).name})"
+        except ValueError:
+            how = f"was killed (signal {-returncode})"
+    else:
+        how = f"failed (exit status {returncode})"
+    return (f"the decoder (ffmpeg) {how} after {decoded} frames"
+            + (f": {message}" if message else "")
+            + "; the video was not read to its end, nothing of it is kept")
+
+
 def _last_message(log):
     """ffmpeg's last line without its ``[component @ 0x...]`` prefix, or None."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
@@ -368,8 +424,10 @@ def iter_frame_batches(path, batch_size=32):
         the video, and a uint8 array of shape (n, H, W, 3), RGB.
 
     Raises:
-        InputError: the file is missing, unreadable, has no video stream, or
-            not a single frame decodes.
+        InputError: the file is missing, unreadable, has no video stream,
+            not a single frame decodes, or the decoder ends abnormally (killed,
+            e.g. by the out-of-memory killer, or failing): raised after the
+            frames it gave, which are then not the whole video.
     """
     yield from VideoFrames(path, batch_size)
 

@@ -489,3 +489,58 @@ def test_generate_and_predict_take_their_face_options_from_one_definition():
     with pytest.raises(InputError, match=r"^--smoothing: must be in \[0, 1\), got 1"):
         FaceSettings(smoothing=1)
     assert FaceSettings(margin=0.5).pipeline(fps=25, size=48).margin == 0.5
+
+
+# ------------------------------------------- a decoder killed mid-video (issue 24)
+def test_a_killed_decoder_fails_the_video_and_a_rerun_redoes_it(tmp_path, monkeypatch):
+    from end2you_visual import video as video_module
+
+    real_popen = subprocess.Popen
+    decoders = []
+
+    def popen(command, *args, **kwargs):
+        proc = real_popen(command, *args, **kwargs)
+        if "-nostdin" in command and "rawvideo" in command:
+            decoders.append(proc)
+        return proc
+
+    real_prefetch = video_module._Prefetcher.__iter__
+
+    def kill_after_first_batch(self):
+        for k, frames in enumerate(real_prefetch(self)):
+            yield frames
+            if k == 0:
+                decoders[-1].kill()  # as the out-of-memory killer would
+
+    monkeypatch.setattr(video_module.subprocess, "Popen", popen)
+    monkeypatch.setattr(video_module._Prefetcher, "__iter__", kill_after_first_batch)
+    out = tmp_path / "out"
+    (result,) = generate(DATA / "single_face.mp4", out, GenerateSettings(**TINY),
+                         progress=False)
+    assert result.status == "failed"
+    assert "the decoder (ffmpeg) was killed (SIGKILL)" in result.error
+    assert str(DATA / "single_face.mp4") in result.error
+    assert not is_complete(out / "single_face.h5") and not list(out.glob("*.h5*"))
+    monkeypatch.undo()
+    (again,) = generate(DATA / "single_face.mp4", out, GenerateSettings(**TINY), progress=False)
+    assert again.status == "written" and again.frames == 72
+
+
+def test_a_portrait_phone_clip_finds_its_faces(tmp_path):
+    """single_face.mp4 stored as a phone stores portrait video: pixels turned
+    a quarter and a display matrix turning them back. Decoded as displayed,
+    its faces are found as in the original."""
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    turned, phone = tmp_path / "turned.mp4", tmp_path / "phone.mp4"
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-i", str(DATA / "single_face.mp4"),
+                    "-an", "-vf", "transpose=1", "-c:v", "libx264", "-crf", "12", str(turned)],
+                   check=True)
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-display_rotation", "90", "-i",
+                    str(turned), "-c", "copy", str(phone)], check=True)
+    settings = GenerateSettings(size=16, batch_size=24)
+    (original,) = generate(DATA / "single_face.mp4", tmp_path / "a", settings, progress=False)
+    (rotated,) = generate(phone, tmp_path / "b", settings, progress=False)
+    assert rotated.frames == 72 and rotated.faces_found >= original.faces_found - 2
+    assert original.faces_found >= 60

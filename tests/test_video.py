@@ -120,7 +120,7 @@ def test_iterator_ends_ffmpeg_when_abandoned(monkeypatch):
 
     def recording_popen(command, *args, **kwargs):
         proc = real_popen(command, *args, **kwargs)
-        if "-nostdin" in command:  # ours, not moviepy's probes
+        if "-nostdin" in command and "rawvideo" in command:  # our decoder, not probes
             started.append(proc)
         return proc
 
@@ -187,3 +187,78 @@ def test_read_image_errors(tmp_path):
     fake.write_text("not an image")
     with pytest.raises(InputError, match="fake.png"):
         read_image(fake)
+
+
+# ------------------------------------------------- phone videos: display rotation
+@pytest.fixture(scope="module")
+def portrait_phone_clip(tmp_path_factory):
+    """single_face.mp4 as a phone stores a clip: the pixels turned a quarter
+    clockwise (360 x 640 coded) and a display matrix of 90 degrees that
+    turns them upright again when shown (640 x 360 displayed)."""
+    root = tmp_path_factory.mktemp("phone")
+    turned, phone = root / "turned.mp4", root / "phone.mp4"
+    ffmpeg("-i", SINGLE, "-an", "-vf", "transpose=1", "-c:v", "libx264", "-crf", "12", turned)
+    ffmpeg("-display_rotation", "90", "-i", turned, "-c", "copy", phone)
+    return phone
+
+
+def test_a_phone_clip_is_decoded_at_its_displayed_size_and_orientation(portrait_phone_clip):
+    info = probe_video(portrait_phone_clip)
+    assert (info.width, info.height, info.rotation) == (640, 360, 90)
+    frames = decode_all(portrait_phone_clip)
+    assert frames.shape == (72, 360, 640, 3)
+    # The same pictures as the upright original, to the re-encoding's loss
+    # (squashed or sideways frames differ by 40 grey levels and more).
+    difference = np.abs(frames.astype(np.int16) - decode_all(SINGLE).astype(np.int16))
+    assert difference.mean() < 4
+
+
+def test_a_clip_without_rotation_reports_none():
+    assert probe_video(SINGLE).rotation == 0
+
+
+@pytest.mark.parametrize("degrees, expected", [(180, 180), (270, 270), (-90, 270)])
+def test_display_rotations_of_half_and_three_quarter_turns(tmp_path, degrees, expected):
+    rotated = tmp_path / "rotated.mp4"
+    ffmpeg("-display_rotation", degrees, "-i", SINGLE, "-c", "copy", rotated)
+    info = probe_video(rotated)
+    assert info.rotation == expected
+    size = (640, 360) if expected == 180 else (360, 640)
+    assert (info.width, info.height) == size
+    first = next(iter(iter_frame_batches(rotated, 4)))[1]
+    assert first.shape == (4, size[1], size[0], 3)
+
+
+# --------------------------------------------- a decoder that dies mid-video
+def kill_decoder_after_first_batch(monkeypatch):
+    """Make the next VideoFrames' ffmpeg process get SIGKILL (as from the
+    out-of-memory killer) once the first batch has been handed out."""
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(command, *args, **kwargs):
+        proc = real_popen(command, *args, **kwargs)
+        if "-nostdin" in command and "rawvideo" in command:  # our decoder, not probes
+            started.append(proc)
+        return proc
+
+    monkeypatch.setattr(video.subprocess, "Popen", popen)
+    return started
+
+
+def test_a_decoder_killed_mid_video_is_an_error_not_a_short_video(monkeypatch):
+    started = kill_decoder_after_first_batch(monkeypatch)
+    frames = video.VideoFrames(SINGLE, batch_size=8)
+    got = 0
+    with pytest.raises(InputError, match=r"single_face\.mp4: the decoder \(ffmpeg\) was "
+                                         r"killed \(SIGKILL\) after \d+ frames"):
+        for _, batch in frames:
+            got += len(batch)
+            started[0].kill()
+    assert got < 72
+
+
+def test_stopping_early_is_not_an_abnormal_end():
+    for _, batch in iter_frame_batches(SINGLE, 8):
+        break  # the generator is closed: ffmpeg is killed by us, no error
+    assert len(batch) == 8
