@@ -508,15 +508,15 @@ def test_a_killed_decoder_fails_the_video_and_a_rerun_redoes_it(tmp_path, monkey
 
     def kill_after_first_batch(self):
         for k, frames in enumerate(real_prefetch(self)):
-            yield frames
-            if k == 0:
+            if k == 0:  # at most 3 batches of 8 of the 72 frames read by now
                 decoders[-1].kill()  # as the out-of-memory killer would
+            yield frames
 
     monkeypatch.setattr(video_module.subprocess, "Popen", popen)
     monkeypatch.setattr(video_module._Prefetcher, "__iter__", kill_after_first_batch)
     out = tmp_path / "out"
-    (result,) = generate(DATA / "single_face.mp4", out, GenerateSettings(**TINY),
-                         progress=False)
+    (result,) = generate(DATA / "single_face.mp4", out,
+                         GenerateSettings(**{**TINY, "batch_size": 8}), progress=False)
     assert result.status == "failed"
     assert "the decoder (ffmpeg) was killed (SIGKILL)" in result.error
     assert str(DATA / "single_face.mp4") in result.error
