@@ -469,3 +469,48 @@ def test_ctrl_c_says_how_to_resume(data, tmp_path, monkeypatch, kill_after_epoch
     assert res.exit_code == 0, res.output
     assert [r["epoch"] for r in read_csv(out / "log.csv")] == ["1", "2"]
     assert load_checkpoint(out / "best.pt").config["input_size"] == 16
+
+
+# ------------------------------------------ one writer per run folder (issue 24)
+def test_a_second_run_into_a_folder_being_trained_into_is_refused(data, tmp_path):
+    out = tmp_path / "r"
+    train(TrainConfig(**base(data, out, progress=False, tensorboard=False)))
+    first = Trainer(TrainConfig(**base(data, out, epochs=2, resume=True, progress=False,
+                                       tensorboard=False)))
+    try:
+        before = snapshot(out)
+        with pytest.raises(InputError, match=rf"{out}: another run \(pid \d+\) is training "
+                                             r"into this folder"):
+            Trainer(TrainConfig(**base(data, out, epochs=3, resume=True)))
+        assert snapshot(out) == before  # the refused run wrote nothing
+        first.fit()
+    finally:
+        first.close()
+    # Released by close: the next run may resume.
+    second = Trainer(TrainConfig(**base(data, out, epochs=3, resume=True, progress=False,
+                                        tensorboard=False)))
+    second.close()
+    assert not (out / ".run.lock").exists()
+
+
+def test_a_run_folder_locked_by_another_process_is_refused_in_one_line(data, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from end2you_visual.locks import "
+         "OutputLock; l = OutputLock(sys.argv[1] + '/run', wait=False).acquire(); "
+         "print('held', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = CliRunner().invoke(cli, cli_args(data, out, "--epochs", "1"))
+        assert res.exit_code == 1, res.output
+        assert f"Error: {out}: another run (pid {holder.pid}) is training into this " \
+               "folder" in res.output
+        assert "Traceback" not in res.output and not (out / "last.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import InputError
+from ..locks import OutputBusy, OutputLock
 from ..models import read_checkpoint, save_checkpoint
 from . import distributed
 from .config import option_name
@@ -47,6 +48,47 @@ def check_out_dir(out_dir):
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "" if existing == path else f" ({existing} is not writable)"
         raise InputError(path, f"is not writable{where}; choose another --out")
+
+
+class RunLock:
+    """One writer per run folder: ``flock`` on ``OUT/.run.lock`` for as long
+    as a :class:`~end2you_visual.training.Trainer` lives (released by its
+    ``close``, or by the kernel when the process dies, ``kill -9`` included).
+
+    A second run into the folder (``train --resume`` twice, a new run while
+    one trains) fails at once with an InputError naming the folder and the
+    other run's pid, before it reads or writes anything there. Only the
+    main process of a multi-process run (``RANK`` 0) takes the lock: its
+    other processes write nothing. A folder the lock had to create is
+    removed again when the run fails before writing anything into it.
+    """
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+        self._created = not self.out_dir.exists()
+        self._lock = None
+        if int(os.environ.get("RANK", 0)) != 0:
+            return
+        lock = OutputLock(self.out_dir / "run", wait=False)
+        try:
+            lock.acquire()
+        except OutputBusy as busy:
+            owner = f"another run (pid {busy.pid})" if busy.pid else "another run"
+            raise InputError(self.out_dir, f"{owner} is training into this folder; wait for "
+                                           "it to end, or choose another --out") from None
+        self._lock = lock
+
+    def release(self, failed=False):
+        """Release the lock; after a failed start, remove a folder made for it and left empty."""
+        if self._lock is None:
+            return
+        self._lock.release()
+        self._lock = None
+        if failed and self._created:
+            try:
+                self.out_dir.rmdir()  # only when empty
+            except OSError:
+                pass
 
 
 def check_existing_run(out_dir, resume=False, overwrite=False):

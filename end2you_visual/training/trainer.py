@@ -38,7 +38,8 @@ import torch
 
 from ..devices import resolve_device
 from . import distributed
-from .checkpoints import BEST, LAST, LOG_CSV, Checkpointing, check_existing_run, check_out_dir
+from .checkpoints import (BEST, LAST, LOG_CSV, Checkpointing, RunLock, check_existing_run,
+                          check_out_dir)
 from .config import TrainConfig
 from .distill import Distillation
 from .preparation import RunSetup
@@ -136,9 +137,14 @@ class Trainer(RunSetup, StepLoop, Validation, Checkpointing, Distillation):
         # Everything the user typed is checked before any process group, data or model.
         device = resolve_device(config.device)
         check_out_dir(self.out_dir)
-        self._replacing = check_existing_run(self.out_dir, config.resume, config.overwrite)
-        self.last_path, self.best_path = self.out_dir / LAST, self.out_dir / BEST
-        self._resume_ckpt = self._read_resume()
+        self._run_lock = RunLock(self.out_dir)  # one writer per run folder
+        try:
+            self._replacing = check_existing_run(self.out_dir, config.resume, config.overwrite)
+            self.last_path, self.best_path = self.out_dir / LAST, self.out_dir / BEST
+            self._resume_ckpt = self._read_resume()
+        except BaseException:
+            self._run_lock.release(failed=True)
+            raise
         self.dist = distributed.setup(device.type)
         try:
             self.device = _pick_device(device, self.dist)
@@ -146,6 +152,7 @@ class Trainer(RunSetup, StepLoop, Validation, Checkpointing, Distillation):
             self._prepare_model()
         except BaseException:
             distributed.teardown(self.dist)
+            self._run_lock.release(failed=True)
             raise
     # ------------------------------------------------------------------ fit
 
@@ -233,3 +240,4 @@ class Trainer(RunSetup, StepLoop, Validation, Checkpointing, Distillation):
             self._log_handler.close()
             self._log_handler = None
         distributed.teardown(self.dist)
+        self._run_lock.release()
