@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from end2you_visual.recipes import find_recipe
 from end2you_visual.training import NonFiniteLossError, TrainConfig, read_toml, train as run_train
 from end2you_visual.training.config import RANGES
 
@@ -156,25 +157,26 @@ def _setup_logging():
 
 @click.command()
 @click.argument("data", nargs=-1, type=click.Path(exists=True))
-@click.option("--config", "recipe", type=click.Path(exists=True, dir_okay=False),
-              help="TOML recipe (pretrained/recipes/); options given here override it.")
+@click.option("--config", "recipe", metavar="NAME_OR_PATH",
+              help="TOML recipe: a file, or a shipped recipe's name (e2y-visual zoo "
+                   "recipes: pretrain, finetune...); options given here override it.")
 @_with_options
 def train(data, recipe, **options):
     """Train on HDF5 DATA (files or folders): categorical pretraining or CCC
     fine-tuning, decided by the data's labels (see docs/training.md).
 
     \b
-    e2y-visual train data/ --config pretrained/recipes/pretrain.toml --out runs/pre
-    e2y-visual train recola/ --config pretrained/recipes/finetune.toml \\
-        --init runs/pre/best.pt --out runs/ft
+    e2y-visual train data/ --config pretrain --out runs/pre
+    e2y-visual train recola/ --config finetune --init runs/pre/best.pt --out runs/ft
     """
-    values = read_toml(recipe) if recipe else {}
+    path = find_recipe(recipe) if recipe else None
+    values = read_toml(path) if path else {}
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
              if v is not None and v != ()}
     values.update(given)
     if data:
         values["train"] = list(data)
-    config = TrainConfig.from_dict(values, source=recipe)
+    config = TrainConfig.from_dict(values, source=path)
     _setup_logging()
     try:
         result = run_train(config)

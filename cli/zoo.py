@@ -6,6 +6,7 @@ import click
 
 from end2you_visual import zoo as zoo_api
 from end2you_visual.errors import InputError
+from end2you_visual.recipes import shipped_recipes
 
 
 def _status(weights):
@@ -35,6 +36,13 @@ def list_models():
     for w in entries:
         fields = (w.name, w.arch, f"{w.head}/{w.outputs}", w.training_data or "-", _status(w))
         click.echo("\t".join(fields))
+
+
+@zoo.command()
+def recipes():
+    """Shipped training recipes: the name `train --config` takes, and what each is for."""
+    for recipe in shipped_recipes():
+        click.echo(f"{recipe.name}\t{recipe.description}")
 
 
 @zoo.command()

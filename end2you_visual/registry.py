@@ -16,7 +16,8 @@ from .framing import Framing
 
 __all__ = [
     "Weights", "WeightsNotFoundError", "ChecksumError", "REGISTRY_FORMAT", "REGISTRY_VERSION",
-    "FETCH_HINT", "list_pretrained", "get_weights", "locate", "pretrained_dir", "home_dir",
+    "FETCH_HINT", "list_pretrained", "get_weights", "locate", "pretrained_dir", "shipped_dir",
+    "home_dir",
     "cache_dir", "export_dir", "registry_path", "registry_paths", "sha256_file",
     "candidate_paths", "parse_entry", "read_registry_file", "write_registry", "looked_in",
 ]
@@ -98,10 +99,12 @@ class Weights:
 
 # --- where things are -------------------------------------------------------
 
-def _shipped_dir():
-    # The package data folder `end2you_visual.pretrained` (`pretrained/` of the
-    # repository, mapped in setup.cfg): found through the import system, so it
-    # is the right folder for a wheel and for an editable install alike.
+def shipped_dir():
+    """The zoo that ships with the package: the package data folder
+    ``end2you_visual.pretrained`` (``pretrained/`` of the repository, mapped
+    in setup.cfg), whatever ``$E2Y_VISUAL_PRETRAINED`` says."""
+    # Found through the import system, so it is the right folder for a wheel
+    # and for an editable install alike.
     try:
         from . import pretrained
     except ImportError:  # an install made before the zoo was package data
@@ -112,7 +115,7 @@ def _shipped_dir():
 def pretrained_dir():
     """``$E2Y_VISUAL_PRETRAINED`` when set, else the shipped zoo (``end2you_visual/pretrained``)."""
     env = os.environ.get("E2Y_VISUAL_PRETRAINED")
-    return Path(env).expanduser() if env else _shipped_dir()
+    return Path(env).expanduser() if env else shipped_dir()
 
 
 def home_dir():

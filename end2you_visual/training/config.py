@@ -457,6 +457,22 @@ def _toml_problem(err):
     return f"not valid TOML: {where}: {what}" if where else f"not valid TOML: {what}"
 
 
+def _refuse_categorical_settings(config, path):
+    """One InputError for every setting of categorical training (the
+    ``pretrain`` recipe's) given for continuous labels, naming the shipped
+    recipe that fits them (``finetune``)."""
+    found = [text for text, given in (("label_weighting 'inverse'",
+                                       config.label_weighting == "inverse"),
+                                      ("resample", bool(config.resample))) if given]
+    if found:
+        raise InputError(path, f"continuous labels, but {' and '.join(found)} "
+                               f"{'is' if len(found) == 1 else 'are'} for categorical labels: "
+                               "the pretraining recipe (pretrain) is for categorical labels; "
+                               "for continuous labels use the fine-tuning recipe "
+                               "(--config finetune), or turn these off (--label-weighting "
+                               "none --no-resample)")
+
+
 def resolve_auto(config, label_kind, device_type, path=None):
     """The ``auto`` settings decided for data of ``label_kind`` on ``device_type``.
 
@@ -465,6 +481,8 @@ def resolve_auto(config, label_kind, device_type, path=None):
     classification head, a metric the head does not report...).
     """
     head = head_for_kind(label_kind, path) if config.head == "auto" else config.head
+    if head == "regression":
+        _refuse_categorical_settings(config, path)
     loss = DEFAULT_LOSS[head] if config.loss == "auto" else config.loss
     if loss not in LOSSES_FOR_HEAD[head]:
         raise InputError(path, f"loss {loss!r} does not fit a {head} head; "

@@ -1,0 +1,117 @@
+"""A first hour without guessing (issue 24): the recipes by name and what they
+are for, the default model, a bare --audio, the two CCCs named, the items
+of WindowDataset documented, outputs that follow the umask, label CSVs with
+another separator, End2You label names, 1-frame plots, long video names.
+All on the CPU, tiny."""
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from end2you_visual.cli.main import cli
+from end2you_visual.errors import InputError
+from end2you_visual.recipes import find_recipe, recipes_dir, shipped_recipes
+from end2you_visual.training import TrainConfig, resolve_auto
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def train_args(data, out, *extra):
+    return ["train", str(data), "--window", "8", "--arch", "resnet_tiny", "--hidden-size", "8",
+            "--num-layers", "1", "--num-workers", "0", "--no-progress", "--no-tensorboard",
+            "--out", str(out), *extra]
+
+
+# ------------------------------------------ 1. the pretraining recipe on continuous labels
+
+CATEGORICAL_ONLY = ("continuous labels, but {found} for categorical labels: the pretraining "
+                    "recipe (pretrain) is for categorical labels; for continuous labels use the "
+                    "fine-tuning recipe (--config finetune), or turn these off "
+                    "(--label-weighting none --no-resample)")
+
+
+def test_pretrain_recipe_on_continuous_labels_says_once_which_recipe_fits(tmp_path,
+                                                                         write_continuous):
+    data = write_continuous(tmp_path / "d.h5", [20, 17, 30], subjects=["p1", "p2", "p3"])
+    res = CliRunner().invoke(cli, train_args(data, tmp_path / "o", "--config", "pretrain"))
+    assert res.exit_code == 1
+    message = CATEGORICAL_ONLY.format(found="label_weighting 'inverse' and resample are")
+    assert res.output.strip().splitlines()[-1] == f"Error: {data}: {message}"
+    assert res.output.count("Error:") == 1 and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_resolve_auto_names_each_categorical_setting_given_for_continuous_labels():
+    config = TrainConfig(resample=True)
+    with pytest.raises(InputError) as err:
+        resolve_auto(config, "continuous", "cpu", "d.h5")
+    assert str(err.value) == "d.h5: " + CATEGORICAL_ONLY.format(found="resample is")
+    # the same settings fit categorical labels
+    assert resolve_auto(TrainConfig(resample=True, label_weighting="inverse"), "multilabel",
+                        "cpu")["weighting"] == "inverse"
+
+
+# ------------------------------------------------------ 2. recipes by name, zoo recipes
+
+def test_shipped_recipes_have_names_paths_and_descriptions():
+    recipes = {r.name: r for r in shipped_recipes()}
+    assert {"pretrain", "finetune"} <= set(recipes)
+    assert recipes["finetune"].path == recipes_dir() / "finetune.toml"
+    assert recipes["finetune"].description == ("Continuous fine-tuning (the paper's RECOLA "
+                                               "regime: arousal and valence).")
+    assert recipes["pretrain"].description == ("Categorical pretraining (the paper's RealEyes "
+                                               "regime).")
+    assert all(r.description for r in recipes.values())
+
+
+def test_find_recipe_takes_a_name_a_path_and_refuses_an_unknown_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the checkout: pretrained/recipes/ is not here
+    assert find_recipe("finetune") == recipes_dir() / "finetune.toml"
+    assert find_recipe("pretrained/recipes/finetune.toml") == recipes_dir() / "finetune.toml"
+    Path("finetune").write_text("lr = 0.5\n")  # a file that exists wins
+    assert find_recipe("finetune") == Path("finetune")
+    names = ", ".join(r.name for r in shipped_recipes())
+    with pytest.raises(InputError) as err:
+        find_recipe("finetuning")
+    assert str(err.value) == (f"finetuning: no such recipe file, nor a shipped recipe's name; "
+                              f"shipped recipes: {names} (e2y-visual zoo recipes)")
+
+
+def test_zoo_recipes_lists_every_shipped_recipe():
+    res = CliRunner().invoke(cli, ["zoo", "recipes"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [f"{r.name}\t{r.description}" for r in shipped_recipes()]
+    assert "finetune\tContinuous fine-tuning (the paper's RECOLA regime: arousal and " \
+           "valence)." in res.output.splitlines()
+
+
+def test_train_config_takes_a_shipped_recipe_name_from_any_folder(tmp_path, monkeypatch,
+                                                                  write_continuous):
+    from end2you_visual.cli import train as train_cli
+
+    data = write_continuous(tmp_path / "d.h5", [20])
+    seen = {}
+
+    def fake_train(config):
+        seen["config"] = config
+        return SimpleNamespace(metric="ccc", best_score=0.5, best_epoch=1, epochs_run=1,
+                               stopped="done", best_path="best.pt")
+
+    monkeypatch.setattr(train_cli, "run_train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, train_args(data, "o", "--config", "finetune", "--lr", "0.1"))
+    assert res.exit_code == 0, res.output
+    config = seen["config"]
+    assert (config.loss, config.metric, config.head, config.lr) == ("ccc", "ccc", "regression",
+                                                                    0.1)
+    res = CliRunner().invoke(cli, train_args(data, "o", "--config", "nope"))
+    assert res.exit_code == 1
+    assert "Error: nope: no such recipe file, nor a shipped recipe's name; shipped recipes: " \
+           "finetune, pretrain" in res.output
