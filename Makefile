@@ -38,7 +38,7 @@ test: install
 demo: install
 	$(BIN)/e2y-visual generate tests/data/demo.csv --out $(DEMO_OUT)/hdf5 --preview
 	$(BIN)/e2y-visual predict tests/data/single_face.mp4 tests/data/face_noface.mov \
-		--model resnet18-fer2013-cpu --out $(DEMO_OUT)/predict --overwrite
+		--model resnet18-small-fer2013-cpu --out $(DEMO_OUT)/predict --overwrite
 	@echo "Wrote $(DEMO_OUT)/hdf5 (face crops, previews/*.png, manifest.json) and"
 	@echo "$(DEMO_OUT)/predict (per-frame emotion CSVs and plots)"
 

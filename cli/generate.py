@@ -39,9 +39,10 @@ from .faceoptions import face_options
 @click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none",
               show_default=True)
 @click.option("--audio", type=click.Choice(["required", "optional"]), default=None,
+              is_flag=False, flag_value="required",
               help="Also store each video's audio track (mono) and each frame's sample "
-                   "range; required: a video without audio fails, optional: its absence "
-                   "is recorded.")
+                   "range; required (a bare --audio): a video without audio fails, "
+                   "optional: its absence is recorded.")
 @click.option("--audio-rate", default=16000, show_default=True,
               type=click.IntRange(min=1000, max=192000),
               help="Sample rate of the stored audio, Hz.")

@@ -2,18 +2,22 @@
 model to run and the output folder."""
 import click
 
+from end2you_visual.registry import DEFAULT_MODEL
+
 __all__ = ["model_run_options"]
 
 
 def model_run_options(inputs, out_help):
     """Decorator: the INPUTS argument (named ``inputs``: files or folders that
     exist), ``--model`` (a registered name or a checkpoint file, passed as
-    ``model_name``) and ``--out`` (the output folder, ``out_dir``; help text
-    ``out_help``), in that order."""
+    ``model_name``; default :data:`~end2you_visual.registry.DEFAULT_MODEL`)
+    and ``--out`` (the output folder, ``out_dir``; help text ``out_help``),
+    in that order."""
     decorators = [
         click.argument(inputs, nargs=-1, required=True, type=click.Path(exists=True)),
-        click.option("--model", "model_name", required=True,
-                     help="A registered model name (e2y-visual zoo list) or a checkpoint file."),
+        click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
+                     help="A registered model name (e2y-visual zoo list) or a checkpoint file; "
+                          "the default is the zoo's most accurate CPU model."),
         click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
                      help=out_help),
     ]

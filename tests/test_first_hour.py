@@ -115,3 +115,64 @@ def test_train_config_takes_a_shipped_recipe_name_from_any_folder(tmp_path, monk
     assert res.exit_code == 1
     assert "Error: nope: no such recipe file, nor a shipped recipe's name; shipped recipes: " \
            "finetune, pretrain" in res.output
+
+
+# ------------------------------------------------------------ 3. the default model
+
+def test_predict_and_extract_default_to_the_most_accurate_cpu_model():
+    import json
+
+    from end2you_visual.zoo import DEFAULT_MODEL
+
+    registry = json.loads((REPO / "pretrained" / "registry.json").read_text())
+    cpu = [m for m in registry["models"] if m["name"].endswith("-cpu")]
+    best = max(cpu, key=lambda m: m["metrics"]["fer2013_valid_accuracy"])
+    assert DEFAULT_MODEL == best["name"] == "resnet18-small-fer2013-cpu"
+    for command in ("predict", "extract"):
+        option = next(p for p in cli.commands[command].params if p.name == "model_name")
+        assert option.default == DEFAULT_MODEL and not option.required
+        res = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
+        assert f"[default: {DEFAULT_MODEL}]" in res.output
+    makefile = (REPO / "Makefile").read_text()
+    assert f"--model {DEFAULT_MODEL} " in makefile and "resnet18-fer2013-cpu " not in makefile
+
+
+def test_predict_without_model_runs_the_default_model(tmp_path, monkeypatch):
+    import end2you_visual.predict as predict_module
+
+    seen = {}
+
+    def fake(videos, model, out_dir, **kwargs):
+        seen["model"] = model
+        return []
+
+    monkeypatch.setattr(predict_module, "predict_videos", fake)
+    res = CliRunner().invoke(cli, ["predict", str(DATA / "single_face.mp4"),
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert seen["model"] == "resnet18-small-fer2013-cpu"
+
+
+# ------------------------------------------------------------------ 4. a bare --audio
+
+@pytest.mark.parametrize("words, audio", [
+    (["--audio"], "required"),
+    (["--audio", "--size", "32"], "required"),
+    (["--audio", "optional"], "optional"),
+    (["--audio", "required"], "required"),
+    ([], None),
+])
+def test_a_bare_audio_means_required(tmp_path, monkeypatch, words, audio):
+    from end2you_visual.cli import generate as generate_cli
+
+    seen = {}
+
+    def fake(source, out_dir, settings, *args):
+        seen["audio"] = settings.audio
+        return []
+
+    monkeypatch.setattr(generate_cli, "run_generate", fake)
+    res = CliRunner().invoke(cli, ["generate", str(DATA / "single_face.mp4"),
+                                   "--out", str(tmp_path / "o"), *words])
+    assert res.exit_code == 0, res.output
+    assert seen["audio"] == audio
