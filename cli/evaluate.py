@@ -10,10 +10,6 @@ from end2you_visual.labels import INTERPOLATIONS
 from end2you_visual.postprocess import Chain
 
 
-def _ccc_line(title, report):
-    return f"{title}: " + ", ".join(f"{n} {report.pooled[n].ccc:.4f}" for n in report.names)
-
-
 @click.command()
 @click.option("--pred", "pred_paths", multiple=True, required=True, type=click.Path(exists=True),
               help="Prediction CSV or folder of CSVs (time, outputs, optional face_found). "
@@ -34,7 +30,8 @@ def _ccc_line(title, report):
               help="Comma-separated output columns to use (default: all but "
                    "time/face_found/top_class).")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False),
-              help="Also write the pooled and per-file metrics before/after as JSON.")
+              help="Also write the pooled and per-file metrics before/after the chain, "
+                   "over the face frames and over all frames, as JSON.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing chain file, processed CSVs or metrics file "
                    "(else refused).")
@@ -70,8 +67,8 @@ def evaluate(pred_paths, label_paths, interpolation, chain_path, out, outputs, m
             interpolation=interpolation)
         click.echo(f"wrote {len(written)} file(s) to {out}")
     if before is not None:
-        click.echo(_ccc_line("CCC before", before))
-        click.echo(_ccc_line("CCC after ", after))
+        for line in before.lines("CCC before") + after.lines("CCC after"):
+            click.echo(line)
         if metrics_path:
             atomic_write_text(metrics_path, json.dumps(
                 {"before": before.to_dict(), "after": after.to_dict()}, indent=2) + "\n")

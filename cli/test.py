@@ -4,14 +4,16 @@ import json
 
 import click
 
+from end2you_visual.scoring import FRAME_SETS, ccc_line
+
 
 def _headline(metrics):
     report = metrics.get("metrics")
     if not report:
         return metrics.get("error", "no metrics")
     if metrics["label_kind"] == "continuous":
-        return "pooled CCC: " + ", ".join(f"{n} {report['pooled'][n]['ccc']:.4f}"
-                                          for n in report["names"])
+        return "\n".join(ccc_line("CCC", frames, metrics["ccc"][frames])
+                         for frames in FRAME_SETS)
     if metrics["label_kind"] == "multiclass":
         return f"accuracy {report['accuracy']:.4f}, UAR {report['uar']:.4f}, " \
                f"macro F1 {report['macro_f1']:.4f}"

@@ -17,6 +17,7 @@ prediction times with `generate`'s interpolation (``interpolation``:
 ``previous``, ``nearest`` or ``linear``; :func:`end2you_visual.labels.align_labels`).
 Files may have different frame rates: each is processed at its own.
 """
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,42 @@ from .files import check_writable
 from .labels import INTERPOLATIONS, align_labels, read_labels
 from .postprocess import Chain, fill_gaps
 from .predictions import csv_paths, read_prediction_csvs, write_prediction_csv
-from .scoring import score
+from .metrics import ContinuousReport
+from .scoring import FRAME_SETS, ccc_line, score
 
-__all__ = ["pair_with_labels", "fit_chain_from_csvs", "apply_chain_to_csvs", "check_new_file"]
+__all__ = ["FrameReports", "pair_with_labels", "fit_chain_from_csvs", "apply_chain_to_csvs",
+           "check_new_file"]
+
+
+@dataclass
+class FrameReports:
+    """The metrics of the same predictions over two sets of frames:
+    ``face_frames`` (frames whose ``face_found`` is 1, every frame of a file
+    without that column: the frames the chain is fitted and scored on) and
+    ``all_frames``. ``pooled``, ``per_file``, ``names``, ``files`` and
+    ``headline`` are the face-frame report's (as before both were given);
+    so is :meth:`to_dict`, with the all-frame report's under ``all_frames``."""
+
+    face_frames: ContinuousReport
+    all_frames: ContinuousReport
+
+    pooled = property(lambda self: self.face_frames.pooled)
+    per_file = property(lambda self: self.face_frames.per_file)
+    names = property(lambda self: self.face_frames.names)
+    files = property(lambda self: self.face_frames.files)
+    headline = property(lambda self: self.face_frames.headline)
+
+    def to_dict(self):
+        """The face-frame report's ``to_dict()`` (names, files, pooled,
+        per_file) with ``"frames": "face_frames"`` and the all-frame
+        report's under ``"all_frames"`` (JSON types)."""
+        return {**self.face_frames.to_dict(), "frames": "face_frames",
+                "all_frames": self.all_frames.to_dict()}
+
+    def lines(self, title):
+        """``title (all frames): ...`` and ``title (face frames): ...``, the
+        pooled CCCs as `test` prints its own (:func:`~end2you_visual.scoring.ccc_line`)."""
+        return [ccc_line(title, frames, getattr(self, frames).headline) for frames in FRAME_SETS]
 
 
 def pair_with_labels(preds, label_paths, interpolation="previous", tolerance=1.0):
@@ -79,7 +113,9 @@ def _filled(f):
 
 
 def _report(preds, labels, names, masks, stems):
-    return score(preds, labels, "regression", masks=masks, names=names, files=stems)
+    return FrameReports(
+        face_frames=score(preds, labels, "regression", masks=masks, names=names, files=stems),
+        all_frames=score(preds, labels, "regression", names=names, files=stems))
 
 
 def fit_chain_from_csvs(pred_paths, label_paths, outputs=None, interpolation="previous",
@@ -90,8 +126,8 @@ def fit_chain_from_csvs(pred_paths, label_paths, outputs=None, interpolation="pr
     Frames without a face (``face_found`` 0) are left out of the statistics;
     empty prediction cells are filled by :func:`~end2you_visual.postprocess.fill_gaps`
     before filtering. Returns ``(chain, before, after)``: the chain and the
-    validation :class:`~end2you_visual.metrics.ContinuousReport` before and
-    after it.
+    validation metrics before and after it, each a :class:`FrameReports`
+    (over the face frames and over all frames).
     """
     files = read_prediction_csvs(pred_paths, outputs)
     labels = pair_with_labels(files, label_paths, interpolation)
@@ -123,8 +159,8 @@ def apply_chain_to_csvs(chain, pred_paths, out_dir, label_paths=None, overwrite=
     """Apply ``chain`` to prediction CSVs (each at its own frame rate) and
     write them, same stems, under ``out_dir``. The output columns are the
     chain's names. Returns ``(written_paths, before, after)``;
-    ``before``/``after`` are :class:`~end2you_visual.metrics.ContinuousReport`
-    when ``label_paths`` is given, else None.
+    ``before``/``after`` are :class:`FrameReports` (over the face frames and
+    over all frames) when ``label_paths`` is given, else None.
 
     Raises:
         InputError: ``out_dir`` cannot be written, or already holds a CSV of

@@ -16,18 +16,28 @@ regression head, probabilities for a classification head). ``masks``
   (the top class against the one-hot label's class);
 * ``multilabel`` -> :func:`~end2you_visual.metrics.evaluate_multilabel`
   (a label is on at a label value >= 0.5, predicted at a probability >= 0.5).
+
+The same continuous predictions give two pooled CCCs, over **all frames**
+and over the **face frames** (those with ``face_found``): `test` and
+`evaluate` print both, named alike (:func:`frame_cccs`, :func:`ccc_line`).
 """
+import math
+from typing import Dict, List, Optional, Sequence
+
 import numpy as np
 
 from .errors import InputError
 from .metrics import evaluate_categorical, evaluate_continuous, evaluate_multilabel
 
-__all__ = ["HEAD_LABEL_KIND", "HEAD_FOR_KIND", "label_kind_of", "head_for_kind", "score"]
+__all__ = ["HEAD_LABEL_KIND", "HEAD_FOR_KIND", "FRAME_SETS", "label_kind_of", "head_for_kind",
+           "score", "frame_cccs", "ccc_line"]
 
 #: The label kind a model head is trained and scored on (and back).
 HEAD_LABEL_KIND = {"regression": "continuous", "multilabel": "multilabel",
                    "multiclass": "multiclass"}
 HEAD_FOR_KIND = {kind: head for head, kind in HEAD_LABEL_KIND.items()}
+#: The two sets of frames a pooled CCC is given over, and their names in output.
+FRAME_SETS = {"all_frames": "all frames", "face_frames": "face frames"}
 
 
 def label_kind_of(head_kind):
@@ -72,3 +82,36 @@ def score(predictions, labels, head_kind, masks=None, names=None, files=None):
         return evaluate_categorical(scores, targets.argmax(axis=1),
                                     num_classes=scores.shape[1], class_names=names)
     return evaluate_multilabel(scores, (targets >= 0.5).astype(np.int64), 0.5, label_names=names)
+
+
+def frame_cccs(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+               face_found: Sequence[np.ndarray],
+               names: List[str]) -> Dict[str, Dict[str, Optional[float]]]:
+    """The pooled CCC per output over all frames and over the face frames:
+    ``{"all_frames": {name: ccc}, "face_frames": {name: ccc}}`` (None where
+    undefined, e.g. no frame has a face).
+
+    Args:
+        predictions, labels: per-sequence (T_i, D) arrays (finite at every frame).
+        face_found: per-sequence (T_i,) booleans.
+        names: the D output names.
+    """
+    masks = {"all_frames": None, "face_frames": [np.asarray(f, bool) for f in face_found]}
+    out = {}
+    for key, mask in masks.items():
+        if mask is not None and not any(m.any() for m in mask):
+            out[key] = {n: None for n in names}
+            continue
+        pooled = evaluate_continuous(predictions, labels, names=names, masks=mask).pooled
+        out[key] = {n: (pooled[n].ccc if math.isfinite(pooled[n].ccc) else None)
+                    for n in names}
+    return out
+
+
+def ccc_line(title: str, frames: str, cccs: Dict[str, Optional[float]]) -> str:
+    """One line of pooled CCCs named by their frames, the way `test` and
+    `evaluate` print them: ``ccc_line("CCC", "face_frames", {"arousal": 0.5})``
+    is ``"CCC (face frames): arousal 0.5000"`` (``n/a`` where undefined)."""
+    values = ", ".join(f"{n} {v:.4f}" if v is not None and math.isfinite(v) else f"{n} n/a"
+                       for n, v in cccs.items())
+    return f"{title} ({FRAME_SETS[frames]}): {values}"

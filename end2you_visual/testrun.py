@@ -28,7 +28,7 @@ from .inference import load_model, model_title, predict_sequences
 from .inputs import SPLIT_NAMES
 from .models.checkpoint import unwrap_model
 from .predictions import SequencePrediction, unique_stems, write_prediction_csv, write_predictions_h5
-from .scoring import label_kind_of, score
+from .scoring import frame_cccs, label_kind_of, score
 
 __all__ = ["run_test", "TestResult", "check_model_fits", "check_test_out", "earlier_outputs",
            "SPLITS"]
@@ -169,7 +169,10 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
     * ``predictions.h5``: everything for programs
       (:func:`~end2you_visual.predictions.load_predictions`);
     * ``metrics.json`` when some file has labels: the head's metrics
-      (:func:`~end2you_visual.scoring.score`) under the key ``metrics``;
+      (:func:`~end2you_visual.scoring.score`) under the key ``metrics``
+      and, for continuous labels, the pooled CCC per output over all
+      frames and over the face frames under ``ccc`` (``{"all_frames":
+      {...}, "face_frames": {...}}``, :func:`~end2you_visual.scoring.frame_cccs`);
     * with ``plot``: ``plots/<sequence>.png`` (predictions against the
       labels, at most ``max_plots`` sequences of 2 frames or more) and, for
       multiclass data, ``plots/confusion.png``.
@@ -309,6 +312,10 @@ def _metrics(results, base, kind, include_no_face, window):
     report = score([r.predictions for r in labelled], [r.labels for r in labelled],
                    base.head_kind, masks=keep, names=names, files=[r.name for r in labelled])
     summary["metrics"] = report.to_dict()
+    if kind == "continuous":  # both pooled CCCs, whichever frames `metrics` scores
+        summary["ccc"] = frame_cccs([r.predictions for r in labelled],
+                                    [r.labels for r in labelled],
+                                    [r.face_found for r in labelled], names)
     return summary
 
 

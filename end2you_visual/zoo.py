@@ -31,10 +31,11 @@ from .files import check_writable
 from .models import (build_model, dequantize_state_dict, end2you_config, import_end2you,
                      load_checkpoint, quantize_state_dict, save_checkpoint)
 from .models.checkpoint import model_from_checkpoint, read_checkpoint
-from .registry import (DEFAULT_MODEL, FETCH_HINT, ChecksumError, Weights, WeightsNotFoundError, cache_dir,
-                       candidate_paths, export_dir, get_weights, home_dir, list_pretrained,
-                       locate, looked_in, parse_entry, pretrained_dir, read_registry_file,
-                       registry_path, registry_paths, sha256_file, write_registry)
+from .registry import (DEFAULT_MODEL, FETCH_HINT, ChecksumError, Weights, WeightsNotFoundError,
+                       cache_dir, candidate_paths, export_dir, get_weights, home_dir,
+                       list_pretrained, locate, looked_in, parse_entry, pretrained_dir,
+                       read_registry_file, registry_path, registry_paths, sha256_file,
+                       write_registry)
 
 __all__ = [
     "Weights", "WeightsNotFoundError", "ChecksumError", "DEFAULT_MODEL",

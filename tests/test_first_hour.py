@@ -176,3 +176,53 @@ def test_a_bare_audio_means_required(tmp_path, monkeypatch, words, audio):
                                    "--out", str(tmp_path / "o"), *words])
     assert res.exit_code == 0, res.output
     assert seen["audio"] == audio
+
+
+# --------------------------------------------------- 5. the two CCCs, named alike
+
+def test_test_and_evaluate_print_both_cccs_named_alike(tmp_path, write_sequences):
+    import json
+
+    import torch
+
+    from end2you_visual.models import build_model, save_checkpoint
+
+    def rows(q, n, rng):
+        level = rng.uniform(0, 1, n)
+        frames = (rng.integers(0, 60, (n, 16, 16, 3)) + level[:, None, None, None] * 190)
+        return frames.astype(np.uint8), np.stack([level, 1 - level], 1)
+
+    data = write_sequences(tmp_path / "d.h5", [60, 50], rows, names=["arousal", "valence"],
+                           kind="continuous", size=16, face_found=lambda n: np.arange(n) % 4 != 1)
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet_tiny", outputs=2, hidden_size=4, num_layers=1,
+                                label_names=["arousal", "valence"], input_size=16),
+                    tmp_path / "tiny.pt")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["test", str(data), "--model", str(tmp_path / "tiny.pt"),
+                              "--out", str(tmp_path / "t"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    tested = [line for line in res.output.splitlines() if line.startswith("CCC")]
+    assert [line.split(":")[0] for line in tested] == ["CCC (all frames)", "CCC (face frames)"]
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["metrics"]["pooled"]["arousal"]["ccc"] == metrics["ccc"]["all_frames"]["arousal"]
+    assert metrics["ccc"]["face_frames"]["arousal"] != metrics["ccc"]["all_frames"]["arousal"]
+
+    res = runner.invoke(cli, ["evaluate", "--pred", str(tmp_path / "t" / "predictions"),
+                              "--labels", str(tmp_path / "t" / "labels"),
+                              "--out", str(tmp_path / "chain.json"),
+                              "--metrics", str(tmp_path / "m.json")])
+    assert res.exit_code == 0, res.output
+    evaluated = [line for line in res.output.splitlines() if line.startswith("CCC")]
+    assert [line.split(":")[0] for line in evaluated] == [
+        "CCC before (all frames)", "CCC before (face frames)",
+        "CCC after (all frames)", "CCC after (face frames)"]
+    # the same predictions, the same two numbers
+    assert evaluated[0].split(": ")[1] == tested[0].split(": ")[1]
+    assert evaluated[1].split(": ")[1] == tested[1].split(": ")[1]
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["before"]["frames"] == "face_frames"
+    assert saved["before"]["pooled"]["arousal"]["ccc"] == pytest.approx(
+        metrics["ccc"]["face_frames"]["arousal"])
+    assert saved["before"]["all_frames"]["pooled"]["arousal"]["ccc"] == pytest.approx(
+        metrics["ccc"]["all_frames"]["arousal"])

@@ -1,5 +1,6 @@
 """`test`: whole-sequence prediction with carried state, run_test's files and metrics."""
 import json
+import re
 
 import h5py
 import numpy as np
@@ -330,6 +331,10 @@ def cli():
     return group
 
 
+def metrics_of(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
 def test_cli_test(tmp_path, write_h5):
     ckpt = save_checkpoint(tiny(), tmp_path / "tiny.pt")
     path = write_h5(tmp_path / "a.h5", [9])
@@ -338,7 +343,9 @@ def test_cli_test(tmp_path, write_h5):
                                         str(out), "--window", "4", "--device", "cpu",
                                         "--exclude-no-face"])
     assert result.exit_code == 0, result.output
-    assert "pooled CCC: arousal" in result.output
+    assert re.search(r"^CCC \(all frames\): arousal -?\d\.\d{4}, valence -?\d\.\d{4}\n"
+                     r"CCC \(face frames\): arousal ", result.output, re.M), result.output
+    assert metrics_of(out)["ccc"].keys() == {"all_frames", "face_frames"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["include_no_face"] is False and metrics["window"] == 4
     assert len(read_prediction_csv(out / "predictions" / "seq0.csv").time) == 9
