@@ -49,10 +49,15 @@ What happens to each frame:
    0 and, as crop, the last good crop (``fill="last"``, zeros before any
    face) or zeros (``fill="zeros"``), whatever the crop kind.
 
-On a CPU, MTCNN runs fastest with one torch thread per process
-(``torch.set_num_threads(1)``): its many small convolutions gain little
-from more, and on a busy machine spinning OpenMP threads can slow it ten
-times. Parallelise over videos instead.
+On a CPU, the pipeline always runs on one torch thread (it sets
+``torch.set_num_threads(1)`` for the duration of each call and restores the
+caller's count after): float sums split over threads round differently, and
+the tracker amplifies a 1e-5 px difference into boxes pixels apart, so
+otherwise the output would depend on the thread count (and on `generate
+--workers`, which divides the cores among processes). MTCNN's many small
+convolutions gain little from more threads anyway, and on a busy machine
+spinning OpenMP threads can slow it ten times. Parallelise over videos
+instead (``generate --workers``).
 
 Boxes are ``x1, y1, x2, y2`` and landmarks ``x, y`` in pixels of the frames
 given (source pixels, whatever ``detect_scale`` is). Crops are uint8 RGB,
@@ -65,6 +70,7 @@ the detector and the batch-by-batch orchestration.
 """
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -110,6 +116,23 @@ class FaceBatch:
 
     def __len__(self):
         return len(self.found)
+
+
+@contextmanager
+def one_cpu_thread(device):
+    """Run the body on one torch thread when ``device`` is the CPU (restored
+    after): the same float rounding whatever the caller's thread count."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    if threads != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads != 1:
+            torch.set_num_threads(threads)
 
 
 def _empty_batch(n, size):
@@ -357,8 +380,13 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
                 of the previous call (same video, same size).
 
         Returns:
-            FaceBatch with exactly n rows, in order.
+            FaceBatch with exactly n rows, in order (the same whatever
+            torch's thread count: see the module docstring).
         """
+        with one_cpu_thread(self.device):
+            return self._process(frames)
+
+    def _process(self, frames):
         frames = _check_frames(frames)
         n = len(frames)
         out = _empty_batch(n, self.size)
@@ -424,6 +452,11 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             :class:`FaceBatch`).
         """
         frames = _check_frames(frames)
+        with one_cpu_thread(self.device):
+            results = self._detect(frames)
+        return results if landmarks else [r[:2] for r in results]
+
+    def _detect(self, frames):
         results = []
         for s in range(0, len(frames), self.batch_size):
             chunk = frames[s:s + self.batch_size]
@@ -440,7 +473,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
                     b = np.asarray(b, np.float32).reshape(-1, 4) / scale
                     q = np.asarray(q, np.float32).reshape(-1, 5, 2) / scale[:2]
                     results.append((b, np.asarray(p, np.float32).reshape(-1), q))
-        return results if landmarks else [r[:2] for r in results]
+        return results
 
     # ------------------------------------------------------------- detection
 

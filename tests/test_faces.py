@@ -323,3 +323,18 @@ def test_bad_arguments():
         pipeline.process(np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(ValueError):
         resize_only(np.zeros((2, 10, 10, 2), np.uint8))
+
+
+# ------------------------------------ the same output whatever the threads (issue 24)
+def test_the_pipeline_gives_the_same_faces_whatever_torch_s_thread_count(single):
+    """Float sums split over threads round differently and the tracker
+    amplified that into boxes pixels apart: the pipeline runs on one thread."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        three = run(DATA / "single_face.mp4", fps=30)
+        assert torch.get_num_threads() == 3  # the caller's count, restored
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(three.boxes, single.boxes)
+    np.testing.assert_array_equal(three.crops, single.crops)

@@ -277,3 +277,32 @@ def test_a_longer_audio_track_does_not_fail_the_labels(tmp_path):
                          overwrite=True, progress=False)
     assert result.status == "failed" and "talk.csv" in result.error
     assert not list((tmp_path / "out").glob("*.partial"))
+
+
+def test_generate_gives_the_same_crops_whatever_the_worker_count(tmp_path):
+    """Two videos with one worker (the run's two torch threads) and with two
+    (one thread each): bit for bit the same files' contents."""
+    import h5py
+    import torch
+
+    for name in ("single_face.mp4", "face_noface.mov"):
+        shutil.copy(Path(__file__).parent / "data" / name, tmp_path / name)
+    settings = GenerateSettings(size=24, batch_size=24)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generate(tmp_path, tmp_path / "one", settings, workers=1, progress=False)
+        generate(tmp_path, tmp_path / "two", settings, workers=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("single_face.h5", "face_noface.h5"):
+        with h5py.File(tmp_path / "one" / name) as a, h5py.File(tmp_path / "two" / name) as b:
+            assert len(_datasets(a)) >= 4
+            for key in _datasets(a):
+                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=f"{name}:{key}")
+
+
+def _datasets(group):
+    names = []
+    group.visititems(lambda name, obj: names.append(name) if hasattr(obj, "shape") else None)
+    return names
