@@ -313,12 +313,24 @@ class WindowDataset(torch.utils.data.Dataset):
         audio: also return each frame's audio window (every file must hold
             audio: ``generate --audio``, or an End2You audiovisual file).
 
-    Each item is a dict of tensors: ``frames`` uint8 (W, S, S, 3), ``labels``
-    float32 (W, L), ``mask`` bool (W,) (False on padding after a sequence's
-    end), ``face_found`` bool (W,), and ``sequence`` / ``start`` ints;
-    with ``audio``: ``audio`` float32 (W, A) (A: the longest window of the
-    sequences, shorter ones zero-padded) and ``audio_found`` bool (W,).
+    Each item is a dict (W: ``window``, or the sequence's length when
+    ``window`` is None; S: the frame size; L: the labels); docs/format.md
+    lists the same keys:
+
+    * ``frames``: uint8 tensor (W, S, S, 3), RGB;
+    * ``labels``: float32 tensor (W, L), in ``label_names`` order;
+    * ``mask``: bool tensor (W,), False on padding after a sequence's end;
+    * ``face_found``: bool tensor (W,);
+    * ``sequence``: int, the index of the window's sequence in
+      :attr:`sequences` (``(file index, SequenceInfo)``);
+    * ``start``: int, the window's first frame within its sequence;
+    * with ``audio`` only: ``audio``, float32 tensor (W, A) (A: the longest
+      window of the sequences, shorter ones zero-padded), and
+      ``audio_found``, bool tensor (W,).
+
     Windows shorter than ``window`` (a sequence's tail) are zero-padded.
+    (A DataLoader's default collate makes ``sequence`` and ``start`` int64
+    tensors of shape (B,).)
     """
 
     def __init__(self, files, window=150, stride=None, label_names=None,

@@ -27,7 +27,6 @@ equal to, a whole-clip pass.)
 import csv
 import json
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
-from .files import check_writable
+from .files import check_writable, temporary_beside
 from .framing import file_framing, model_framing, resolve_face_settings
 from .models.checkpoint import state_dict_sha256
 from .ranges import check_number
@@ -286,11 +285,8 @@ class _Sink:
         self.n_features, self.meta, self.attrs = n_features, meta, attrs
         self.label_names = list(meta["label_names"])
         self.rows = self.faces = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                   suffix=".tmp")
+        fd, self.tmp = temporary_beside(self.path)  # the umask's permissions, not 0600
         os.close(fd)
-        self.tmp = Path(tmp)
         self.offsets = [0] * (len(meta["sequences"]) + 1)
         self._open()
 

@@ -9,16 +9,36 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Tuple
 
 from .errors import InputError
 
-__all__ = ["atomic_file", "atomic_write_text", "check_writable", "files_in", "expand_paths"]
+__all__ = ["atomic_file", "atomic_write_text", "temporary_beside", "default_file_mode",
+           "check_writable", "files_in", "expand_paths"]
 
 
-def _default_mode():
+def default_file_mode() -> int:
+    """The permissions of an ordinary new file: ``0o666`` less the umask."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def temporary_beside(path) -> Tuple[int, Path]:
+    """``(fd, tmp)``: a new hidden temporary file in ``path``'s folder
+    (created), ``.<name>.XXXX.tmp``, open as ``fd``, with the permissions of
+    an ordinary new file (:func:`default_file_mode`), not the ``0o600`` of
+    ``tempfile.mkstemp``: renamed onto ``path``, it follows the umask."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, default_file_mode())
+    except OSError:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, Path(tmp)
 
 
 @contextmanager
@@ -29,10 +49,8 @@ def atomic_file(path, mode="wb", **open_kwargs):
     and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_beside(path)
     try:
-        os.chmod(tmp, _default_mode())
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
         os.replace(tmp, path)

@@ -226,3 +226,86 @@ def test_test_and_evaluate_print_both_cccs_named_alike(tmp_path, write_sequences
         metrics["ccc"]["face_frames"]["arousal"])
     assert saved["before"]["all_frames"]["pooled"]["arousal"]["ccc"] == pytest.approx(
         metrics["ccc"]["all_frames"]["arousal"])
+
+
+# ------------------------------------------------- 6. WindowDataset's items, documented
+
+def documented_item_keys():
+    """``{key: (type, shape, audio_only)}`` of docs/format.md's table of item keys."""
+    text = (REPO / "docs" / "format.md").read_text(encoding="utf-8")
+    table = text.split("<!-- window-item-keys -->", 1)[1].strip().split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        key, kind, shape, what = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[key.strip("`")] = (kind, shape, "with `audio=True` only" in what)
+    return rows
+
+
+def test_every_key_of_a_window_item_is_documented_with_its_type_and_shape(tmp_path,
+                                                                          write_sequences):
+    import torch
+
+    from end2you_visual.data import WindowDataset
+
+    def rows(q, n, rng):
+        return rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8), rng.uniform(-1, 1, (n, 2))
+
+    def noise(q, n, rng):
+        return rng.uniform(-0.5, 0.5, n * 640).astype(np.float32)
+
+    path = write_sequences(tmp_path / "a.h5", [5, 9], rows, names=["arousal", "valence"],
+                           kind="continuous", size=16, audio=noise, audio_rate=16000)
+    documented = documented_item_keys()
+    sizes = {"W": 8, "S": 16, "L": 2, "A": 640}
+    for audio in (False, True):
+        item = WindowDataset(path, window=8, audio=audio)[1]
+        expected = {k for k, (_, _, audio_only) in documented.items() if audio or not audio_only}
+        assert set(item) == expected
+        for key, value in item.items():
+            kind, shape, _ = documented[key]
+            if kind == "int":
+                assert type(value) is int and shape == "", key
+            else:
+                assert isinstance(value, torch.Tensor), key
+                assert kind == f"{str(value.dtype).replace('torch.', '')} tensor", key
+                dims = tuple(sizes.get(d.strip(), d.strip()) for d in shape.strip("()").split(",")
+                             if d.strip())
+                assert tuple(value.shape) == tuple(int(d) for d in dims), key
+    assert (item["sequence"], item["start"]) == (1, 0)
+    doc = WindowDataset.__doc__
+    assert all(f"``{key}``" in doc for key in documented)
+
+
+# ----------------------------------------------------- 7. outputs follow the umask
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_extract_outputs_follow_the_umask_in_every_format(tmp_path, write_sequences, umask):
+    import stat
+
+    import torch
+
+    from end2you_visual.extract import extract_features
+    from end2you_visual.files import atomic_write_text
+    from end2you_visual.models import build_model
+
+    def rows(q, n, rng):
+        return rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8), rng.random((n, 2))
+
+    data = write_sequences(tmp_path / "clips.h5", [4], rows, names=["arousal", "valence"],
+                           kind="continuous", size=16)
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", outputs=2, hidden_size=4, input_size=16).eval()
+    old = os.umask(umask)
+    try:
+        outputs = [Path(r.output) for fmt in ("hdf5", "npy", "csv")
+                   for r in extract_features([data], model, tmp_path / "out", fmt=fmt,
+                                             device="cpu")]
+        atomic_write_text(tmp_path / "plain.txt", "x")
+    finally:
+        os.umask(old)
+    assert [o.name for o in outputs] == ["clips.features.h5", "clips.features.npy",
+                                         "clips.features.csv"]
+    modes = {o.name: stat.S_IMODE(o.stat().st_mode) for o in outputs}
+    assert modes == {o.name: 0o666 & ~umask for o in outputs}
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(modes)  # no leftovers
