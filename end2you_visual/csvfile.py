@@ -8,7 +8,9 @@ def read_csv_rows(path, what, empty_hint="no header row"):
     """The stripped header and the non-blank rows as (line number, cells).
 
     ``what`` names the kind of file in messages ("label file", "input CSV");
-    a missing, unreadable or empty file raises :class:`InputError`.
+    a missing, unreadable or empty file raises :class:`InputError`, and so
+    does a file whose columns are separated by ``;``, tabs or ``|`` instead
+    of commas (naming the separator found).
     """
     if not path.is_file():
         raise InputError(path, f"{what} not found")
@@ -22,4 +24,22 @@ def read_csv_rows(path, what, empty_hint="no header row"):
         raise InputError(path, f"cannot read {what}: {error}") from error
     if header is None or not any(cell.strip() for cell in header):
         raise InputError(path, f"is empty ({empty_hint})")
+    _check_separator(path, header, what)
     return [cell.strip() for cell in header], rows
+
+
+# Separators other programs write instead of commas (a spreadsheet with a
+# decimal comma writes ';'), and how a message names them.
+SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
+
+
+def _check_separator(path, header, what):
+    """An InputError naming the separator when the header is one cell that
+    holds another separator: the file is not comma-separated."""
+    if len(header) != 1:
+        return
+    for separator, name in SEPARATORS.items():
+        if separator in header[0]:
+            raise InputError(path, f"columns are separated by {name}, not commas (header "
+                                   f"{header[0].strip()!r}); save the {what} with commas "
+                                   "between its columns")

@@ -309,3 +309,31 @@ def test_extract_outputs_follow_the_umask_in_every_format(tmp_path, write_sequen
     assert modes == {o.name: 0o666 & ~umask for o in outputs}
     assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o666 & ~umask
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(modes)  # no leftovers
+
+
+# ------------------------------------------- 8. label CSVs with another separator
+
+@pytest.mark.parametrize("separator, name", [(";", "';'"), ("\t", "tabs"), ("|", "'|'")])
+def test_a_label_csv_with_another_separator_names_it(tmp_path, separator, name):
+    from end2you_visual.labels import read_labels
+
+    path = tmp_path / "p01.csv"
+    header = separator.join(["time", "arousal", "valence"])
+    path.write_text(f"{header}\n" + separator.join(["0", "0,1", "0,2"]) + "\n")
+    for columns in (None, ["arousal", "valence"]):
+        with pytest.raises(InputError) as err:
+            read_labels(path, label_columns=columns)
+        assert str(err.value) == (f"{path}: columns are separated by {name}, not commas "
+                                  f"(header {header!r}); save the label file with commas "
+                                  "between its columns")
+
+
+def test_an_input_csv_with_semicolons_names_the_separator(tmp_path):
+    (tmp_path / "input.csv").write_text("raw_file;label_file\nclip.mp4;clip.csv\n")
+    res = CliRunner().invoke(cli, ["generate", str(tmp_path / "input.csv"),
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert (f"Error: {tmp_path / 'input.csv'}: columns are separated by ';', not commas "
+            "(header 'raw_file;label_file'); save the input CSV with commas between its "
+            "columns") in res.output
+    assert not (tmp_path / "out").exists()
