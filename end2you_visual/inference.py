@@ -39,6 +39,7 @@ from .errors import InputError
 from .framereader import FrameReader
 from .models.build import model_inputs
 from .models.checkpoint import unwrap_model
+from .ranges import check_choice, check_number, check_window
 
 __all__ = [
     "StreamingPredictor", "predict_sequence", "predict_sequences", "plan_steps",
@@ -204,6 +205,18 @@ def _scatter_state(lane_state, items, state, lengths):
             lane_state.pop(it.lane, None)
 
 
+def _check_options(window, lanes=1, precision="auto", prefetch=1, workers=None):
+    """The prediction options checked as the CLI checks them (InputError
+    naming the option); ``window`` 0 or None: whole sequences (None)."""
+    window = check_window(window)
+    lanes = check_number("--lanes", lanes, 1, integer=True)
+    check_choice("--precision", precision, PRECISIONS)
+    prefetch = check_number("prefetch", prefetch, 1, integer=True)
+    if workers is not None:
+        workers = check_number("workers", workers, 1, integer=True)
+    return window, lanes, prefetch, workers
+
+
 def predict_sequences(model, sequences, window=150, lanes=8, device="auto", precision="auto",
                       activate=True, workers=None, prefetch=3, static_shapes=False,
                       progress=None):
@@ -218,8 +231,9 @@ def predict_sequences(model, sequences, window=150, lanes=8, device="auto", prec
         sequences: list of ``(SequenceFile, SequenceInfo)``; all files must
             have the same frame size (and hold audio, for a model that takes it).
         window: frames per forward pass of a sequence (state carried between
-            windows); ``None``: each sequence in one pass (memory then grows
-            with the longest sequence: 3 x lanes x its frames on the host).
+            windows); ``None`` or 0 (the CLI's ``--window 0``): each sequence
+            in one pass (memory then grows with the longest sequence: 3 x
+            lanes x its frames on the host).
         lanes: sequences per forward pass, side by side (``batch_size``,
             elsewhere, always counts frames).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -237,6 +251,8 @@ def predict_sequences(model, sequences, window=150, lanes=8, device="auto", prec
     Returns:
         One float32 array (length, outputs) per sequence, in order.
     """
+    window, lanes, prefetch, workers = _check_options(window, lanes, precision, prefetch,
+                                                      workers)
     device = resolve_device(device)
     base = prepare_model(model, device)
     results = [np.zeros((info.length, base.config["outputs"]), np.float32)
@@ -453,20 +469,22 @@ def predict_sequence(model, frames_source, window=None, device="auto", precision
               by window (memory bounded by the window);
             * any other iterable of frame chunks (n_i, H, W, 3), streamed.
         window: frames per forward pass; the recurrent state is carried from
-            window to window, so the result equals one pass (``None``).
+            window to window, so the result equals one pass (``None`` or 0,
+            the default).
         device, precision, activate: see :func:`predict_sequences`.
 
     Returns:
         float32 array (T, outputs).
     """
+    window = _check_options(window, precision=precision)[0]
     seq = _as_sequence(frames_source, end2you_fps)
     if seq is not None:
         return predict_sequences(model, [seq], window=window, lanes=1, device=device,
                                  precision=precision, activate=activate)[0]
     predictor = StreamingPredictor(model, device, precision, activate)
     if isinstance(frames_source, (np.ndarray, torch.Tensor)):
-        step = len(frames_source) if window is None else int(window)
-        chunks = (frames_source[i:i + step] for i in range(0, len(frames_source), max(step, 1)))
+        step = max(len(frames_source), 1) if window is None else window
+        chunks = (frames_source[i:i + step] for i in range(0, len(frames_source), step))
     else:
         chunks = frames_source
     outs = [predictor(chunk) for chunk in chunks]

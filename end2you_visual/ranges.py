@@ -11,7 +11,7 @@ import numbers
 
 from .errors import InputError
 
-__all__ = ["check_number"]
+__all__ = ["check_choice", "check_number", "check_window"]
 
 
 def check_number(option, value, minimum=None, maximum=None, *, integer=False,
@@ -49,3 +49,24 @@ def _describe(minimum, maximum, min_open, max_open):
         return f"{'<' if max_open else '<='} {maximum:g}"
     return (f"in {'(' if min_open else '['}{minimum:g}, "
             f"{maximum:g}{')' if max_open else ']'}")
+
+
+def check_window(window, option="--window"):
+    """A forward pass's window: None or 0 mean whole sequences (None is
+    returned, as the CLI's ``--window 0``); else a whole number >= 1.
+
+    Raises:
+        InputError: naming ``option``, for anything else (a negative or
+            fractional window, a string...).
+    """
+    if window is None or (isinstance(window, numbers.Real) and not isinstance(window, bool)
+                          and window == 0):
+        return None
+    return check_number(option, window, 1, integer=True)
+
+
+def check_choice(option, value, choices):
+    """``value`` if it is one of ``choices``, else InputError naming ``option``."""
+    if value not in choices:
+        raise InputError(option, f"must be one of {list(choices)}, got {value!r}")
+    return value

@@ -24,7 +24,8 @@ from .data import open_files
 from .devices import resolve_device
 from .errors import InputError
 from .files import check_writable
-from .inference import load_model, model_title, predict_sequences
+from .inference import _check_options, load_model, model_title, predict_sequences
+from .ranges import check_choice, check_number
 from .inputs import SPLIT_NAMES
 from .models.checkpoint import unwrap_model
 from .predictions import SequencePrediction, unique_stems, write_prediction_csv, write_predictions_h5
@@ -189,7 +190,8 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
         model: a VisualModel, or a registered name / checkpoint path.
         data_paths: HDF5 files and/or folders.
         out_dir: output folder (created).
-        window: frames per forward pass (state carried across windows).
+        window: frames per forward pass (state carried across windows);
+            None or 0 (the CLI's ``--window 0``): whole sequences.
         include_no_face: score frames without a face too (False: only
             frames with ``face_found``).
         lanes: sequences predicted side by side (see :func:`predict_sequences`).
@@ -209,6 +211,11 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
             labels that do not fit the model's outputs (naming the file,
             before any prediction), NaN labels.
     """
+    window, lanes = _check_options(window, lanes, precision, workers=workers)[:2]
+    max_plots = check_number("max_plots", max_plots, 0, integer=True)
+    check_choice("--split", split, SPLITS)
+    if end2you_fps is not None:
+        end2you_fps = check_number("--end2you-fps", end2you_fps, 0, min_open=True)
     device = resolve_device(device)
     out_dir = Path(out_dir)
     check_test_out(out_dir, overwrite)

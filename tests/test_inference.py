@@ -514,3 +514,53 @@ def test_split_keeps_its_sequences_and_names_a_missing_split(tmp_path, write_h5,
     with pytest.raises(InputError, match=r"^--split: no sequence of split 'test' \(test, "
                                          r"testing\) in the data \(it records no split"):
         run_test(tiny(), [unsplit], tmp_path / "out", device="cpu", split="test")
+
+
+# ------------------------------- the Python API checks as the CLI does (issue 24)
+def test_window_0_means_whole_sequences_in_python_as_on_the_command_line(tmp_path, write_h5):
+    model = tiny()
+    path = write_h5(tmp_path / "a.h5", [9, 14])
+    frames = SequenceFile(path).read(1).frames
+    ref = whole(model, frames)
+    for source in [frames, (path, 1), iter([frames[:5], frames[5:]])]:
+        got = predict_sequence(model, source, window=0)
+        assert got.shape == (14, 2)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(window=-1), "--window: must be >= 1, got -1"),
+    (dict(window=2.5), "--window: must be a whole number, got 2.5"),
+    (dict(window="5"), "--window: must be a whole number, got '5'"),
+    (dict(precision="fp16"), "--precision: must be one of ['auto', 'bf16', 'fp32'], got 'fp16'"),
+])
+def test_predict_sequence_refuses_options_out_of_range(options, message):
+    with pytest.raises(InputError) as err:
+        predict_sequence(tiny(), random_frames(4, 0), **options)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(window=-3), "--window: must be >= 1, got -3"),
+    (dict(lanes=0), "--lanes: must be >= 1, got 0"),
+    (dict(split="dev"), "--split: must be one of ['all', 'train', 'valid', 'test'], got 'dev'"),
+    (dict(end2you_fps=0), "--end2you-fps: must be > 0, got 0"),
+    (dict(max_plots=-1), "max_plots: must be >= 0, got -1"),
+])
+def test_run_test_refuses_options_out_of_range_before_any_work(tmp_path, write_h5, options,
+                                                               message):
+    path = write_h5(tmp_path / "a.h5", [9])
+    with pytest.raises(InputError) as err:
+        run_test(tiny(), [path], tmp_path / "out", **options)
+    assert str(err.value) == message
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_test_with_window_0_predicts_whole_sequences(tmp_path, write_h5):
+    model = tiny()
+    path = write_h5(tmp_path / "a.h5", [9, 14])
+    run_test(model, [path], tmp_path / "out", window=0, device="cpu")
+    _, preds = load_predictions(tmp_path / "out" / "predictions.h5")
+    (seq1,) = [p for p in preds if p.sequence == "seq1"]
+    ref = whole(model, SequenceFile(path).read(1).frames)
+    np.testing.assert_allclose(seq1.predictions, ref, rtol=1e-5, atol=1e-6)
