@@ -45,8 +45,12 @@ def _headline(metrics):
 @click.option("--plot", is_flag=True, help="Also write PNGs: predictions vs labels, confusion.")
 @click.option("--end2you-fps", type=float, default=None,
               help="Frame rate of End2You HDF5 files (they store none).")
+@click.option("--label-names", default=None, metavar="NAME,NAME...",
+              help="Comma-separated names of the label columns of End2You HDF5 files "
+                   "(they call them label_0, label_1...), in column order, e.g. "
+                   "arousal,valence.")
 def test(data, model_name, out_dir, split, overwrite, window, lanes, device, precision,
-         exclude_no_face, plot, end2you_fps):
+         exclude_no_face, plot, end2you_fps, label_names):
     """Predict every sequence of the HDF5 files or folders DATA with a model,
     write per-sequence prediction CSVs (the input of `e2y-visual evaluate`),
     and score them when the data has labels."""
@@ -55,7 +59,8 @@ def test(data, model_name, out_dir, split, overwrite, window, lanes, device, pre
     result = run_test(model_name, data, out_dir, window=window or None, device=device,
                       include_no_face=not exclude_no_face, plot=plot, lanes=lanes,
                       precision=precision, end2you_fps=end2you_fps, progress=True,
-                      overwrite=overwrite, split=split)
+                      overwrite=overwrite, split=split,
+                      label_names=label_names.split(",") if label_names is not None else None)
     click.echo(f"{len(result.sequences)} sequence(s), {result.frames} frames in "
                f"{result.seconds:.1f} s ({result.frames_per_second:,.0f} frames/s)")
     click.echo(f"wrote {len(result.csv_paths)} CSV file(s) to {out_dir}/predictions and "

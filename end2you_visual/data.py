@@ -141,7 +141,7 @@ class SequenceFile:
         n_labels = labels.shape[1] if labels.ndim == 2 else 1
         self.format = "end2you"
         self.label_names = (_decode(np.atleast_1d(names)) if names is not None
-                            else [f"label_{i}" for i in range(n_labels)])
+                            else end2you_label_names(n_labels))
         self.label_kind = "continuous"
         self.frame_size = int(visual.shape[3])
         self.settings = {}
@@ -285,6 +285,46 @@ def find_files(paths):
 def open_files(paths, end2you_fps=None):
     """Open every HDF5 file in ``paths`` (files or folders) as SequenceFiles."""
     return [SequenceFile(p, end2you_fps=end2you_fps) for p in find_files(paths)]
+
+
+def end2you_label_names(n):
+    """The names of the ``n`` label columns of an End2You file that stores
+    none: ``label_0``, ``label_1``..."""
+    return [f"label_{i}" for i in range(n)]
+
+
+def name_labels(files, names, option="--label-names"):
+    """Give the label columns of End2You files, which name them ``label_0``,
+    ``label_1``..., the names ``names`` (in column order), in place.
+
+    A file that names its labels (end2you-visual files; End2You files with a
+    ``label_names`` attribute) keeps them: they must be ``names``, so that
+    no column is silently renamed. Unlabelled files are left as they are.
+
+    Raises:
+        InputError: empty or repeated ``names`` (naming ``option``), a file
+            with another number of label columns, a file naming its labels
+            otherwise.
+    """
+    names = [str(n).strip() for n in names]
+    if not names or not all(names):
+        raise InputError(option, f"give one name per label column, got {names}")
+    if len(set(names)) != len(names):
+        raise InputError(option, f"names repeat: {names}")
+    for f in files:
+        if f.label_kind == "none" or not f.label_names:
+            continue
+        if len(f.label_names) != len(names):
+            raise InputError(f.path, f"has {len(f.label_names)} label columns "
+                                     f"{f.label_names}, but {option} gives {len(names)}: "
+                                     f"{names}")
+        if f.format == "end2you" and f.label_names == end2you_label_names(len(names)):
+            f.label_names = list(names)
+        elif f.label_names != names:
+            raise InputError(f.path, f"names its labels {f.label_names}; {option} names "
+                                     "End2You's unnamed label_0, label_1... columns: leave it "
+                                     "out, or give these names")
+    return files
 
 
 def check_label_names(files, expected=None):

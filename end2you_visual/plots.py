@@ -60,7 +60,9 @@ def prediction_figure(times, preds, labels, names, face_found=None, title=None,
     a strip of the true class, or dashed 0/1 lines for multilabel). Where
     ``face_found`` is False the outputs have a gap and the background is
     shaded. ``title`` (e.g. the video and the model) goes on top; the legend
-    sits to the right of the panels, off the curves.
+    sits to the right of the panels, off the curves. A one-frame sequence
+    is drawn as single points (a stacked bar for multiclass) on an axis one
+    second wide around its time.
 
     Returns:
         A matplotlib :class:`~matplotlib.figure.Figure` (not drawn on screen).
@@ -100,17 +102,32 @@ def _legend(ax, **kwargs):
                      fontsize="small", **kwargs)
 
 
+def _point(times):
+    """Line style keywords: a marker at each value of a one-frame sequence
+    (a line through one point draws nothing)."""
+    return {"marker": "o"} if times.size == 1 else {}
+
+
+def _x_range(times):
+    """The x limits: the frame times, or one step around a single frame."""
+    if times.size == 1:
+        return times[0] - 0.5 * _step(times), times[0] + 0.5 * _step(times)
+    return times[0], times[-1]
+
+
 def _continuous_figure(times, shown, labels, names, face, title):
     fig = Figure(figsize=(11, 2.2 * len(names) + 0.8), layout="constrained")
     axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
     for j, (ax, name) in enumerate(zip(axes, names)):
         if labels is not None:
-            ax.plot(times, labels[:, j], color="0.25", lw=1.2, label="ground truth")
-        ax.plot(times, shown[:, j], color="tab:blue", lw=1.0, label="prediction")
+            ax.plot(times, labels[:, j], color="0.25", lw=1.2, label="ground truth",
+                    **_point(times))
+        ax.plot(times, shown[:, j], color="tab:blue", lw=1.0, label="prediction",
+                **_point(times))
         _shade_no_face(ax, times, face)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].set_xlim(times[0], times[-1])
+    axes[0].set_xlim(*_x_range(times))
     if title:
         axes[0].set_title(title)
     _legend(axes[0])
@@ -160,12 +177,18 @@ def _categorical_figure(times, shown, labels, names, face, title, kind):
     colours = _colours(len(names))
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax = fig.subplots()
-    if kind == "multiclass":
+    if kind == "multiclass" and times.size == 1:  # a stackplot of one frame is empty
+        bottoms = np.concatenate([[0.0], np.cumsum(shown[0])[:-1]])
+        for j, name in enumerate(names):
+            ax.bar(times, shown[0, j], bottom=bottoms[j], width=_step(times) / 2,
+                   color=colours[j], alpha=0.85, label=name)
+        ax.set_ylabel("class probability (stacked)")
+    elif kind == "multiclass":
         ax.stackplot(times, shown.T, colors=colours, labels=names, alpha=0.85, lw=0)
         ax.set_ylabel("class probability (stacked)")
     else:
         for j, name in enumerate(names):
-            ax.plot(times, shown[:, j], color=colours[j], lw=1.2, label=name)
+            ax.plot(times, shown[:, j], color=colours[j], lw=1.2, label=name, **_point(times))
         ax.axhline(0.5, color="0.3", lw=0.8, ls=":", label="threshold 0.5")
         ax.set_ylabel("label probability")
     strips = [_strip(ax, times, _top(shown), colours, 0, "top class")]
@@ -174,7 +197,8 @@ def _categorical_figure(times, shown, labels, names, face, title, kind):
     elif labels is not None:
         for j in range(len(names)):
             ax.plot(times, labels[:, j], color=colours[j], lw=0.9, ls="--", alpha=0.7,
-                    drawstyle="steps-mid", label="ground truth (dashed)" if j == 0 else None)
+                    drawstyle="steps-mid", label="ground truth (dashed)" if j == 0 else None,
+                    **_point(times))
     _shade_no_face(ax, times, face)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlim(times[0] - 0.5 * _step(times), times[-1] + 0.5 * _step(times))

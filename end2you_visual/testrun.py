@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import open_files
+from .data import name_labels, open_files
 from .devices import resolve_device
 from .errors import InputError
 from .files import check_writable
@@ -155,7 +155,8 @@ def check_test_out(out_dir, overwrite=False):
 
 def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_face=True,
              plot=False, lanes=8, precision="auto", max_plots=100, end2you_fps=None,
-             workers=None, static_shapes=False, progress=None, overwrite=False, split="all"):
+             workers=None, static_shapes=False, progress=None, overwrite=False, split="all",
+             label_names=None):
     """Predict every sequence of HDF5 files and score the predictions.
 
     Writes into ``out_dir``:
@@ -175,8 +176,8 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
       frames and over the face frames under ``ccc`` (``{"all_frames":
       {...}, "face_frames": {...}}``, :func:`~end2you_visual.scoring.frame_cccs`);
     * with ``plot``: ``plots/<sequence>.png`` (predictions against the
-      labels, at most ``max_plots`` sequences of 2 frames or more) and, for
-      multiclass data, ``plots/confusion.png``.
+      labels, at most ``max_plots`` sequences; a one-frame sequence as
+      single points) and, for multiclass data, ``plots/confusion.png``.
 
     Nothing is written before all predictions and metrics are computed;
     then the files go to a hidden staging folder in ``out_dir`` and are
@@ -196,6 +197,11 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
             frames with ``face_found``).
         lanes: sequences predicted side by side (see :func:`predict_sequences`).
         end2you_fps: frame rate for End2You files (they store none).
+        label_names: names of the label columns of End2You files, which
+            call them ``label_0``, ``label_1``... (e.g. ``["arousal",
+            "valence"]``, in column order), so that they match the model's
+            outputs; files that name their labels must name them so
+            (:func:`~end2you_visual.data.name_labels`).
         workers, static_shapes: see :func:`predict_sequences`.
         progress: ``progress(frames)`` after each step (see
             :func:`predict_sequences`), or True: a tqdm bar over all the
@@ -223,6 +229,8 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
     model = load_model(model, device)
     base = unwrap_model(model)
     files = open_files(data_paths, end2you_fps=end2you_fps)
+    if label_names is not None:
+        name_labels(files, label_names)
     columns = check_model_fits(base, files)
     kind = label_kind_of(base.head_kind)
     sequences = _select(files, split)
@@ -384,7 +392,7 @@ def _plots(folder, results, names, metrics, kind, max_plots, title):
     from .plots import plot_confusion, plot_predictions
 
     paths = []
-    for r in [r for r in results if len(r.time) >= 2][:max_plots]:
+    for r in [r for r in results if len(r.time)][:max_plots]:
         paths.append(plot_predictions(r.time, r.predictions, r.labels, names,
                                       folder / f"{r.name}.png", face_found=r.face_found,
                                       title=f"{r.name} · model {title}", kind=kind))

@@ -337,3 +337,113 @@ def test_an_input_csv_with_semicolons_names_the_separator(tmp_path):
             "(header 'raw_file;label_file'); save the input CSV with commas between its "
             "columns") in res.output
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------- 9. End2You files' label names
+
+def write_end2you(path, steps=6, per_step=2, size=16, seed=0):
+    """An End2You visual file: visual (T, n, 3, H, W) float32, labels (T, 2), no names."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as h5:
+        h5["visual"] = (rng.random((steps, per_step, 3, size, size)) * 255).astype(np.float32)
+        h5["labels"] = rng.normal(size=(steps, 2)).astype(np.float32)
+    return path
+
+
+@pytest.fixture
+def tiny_av(tmp_path):
+    import torch
+
+    from end2you_visual.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(build_model("resnet_tiny", outputs=2, hidden_size=4, num_layers=1,
+                                       label_names=["arousal", "valence"], input_size=16),
+                           tmp_path / "tiny.pt")
+
+
+def test_test_names_the_labels_of_end2you_files(tmp_path, tiny_av):
+    import json
+
+    from end2you_visual.testrun import run_test
+
+    data = write_end2you(tmp_path / "e2y.hdf5")
+    with pytest.raises(InputError, match=r"label names \['label_0', 'label_1'\] do not match"):
+        run_test(tiny_av, [data], tmp_path / "refused", device="cpu", end2you_fps=25)
+    result = run_test(tiny_av, [data], tmp_path / "api", device="cpu", end2you_fps=25,
+                      label_names=["arousal", "valence"])
+    assert result.metrics["metrics"]["names"] == ["arousal", "valence"]
+    assert result.metrics["frames"] == 12
+    res = CliRunner().invoke(cli, ["test", str(data), "--model", str(tiny_av), "--out",
+                                   str(tmp_path / "cli"), "--device", "cpu", "--end2you-fps",
+                                   "25", "--label-names", "arousal,valence"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["ccc"] == \
+        result.metrics["ccc"]
+    assert (tmp_path / "cli" / "labels" / "e2y.csv").read_text().startswith(
+        "time,arousal,valence\n")
+
+
+def test_label_names_refuse_a_wrong_count_and_files_that_name_their_labels(
+        tmp_path, tiny_av, write_continuous):
+    from end2you_visual.testrun import run_test
+
+    e2y = write_end2you(tmp_path / "e2y.hdf5")
+    with pytest.raises(InputError) as err:
+        run_test(tiny_av, [e2y], tmp_path / "o", device="cpu", label_names=["arousal"])
+    assert str(err.value) == (f"{e2y}: has 2 label columns ['label_0', 'label_1'], but "
+                              "--label-names gives 1: ['arousal']")
+    own = write_continuous(tmp_path / "own.h5", [5])
+    run_test(tiny_av, [own], tmp_path / "same", device="cpu", label_names=["arousal", "valence"])
+    res = CliRunner().invoke(cli, ["test", str(own), "--model", str(tiny_av), "--out",
+                                   str(tmp_path / "o"), "--label-names", "valence,arousal"])
+    assert res.exit_code == 1
+    assert (f"Error: {own}: names its labels ['arousal', 'valence']; --label-names names "
+            "End2You's unnamed label_0, label_1... columns: leave it out, or give these "
+            "names") in res.output
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------- 10. a one-frame plot
+
+def test_a_one_frame_sequence_gets_its_plot(tmp_path, tiny_av, write_sequences):
+    import warnings
+
+    from end2you_visual.testrun import run_test
+
+    def rows(q, n, rng):
+        return rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8), rng.uniform(-1, 1, (n, 2))
+
+    data = write_sequences(tmp_path / "d.h5", [1, 6], rows, names=["arousal", "valence"],
+                           kind="continuous", size=16, name="clip{}".format)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning either (matplotlib's identical xlims)
+        result = run_test(tiny_av, [data], tmp_path / "o", device="cpu", plot=True)
+    assert [p.name for p in result.plot_paths] == ["clip0.png", "clip1.png"]
+    assert (tmp_path / "o" / "plots" / "clip0.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("kind", ["regression", "multiclass", "multilabel"])
+def test_a_one_frame_figure_draws_its_point(kind):
+    import warnings
+
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    from end2you_visual.plots import prediction_figure
+
+    preds = np.array([[0.2, 0.7, 0.1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = prediction_figure(np.array([0.0]), preds, np.array([[0.0, 1.0, 0.0]]),
+                                ["a", "b", "c"], kind=kind)
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (-0.5, 0.5)
+    if kind == "multiclass":
+        bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+        assert [round(b.get_height(), 6) for b in bars[:3]] == [0.2, 0.7, 0.1]
+    else:
+        lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
+        assert lines and all(line.get_marker() == "o" for line in lines)
