@@ -46,18 +46,31 @@ def atomic_file(path, mode="wb", **open_kwargs):
     """``with atomic_file(path, "w") as handle:`` writes ``path`` atomically.
 
     The folder is created. On an exception the temporary file is removed
-    and ``path`` is left as it was.
+    and ``path`` is left as it was; an OSError of the writing (a full disk)
+    is raised naming ``path`` (``err.filename``), so that the command line
+    reports it in one line.
     """
     path = Path(path)
-    fd, tmp = temporary_beside(path)
+    try:
+        fd, tmp = temporary_beside(path)
+    except OSError as err:
+        raise _naming(err, path) from None
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None:
+            raise _naming(err, path) from None
         raise
+
+
+def _naming(err, path):
+    """``err`` (an OSError of a write, a full disk...) naming ``path``, the
+    file the user asked for, not the temporary one or none at all."""
+    return type(err)(err.errno, err.strerror or str(err), str(path))
 
 
 def atomic_write_text(path, text):

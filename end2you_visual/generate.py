@@ -434,9 +434,23 @@ def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shard
     results = sorted(results + done, key=lambda r: r.output)
     manifest = out_dir / (MANIFEST if num_shards == 1 else
                           f"manifest-shard{shard_index}of{num_shards}.json")
-    write_manifest(manifest, results, settings, source, subjects)
+    _write_manifest(manifest, results, settings, source, subjects)
     warn_results(results, manifest)
     return results
+
+
+def _write_manifest(manifest, results, settings, source, subjects):
+    """The manifest, or an InputError saying what the disk holds when it
+    cannot be written (a full disk): the outputs complete there are kept and
+    a re-run skips them."""
+    try:
+        write_manifest(manifest, results, settings, source, subjects)
+    except OSError as err:
+        done = sum(r.status in ("written", "skipped") for r in results)
+        raise InputError(manifest, (
+            f"cannot be written: {err.strerror or err}; {done} of {len(results)} outputs are "
+            "complete on disk and kept, the others were removed; free some space and run "
+            "again (complete outputs are skipped)")) from None
 
 
 def _check_out_dir(out_dir):

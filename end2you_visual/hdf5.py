@@ -86,7 +86,11 @@ class SequenceWriter:
                                          "landmarks")}
         self._pending_rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._h5 = h5py.File(self.partial, "w")
+        try:
+            self._h5 = h5py.File(self.partial, "w")
+        except OSError:  # a full disk: the file was made, its first block not written
+            self.partial.unlink(missing_ok=True)
+            raise
         try:
             self._create(label_kind, settings or {}, compression, chunk_frames)
             self.audio = None if audio_rate is None else AudioStore(self._h5, audio_rate)
@@ -274,7 +278,25 @@ def _close_discarding(h5):
         fd = None
     if fd is not None:
         _redirect_to_null(fd)
-    h5.close()
+    try:
+        h5.close()
+    except RuntimeError:
+        # A real full disk (ENOSPC) can leave HDF5's metadata cache in a
+        # state its close refuses ("Can't decrement id ref count"): the
+        # objects are closed one by one instead; the data goes nowhere.
+        _close_each(h5)
+
+
+def _close_each(h5):
+    """Close every HDF5 object still open in ``h5``'s file, then the file."""
+    fid = h5.id
+    for oid in h5py.h5f.get_obj_ids(fid, h5py.h5f.OBJ_LOCAL | h5py.h5f.OBJ_DATASET
+                                    | h5py.h5f.OBJ_GROUP | h5py.h5f.OBJ_DATATYPE
+                                    | h5py.h5f.OBJ_ATTR):
+        while oid.valid:
+            oid._close()
+    while fid.valid:
+        fid._close()
 
 
 def _redirect_to_null(fd):

@@ -69,13 +69,22 @@ class OutputLock:
                 # The previous holder may have removed the file between our
                 # open and our lock: then we hold a lock on nothing; retry.
                 if self._same_file(fd):
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode())
+                    self._write_pid(fd)
                     self._fd, fd = fd, None
                     return self
             finally:
                 if fd is not None:
                     os.close(fd)
+
+    @staticmethod
+    def _write_pid(fd):
+        """The holder's pid, for others' messages; on a full disk the lock
+        (the ``flock``) holds without it."""
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
 
     def _same_file(self, fd):
         try:
