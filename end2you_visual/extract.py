@@ -38,7 +38,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
-from .files import check_writable, temporary_beside
+from .files import check_name_length, check_writable, temporary_beside
 from .framing import file_framing, model_framing, resolve_face_settings
 from .models.checkpoint import state_dict_sha256
 from .ranges import check_number
@@ -148,8 +148,9 @@ def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_
 
     Raises:
         InputError: unknown format or dtype, a batch size out of range, an
-            existing output (without ``overwrite``), an unreadable input or
-            model, an output folder that cannot be written.
+            existing output (without ``overwrite``), an output name longer
+            than the file system takes, an unreadable input or model, an
+            output folder that cannot be written.
     """
     from .devices import resolve_device
     from .files import expand_paths
@@ -208,6 +209,7 @@ def _is_hdf5(source):
 def _check_targets(sources, targets, overwrite):
     seen = {}
     for source, target in zip(sources, targets):
+        check_name_length(target, source, Path(source).stem)
         if target in seen:
             raise InputError(source, f"gives the same output {target} as {seen[target]}; "
                                      "extract them into different folders")

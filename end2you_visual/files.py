@@ -5,6 +5,7 @@ version (or nothing) in place. Files get the permissions an ordinary
 ``open(path, "w")`` would give (``0o666`` less the umask), not the ``0o600``
 of a bare temporary file.
 """
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -13,8 +14,16 @@ from typing import Tuple
 
 from .errors import InputError
 
-__all__ = ["atomic_file", "atomic_write_text", "temporary_beside", "default_file_mode",
-           "check_writable", "files_in", "expand_paths"]
+__all__ = ["DISK_FULL", "atomic_file", "atomic_write_text", "temporary_beside", "default_file_mode",
+           "TEMPORARY_EXTRA", "name_limit", "check_name_length", "check_writable", "files_in",
+           "expand_paths"]
+
+#: Bytes :func:`temporary_beside` adds to a file's name: ``.<name>.XXXXXXXX.tmp``.
+TEMPORARY_EXTRA = len(".") + len(".") + 8 + len(".tmp")
+
+
+# The errors of a write that did not fit: a full disk, a quota, a size limit.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def default_file_mode() -> int:
@@ -77,6 +86,51 @@ def atomic_write_text(path, text):
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
     with atomic_file(path, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
+
+
+def name_limit(folder) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` (or of
+    its nearest existing parent) takes: ``PC_NAME_MAX``, 255 where it cannot
+    say."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_name_length(path, source=None, stem=None) -> None:
+    """Refuse an output ``path`` whose name, with the additions of its
+    temporary file (:data:`TEMPORARY_EXTRA`), is longer than the file system
+    takes (:func:`name_limit`): checked before any work, so that a long
+    input name fails at once, not when the output is written.
+
+    Args:
+        path: the output file.
+        source: the input the name comes from, named by the error (default ``path``).
+        stem: the part of the name that comes from ``source``; the error
+            then says how long it may be.
+
+    Raises:
+        InputError: naming ``source``, the byte counts and the limit.
+    """
+    path = Path(path)
+    limit = name_limit(path.parent)
+    needed = len(os.fsencode(path.name)) + TEMPORARY_EXTRA
+    if needed <= limit:
+        return
+    named = stem is not None and path.name.startswith(stem)
+    ending = path.name[len(stem):] if named else path.suffix
+    advice = ""
+    if named:
+        allowed = max(limit - needed + len(os.fsencode(stem)), 0)
+        advice = f"; rename it to at most {allowed} bytes before the extension"
+    raise InputError(source if source is not None else path,
+                     f"name too long for its output file (<name>{ending}): with its temporary "
+                     f"file's additions it needs {needed} bytes, and {path.parent} takes names "
+                     f"of at most {limit} bytes{advice}")
 
 
 def check_writable(path, option="--out", folder=True):

@@ -40,7 +40,7 @@ import numpy as np
 from .audio import frame_ranges, frame_windows, has_audio, read_audio, samples_per_frame
 from .devices import resolve_device
 from .errors import InputError
-from .files import check_writable, expand_paths
+from .files import check_name_length, check_writable, expand_paths
 from .framing import model_framing, resolve_face_settings
 from .inference import StreamingPredictor, load_model, model_title
 from .models.build import model_inputs
@@ -92,17 +92,23 @@ def _outputs(out_dir, stem):
     return [Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.png"]
 
 
-def check_predict_out(out_dir, stems, overwrite=False):
+def check_predict_out(out_dir, stems, overwrite=False, videos=None):
     """Refuse an ``out_dir`` that cannot be written, or that holds outputs
-    (``<stem>.csv``, ``<stem>.png``) of these ``stems`` unless ``overwrite``.
+    (``<stem>.csv``, ``<stem>.png``) of these ``stems`` unless ``overwrite``,
+    or output names longer than the file system takes (with their temporary
+    files' additions: :func:`~end2you_visual.files.check_name_length`).
 
     Returns:
         The existing outputs of ``stems`` (those ``overwrite`` replaces).
 
     Raises:
-        InputError: naming the folder (and ``--overwrite``).
+        InputError: naming the folder (and ``--overwrite``), or the video
+            (one of ``videos``, matching ``stems``) whose name is too long.
     """
     check_writable(out_dir, "--out")
+    for stem, video in zip(stems, videos or stems):
+        for path in _outputs(out_dir, stem):
+            check_name_length(path, video, stem)
     old = [p for s in stems for p in _outputs(out_dir, s) if p.exists()]
     if old and not overwrite:
         shown = ", ".join(p.name for p in old[:3]) + (f" and {len(old) - 3} more"
@@ -191,7 +197,7 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
     device = resolve_device(device)
     stem = stem or Path(video_path).stem
     if out_dir is not None:
-        check_predict_out(out_dir, [stem], overwrite)
+        check_predict_out(out_dir, [stem], overwrite, [video_path])
     title = f"{Path(video_path).name} · model {model_name or model_title(model)}"
     model = load_model(model, device)
     size, base = _input_size(model)
@@ -278,7 +284,7 @@ def predict_videos(videos, model, out_dir, device="auto", overwrite=False, annou
     device = resolve_device(device)
     paths = find_videos(videos)
     stems = unique_stems([p.stem for p in paths])
-    check_predict_out(out_dir, stems, overwrite)
+    check_predict_out(out_dir, stems, overwrite, paths)
     for p in paths:  # an unreadable video stops the run before any work
         probe_video(p)
     name = model_title(model)

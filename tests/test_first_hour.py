@@ -447,3 +447,49 @@ def test_a_one_frame_figure_draws_its_point(kind):
     else:
         lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
         assert lines and all(line.get_marker() == "o" for line in lines)
+
+
+# ------------------------------------------------------- 11. long video names
+
+@pytest.mark.parametrize("command, ending", [("predict", ".csv"), ("extract", ".features.h5")])
+def test_a_long_video_name_is_refused_before_any_decoding(tmp_path, monkeypatch, command,
+                                                          ending):
+    import shutil
+
+    import end2you_visual.video as video_module
+    from end2you_visual.files import TEMPORARY_EXTRA, name_limit
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the video was decoded before its output names were checked")
+
+    for name in ("probe_video", "iter_frame_batches"):
+        monkeypatch.setattr(video_module, name, no_decoding)
+    stem = "v" * 246  # 250 characters with .mp4: the output fits, its temporary file not
+    video = tmp_path / f"{stem}.mp4"
+    shutil.copy(DATA / "single_face.mp4", video)
+    out = tmp_path / "out"
+    limit = name_limit(tmp_path)
+    needed = len(stem) + len(ending) + TEMPORARY_EXTRA
+    res = CliRunner().invoke(cli, [command, str(video), "--out", str(out),
+                                   "--model", "resnet18-half-fer2013-cpu"])
+    assert res.exit_code == 1, res.output
+    assert res.output.strip() == (
+        f"Error: {video}: name too long for its output file (<name>{ending}): with its "
+        f"temporary file's additions it needs {needed} bytes, and {out} takes names of at most "
+        f"{limit} bytes; rename it to at most {limit - needed + len(stem)} bytes before the "
+        "extension")
+    assert not out.exists()
+
+
+def test_a_name_that_fits_passes_the_check(tmp_path):
+    from end2you_visual.files import TEMPORARY_EXTRA, check_name_length, name_limit
+
+    limit = name_limit(tmp_path / "not" / "yet")
+    fits = "x" * (limit - TEMPORARY_EXTRA - 4)
+    check_name_length(tmp_path / f"{fits}.csv", "v.mp4", fits)
+    with pytest.raises(InputError) as err:
+        check_name_length(tmp_path / f"{fits}x.csv", "v.mp4", fits + "x")
+    assert str(err.value) == (f"v.mp4: name too long for its output file (<name>.csv): with its "
+                              f"temporary file's additions it needs {limit + 1} bytes, and "
+                              f"{tmp_path} takes names of at most {limit} bytes; rename it to "
+                              f"at most {len(fits)} bytes before the extension")
