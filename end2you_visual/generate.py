@@ -18,7 +18,6 @@ then records them as complete (``skipped``), never as its own or as failed.
 Worker processes (``workers > 1``) end with the run: when it is stopped
 (SIGTERM, Ctrl-C) or dies.
 """
-import errno
 import math
 import os
 import re
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 from .audio import audio_settings, audio_track_found, store_audio_track
 from .errors import InputError
 from .faces import FaceSettings
+from .files import DISK_FULL
 from .hdf5 import SequenceWriter, file_summary, is_complete
 from .inputs import assign_subjects, discover_inputs, list_sequence_frames, select_shard
 from .labels import ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, align_labels, read_labels
@@ -368,14 +368,11 @@ def _skipped(job):
     return result
 
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
 def _error_text(err, out_path):
     """The manifest's error for a failed job: an output that could not be
     written (full disk, quota, size limit) is named, with the reason alone
     (HDF5's own message is a page long)."""
-    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
         return (f"{out_path}: cannot be written: {os.strerror(err.errno)} (the partial file "
                 "was removed; free some space and run again)")
     return str(err)

@@ -514,3 +514,70 @@ def test_a_run_folder_locked_by_another_process_is_refused_in_one_line(data, tmp
     finally:
         holder.kill()
         holder.wait()
+
+
+# ------------------------------------------------ a full disk (issue 24)
+def test_a_disk_full_mid_run_is_one_error_and_the_last_epoch_stays_resumable(
+        data, tmp_path, monkeypatch):
+    import errno
+
+    out = tmp_path / "r"
+    real_save = checkpoints_module.save_checkpoint
+    saved = []
+
+    def save(model, path, *args, **kwargs):
+        if len(saved) >= 2:  # epoch 1's best.pt and last.pt fit, epoch 2's do not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+        return real_save(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints_module, "save_checkpoint", save)
+    res = CliRunner().invoke(cli, cli_args(data, out, "--epochs", "3"))
+    assert res.exit_code == 1, res.output
+    assert res.output.strip().splitlines()[-1] == (
+        f"Error: {out}: cannot be written: No space left on device; the run stopped, "
+        f"{out / 'last.pt'} holds the last complete epoch: free some space and run again "
+        "with --resume")
+    assert "Traceback" not in res.output
+    monkeypatch.undo()
+    assert read_checkpoint(out / "last.pt")["training"]["epoch"] == 1
+    assert not (out / ".run.lock").exists()
+    resumed = CliRunner().invoke(cli, cli_args(data, out, "--epochs", "2", "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert read_checkpoint(out / "last.pt")["training"]["epoch"] == 2
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 300 kB tmpfs filled to the last byte (root only: skipped elsewhere)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with open(mount / "fill", "wb", buffering=0) as fill:
+            with pytest.raises(OSError):
+                while True:
+                    fill.write(b"\0" * 4096)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_at_the_start_is_one_error_line_not_a_logging_cascade(data, full_disk):
+    import subprocess
+    import sys
+
+    out = full_disk / "run"
+    run = subprocess.run([sys.executable, "-m", "end2you_visual.cli.main", *cli_args(data, out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "Logging error" not in run.stderr and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"Error: {out / 'train.log'}: cannot be written: No space left on device; the run "
+        "stopped, no epoch was complete: free some space and run again")
+    assert not (out / ".run.lock").exists()

@@ -6,6 +6,7 @@ a run to resume (which settings may change), ``last.pt`` / ``best.pt``,
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -48,6 +49,25 @@ def check_out_dir(out_dir):
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "" if existing == path else f" ({existing} is not writable)"
         raise InputError(path, f"is not writable{where}; choose another --out")
+
+
+class RunLog(logging.FileHandler):
+    """``train.log``: a line that cannot be written (a full disk) raises an
+    OSError naming the file, which stops the run (one ``Error:`` line on
+    the command line), instead of logging's ``--- Logging error ---`` page
+    on every later line."""
+
+    def handleError(self, record):
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            raise OSError(err.errno, err.strerror or str(err), self.baseFilename) from None
+        super().handleError(record)
+
+    def close(self):
+        try:
+            super().close()
+        except OSError:  # its last flush, on a full disk: the run already failed
+            pass
 
 
 class RunLock:
@@ -220,7 +240,7 @@ class Checkpointing:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self._replacing and self.config.overwrite:
             self._remove_old_run()
-        self._log_handler = logging.FileHandler(self.out_dir / LOG_TXT)
+        self._log_handler = RunLog(self.out_dir / LOG_TXT)
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.addHandler(self._log_handler)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:

@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 
 from ..devices import resolve_device
+from ..errors import InputError
+from ..files import DISK_FULL
 from . import distributed
 from .checkpoints import (BEST, LAST, LOG_CSV, Checkpointing, RunLock, check_existing_run,
                           check_out_dir)
@@ -89,8 +91,22 @@ def train(config=None, **overrides):
     trainer = Trainer(config)
     try:
         return trainer.fit()
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        raise InputError(err.filename or config.out_dir, _disk_full(err, trainer)) from None
     finally:
         trainer.close()
+
+
+def _disk_full(err, trainer):
+    """What a run stopped by a full disk left: every file is written
+    atomically, so ``last.pt`` on disk is the last complete epoch."""
+    last = trainer.last_path
+    kept = (f"{last} holds the last complete epoch: free some space and run again with "
+            "--resume" if last.is_file() else "no epoch was complete: free some space and "
+            "run again")
+    return f"cannot be written: {err.strerror or err}; the run stopped, {kept}"
 
 
 def _pick_device(device, dist_info):
