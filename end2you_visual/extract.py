@@ -270,6 +270,7 @@ def _video_chunks(source, visual, device, settings):
     info = probe_video(str(source))
     pipeline = settings.pipeline(info.fps, size=int(visual.config["input_size"]),
                                  device=device)
+    settings.check_frame_size(info.width, info.height, source)  # before any decoding
     yield {"frames": info.n_frames, "label_names": [],
            "sequences": [(Path(source).stem, info.fps, None)]}
     for start, frames in iter_frame_batches(str(source), batch_size):

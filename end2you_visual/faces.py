@@ -84,10 +84,17 @@ from .mtcnn import channels_last
 from .ranges import check_number
 from .tracking import SubjectTracker, TrackGuidedDetection
 
-__all__ = ["FaceBatch", "FacePipeline", "FaceSettings", "crop_image", "resize_only"]
+__all__ = ["FaceBatch", "FacePipeline", "FaceSettings", "check_frame_size", "crop_image",
+           "resize_only"]
 
 # MTCNN's smallest window is 12 px: asking for smaller faces upsamples the image.
 _MTCNN_MIN_WINDOW = 12.0
+# Upper bounds of the settings whose size grows memory: a crop's side, the
+# border around a face (the square read is (1 + margin) faces wide: 11 at
+# most) and the frames decoded and detected together.
+MAX_SIZE = 2048
+MAX_MARGIN = 10.0
+MAX_BATCH = 4096
 DETECTORS = ("tracked", "full")
 
 
@@ -135,6 +142,34 @@ def one_cpu_thread(device):
             torch.set_num_threads(threads)
 
 
+def _detector_min_face(min_face_size, detect_scale):
+    """The smallest face MTCNN is asked for, in the pixels it searches."""
+    if detect_scale is None:
+        return min_face_size
+    return max(min_face_size * detect_scale, _MTCNN_MIN_WINDOW)
+
+
+def check_frame_size(width, height, min_face_size=20, detect_scale=None, path=None):
+    """Raise InputError (naming ``path``, else "frames") when no face can be
+    searched for in frames of ``width`` x ``height`` pixels: a
+    ``min_face_size`` larger than the frame, or a ``detect_scale`` that
+    shrinks it below MTCNN's smallest window (12 px)."""
+    scale = detect_scale or 1.0
+    side = min(width, height)
+    scaled = max(1, round(side * scale))
+    smallest = _detector_min_face(min_face_size, detect_scale)
+    if min_face_size > side:
+        problem = (f"--min-face-size {min_face_size:g} is larger than its {width}x{height} "
+                   "frames: no face can be found; use a smaller one")
+    elif scaled < smallest:
+        problem = (f"--detect-scale {scale:g} shrinks its {width}x{height} frames to {scaled} px "
+                   f"on their short side, smaller than the faces searched for ({smallest:g} px: "
+                   "MTCNN's smallest window is 12 px); use a larger --detect-scale or none")
+    else:
+        return
+    raise InputError(path if path is not None else "frames", problem)
+
+
 def _empty_batch(n, size):
     return FaceBatch(
         crops=np.zeros((n, size, size, 3), np.uint8),
@@ -165,9 +200,10 @@ class FaceSettings:
     model's input size).
     """
 
-    size: int = _setting(150, "--size", "Side of the square crops.", 1, integer=True)
+    size: int = _setting(150, "--size", "Side of the square crops.", 1, MAX_SIZE, integer=True)
     margin: float = _setting(0.2, "--margin",
-                             "Border around the face box, as a fraction of its side.", 0)
+                             "Border around the face box, as a fraction of its side.", 0,
+                             MAX_MARGIN)
     crop: str = _setting("box", "--crop", "box: a square around the face box; aligned: the "
                          "face turned and scaled so that its five landmarks (eyes, nose, "
                          "mouth corners) fall on a fixed template, eyes level (--margin "
@@ -175,7 +211,7 @@ class FaceSettings:
     device: str = _setting("cpu", "--device", "auto, cpu, cuda, cuda:1...")
     batch_size: int = _setting(16, "--batch-size",
                                "Frames decoded and detected together (64 or more on a GPU).",
-                               1, integer=True)
+                               1, MAX_BATCH, integer=True)
     detect_every: int = _setting(1, "--detect-every", "Detect on every k-th frame and "
                                  "interpolate the track in between.", 1, integer=True)
     detect_scale: float = _setting(None, "--detect-scale", "Detect on frames scaled by this "
@@ -208,6 +244,11 @@ class FaceSettings:
                                                    integer=integer, min_open=low_open,
                                                    max_open=high_open))
         return self
+
+    def check_frame_size(self, width, height, path=None):
+        """Raise InputError naming ``path`` when these settings can search no
+        face in its ``width`` x ``height`` frames (see :func:`check_frame_size`)."""
+        check_frame_size(width, height, self.min_face_size, self.detect_scale, path)
 
     def face_settings(self):
         """Only the face pipeline's settings, as a dict of FacePipeline arguments."""
@@ -313,8 +354,8 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             raise InputError("--fill", f'must be "last" or "zeros", got {fill!r}')
         # Every number in its range (InputError naming the option): a negative
         # margin, for one, would crop nothing and flag the black crops as faces.
-        self.size = check_number("--size", size, 1, integer=True)
-        self.margin = check_number("--margin", margin, 0)
+        self.size = check_number("--size", size, 1, MAX_SIZE, integer=True)
+        self.margin = check_number("--margin", margin, 0, MAX_MARGIN)
         self.device = resolve_device(device)
         self.detect_every = check_number("--detect-every", detect_every, 1, integer=True)
         self.min_face_size = check_number("--min-face-size", min_face_size, 1)
@@ -330,7 +371,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         if detect_scale is not None:
             detect_scale = check_number("--detect-scale", detect_scale, 0, 1, min_open=True)
         self.detect_scale = None if detect_scale in (None, 1.0) else detect_scale
-        self.batch_size = check_number("--batch-size", batch_size, 1, integer=True)
+        self.batch_size = check_number("--batch-size", batch_size, 1, MAX_BATCH, integer=True)
         self.match_distance = check_number("match_distance", match_distance, 0, min_open=True)
         self.acquire_prob = check_number("acquire_prob", acquire_prob, 0, 1)
         if detector not in DETECTORS:
@@ -340,9 +381,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             refresh_every = 2 * round(fps) if fps else 50
         self.refresh_every = check_number("refresh_every", refresh_every, 1, integer=True)
 
-        detector_min = self.min_face_size
-        if self.detect_scale is not None:
-            detector_min = max(self.min_face_size * self.detect_scale, _MTCNN_MIN_WINDOW)
+        detector_min = _detector_min_face(self.min_face_size, self.detect_scale)
         # Channels-last networks: the same weights, several times faster on a CPU.
         self.mtcnn = channels_last(MTCNN(
             keep_all=True, select_largest=False, post_process=False,
@@ -372,6 +411,10 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
 
     # ------------------------------------------------------------------ API
 
+    def check_frame_size(self, width, height, path=None):
+        """See :func:`check_frame_size` (the pipeline's settings)."""
+        check_frame_size(width, height, self.min_face_size, self.detect_scale, path)
+
     def process(self, frames):
         """Detect, track and crop the faces of the next frames of the video.
 
@@ -388,6 +431,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
 
     def _process(self, frames):
         frames = _check_frames(frames)
+        self.check_frame_size(frames.shape[2], frames.shape[1])
         n = len(frames)
         out = _empty_batch(n, self.size)
         if n == 0:
@@ -457,6 +501,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         return results if landmarks else [r[:2] for r in results]
 
     def _detect(self, frames):
+        self.check_frame_size(frames.shape[2], frames.shape[1])
         results = []
         for s in range(0, len(frames), self.batch_size):
             chunk = frames[s:s + self.batch_size]

@@ -14,7 +14,8 @@ from typing import Tuple
 
 from .errors import InputError
 
-__all__ = ["DISK_FULL", "atomic_file", "atomic_write_text", "temporary_beside", "default_file_mode",
+__all__ = ["DISK_FULL", "atomic_file", "atomic_write_text", "temporary_beside",
+           "default_file_mode",
            "TEMPORARY_EXTRA", "name_limit", "check_name_length", "check_writable", "files_in",
            "expand_paths"]
 

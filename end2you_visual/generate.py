@@ -204,6 +204,7 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
         else info.n_frames
     sheet = ContactSheet(preview_path, expected)
     pipeline = settings.pipeline(info.fps)
+    settings.check_frame_size(info.width, info.height, item.raw)  # before any decoding
     result.audio_found = audio_track_found(item.raw, settings.audio)  # before any decoding
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)

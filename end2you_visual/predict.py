@@ -208,6 +208,7 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
         announce(line)
     info = probe_video(video_path)
     if pipeline is None:
+        ran_with.check_frame_size(info.width, info.height, video_path)  # before any decoding
         pipeline = ran_with.pipeline(info.fps)
     elif pipeline.size != size:
         raise ValueError(f"the pipeline crops {pipeline.size} px faces, the model expects {size}")

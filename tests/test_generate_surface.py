@@ -88,7 +88,7 @@ def test_generate_settings_check_their_ranges(field, value, option):
 def test_settings_changed_after_construction_are_checked_before_any_work(tmp_path):
     settings = GenerateSettings()
     settings.margin = -1
-    with pytest.raises(InputError, match="^--margin: must be >= 0, got -1$"):
+    with pytest.raises(InputError, match=r"^--margin: must be in \[0, 10\], got -1$"):
         generate(DATA / "single_face.mp4", tmp_path / "o", settings, progress=False)
     assert not (tmp_path / "o").exists()
     with pytest.raises(InputError, match="^--workers: "):
@@ -600,3 +600,55 @@ def test_a_full_disk_says_in_one_line_that_the_manifest_cannot_be_written(small_
         "and run again (complete outputs are skipped)")
     assert "Traceback" not in run.stderr
     assert list(out.iterdir()) == []  # no partial file, no lock file
+
+
+# ------------------------------ in-range options that crashed (issue 24)
+
+
+@pytest.fixture(scope="module")
+def small_video(tmp_path_factory):
+    """single_face.mp4 scaled to 176x99 (a low-resolution clip)."""
+    import imageio_ffmpeg
+
+    path = tmp_path_factory.mktemp("small") / "small.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i",
+                    str(DATA / "single_face.mp4"), "-vf", "scale=176:-2", str(path)], check=True)
+    return path
+
+
+@pytest.mark.parametrize("option, value, problem", [
+    ("--min-face-size", "500", "--min-face-size 500 is larger than its 176x100 frames: no face "
+                               "can be found; use a smaller one"),
+    ("--detect-scale", "0.05", "--detect-scale 0.05 shrinks its 176x100 frames to 5 px on their "
+                               "short side, smaller than the faces searched for (12 px: MTCNN's "
+                               "smallest window is 12 px); use a larger --detect-scale or none"),
+])
+def test_options_that_leave_nothing_to_search_fail_the_video_clearly(small_video, tmp_path,
+                                                                     option, value, problem):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["generate", str(small_video), "--out", str(out), "--size",
+                                   "16", option, value])
+    assert res.exit_code == 1, res.output
+    assert f"FAILED {small_video}: {small_video}: {problem}" in res.output
+    assert "Traceback" not in res.output and "torch.cat" not in res.output
+
+
+def test_the_pipeline_refuses_frames_it_cannot_search_with_an_input_error():
+    frames = np.zeros((2, 60, 80, 3), np.uint8)
+    with pytest.raises(InputError, match=r"^frames: --min-face-size 100 is larger than its "
+                                         r"80x60 frames"):
+        FacePipeline(size=8, min_face_size=100).process(frames)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--margin", "1e6", "Invalid value for '--margin': 1000000.0 is not in the range 0<=x<=10."),
+    ("--size", "100000", "Invalid value for '--size': 100000 is not in the range 1<=x<=2048."),
+    ("--batch-size", "100000",
+     "Invalid value for '--batch-size': 100000 is not in the range 1<=x<=4096."),
+])
+def test_options_that_grow_memory_have_upper_bounds(tmp_path, option, value, message):
+    res = CliRunner().invoke(cli, ["generate", str(DATA / "single_face.mp4"), "--out",
+                                   str(tmp_path / "o"), option, value])
+    assert res.exit_code == 2 and message in res.output, res.output
+    with pytest.raises(InputError, match=f"^{option}: must be in"):
+        GenerateSettings(**{option[2:].replace("-", "_"): float(value)})
