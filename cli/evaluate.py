@@ -5,9 +5,7 @@ import json
 import click
 
 from end2you_visual.files import atomic_write_text, check_writable
-from end2you_visual.evaluation import apply_chain_to_csvs, check_new_file, fit_chain_from_csvs
 from end2you_visual.labels import INTERPOLATIONS
-from end2you_visual.postprocess import Chain
 
 
 @click.command()
@@ -41,6 +39,10 @@ def evaluate(pred_paths, label_paths, interpolation, chain_path, out, outputs, m
     centring, scaling, time shift; each kept only if it raises validation
     CCC) on validation predictions and labels, or apply a saved chain to
     test predictions with --apply."""
+    from end2you_visual.evaluation import (apply_chain_to_csvs, check_new_file,
+                                           fit_chain_from_csvs)
+    from end2you_visual.postprocess import Chain
+
     if chain_path is None and not label_paths:
         raise click.UsageError("fitting a chain needs --labels (or use --apply)")
     if chain_path is not None and outputs:

@@ -5,7 +5,7 @@ import dataclasses
 
 import click
 
-from end2you_visual.faces import FaceSettings
+from end2you_visual.face_settings import FaceSettings
 from end2you_visual.framing import FRAMED_SETTINGS
 
 

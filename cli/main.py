@@ -4,6 +4,7 @@ One way to fail: the library raises :class:`~end2you_visual.errors.InputError`
 (bad files, options, recipes, devices, outputs) and the group turns it into
 ``Error: <file or option>: <problem>`` and exit status 1, never a traceback.
 """
+import importlib
 import warnings
 
 import click
@@ -26,7 +27,24 @@ class _Group(click.Group):
     listed in the order of the workflow (not alphabetically)."""
 
     def list_commands(self, ctx):
-        return list(self.commands)
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        # A command's module is imported when that command is used (or its
+        # --help asked): the group's own --help imports none of them.
+        if name not in COMMANDS:
+            return None
+        if name not in self.commands:
+            module = importlib.import_module(f".{COMMANDS[name]}", __package__)
+            command = getattr(module, name)
+            command.short_help = SHORT_HELP[name]
+            self.add_command(command)
+        return self.commands[name]
+
+    def format_commands(self, ctx, formatter):
+        # The short help is known without importing the commands.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SHORT_HELP[name]) for name in COMMANDS])
 
     def invoke(self, ctx):
         warnings.formatwarning = _one_line_warning  # also for forked worker processes
@@ -65,22 +83,9 @@ SHORT_HELP = {
 }
 
 
-def _register():
-    # Imported here so that each command module stays independent.
-    from . import evaluate, extract, generate, predict, test, train, zoo
-
-    cli.add_command(generate.generate)
-    cli.add_command(zoo.zoo)
-    cli.add_command(train.train)
-    cli.add_command(test.test)
-    cli.add_command(evaluate.evaluate)
-    cli.add_command(predict.predict)
-    cli.add_command(extract.extract)
-    for name, text in SHORT_HELP.items():
-        cli.commands[name].short_help = text
-
-
-_register()
+# command -> its module in this package (defining a click command of that
+# name), in the order of the workflow.
+COMMANDS = {name: name for name in SHORT_HELP}
 
 
 def main():

@@ -4,10 +4,10 @@ import json
 
 import click
 
-from end2you_visual.scoring import FRAME_SETS, ccc_line
-
 
 def _headline(metrics):
+    from end2you_visual.scoring import FRAME_SETS, ccc_line
+
     report = metrics.get("metrics")
     if not report:
         return metrics.get("error", "no metrics")

@@ -8,8 +8,7 @@ import sys
 import click
 
 from end2you_visual.recipes import find_recipe
-from end2you_visual.training import NonFiniteLossError, TrainConfig, read_toml, train as run_train
-from end2you_visual.training.config import RANGES
+from end2you_visual.training.config import RANGES, TrainConfig, read_toml
 
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
@@ -169,6 +168,8 @@ def train(data, recipe, **options):
     e2y-visual train data/ --config pretrain --out runs/pre
     e2y-visual train recola/ --config finetune --init runs/pre/best.pt --out runs/ft
     """
+    from end2you_visual.training.trainer import NonFiniteLossError, train as run_train
+
     path = find_recipe(recipe) if recipe else None
     values = read_toml(path) if path else {}
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()

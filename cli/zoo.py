@@ -4,14 +4,14 @@ from pathlib import Path
 
 import click
 
-from end2you_visual import zoo as zoo_api
+from end2you_visual import registry
 from end2you_visual.errors import InputError
 from end2you_visual.recipes import shipped_recipes
 
 
 def _status(weights):
     try:
-        return str(zoo_api.locate(weights))
+        return str(registry.locate(weights))
     except InputError:
         return "not fetched"
 
@@ -27,9 +27,9 @@ HEADER = ("name", "arch", "head/outputs", "training data", "file")
 @zoo.command("list")
 def list_models():
     """Registered models: name, arch, head/outputs, training data, where the file is."""
-    entries = zoo_api.list_pretrained()
+    entries = registry.list_pretrained()
     if not entries:
-        looked = ", ".join(str(p) for p in zoo_api.registry_paths())
+        looked = ", ".join(str(p) for p in registry.registry_paths())
         click.echo(f"No pretrained models registered (registries looked at: {looked}).")
         return
     click.echo("\t".join(HEADER))
@@ -49,7 +49,7 @@ def recipes():
 @click.argument("name")
 def info(name):
     """Everything the registry says about NAME, and where its file is."""
-    weights = zoo_api.get_weights(name)
+    weights = registry.get_weights(name)
     click.echo(json.dumps({**weights.as_dict(), "location": _status(weights)}, indent=2))
 
 
@@ -63,6 +63,8 @@ def fetch(name, source, force):
 
     The home folder is $E2Y_VISUAL_HOME (default ~/.cache/end2you-visual).
     """
+    from end2you_visual import zoo as zoo_api  # torch: imported when a model is fetched
+
     path = zoo_api.fetch(name, source=source, force=force)
     click.echo(f"{name}: {path} (SHA-256 verified)")
 
@@ -93,13 +95,15 @@ def export(checkpoint, name, out, compact, grey, recipe, training_data, licence,
     The weights and their entry go to the home folder, $E2Y_VISUAL_HOME
     (default: ~/.cache/end2you-visual), or to $E2Y_VISUAL_PRETRAINED when set.
     """
+    from end2you_visual import zoo as zoo_api  # torch: imported to read the checkpoint
+
     metrics = _read_metrics(metrics_file) if metrics_file else None
     entry = zoo_api.export(checkpoint, name, path=out, compact=compact, grey=grey,
                            replace=replace, metrics=metrics, recipe=recipe,
                            training_data=training_data, licence=licence,
                            description=description)
-    click.echo(f"{entry.name}: {zoo_api.locate(entry)} ({entry.size_bytes / 1e6:.1f} MB, "
-               f"sha256 {entry.sha256[:12]}...) registered in {zoo_api.registry_path()}")
+    click.echo(f"{entry.name}: {registry.locate(entry)} ({entry.size_bytes / 1e6:.1f} MB, "
+               f"sha256 {entry.sha256[:12]}...) registered in {registry.registry_path()}")
 
 
 def _read_metrics(path):

@@ -30,11 +30,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from .choices import CROP_KINDS
+
 __all__ = ["CROP_KINDS", "TEMPLATE_112", "FaceCropper", "pixels_around", "resize_only",
            "roi_align_crop", "roi_align_weights", "similarity_transform", "template_points",
            "weighted_crop"]
 
-CROP_KINDS = ("box", "aligned")
 # ArcFace's canonical five points (left eye, right eye, nose tip, left and
 # right mouth corners, as seen in the image: MTCNN's order) in a 112 x 112
 # frame (insightface's arcface_dst).

@@ -71,15 +71,18 @@ the detector and the batch-by-batch orchestration.
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .crops import CROP_KINDS, FaceCropper, _check_frames, resize_only
+from .choices import CROP_KINDS, DETECTORS, FILLS
+from .crops import FaceCropper, _check_frames, resize_only
 from .devices import resolve_device
 from .errors import InputError
+from .face_settings import (MAX_BATCH, MAX_MARGIN, MAX_SIZE, FaceSettings, _detector_min_face,
+                            check_frame_size)
 from .mtcnn import channels_last
 from .ranges import check_number
 from .tracking import SubjectTracker, TrackGuidedDetection
@@ -88,16 +91,6 @@ __all__ = ["FaceBatch", "FacePipeline", "FaceSettings", "check_frame_size", "cro
            "resize_only"]
 
 # MTCNN's smallest window is 12 px: asking for smaller faces upsamples the image.
-_MTCNN_MIN_WINDOW = 12.0
-# Upper bounds of the settings whose size grows memory: a crop's side, the
-# border around a face (the square read is (1 + margin) faces wide: 11 at
-# most) and the frames decoded and detected together.
-MAX_SIZE = 2048
-MAX_MARGIN = 10.0
-MAX_BATCH = 4096
-DETECTORS = ("tracked", "full")
-
-
 @dataclass
 class FaceBatch:
     """The faces of n frames, one row per frame.
@@ -142,34 +135,6 @@ def one_cpu_thread(device):
             torch.set_num_threads(threads)
 
 
-def _detector_min_face(min_face_size, detect_scale):
-    """The smallest face MTCNN is asked for, in the pixels it searches."""
-    if detect_scale is None:
-        return min_face_size
-    return max(min_face_size * detect_scale, _MTCNN_MIN_WINDOW)
-
-
-def check_frame_size(width, height, min_face_size=20, detect_scale=None, path=None):
-    """Raise InputError (naming ``path``, else "frames") when no face can be
-    searched for in frames of ``width`` x ``height`` pixels: a
-    ``min_face_size`` larger than the frame, or a ``detect_scale`` that
-    shrinks it below MTCNN's smallest window (12 px)."""
-    scale = detect_scale or 1.0
-    side = min(width, height)
-    scaled = max(1, round(side * scale))
-    smallest = _detector_min_face(min_face_size, detect_scale)
-    if min_face_size > side:
-        problem = (f"--min-face-size {min_face_size:g} is larger than its {width}x{height} "
-                   "frames: no face can be found; use a smaller one")
-    elif scaled < smallest:
-        problem = (f"--detect-scale {scale:g} shrinks its {width}x{height} frames to {scaled} px "
-                   f"on their short side, smaller than the faces searched for ({smallest:g} px: "
-                   "MTCNN's smallest window is 12 px); use a larger --detect-scale or none")
-    else:
-        return
-    raise InputError(path if path is not None else "frames", problem)
-
-
 def _empty_batch(n, size):
     return FaceBatch(
         crops=np.zeros((n, size, size, 3), np.uint8),
@@ -179,86 +144,6 @@ def _empty_batch(n, size):
         landmarks=np.full((n, 5, 2), np.nan, np.float32),
     )
 
-
-def _setting(default, option, help, low=None, high=None, *, integer=False, low_open=False,
-             high_open=False, choices=None):
-    """A :class:`FaceSettings` field: its default, command-line option, help and range."""
-    return field(default=default, metadata={
-        "option": option, "help": help, "range": (low, high, integer, low_open, high_open),
-        "choices": choices})
-
-
-@dataclass
-class FaceSettings:
-    """The face pipeline's settings, one definition for `generate` and
-    `predict` (their command-line options are made from these fields:
-    ``metadata["option"]``, ``["help"]``, ``["range"]``, ``["choices"]``).
-
-    A number out of its range raises :class:`~end2you_visual.errors.InputError`
-    naming the option, at construction. :meth:`pipeline` builds the
-    :class:`FacePipeline` (``size``/``device`` may be overridden, e.g. by a
-    model's input size).
-    """
-
-    size: int = _setting(150, "--size", "Side of the square crops.", 1, MAX_SIZE, integer=True)
-    margin: float = _setting(0.2, "--margin",
-                             "Border around the face box, as a fraction of its side.", 0,
-                             MAX_MARGIN)
-    crop: str = _setting("box", "--crop", "box: a square around the face box; aligned: the "
-                         "face turned and scaled so that its five landmarks (eyes, nose, "
-                         "mouth corners) fall on a fixed template, eyes level (--margin "
-                         "widens it as it widens a box).", choices=CROP_KINDS)
-    device: str = _setting("cpu", "--device", "auto, cpu, cuda, cuda:1...")
-    batch_size: int = _setting(16, "--batch-size",
-                               "Frames decoded and detected together (64 or more on a GPU).",
-                               1, MAX_BATCH, integer=True)
-    detect_every: int = _setting(1, "--detect-every", "Detect on every k-th frame and "
-                                 "interpolate the track in between.", 1, integer=True)
-    detect_scale: float = _setting(None, "--detect-scale", "Detect on frames scaled by this "
-                                   "factor (e.g. 0.5 for 1080p).", 0, 1, low_open=True)
-    min_face_size: int = _setting(20, "--min-face-size", "Smallest face searched for, in "
-                                  "pixels.", 1, integer=True)
-    smoothing: float = _setting(0.5, "--smoothing", "Box smoothing strength over time "
-                                "(0: none).", 0, 1, high_open=True)
-    fill: str = _setting("last", "--fill", "What a frame without a face holds (its mask says "
-                         "no face either way).", choices=("last", "zeros"))
-    detector: str = _setting("tracked", "--detector", "tracked: between full-frame detections, "
-                             "refine the tracked face where it is expected with MTCNN's "
-                             "last stage (several times faster); full: MTCNN on every "
-                             "whole frame.", choices=DETECTORS)
-
-    def __post_init__(self):
-        self.check_faces()
-
-    def check_faces(self):
-        """Raise InputError, naming its option, for the first face setting out of range."""
-        for f in fields(FaceSettings):
-            value, meta = getattr(self, f.name), f.metadata
-            if meta["choices"] is not None:
-                if value not in meta["choices"]:
-                    raise InputError(meta["option"], f"must be one of {list(meta['choices'])}, "
-                                                     f"got {value!r}")
-            elif f.type in ("int", "float", int, float) and value is not None:
-                low, high, integer, low_open, high_open = meta["range"]
-                setattr(self, f.name, check_number(meta["option"], value, low, high,
-                                                   integer=integer, min_open=low_open,
-                                                   max_open=high_open))
-        return self
-
-    def check_frame_size(self, width, height, path=None):
-        """Raise InputError naming ``path`` when these settings can search no
-        face in its ``width`` x ``height`` frames (see :func:`check_frame_size`)."""
-        check_frame_size(width, height, self.min_face_size, self.detect_scale, path)
-
-    def face_settings(self):
-        """Only the face pipeline's settings, as a dict of FacePipeline arguments."""
-        return {f.name: getattr(self, f.name) for f in fields(FaceSettings)}
-
-    def pipeline(self, fps=None, size=None, device=None):
-        """The :class:`FacePipeline` of these settings for a video at ``fps``."""
-        args = self.face_settings()
-        args.update({k: v for k, v in (("size", size), ("device", device)) if v is not None})
-        return FacePipeline(fps=fps, **args)
 
 class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
     """Detect, track and crop the main face of a video, batch by batch.
@@ -350,7 +235,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
     ):
         from facenet_pytorch import MTCNN
 
-        if fill not in ("last", "zeros"):
+        if fill not in FILLS:
             raise InputError("--fill", f'must be "last" or "zeros", got {fill!r}')
         # Every number in its range (InputError naming the option): a negative
         # margin, for one, would crop nothing and flag the black crops as faces.

@@ -28,7 +28,7 @@ and registry entries stay as they were, readable by older versions.
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from .crops import CROP_KINDS
+from .choices import CROP_KINDS
 from .errors import InputError
 
 __all__ = ["Framing", "SQUARE_RULES", "SOURCES", "FRAMED_SETTINGS", "file_framing",
@@ -180,7 +180,7 @@ def resolve_face_settings(faces, framing):
         default); None when there is nothing to say (no framing, or the
         settings given match it and the rest are defaults).
     """
-    from .faces import FaceSettings
+    from .face_settings import FaceSettings
 
     faces = dict(faces)
     given = {k: faces[k] for k in FRAMED_SETTINGS if faces.get(k) is not None}

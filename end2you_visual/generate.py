@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .audio import audio_settings, audio_track_found, store_audio_track
 from .errors import InputError
-from .faces import FaceSettings
+from .face_settings import FaceSettings
 from .files import DISK_FULL
 from .hdf5 import SequenceWriter, file_summary, is_complete
 from .inputs import assign_subjects, discover_inputs, list_sequence_frames, select_shard

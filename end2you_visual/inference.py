@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .choices import PRECISIONS
 from .data import SequenceFile, SequenceInfo, audio_window, read_step_audio
 from .devices import resolve_device
 from .errors import InputError
@@ -46,7 +47,6 @@ __all__ = [
     "autocast_for", "prepare_model", "load_model", "model_title", "PRECISIONS",
 ]
 
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 # ------------------------------------------------------------------- precision

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .choices import HEAD_LABEL_KIND
 from .errors import InputError
 from .metrics import evaluate_categorical, evaluate_continuous, evaluate_multilabel
 
@@ -33,8 +34,6 @@ __all__ = ["HEAD_LABEL_KIND", "HEAD_FOR_KIND", "FRAME_SETS", "label_kind_of", "h
            "score", "frame_cccs", "ccc_line"]
 
 #: The label kind a model head is trained and scored on (and back).
-HEAD_LABEL_KIND = {"regression": "continuous", "multilabel": "multilabel",
-                   "multiclass": "multiclass"}
 HEAD_FOR_KIND = {kind: head for head, kind in HEAD_LABEL_KIND.items()}
 #: The two sets of frames a pooled CCC is given over, and their names in output.
 FRAME_SETS = {"all_frames": "all frames", "face_frames": "face frames"}

@@ -200,3 +200,28 @@ def test_top_level_help_lists_each_command_once_in_workflow_order():
               if line.startswith("  ") and line.split()[0] in cli.commands]
     assert listed == ["generate", "zoo", "train", "test", "evaluate", "predict", "extract"]
     assert "  test      Predictions and metrics on an HDF5 dataset." in result.output
+
+
+# --------------------------------- --help answers before torch is imported (issue 24)
+HELP_IMPORTS = """
+import sys
+from click.testing import CliRunner
+from end2you_visual.cli.main import cli
+for args in ([], ["generate"], ["zoo"], ["zoo", "list"], ["zoo", "recipes"], ["train"],
+             ["test"], ["evaluate"], ["predict"], ["extract"]):
+    result = CliRunner().invoke(cli, args + ["--help"])
+    assert result.exit_code == 0, (args, result.output)
+print(sorted(m for m in ("torch", "torchvision", "scipy", "facenet_pytorch", "matplotlib")
+             if m in sys.modules))
+"""
+
+
+def test_every_help_and_zoo_list_answer_without_importing_torch():
+    """``--help`` took 5.5 s: torch was imported before click answered."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"

@@ -94,7 +94,7 @@ def test_zoo_recipes_lists_every_shipped_recipe():
 
 def test_train_config_takes_a_shipped_recipe_name_from_any_folder(tmp_path, monkeypatch,
                                                                   write_continuous):
-    from end2you_visual.cli import train as train_cli
+    from end2you_visual.training import trainer as trainer_module
 
     data = write_continuous(tmp_path / "d.h5", [20])
     seen = {}
@@ -104,7 +104,7 @@ def test_train_config_takes_a_shipped_recipe_name_from_any_folder(tmp_path, monk
         return SimpleNamespace(metric="ccc", best_score=0.5, best_epoch=1, epochs_run=1,
                                stopped="done", best_path="best.pt")
 
-    monkeypatch.setattr(train_cli, "run_train", fake_train)
+    monkeypatch.setattr(trainer_module, "train", fake_train)
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli, train_args(data, "o", "--config", "finetune", "--lr", "0.1"))
     assert res.exit_code == 0, res.output

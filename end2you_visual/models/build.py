@@ -10,7 +10,7 @@ from .visual import build_model as build_visual_model
 
 __all__ = ["MODALITIES", "build_model", "model_inputs"]
 
-MODALITIES = ("visual", "audio", "audiovisual")
+from ..choices import MODALITIES
 
 
 def build_model(*args, modality="visual", **kwargs):

@@ -37,11 +37,14 @@ so only ``conv1.weight``'s shape differs between stems.
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from .. import choices
+
 __all__ = ["ARCHS_2D", "STEMS", "build_resnet", "num_features", "set_stem"]
 
 # stem name -> (kernel, stride, padding, max-pool kept)
 STEMS = {"imagenet": (7, 2, 3, True), "nopool": (7, 2, 3, False), "small": (3, 2, 1, False),
          "small1": (3, 1, 1, False)}
+assert tuple(STEMS) == choices.STEMS, "a stem is named in end2you_visual.choices"
 
 
 class NarrowResNet(tv_resnet.ResNet):
@@ -90,6 +93,7 @@ ARCHS_2D = {
     "resnet18_half": (_half, 256),
     "resnet_tiny": (_tiny, 64),
 }
+assert tuple(ARCHS_2D) == choices.ARCHS_2D, "a backbone is named in end2you_visual.choices"
 
 
 def num_features(arch):

@@ -12,10 +12,10 @@ import operator
 import torch
 from torch import nn
 
+from ..choices import HEADS, TEMPORALS
+
 __all__ = ["TemporalHeadModel", "HEADS", "TEMPORALS", "default_label_names"]
 
-HEADS = ("regression", "multilabel", "multiclass")
-TEMPORALS = ("lstm", "gru", "none")
 
 
 def default_label_names(outputs):

@@ -14,16 +14,15 @@ output layer. Shapes::
 import torch
 from torch import nn
 
+from ..choices import ARCHS, I3D_PREFIX
 from .i3d import inflate_resnet
-from .resnet import ARCHS_2D, STEMS, build_resnet, num_features
+from .resnet import STEMS, build_resnet, num_features
 from .temporal_head import HEADS, TEMPORALS, TemporalHeadModel, _check_head, default_label_names
 from .transfer import load_matching
 
 __all__ = ["VisualModel", "build_model", "ARCHS", "HEADS", "STEMS", "TEMPORALS",
            "default_label_names"]
 
-I3D_PREFIX = "i3d_"
-ARCHS = tuple(ARCHS_2D) + tuple(I3D_PREFIX + a for a in ARCHS_2D)
 
 
 def _triple(values, what):

@@ -10,14 +10,23 @@
   (``teacher``, ``docs/distillation.md``).
 * :class:`Augmenter`: batched resize + random crop + brightness/saturation.
 """
-from .augment import Augmenter, default_resize
-from .config import (LOWER_IS_BETTER, METRICS, TrainConfig, metric_is_lower_better, read_toml,
-                     resolve_auto)
-from .losses import FrameWeights, distillation_loss, inverse_frequency_weights, make_loss
-from .sampler import (ResampleReport, WindowSampler, resample_windows, sequence_labels,
-                      window_label_counts)
-from .split import Split, split_sequences
-from .trainer import NonFiniteLossError, TrainResult, Trainer, train
+import importlib
+
+# name -> module (relative to this package) that defines it, imported on first
+# use: the settings (config) need no torch, so ``--help`` and recipe checks
+# answer at once.
+_NAMES = {
+    "Augmenter": "augment", "default_resize": "augment",
+    "LOWER_IS_BETTER": "config", "METRICS": "config", "TrainConfig": "config",
+    "metric_is_lower_better": "config", "read_toml": "config", "resolve_auto": "config",
+    "FrameWeights": "losses", "distillation_loss": "losses",
+    "inverse_frequency_weights": "losses", "make_loss": "losses",
+    "ResampleReport": "sampler", "WindowSampler": "sampler", "resample_windows": "sampler",
+    "sequence_labels": "sampler", "window_label_counts": "sampler",
+    "Split": "split", "split_sequences": "split",
+    "NonFiniteLossError": "trainer", "TrainResult": "trainer", "Trainer": "trainer",
+    "train": "trainer",
+}
 
 __all__ = [
     "TrainConfig", "read_toml", "resolve_auto", "METRICS", "LOWER_IS_BETTER",
@@ -27,3 +36,13 @@ __all__ = [
     "ResampleReport", "WindowSampler", "resample_windows", "sequence_labels",
     "window_label_counts", "Split", "split_sequences",
 ]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*__all__, *globals()})

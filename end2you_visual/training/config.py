@@ -23,20 +23,16 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError
-from ..models.build import MODALITIES
-from ..models.visual import ARCHS, STEMS
-from ..scoring import head_for_kind
+from ..choices import ARCHS, HEADS as MODEL_HEADS, MODALITIES, PRECISIONS, STEMS, TEMPORALS
 
 __all__ = ["TrainConfig", "RANGES", "METRICS", "LOWER_IS_BETTER", "metric_is_lower_better",
            "resolve_auto"]
 
 SPLIT_BY = ("auto", "files", "split", "subject", "sequence")
-HEADS = ("auto", "regression", "multilabel", "multiclass")
+HEADS = ("auto",) + MODEL_HEADS
 LOSSES = ("auto", "ccc", "mse", "bce", "ce")
 WEIGHTINGS = ("auto", "inverse", "none")
-PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULERS = ("none", "cosine")
-TEMPORALS = ("lstm", "gru", "none")
 
 # Validation metrics each head reports (the CSV holds them all); "loss" too.
 METRICS = {
@@ -480,6 +476,8 @@ def resolve_auto(config, label_kind, device_type, path=None):
     InputError for combinations that do not fit (a CCC loss on a
     classification head, a metric the head does not report...).
     """
+    from ..scoring import head_for_kind  # scipy: imported when a run starts
+
     head = head_for_kind(label_kind, path) if config.head == "auto" else config.head
     if head == "regression":
         _refuse_categorical_settings(config, path)
