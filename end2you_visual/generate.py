@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .audio import audio_settings, audio_track_found, store_audio_track
 from .errors import InputError
 from .face_settings import FaceSettings
-from .files import DISK_FULL
+from .files import DISK_FULL, check_name_length
 from .hdf5 import SequenceWriter, file_summary, is_complete
 from .inputs import assign_subjects, discover_inputs, list_sequence_frames, select_shard
 from .labels import ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, align_labels, read_labels
@@ -343,6 +343,9 @@ def run_job(job, settings, progress=False, overwrite=False, wait=True):
     it) is "skipped" unless ``overwrite``.
     """
     try:
+        # A name too long for the file system fails this input before any work.
+        check_name_length(job.out_path, job.items[0].raw if job.kind == "video" else None,
+                          job.out_path.stem)
         with OutputLock(job.out_path, wait=wait):
             if not overwrite and is_complete(job.out_path):
                 return _skipped(job)

@@ -652,3 +652,17 @@ def test_options_that_grow_memory_have_upper_bounds(tmp_path, option, value, mes
     assert res.exit_code == 2 and message in res.output, res.output
     with pytest.raises(InputError, match=f"^{option}: must be in"):
         GenerateSettings(**{option[2:].replace("-", "_"): float(value)})
+
+
+def test_a_video_name_too_long_for_the_file_system_fails_alone_before_any_work(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    long_name = "v" * 250 + ".mp4"
+    shutil.copy(DATA / "single_face.mp4", videos / long_name)
+    shutil.copy(DATA / "single_face.mp4", videos / "short.mp4")
+    results = {Path(r.output).name: r for r in
+               generate(videos, tmp_path / "out", GenerateSettings(**TINY), progress=False)}
+    short, long_one = results["short.h5"], results["v" * 250 + ".h5"]
+    assert short.status == "written"
+    assert long_one.status == "failed" and long_one.error.startswith(str(videos / long_name))
+    assert "255" in long_one.error and long_one.decoded_frames in (0, None)
