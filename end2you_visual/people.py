@@ -1,0 +1,509 @@
+"""Every person in a video, each followed with a stable id (``--faces all``).
+
+:class:`PeopleTracker` turns batches of video frames into one
+:class:`~end2you_visual.faces.FaceBatch` per person: the same rows, boxes,
+crops and no-face frames as the main-subject pipeline gives for its one
+face. It composes the parts of :class:`~end2you_visual.faces.FacePipeline`
+(MTCNN's cascade and its O-Net refinement, the shot-cut test, the cropper)
+with a tracker of several faces::
+
+    people = PeopleTracker(FaceSettings(), fps=info.fps)
+    for start, frames in iter_frame_batches(path):
+        batch = people.process(frames)       # {person id: FaceBatch of n rows}
+    persons = people.finish()                # who was seen, when, where
+
+What happens on each detection frame (every ``detect_every``-th frame, and
+every shot cut):
+
+1. Detection. While people are tracked, only O-Net runs, on where each of
+   them is expected (their last box moved by their velocity; all people
+   and up to 8 frames in one batch): the cost grows with the number of
+   people through O-Net alone. The whole frame is searched by MTCNN's
+   cascade when O-Net does not confirm someone (probability below 0.95),
+   at a shot cut, every ``refresh_every`` frames (a newcomer is found
+   there) and, while nobody is tracked, every ``search_every`` frames
+   (about 0.2 s; the frames between are no-face frames until a face is
+   found, and the frames since the last search are then searched too).
+2. Association. Detections are given to the tracks by one global
+   assignment (scipy's ``linear_sum_assignment``) on the distance between
+   each detection and where each track expects its face, relative to the
+   face's size, within ``match_distance`` x sqrt(frames since) and a size
+   change of 1.5x at most: two people side by side never swap.
+3. Short misses. A track missing for at most ``max_gap`` seconds (a missed
+   detection, a hand over the face) keeps its id; its frames meanwhile are
+   no-face frames.
+4. Re-identification. After a shot cut, or a longer absence, positions say
+   nothing: a face that no tracked person explains is compared by
+   appearance (:func:`appearance`: the colours of the face, hair and chin,
+   quarter by quarter) with every person seen so
+   far and not in view; above ``relink_similarity`` it is that person again,
+   otherwise a new person (with probability at least ``acquire_prob``).
+5. Smoothing and interpolation as for the main subject (an alpha-beta
+   filter per person, boxes interpolated between detection frames of one
+   continuous stretch).
+
+A person seen on fewer than ``min_duration`` seconds of frames is dropped at
+:meth:`PeopleTracker.finish` (a passer-by, a false detection): ``process``
+returns every candidate, the caller keeps those :meth:`finish` lists.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .face_settings import FaceSettings
+from .faces import FaceBatch, _empty_batch, one_cpu_thread
+from .tracking import _Key, _area, _to_cxcywh, _to_xyxy
+
+__all__ = ["PeopleTracker", "Person", "appearance", "RELINK_SIMILARITY"]
+
+# A detection continues a track within this size change.
+_MAX_SIZE_CHANGE = 1.5
+# O-Net's least probability confirming a tracked face (else a full search).
+_REFINE_MIN_PROB = 0.95
+# Frames of expected boxes refined in one O-Net call.
+_REFINE_GROUP = 8
+# Appearance: the square around the face box, this many face sides wide,
+# cut into 2 x 2 quarters, each binned into this many levels per colour channel.
+_CONTEXT = 1.3
+_GRID = 2
+_BINS = 8
+#: Least appearance similarity (0-1) for a face to be a person seen before.
+#: Chosen on four composites of two different real people side by side who
+#: swap sides at a cut (``python -m bench.people``, docs/benchmarks.md): the
+#: same person scored 0.84-1.0 between frames, two different people at most
+#: 0.70; the threshold is the middle of that gap.
+RELINK_SIMILARITY = 0.77
+
+
+def appearance(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A face's appearance descriptor: float64 (2048,), unit length.
+
+    The square of side 1.3 x max(w, h) around ``box`` (the face, hair and
+    chin) is cut into 2 x 2 quarters; each gives its joint RGB histogram (8
+    levels a channel), square-rooted and normalised, so that the dot product
+    of two descriptors is the mean Bhattacharyya coefficient of their
+    quarters (1: the same colours in the same places).
+
+    Args:
+        frame: uint8 (H, W, 3), RGB.
+        box: ``x1, y1, x2, y2`` in pixels.
+    """
+    h, w = frame.shape[:2]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = max(box[2] - box[0], box[3] - box[1]) * _CONTEXT / 2
+    x1, x2 = int(max(0, cx - half)), int(min(w, cx + half))
+    y1, y2 = int(max(0, cy - half)), int(min(h, cy + half))
+    patch = frame[y1:y2, x1:x2]
+    ph, pw = patch.shape[:2]
+    parts = [_histogram(patch[i * ph // _GRID:(i + 1) * ph // _GRID,
+                              j * pw // _GRID:(j + 1) * pw // _GRID])
+             for i in range(_GRID) for j in range(_GRID)]
+    return _unit(np.concatenate(parts))
+
+
+def _histogram(patch):
+    """The square-rooted, unit-length joint RGB histogram of ``patch``."""
+    if patch.size == 0:
+        return np.zeros(_BINS ** 3)
+    step = max(1, int(min(patch.shape[:2]) // 48))  # about 48 x 48 samples
+    q = patch[::step, ::step].astype(np.int64) // (256 // _BINS)
+    codes = (q[..., 0] * _BINS + q[..., 1]) * _BINS + q[..., 2]
+    return _unit(np.sqrt(np.bincount(codes.ravel(), minlength=_BINS ** 3).astype(np.float64)))
+
+
+@dataclass
+class Person:
+    """One person of a video, as :meth:`PeopleTracker.finish` reports them.
+
+    Attributes:
+        id: 1, 2, ... in order of first appearance; stable across the video.
+        first_frame, last_frame: video frame indices of the first and last
+            frame where the person's face is found.
+        frames: frames where the face is found.
+        mean_x, mean_y: mean centre of the face box over those frames, as a
+            fraction of the frame's width and height (0 left/top, 1 right/bottom).
+        mean_size: mean side of the face box, pixels.
+    """
+
+    id: int
+    first_frame: int
+    last_frame: int
+    frames: int
+    mean_x: float
+    mean_y: float
+    mean_size: float
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "first_frame": self.first_frame, "last_frame": self.last_frame,
+                "frames": self.frames, "mean_x": round(self.mean_x, 4),
+                "mean_y": round(self.mean_y, 4), "mean_size": round(self.mean_size, 1)}
+
+
+@dataclass
+class _Track:
+    """The state of one person's track."""
+
+    id: int
+    box: np.ndarray                      # last raw detection (4,)
+    state: Optional[tuple] = None        # ((cx, cy, w, h), (vx, vy)) or None
+    points_state: Optional[tuple] = None
+    segment: int = 0                     # continuous stretch, for interpolation
+    lost: int = 0                        # frames since last seen
+    last_index: int = -1                 # frame index of its last detection frame
+    active: bool = True                  # tracked now (else ended, kept for re-linking)
+    descriptor: Optional[np.ndarray] = None
+    keys: List[_Key] = field(default_factory=list)  # detection-frame results not yet written
+    last_crop: Optional[np.ndarray] = None
+    # statistics over found frames
+    found: int = 0
+    first: int = -1
+    last: int = -1
+    sum_centre: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    sum_size: float = 0.0
+
+
+class PeopleTracker:
+    """Detect, track and crop every face of a video, batch by batch.
+
+    Args:
+        settings: the face settings (size, margin, crop, device,
+            detect_every, detect_scale, min_face_size, smoothing, fill,
+            batch_size; see :class:`~end2you_visual.face_settings.FaceSettings`).
+        fps: the video's frame rate (for the durations below).
+        min_duration: seconds of frames with the face found for a person to
+            be kept by :meth:`finish`.
+        max_gap: seconds a person may be missing and keep the track
+            (motion-based); longer, they are re-identified by appearance.
+        relink_similarity: least appearance similarity (0-1) for a face to
+            be a person seen before (:data:`RELINK_SIMILARITY`).
+        search_every: while nobody is tracked, frames between whole-frame
+            searches (default: 0.2 s of frames).
+        match_distance, acquire_prob, refresh_every: as for the main
+            subject's :class:`~end2you_visual.faces.FacePipeline`.
+    """
+
+    def __init__(self, settings: FaceSettings, fps: float = 25.0, min_duration: float = 0.5,
+                 max_gap: float = 1.0, relink_similarity: float = RELINK_SIMILARITY,
+                 search_every: Optional[int] = None, match_distance: float = 0.5,
+                 acquire_prob: float = 0.9, refresh_every: Optional[int] = None,
+                 size: Optional[int] = None, device: Optional[str] = None):
+        self.pipeline = settings.pipeline(fps, size=size, device=device)
+        self.fps = float(fps)
+        self.min_frames = max(1, int(round(min_duration * self.fps)))
+        self.max_lost = max(0, int(round(max_gap * self.fps)))
+        self.relink_similarity = float(relink_similarity)
+        self.search_every = search_every or max(1, int(round(0.2 * self.fps)))
+        self.match_distance = float(match_distance)
+        self.acquire_prob = float(acquire_prob)
+        self.refresh_every = refresh_every or 2 * max(1, int(round(self.fps)))
+        self.size = self.pipeline.size
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current video."""
+        self.pipeline.reset()
+        self.tracks: Dict[int, _Track] = {}
+        self._next_id = 1
+        self._next_index = 0
+        self._last_full = None
+        self._last_search = None
+        self.full_detections = 0
+
+    # ------------------------------------------------------------------ API
+    def process(self, frames: np.ndarray) -> Dict[int, FaceBatch]:
+        """The faces of the next frames: ``{person id: FaceBatch}``, one
+        batch of n rows per person known so far (rows where the person is
+        not in view are no-face rows). Ids of people that :meth:`finish`
+        drops may appear here too."""
+        with one_cpu_thread(self.pipeline.device):
+            return self._process(np.asarray(frames))
+
+    def finish(self) -> List[Person]:
+        """The people kept: seen on at least ``min_duration`` of frames, by id."""
+        w, h = self._frame_size if hasattr(self, "_frame_size") else (1, 1)
+        people = []
+        for t in sorted(self.tracks.values(), key=lambda t: t.id):
+            if t.found < self.min_frames:
+                continue
+            centre = t.sum_centre / t.found
+            people.append(Person(t.id, t.first, t.last, t.found, float(centre[0] / w),
+                                 float(centre[1] / h), float(t.sum_size / t.found)))
+        return people
+
+    # ------------------------------------------------------------ detection
+    def _process(self, frames):
+        n = len(frames)
+        start = self._next_index
+        if n == 0:
+            return {t: _empty_batch(0, self.size) for t in self.tracks}
+        self._frame_size = (frames.shape[2], frames.shape[1])
+        self.pipeline.check_frame_size(frames.shape[2], frames.shape[1])
+        cuts = self.pipeline._cuts(frames)
+        every = self.pipeline.detect_every
+        keys = sorted({i for i in range(n) if (start + i) % every == 0} | {n - 1}
+                      | set(np.flatnonzero(cuts).tolist()))
+        self._detect_rows(frames, keys, cuts, start)
+        self._next_index = start + n
+        return self._outputs(frames, start)
+
+    def _detect_rows(self, frames, rows, cuts, start):
+        """Detect and track the detection rows of one batch, in order."""
+        pending = []  # rows skipped while nobody is tracked, searched once a face is found
+        i = 0
+        while i < len(rows):
+            row = rows[i]
+            index = start + row
+            if self._can_refine(index, cuts[row]):
+                group = [row]
+                for later in rows[i + 1:i + _REFINE_GROUP]:
+                    if cuts[later] or not self._can_refine(start + later, False):
+                        break
+                    group.append(later)
+                done = self._refine(frames, group, start)
+                i += done
+                if done == len(group):
+                    continue
+                row, index = rows[i], start + rows[i]
+            if not (self._tracking() or cuts[row] or self._search_due(index)):
+                pending.append(row)
+                i += 1
+                continue
+            found = self.pipeline.detect(frames[row:row + 1], landmarks=True)[0]
+            if pending and (found[1] >= self.acquire_prob).any():
+                # A face appeared since the last search: the frames skipped
+                # meanwhile are searched too, in order, before this one.
+                for skipped in pending:
+                    self._full(frames, skipped, start + skipped, cuts[skipped])
+            pending = []
+            self._full(frames, row, index, cuts[row], found)
+            i += 1
+
+    def _tracking(self):
+        """Someone is tracked (or was missing for at most ``max_gap``)."""
+        return any(t.active for t in self.tracks.values())
+
+    def _search_due(self, index):
+        return self._last_search is None or index - self._last_search >= self.search_every
+
+    def _can_refine(self, index, cut):
+        live = [t for t in self.tracks.values() if t.active]
+        return (bool(live) and not cut and all(t.lost == 0 and t.state is not None for t in live)
+                and self._last_full is not None and index - self._last_full < self.refresh_every)
+
+    def _refine(self, frames, group, start):
+        """O-Net on every active person's expected box in the frames of
+        ``group``, in one call; returns how many rows it confirmed (all
+        people found) before the first it did not."""
+        from .mtcnn import refine_boxes
+
+        live = [t for t in self.tracks.values() if t.active]
+        expected = []
+        for row in group:
+            for t in live:
+                gap = start + row - t.last_index
+                e = t.state[0].copy()
+                e[:2] += t.state[1] * gap
+                expected.append(_to_xyxy(e))
+        rows = np.repeat(np.asarray(group), len(live))
+        boxes, probs, points = refine_boxes(frames[rows], np.stack(expected),
+                                            self.pipeline.mtcnn.onet, self.pipeline.device)
+        k = 0
+        for g, row in enumerate(group):
+            part = slice(g * len(live), (g + 1) * len(live))
+            if (probs[part] < _REFINE_MIN_PROB).any():
+                return k
+            index = start + row
+            for t, box, prob, pts in zip(live, boxes[part], probs[part], points[part]):
+                if self._match_cost(t, box[None], index)[0] == np.inf:
+                    return k
+            for t, box, prob, pts in zip(live, boxes[part], probs[part], points[part]):
+                self._accept(t, index, box, prob, pts)
+            k += 1
+        return k
+
+    def _full(self, frames, row, index, cut, found=None):
+        """MTCNN on the whole frame (``found``: its result, when already
+        run), then association (positions, or appearance after a cut) and
+        new people."""
+        if found is None:
+            found = self.pipeline.detect(frames[row:row + 1], landmarks=True)[0]
+        boxes, probs, points = found
+        self.full_detections += 1
+        self._last_full = self._last_search = index
+        if cut:  # positions say nothing across a cut
+            for t in self.tracks.values():
+                t.state, t.points_state = None, None
+                if t.active:
+                    t.active, t.lost = False, self.max_lost + 1
+        live = [t for t in self.tracks.values() if t.active]
+        cost = np.full((len(live), len(boxes)), np.inf)
+        for a, t in enumerate(live):
+            cost[a] = self._match_cost(t, boxes, index)
+        taken, matched = set(), set()
+        if len(live) and len(boxes):
+            from scipy.optimize import linear_sum_assignment
+
+            finite = np.where(np.isfinite(cost), cost, 1e6)
+            for a, d in zip(*linear_sum_assignment(finite)):
+                if np.isfinite(cost[a, d]):
+                    self._accept(live[a], index, boxes[d], probs[d], points[d],
+                                 frame=frames[row])
+                    taken.add(d)
+                    matched.add(live[a].id)
+        for t in live:
+            if t.id not in matched:
+                self._miss(t, index)
+        self._new_people(frames[row], index, boxes, probs, points, taken)
+
+    def _new_people(self, frame, index, boxes, probs, points, taken):
+        """Detections no tracked person explains: a person seen before (by
+        appearance), or a new one."""
+        order = np.argsort(-_area(np.asarray(boxes, np.float64)) * probs) if len(boxes) else []
+        for d in order:
+            if d in taken or probs[d] < self.acquire_prob:
+                continue
+            descriptor = appearance(frame, boxes[d])
+            gone = [t for t in self.tracks.values() if not t.active and t.descriptor is not None]
+            best = max(gone, key=lambda t: float(t.descriptor @ descriptor), default=None)
+            if best is not None and float(best.descriptor @ descriptor) >= self.relink_similarity:
+                track = best
+                track.active, track.lost, track.state = True, 0, None
+                track.segment += 1
+            else:
+                track = _Track(self._next_id, np.asarray(boxes[d], np.float64))
+                self._next_id += 1
+                self.tracks[track.id] = track
+            self._accept(track, index, boxes[d], probs[d], points[d], frame=frame,
+                         descriptor=descriptor)
+
+    def _miss(self, track, index):
+        """``track`` not found at frame ``index``: lost since its last
+        detection; no smoothing or motion across the loss (as the main
+        subject's); ended after ``max_gap``."""
+        track.lost = index - track.last_index
+        track.state, track.points_state = None, None
+        track.keys.append(_Key(index))
+        if track.lost > self.max_lost:
+            track.active = False
+
+    # ------------------------------------------------------------ tracking
+    def _expected(self, track, index):
+        if track.state is None:
+            return _to_cxcywh(track.box)
+        e = track.state[0].copy()
+        e[:2] += track.state[1] * (index - track.last_index)
+        return e
+
+    def _match_cost(self, track, boxes, index):
+        """Distance of each detection to where ``track`` expects its face,
+        relative to the face's size; inf outside the gates."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if not len(boxes):
+            return np.zeros(0)
+        expected = self._expected(track, index)
+        size = max(expected[2], expected[3], 1e-6)
+        det = np.stack([_to_cxcywh(b) for b in boxes])
+        distance = np.hypot(det[:, 0] - expected[0], det[:, 1] - expected[1]) / size
+        gap = max(1, index - track.last_index)
+        reach = min(self.match_distance * np.sqrt(gap), 1.0)
+        ratio = np.sqrt(np.maximum(det[:, 2] * det[:, 3], 1e-12)
+                        / max(expected[2] * expected[3], 1e-12))
+        ok = (distance <= reach) & (ratio <= _MAX_SIZE_CHANGE) & (ratio >= 1 / _MAX_SIZE_CHANGE)
+        return np.where(ok, distance, np.inf)
+
+    def _accept(self, track, index, box, prob, points, frame=None, descriptor=None):
+        """Take a detection as ``track``'s at frame ``index`` (smoothed as
+        the main subject's box is)."""
+        box = np.asarray(box, np.float64)
+        gap = max(1, index - track.last_index) if track.last_index >= 0 else 1
+        continuous = track.lost == 0 and track.state is not None
+        if not continuous:
+            track.segment += 1
+        observed = _to_cxcywh(box)
+        alpha = 1 - self.pipeline.smoothing ** gap
+        beta = alpha * alpha / (2 - alpha)
+        if continuous:
+            expected = self._expected(track, index)
+            residual = observed - expected
+            track.state = (expected + alpha * residual,
+                           track.state[1] + beta * residual[:2] / gap)
+        else:
+            track.state = (observed, np.zeros(2))
+        smoothed_points = None
+        if points is not None:
+            p = np.asarray(points, np.float64).reshape(5, 2)
+            if continuous and track.points_state is not None:
+                pos, vel = track.points_state
+                e = pos + vel * gap
+                r = p - e
+                track.points_state = (e + alpha * r, vel + beta * r / gap)
+            else:
+                track.points_state = (p, np.zeros((5, 2)))
+            smoothed_points = track.points_state[0].copy()
+        track.box, track.lost, track.last_index, track.active = box, 0, index, True
+        if frame is not None:  # full detections update the appearance
+            d = descriptor if descriptor is not None else appearance(frame, box)
+            track.descriptor = d if track.descriptor is None else \
+                _unit(0.8 * track.descriptor + 0.2 * d)
+        track.keys.append(_Key(index, _to_xyxy(track.state[0]), float(prob), track.segment,
+                               smoothed_points))
+
+    # -------------------------------------------------------------- outputs
+    def _outputs(self, frames, start):
+        out = {}
+        for t in self.tracks.values():
+            batch = _empty_batch(len(frames), self.size)
+            keys = t.keys
+            _fill(batch, keys, start)
+            t.keys = [k for k in keys if k.index >= start + len(frames) - 1][-1:]
+            rows = np.flatnonzero(batch.found)
+            if len(rows):
+                batch.crops[rows] = self.pipeline.cut(frames, batch.boxes[rows],
+                                                      batch.landmarks[rows], rows=rows)
+                centres = (batch.boxes[rows, :2] + batch.boxes[rows, 2:]) / 2
+                t.sum_centre += centres.sum(axis=0)
+                t.sum_size += float(np.maximum(batch.boxes[rows, 2] - batch.boxes[rows, 0],
+                                               batch.boxes[rows, 3] - batch.boxes[rows, 1]).sum())
+                if t.first < 0:
+                    t.first = start + int(rows[0])
+                t.last = start + int(rows[-1])
+                t.found += len(rows)
+            self._fill_missing(t, batch)
+            out[t.id] = batch
+        return out
+
+    def _fill_missing(self, track, batch):
+        last = track.last_crop
+        for row in range(len(batch)):
+            if batch.found[row]:
+                last = batch.crops[row]
+            elif last is not None and self.pipeline.fill == "last":
+                batch.crops[row] = last
+        track.last_crop = None if last is None else last.copy()
+
+
+def _fill(out, keys, start):
+    """Rows of ``out`` from a track's detection-frame keys: the keys' boxes
+    and, between two keys of one continuous stretch, the boxes interpolated."""
+    for a, b in zip(keys, keys[1:] + [None]):
+        if a.index >= start and a.box is not None:
+            row = a.index - start
+            out.boxes[row], out.probs[row], out.found[row] = a.box, a.prob, True
+            if a.points is not None:
+                out.landmarks[row] = a.points
+        if b is None or a.box is None or b.box is None or a.segment != b.segment:
+            continue
+        for index in range(max(a.index + 1, start), b.index):
+            t = (index - a.index) / (b.index - a.index)
+            row = index - start
+            out.boxes[row] = (1 - t) * a.box + t * b.box
+            out.probs[row] = (1 - t) * a.prob + t * b.prob
+            out.found[row] = True
+            if a.points is not None and b.points is not None:
+                out.landmarks[row] = (1 - t) * a.points + t * b.points
+
+
+def _unit(v):
+    norm = np.linalg.norm(v)
+    return v / norm if norm else v
