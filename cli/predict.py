@@ -26,5 +26,12 @@ def predict(videos, model_name, out_dir, device, precision, no_plot, overwrite, 
                              precision=precision, plot=not no_plot, progress=True,
                              announce=click.echo, **faces)
     for r in results:
-        click.echo(f"{r.video}: {r.n_frames} frames, face in {r.faces_found}, "
-                   f"{r.seconds:.1f} s -> {r.csv_path}")
+        if r.people is None:
+            click.echo(f"{r.video}: {r.n_frames} frames, face in {r.faces_found}, "
+                       f"{r.seconds:.1f} s -> {r.csv_path}")
+            continue
+        click.echo(f"{r.video}: {r.n_frames} frames, {len(r.people)} people, "
+                   f"{r.seconds:.1f} s -> {r.timeline_path or 'no timeline (--no-plot)'}")
+        for p in r.people:
+            click.echo(f"  person {p.person['id']}: face in {p.faces_found} frames, "
+                       f"mean position x {p.person['mean_x']:.2f} -> {p.csv_path}")

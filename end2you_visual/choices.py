@@ -8,7 +8,7 @@ The modules that implement a choice (:mod:`.crops` the crop kinds,
 a table keyed by them is checked against them where it is defined.
 """
 
-__all__ = ["ARCHS", "ARCHS_2D", "CROP_KINDS", "DETECTORS", "FILLS", "HEADS", "HEAD_LABEL_KIND",
+__all__ = ["ARCHS", "ARCHS_2D", "CROP_KINDS", "DETECTORS", "FACES", "FILLS", "HEADS", "HEAD_LABEL_KIND",
            "I3D_PREFIX", "MODALITIES", "PRECISIONS", "STEMS", "TEMPORALS"]
 
 # ------------------------------------------------------------------ faces
@@ -18,6 +18,8 @@ CROP_KINDS = ("box", "aligned")
 DETECTORS = ("tracked", "full")
 #: What a frame without a face holds.
 FILLS = ("last", "zeros")
+#: Whose faces: the main subject's, or every person's (one sequence each).
+FACES = ("main", "all")
 
 # ------------------------------------------------------------------ models
 #: 2D backbones (:mod:`end2you_visual.models.resnet`), per frame.

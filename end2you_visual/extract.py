@@ -185,7 +185,8 @@ def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_
         if _is_hdf5(source):
             stream, used = _hdf5_chunks(source, visual, batch_size, device, framing), None
         else:
-            stream = _video_chunks(source, visual, device, settings)
+            chunks = _people_chunks if settings.faces == "all" else _video_chunks
+            stream = chunks(source, visual, device, settings)
             used = {**settings.face_settings(), "size": int(visual.config["input_size"]),
                     "device": str(device)}  # what the pipeline ran with
         meta = next(stream)
@@ -278,6 +279,40 @@ def _video_chunks(source, visual, device, settings):
         times = (start + np.arange(len(frames))) / info.fps
         yield (_embed(visual, found.crops, found.found, device), times, found.found.copy(),
                np.zeros((len(frames), 0), np.float32), 0)
+
+
+def _people_chunks(source, visual, device, settings):
+    """:func:`_video_chunks` for every person (``faces="all"``): one sequence
+    per person kept, ``<stem>_person<id>``, every frame of the video (NaN
+    rows where the person is not in view). The embeddings are held until
+    the video's end (the people are known only then): (frames x features)
+    float32 per person."""
+    from .people import PeopleTracker
+    from .video import iter_frame_batches, probe_video
+
+    info = probe_video(str(source))
+    settings.check_frame_size(info.width, info.height, source)  # before any decoding
+    tracker = PeopleTracker(settings, fps=info.fps, min_duration=settings.min_duration,
+                            max_gap=settings.max_gap, size=int(visual.config["input_size"]),
+                            device=device)
+    features, found, done = {}, {}, 0
+    for _, frames in iter_frame_batches(str(source), settings.batch_size):
+        for pid, faces in tracker.process(frames).items():
+            if pid not in features:
+                features[pid] = [np.full((done, visual.num_features), np.nan, np.float32)]
+                found[pid] = [np.zeros(done, bool)]
+            features[pid].append(_embed(visual, faces.crops, faces.found, device))
+            found[pid].append(faces.found.copy())
+        done += len(frames)
+    people = tracker.finish()
+    stem = Path(source).stem
+    yield {"frames": done * len(people), "label_names": [],
+           "sequences": [(f"{stem}_person{p.id}", info.fps, done) for p in people],
+           "persons": [p.to_dict() for p in people]}
+    times = np.arange(done) / info.fps
+    for q, person in enumerate(people):
+        yield (np.concatenate(features[person.id]), times, np.concatenate(found[person.id]),
+               np.zeros((done, 0), np.float32), q)
 
 
 class _Sink:

@@ -7,11 +7,15 @@ command line builds its options from these fields at once.
 """
 from dataclasses import dataclass, field, fields
 
-from .choices import CROP_KINDS, DETECTORS, FILLS
+from .choices import CROP_KINDS, DETECTORS, FACES, FILLS
 from .errors import InputError
 from .ranges import check_number
 
-__all__ = ["FaceSettings", "check_frame_size", "MAX_SIZE", "MAX_MARGIN", "MAX_BATCH",
+#: The settings of :class:`~end2you_visual.people.PeopleTracker`, not FacePipeline's.
+PEOPLE_SETTINGS = ("faces", "min_duration", "max_gap")
+
+__all__ = ["PEOPLE_SETTINGS", "FaceSettings", "check_frame_size", "MAX_SIZE", "MAX_MARGIN",
+           "MAX_BATCH",
            "MTCNN_MIN_WINDOW"]
 
 MTCNN_MIN_WINDOW = 12.0
@@ -98,6 +102,16 @@ class FaceSettings:
                              "last stage (several times faster); full: MTCNN on every "
                              "whole frame.", choices=DETECTORS)
 
+    faces: str = _setting("main", "--faces", "main: follow the main subject (one sequence "
+                          "per video); all: every person seen for --min-duration, each "
+                          "followed with a stable id (one sequence per person).",
+                          choices=FACES)
+    min_duration: float = _setting(0.5, "--min-duration", "With --faces all: seconds a "
+                                   "person must be seen to be kept.", 0, 3600)
+    max_gap: float = _setting(1.0, "--max-gap", "With --faces all: seconds a person may be "
+                              "missing and keep the track (longer: re-identified by "
+                              "appearance).", 0, 3600)
+
     def __post_init__(self):
         self.check_faces()
 
@@ -122,8 +136,10 @@ class FaceSettings:
         check_frame_size(width, height, self.min_face_size, self.detect_scale, path)
 
     def face_settings(self):
-        """Only the face pipeline's settings, as a dict of FacePipeline arguments."""
-        return {f.name: getattr(self, f.name) for f in fields(FaceSettings)}
+        """Only the face pipeline's settings, as a dict of FacePipeline arguments
+        (not the people tracker's: ``faces``, ``min_duration``, ``max_gap``)."""
+        return {f.name: getattr(self, f.name) for f in fields(FaceSettings)
+                if f.name not in PEOPLE_SETTINGS}
 
     def pipeline(self, fps=None, size=None, device=None):
         """The :class:`~end2you_visual.faces.FacePipeline` of these settings for

@@ -36,6 +36,7 @@ from .audio import audio_settings, audio_track_found, store_audio_track
 from .errors import InputError
 from .face_settings import FaceSettings
 from .files import DISK_FULL, check_name_length
+from .generate_people import check_person_value, generate_people, wanted_person
 from .hdf5 import SequenceWriter, file_summary, is_complete
 from .inputs import assign_subjects, discover_inputs, list_sequence_frames, select_shard
 from .labels import ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, align_labels, read_labels
@@ -192,6 +193,7 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
     from .video import VideoFrames
 
     started = time.perf_counter()
+    check_person_value(wanted_person(item), item.label_file or item.raw)
     video = VideoFrames(item.raw, settings.batch_size)
     info = video.info
     names, kind, track = _read_track(item, settings)
@@ -202,10 +204,13 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
     plan = _RowPlan(track, info.fps, settings, info.n_frames)
     expected = len(track.times) if track is not None and settings.align == "labels" \
         else info.n_frames
-    sheet = ContactSheet(preview_path, expected)
-    pipeline = settings.pipeline(info.fps)
     settings.check_frame_size(info.width, info.height, item.raw)  # before any decoding
     result.audio_found = audio_track_found(item.raw, settings.audio)  # before any decoding
+    if settings.faces == "all" or wanted_person(item) is not None:
+        return generate_people(item, out_path, settings, plan, names, kind, track, result,
+                               video, preview_path, progress)
+    sheet = ContactSheet(preview_path, expected)
+    pipeline = settings.pipeline(info.fps)
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
     with SequenceWriter(out_path, settings.size, names, kind, asdict(settings),

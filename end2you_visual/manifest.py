@@ -41,6 +41,7 @@ class Result:
     decoded_frames: int = None
     expected_frames: int = None
     audio_found: bool = None
+    persons: list = None             # --faces all / person column: the people written
 
 
 def write_manifest(path, results, settings, source, subjects=None):

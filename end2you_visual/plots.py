@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from .errors import InputError
 from .files import atomic_file
 
-__all__ = ["plot_predictions", "prediction_figure", "plot_confusion", "CATEGORICAL"]
+__all__ = ["plot_predictions", "prediction_figure", "plot_confusion", "plot_timeline", "CATEGORICAL"]
 
 
 def _save(fig, path):
@@ -276,4 +276,31 @@ def plot_training_curves(logs, metric, path, labels=None, seconds=True):
     if seconds:
         ax.set_title(f"{times[-1] / 60:.0f} min in all", fontsize=9)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_timeline(times, found, path, title=None):
+    """Who is visible when: one row per person, a bar over the frames where
+    their face is found. ``found``: ``{person id: bool (T,)}``. Writes a
+    PNG to ``path`` (atomically) and returns it."""
+    times = np.asarray(times, np.float64)
+    ids = sorted(found)
+    fig = Figure(figsize=(11, 0.45 * max(len(ids), 1) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    colours = _colours(max(len(ids), 1))
+    step = _step(times) if times.size else 1.0
+    for row, pid in enumerate(ids):
+        seen = np.asarray(found[pid], bool)
+        runs = _runs(times, np.where(seen, 0, -1))
+        ax.broken_barh([(a, b - a) for a, b, _ in runs], (row - 0.35, 0.7),
+                       color=colours[row % len(colours)])
+    ax.set_yticks(range(len(ids)), [f"person {pid}" for pid in ids])
+    ax.set_ylim(-0.6, max(len(ids), 1) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlim(times[0] - step / 2 if times.size else 0, times[-1] + step / 2
+                if times.size else 1)
+    ax.set_xlabel("time (s)")
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
     return _save(fig, path)

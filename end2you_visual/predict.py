@@ -66,6 +66,13 @@ class PredictionResult:
         face_settings: the :class:`~end2you_visual.faces.FaceSettings` the
             face pipeline ran with (its ``margin`` the model's framing unless
             one was given); None when a ``pipeline`` was passed.
+        person: with ``faces="all"``, in each of ``people``: the person
+            (:meth:`~end2you_visual.people.Person.to_dict`).
+        people: with ``faces="all"``: one PredictionResult per person kept
+            (its own predictions, CSV and plot); the video's own
+            ``predictions`` are then all NaN and ``face_found`` says where
+            anyone was found.
+        timeline_path: with ``faces="all"`` and a plot: who is visible when.
     """
 
     video: Path
@@ -78,6 +85,9 @@ class PredictionResult:
     plot_path: Path = None
     seconds: float = 0.0
     face_settings: object = None
+    person: dict = None
+    people: list = None
+    timeline_path: Path = None
 
     @property
     def n_frames(self):
@@ -90,6 +100,16 @@ class PredictionResult:
 
 def _outputs(out_dir, stem):
     return [Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.png"]
+
+
+def _people_outputs(out_dir, stem):
+    """The per-person outputs of an earlier ``faces="all"`` run for ``stem``."""
+    from .predict_people import person_stem, timeline_path
+
+    folder = Path(out_dir)
+    found = [p for p in folder.glob(f"{person_stem(stem, '*')}.*")
+             if p.suffix in (".csv", ".png")] if folder.is_dir() else []
+    return sorted(found) + [p for p in [timeline_path(out_dir, stem)] if p.exists()]
 
 
 def check_predict_out(out_dir, stems, overwrite=False, videos=None):
@@ -109,7 +129,8 @@ def check_predict_out(out_dir, stems, overwrite=False, videos=None):
     for stem, video in zip(stems, videos or stems):
         for path in _outputs(out_dir, stem):
             check_name_length(path, video, stem)
-    old = [p for s in stems for p in _outputs(out_dir, s) if p.exists()]
+    old = [p for s in stems for p in _outputs(out_dir, s) if p.exists()] + \
+        [p for s in stems for p in _people_outputs(out_dir, s)]
     if old and not overwrite:
         shown = ", ".join(p.name for p in old[:3]) + (f" and {len(old) - 3} more"
                                                       if len(old) > 3 else "")
@@ -209,6 +230,9 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
     info = probe_video(video_path)
     if pipeline is None:
         ran_with.check_frame_size(info.width, info.height, video_path)  # before any decoding
+        if ran_with.faces == "all":
+            return _predict_people(video_path, model, base, ran_with, info, device, precision,
+                                   out_dir, stem, overwrite, plot, title, progress, started)
         pipeline = ran_with.pipeline(info.fps)
     elif pipeline.size != size:
         raise ValueError(f"the pipeline crops {pipeline.size} px faces, the model expects {size}")
@@ -249,6 +273,48 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
             result.plot_path = plot_predictions(times, predictions, None, base.label_names,
                                                 out_dir / f"{stem}.png", face_found=face_found,
                                                 title=title, kind=base.head_kind)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _predict_people(video_path, model, base, settings, info, device, precision, out_dir, stem,
+                    overwrite, plot, title, progress, started):
+    """:func:`predict_video` with ``faces="all"`` (:mod:`end2you_visual.predict_people`)."""
+    from .predict_people import predict_people, timeline_path, write_people
+    from .video import iter_frame_batches
+
+    audio = VideoAudio(video_path, info.fps, base.config["audio_rate"]) if (
+        "audio" in model_inputs(base)) else None
+    bar = _bar(progress, info, video_path)
+    try:
+        people = predict_people(video_path, model, base, settings, info, device, precision,
+                                iter_frame_batches(video_path, settings.batch_size), audio,
+                                bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    n = info.n_frames if not people else len(people[0]["face_found"])
+    times = np.arange(n) / info.fps
+    anyone = np.zeros(n, bool)
+    for entry in people:
+        anyone |= entry["face_found"]
+    result = PredictionResult(Path(video_path), base.label_names, info.fps, times,
+                              np.full((n, base.config["outputs"]), np.nan, np.float32), anyone,
+                              face_settings=settings, people=[])
+    written = {}
+    if out_dir is not None:
+        for old in check_predict_out(out_dir, [stem], overwrite):
+            old.unlink()
+        written = write_people(out_dir, stem, times, people, base, plot, title)
+        if plot:
+            result.timeline_path = timeline_path(out_dir, stem)
+    for entry in people:
+        pid = entry["person"].id
+        csv_path, plot_path = written.get(pid, (None, None))
+        result.people.append(PredictionResult(
+            Path(video_path), base.label_names, info.fps, times, entry["predictions"],
+            entry["face_found"], csv_path, plot_path, face_settings=settings,
+            person=entry["person"].to_dict()))
     result.seconds = time.perf_counter() - started
     return result
 

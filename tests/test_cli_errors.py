@@ -197,7 +197,7 @@ def test_top_level_help_lists_each_command_once_in_workflow_order():
     result = CliRunner().invoke(cli, ["--help"], prog_name="e2y-visual", terminal_width=100)
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.splitlines()
-              if line.startswith("  ") and line.split()[0] in cli.commands]
+              if line.startswith("  ") and line.split()[0] in cli.list_commands(None)]
     assert listed == ["generate", "zoo", "train", "test", "evaluate", "predict", "extract"]
     assert "  test      Predictions and metrics on an HDF5 dataset." in result.output
 

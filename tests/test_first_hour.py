@@ -4,7 +4,6 @@ of WindowDataset documented, outputs that follow the umask, label CSVs with
 another separator, End2You label names, 1-frame plots, long video names.
 All on the CPU, tiny."""
 import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -429,7 +428,6 @@ def test_a_one_frame_sequence_gets_its_plot(tmp_path, tiny_av, write_sequences):
 def test_a_one_frame_figure_draws_its_point(kind):
     import warnings
 
-    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     from end2you_visual.plots import prediction_figure

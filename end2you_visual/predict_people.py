@@ -1,0 +1,85 @@
+"""`predict --faces all`: per-frame predictions for every person of a video.
+
+The video is streamed once through :class:`~end2you_visual.people.PeopleTracker`;
+each person's crops go through the model with their own recurrent state
+(from the batch where they are first seen). Per person kept (seen for
+``min_duration``), ``out_dir`` receives ``<stem>.person<id>.csv`` and
+``<stem>.person<id>.png`` (as `predict` writes for one face), and per video
+``<stem>.people.png``: a timeline of who is visible when. The rows of a
+person are every frame of the video (empty cells where they are not in view).
+"""
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+from .inference import StreamingPredictor
+from .people import PeopleTracker
+from .predictions import write_prediction_csv
+
+__all__ = ["person_stem", "timeline_path", "predict_people"]
+
+
+def person_stem(stem: str, person_id: int) -> str:
+    """The output stem of one person of the video ``stem``."""
+    return f"{stem}.person{person_id}"
+
+
+def timeline_path(out_dir, stem: str) -> Path:
+    """The timeline plot of the video ``stem``."""
+    return Path(out_dir) / f"{stem}.people.png"
+
+
+def predict_people(video_path, model, base, settings, info, device, precision, batches,
+                   audio=None, progress=None) -> List[dict]:
+    """Predictions per person: a list of ``{"person": Person, "predictions":
+    (T, outputs) float32 (NaN where not found), "face_found": (T,) bool}``,
+    one per person kept, by id. ``batches`` yields the video's frame batches;
+    ``audio`` (a :class:`~end2you_visual.predict.VideoAudio`) gives an
+    audiovisual model its windows."""
+    tracker = PeopleTracker(settings, fps=info.fps, min_duration=settings.min_duration,
+                            max_gap=settings.max_gap)
+    predictors, preds, found = {}, {}, {}
+    done = 0
+    for _, frames in batches:
+        windows = audio.next(len(frames)) if audio is not None else None
+        for pid, faces in tracker.process(frames).items():
+            if pid not in predictors:
+                predictors[pid] = StreamingPredictor(model, device, precision, activate=True)
+                preds[pid] = [np.full((done, base.config["outputs"]), np.nan, np.float32)]
+                found[pid] = [np.zeros(done, bool)]
+            out = predictors[pid](faces.crops, windows)
+            out[~faces.found] = np.nan
+            preds[pid].append(out.astype(np.float32))
+            found[pid].append(faces.found.copy())
+        done += len(frames)
+        if progress is not None:
+            progress(len(frames))
+    return [{"person": p, "predictions": np.concatenate(preds[p.id]),
+             "face_found": np.concatenate(found[p.id])} for p in tracker.finish()]
+
+
+def write_people(out_dir, stem, times, people, base, plot, title) -> dict:
+    """The CSV (and plot) of each person and the video's timeline; returns
+    ``{person id: (csv path, plot path or None)}``."""
+    from .plots import plot_predictions, plot_timeline
+
+    out_dir = Path(out_dir)
+    written = {}
+    for entry in people:
+        pid = entry["person"].id
+        name = person_stem(stem, pid)
+        csv_path = out_dir / f"{name}.csv"
+        write_prediction_csv(csv_path, times, base.label_names, entry["predictions"],
+                             entry["face_found"], top_class=base.head_kind != "regression")
+        plot_path = None
+        if plot:
+            plot_path = plot_predictions(times, entry["predictions"], None, base.label_names,
+                                         out_dir / f"{name}.png",
+                                         face_found=entry["face_found"],
+                                         title=f"{title} · person {pid}", kind=base.head_kind)
+        written[pid] = (csv_path, plot_path)
+    if plot:
+        plot_timeline(times, {e["person"].id: e["face_found"] for e in people},
+                      timeline_path(out_dir, stem), title=f"{title} · who is visible when")
+    return written
