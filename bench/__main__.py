@@ -62,6 +62,12 @@ def main(argv=None):
         report["generation"] = [generation.bench_clip(c, args.device, args.batch, (1,))
                                 for c in clips]
         report["generation_memory"] = generation.bench_memory(clips[0], args.device, args.batch)
+        # --faces all on a two-person composite and the multi-person clips.
+        shared = Path(args.clips) if Path(args.clips).is_dir() else Path(args.clips).parent
+        people = [generation.two_person_composite(out, shared)] + \
+            [shared / n for n in ("crowd_1080p.mp4", "short_hamilton_clip.mp4")]
+        report["people"] = [generation.bench_people(c, args.device, args.batch)
+                            for c in people if c is not None and Path(c).is_file()]
     if "training" in args.only:
         from . import training
 

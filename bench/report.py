@@ -46,12 +46,30 @@ def markdown(report):
     if "generation_memory" in report:
         parts += ["### Generation memory against video length",
                   memory_table(report["generation_memory"])]
+    if report.get("people"):
+        parts += ["### Every person (`--faces all`) against MTCNN alone",
+                  people_table(report["people"])]
     for key in ("training", "inference"):
         if key in report:
             parts += [f"### {key.capitalize()}", ratio_table(key, report[key])]
     if "fusion" in report:
         parts += ["### Audiovisual against visual training", fusion_table(report["fusion"])]
     return "\n\n".join(parts) + "\n"
+
+
+def people_table(rows):
+    """``--faces all`` per clip: frames/s of MTCNN alone, of the people
+    tracker and of `generate --faces all`, people kept, mean frames each."""
+    out = ["| clip | MTCNN alone f/s | people tracker f/s (x) | generate --faces all f/s (x) | "
+           "people kept | mean frames each | whole-frame searches |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        p = r["people"]
+        out.append(f"| {r['clip']} | {r['mtcnn']['fps']:.1f} | {p['fps']:.1f} "
+                   f"({r['people_vs_mtcnn']:.1f}x) | {r['generate_people']['fps']:.1f} "
+                   f"({r['generate_people_vs_mtcnn']:.1f}x) | {p['people']} | "
+                   f"{p['mean_track_frames']:.0f} of {p['frames']} | {p['full_detections']} |")
+    return "\n".join(out)
 
 
 def fusion_table(result):

@@ -215,6 +215,14 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             least every this many frames while a face is tracked. Default:
             two seconds of frames (``2 * round(fps)``), 50 if ``fps`` is not
             given.
+        search_every: with ``detector="tracked"``, while no face is in view
+            (none tracked, or the tracked one lost), the whole frame is searched only every this many detection frames
+            and at every shot cut; once a search finds a face, the frames
+            skipped since the last search (in the same :meth:`process` call)
+            are searched too, so the face is found from the frame it
+            appears in. The face / no-face marks stay within this many frames
+            of full detection's (only across the ends of batches). Default:
+            0.2 s of frames (``round(0.2 * fps)``), 5 if ``fps`` is not given.
 
     A number out of its range (a negative ``margin``, ``detect_scale``
     outside (0, 1], a ``size`` below 1...), an unknown ``fill`` or ``crop``
@@ -231,7 +239,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         self, size=150, margin=0.2, device="cpu", detect_every=1, min_face_size=20,
         thresholds=(0.6, 0.7, 0.7), smoothing=0.5, fill="last", max_lost=None, fps=None,
         detect_scale=None, batch_size=16, match_distance=0.5, acquire_prob=0.9,
-        detector="tracked", refresh_every=None, crop="box",
+        detector="tracked", refresh_every=None, crop="box", search_every=None,
     ):
         from facenet_pytorch import MTCNN
 
@@ -265,6 +273,9 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         if refresh_every is None:
             refresh_every = 2 * round(fps) if fps else 50
         self.refresh_every = check_number("refresh_every", refresh_every, 1, integer=True)
+        if search_every is None:
+            search_every = max(1, round(0.2 * fps)) if fps else 5
+        self.search_every = check_number("search_every", search_every, 1, integer=True)
 
         detector_min = _detector_min_face(self.min_face_size, self.detect_scale)
         # Channels-last networks: the same weights, several times faster on a CPU.
@@ -293,6 +304,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         self._anchor = None
         self.full_detections = 0  # frames of this video detected in full (a statistic)
         self._untracked = 0  # frames detected in full in a row without a tracked face
+        self._last_search = None  # index of the last frame searched while nothing was tracked
 
     # ------------------------------------------------------------------ API
 

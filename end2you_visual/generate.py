@@ -36,7 +36,8 @@ from .audio import audio_settings, audio_track_found, store_audio_track
 from .errors import InputError
 from .face_settings import FaceSettings
 from .files import DISK_FULL, check_name_length
-from .generate_people import check_person_value, generate_people, wanted_person
+from .generate_people import (check_person_value, generate_people, record_decoding,
+                              wanted_person)
 from .hdf5 import SequenceWriter, file_summary, is_complete
 from .inputs import assign_subjects, discover_inputs, list_sequence_frames, select_shard
 from .labels import ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, align_labels, read_labels
@@ -229,16 +230,7 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
             result.faces_found += int(faces.found[rows].sum())
             bar.update(len(frames))
         bar.close()
-        result.decoded_frames, result.expected_frames = video.decoded, video.expected
-        if video.ends_early:
-            result.warnings.append(
-                f"{item.raw}: the video ends early: decoded {video.decoded} of "
-                f"{video.expected} frames ({video.decode_error}); the output holds the "
-                "decoded frames")
-        dropped = plan.check_coverage(video)  # an InputError here discards the file
-        if dropped:
-            result.warnings.append(f"{item.label_file}: {dropped} label rows after the "
-                                   "video's end dropped")
+        record_decoding(result, item, video, plan)  # an InputError discards the file
         if result.audio_found:
             store_audio_track(writer, item.raw, settings.audio_rate)
         result.frames = writer.n_frames

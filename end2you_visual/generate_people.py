@@ -31,7 +31,7 @@ from .audio import store_audio_track
 from .errors import InputError
 from .hdf5 import SequenceWriter
 from .manifest import Result
-from .preview import frame_tile, save_contact_sheet
+from .preview import save_contact_sheet
 
 if TYPE_CHECKING:
     from .people import Person
@@ -47,6 +47,7 @@ PERSON_SIDES = ("main", "left", "right")
 _SAME_SIDE = 0.02
 _ROWS_COPIED = 256  # rows per copy from a temporary file into the output
 _SHEET_COLUMNS = 8
+_SHEET_CANDIDATES = 32  # tiles kept per person while streaming, 8 shown
 
 
 def wanted_person(item) -> Optional[str]:
@@ -86,6 +87,23 @@ class _PersonRows:
         centres = (faces.boxes[rows, 0] + faces.boxes[rows, 2]) / 2
         self.centres += list(zip(np.asarray(frame_indices)[found].tolist(),
                                  centres[found].tolist()))
+
+
+def record_decoding(result, item, video, plan) -> None:
+    """What decoding ``video`` found, into ``result``: the frames decoded
+    and expected, a warning when it ended early, the label rows dropped
+    after its end (``plan.check_coverage``: an InputError when the labels
+    do not fit, which discards the output)."""
+    result.decoded_frames, result.expected_frames = video.decoded, video.expected
+    if video.ends_early:
+        result.warnings.append(
+            f"{item.raw}: the video ends early: decoded {video.decoded} of "
+            f"{video.expected} frames ({video.decode_error}); the output holds the "
+            "decoded frames")
+    dropped = plan.check_coverage(video)
+    if dropped:
+        result.warnings.append(f"{item.label_file}: {dropped} label rows after the "
+                               "video's end dropped")
 
 
 def choose_person(people: List["Person"], wanted: str, centres: Dict[int, list],
@@ -150,7 +168,7 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
     tiles = {}
     total_rows = len(track.times) if track is not None and settings.align == "labels" \
         else info.n_frames
-    sampled = set(np.linspace(0, max(total_rows - 1, 0), _SHEET_COLUMNS).round().astype(int))
+    every = max(1, -(-total_rows // _SHEET_CANDIDATES))  # rows between candidate tiles
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
     try:
@@ -166,27 +184,17 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
                         names, kind, np.concatenate(times_so_far) if times_so_far else [],
                         before_labels)
                 temp[pid].append(faces, rows, times, labels, start + rows)
-                for k, row in enumerate(rows):
-                    if first + k in sampled and preview_path is not None:
-                        tile = faces.crops[row] if faces.found[row] else \
-                            frame_tile(frames[row], settings.size)
+                for k, row in enumerate(rows):  # the sheet shows each person's own frames
+                    if preview_path is not None and (first + k) % every == 0 and \
+                            faces.found[row]:
                         tiles.setdefault(pid, []).append(
-                            (tile, bool(faces.found[row]), f"P{pid} {times[k]:.1f}s"))
+                            (faces.crops[row].copy(), True, f"P{pid} {times[k]:.1f}s"))
             times_so_far.append(np.asarray(times))
             if labels is not None:
                 labels_so_far.append(np.asarray(labels))
             bar.update(len(frames))
         bar.close()
-        result.decoded_frames, result.expected_frames = video.decoded, video.expected
-        if video.ends_early:
-            result.warnings.append(
-                f"{item.raw}: the video ends early: decoded {video.decoded} of "
-                f"{video.expected} frames ({video.decode_error}); the output holds the "
-                "decoded frames")
-        dropped = plan.check_coverage(video)
-        if dropped:
-            result.warnings.append(f"{item.label_file}: {dropped} label rows after the "
-                                   "video's end dropped")
+        record_decoding(result, item, video, plan)
         people = tracker.finish()
         for rows_of in temp.values():
             rows_of.writer.commit()
@@ -208,8 +216,7 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
             rows_of.writer.abort()
             Path(rows_of.writer.path).unlink(missing_ok=True)
     if preview_path is not None:
-        kept = [p for p, _ in selected]
-        sheet = [t for p in kept for t in tiles.get(p.id, [])]
+        sheet = [t for p, _ in selected for t in _row(tiles.get(p.id, []), settings.size)]
         if sheet:
             save_contact_sheet(preview_path, [t[0] for t in sheet], [t[1] for t in sheet],
                                [t[2] for t in sheet], columns=_SHEET_COLUMNS)
@@ -217,6 +224,21 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
     result.sequences = len(selected)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _evenly(items, n):
+    """``n`` of ``items`` evenly spaced (all of them when fewer)."""
+    if len(items) <= n:
+        return items
+    return [items[k] for k in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def _row(tiles, size):
+    """One contact-sheet row of a person: 8 of their tiles, evenly spaced,
+    padded with empty cells."""
+    row = _evenly(tiles, _SHEET_COLUMNS)
+    blank = (np.full((size, size, 3), 255, np.uint8), None, "")
+    return row + [blank] * (_SHEET_COLUMNS - len(row))
 
 
 def _assemble(out_path, settings, names, kind, item, result, selected, temp):

@@ -43,8 +43,9 @@ def frame_tile(frame, size, background=(0, 0, 0)):
 
 def contact_sheet(crops, found, captions=None, columns=8, border=3, legend=True):
     """A grid image of tiles (uint8 (n, S, S, 3)), green-bordered where a face
-    was found and red-bordered where not, with a legend of the two colours
-    under the grid (``legend``).
+    was found and red-bordered where not (``found`` True / False; None: an
+    empty cell), with a legend of the two colours under the grid
+    (``legend``).
 
     Returns a PIL image.
     """
@@ -59,6 +60,8 @@ def contact_sheet(crops, found, captions=None, columns=8, border=3, legend=True)
     draw = ImageDraw.Draw(sheet)
     for k in range(n):
         x, y = (k % columns) * cell, (k // columns) * (cell + _TEXT_H)
+        if found[k] is None:  # an empty cell (a row of one person's tiles, padded)
+            continue
         colour = FACE_COLOUR if found[k] else NO_FACE_COLOUR
         draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
         sheet.paste(Image.fromarray(crops[k]), (x + border, y + border))

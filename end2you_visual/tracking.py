@@ -17,7 +17,7 @@ import numpy as np
 
 from .mtcnn import refine_boxes
 
-__all__ = ["SubjectTracker", "TrackGuidedDetection"]
+__all__ = ["SubjectTracker", "TrackGuidedDetection", "fill_rows"]
 
 # A tracked face may grow or shrink by at most this factor between detections.
 _MAX_SIZE_CHANGE = 1.5
@@ -60,6 +60,29 @@ class _Key:
         self.prob = prob
         self.segment = segment  # id of the continuous track segment
         self.points = points  # float64 (5, 2) landmarks, or None (no face, none given)
+
+
+def fill_rows(out, keys, start):
+    """Write a track's detection-frame results (``keys``, _Key objects in
+    order) into the rows of ``out`` (a FaceBatch whose row 0 is frame
+    ``start``), and between two keys of one continuous stretch the boxes,
+    probabilities and landmarks interpolated linearly."""
+    for a, b in zip(keys, keys[1:] + [None]):
+        if a.index >= start and a.box is not None:
+            row = a.index - start
+            out.boxes[row], out.probs[row], out.found[row] = a.box, a.prob, True
+            if a.points is not None:
+                out.landmarks[row] = a.points
+        if b is None or a.box is None or b.box is None or a.segment != b.segment:
+            continue
+        for index in range(max(a.index + 1, start), b.index):
+            t = (index - a.index) / (b.index - a.index)
+            row = index - start
+            out.boxes[row] = (1 - t) * a.box + t * b.box
+            out.probs[row] = (1 - t) * a.prob + t * b.prob
+            out.found[row] = True
+            if a.points is not None and b.points is not None:
+                out.landmarks[row] = (1 - t) * a.points + t * b.points
 
 
 class SubjectTracker:
@@ -179,22 +202,7 @@ class SubjectTracker:
 
     def _fill_rows(self, out, keys, start):
         """Write key results and interpolate between them into ``out`` rows."""
-        for a, b in zip(keys, keys[1:] + [None]):
-            if a.index >= start and a.box is not None:
-                row = a.index - start
-                out.boxes[row], out.probs[row], out.found[row] = a.box, a.prob, True
-                if a.points is not None:
-                    out.landmarks[row] = a.points
-            if b is None or a.box is None or b.box is None or a.segment != b.segment:
-                continue
-            for index in range(max(a.index + 1, start), b.index):
-                t = (index - a.index) / (b.index - a.index)
-                row = index - start
-                out.boxes[row] = (1 - t) * a.box + t * b.box
-                out.probs[row] = (1 - t) * a.prob + t * b.prob
-                out.found[row] = True
-                if a.points is not None and b.points is not None:
-                    out.landmarks[row] = (1 - t) * a.points + t * b.points
+        fill_rows(out, keys, start)
 
 
 class TrackGuidedDetection:
@@ -215,8 +223,12 @@ class TrackGuidedDetection:
         refresh are detected in full. While no face is tracked,
         rows are detected in full, a batch at a time.
         """
+        pending = []  # rows skipped while nothing is tracked
         i = 0
         while i < len(key_rows):
+            if self._track_box is None or self._lost > 0:  # nothing in view
+                i = self._search_untracked(frames, key_rows, i, cuts, start, keys, pending)
+                continue
             if self._can_refine(start + key_rows[i], cuts[key_rows[i]]):
                 group_id = (start + key_rows[i]) // _REFINE_GROUP
                 if self._anchor is None or self._anchor[0] != group_id:
@@ -260,6 +272,35 @@ class TrackGuidedDetection:
                 tracked = self._track_box is not None and self._lost == 0
                 self._untracked = 0 if tracked else self._untracked + 1
                 i += 1
+
+    def _search_untracked(self, frames, key_rows, i, cuts, start, keys, pending):
+        """While no face is in view (none tracked, or the tracked one lost):
+        search the whole frame of row
+        ``key_rows[i]`` only at a cut or every ``search_every`` frames (else
+        the row waits in ``pending``); when a search finds a face, the
+        waiting rows are searched first, in order. Returns the next i."""
+        row = key_rows[i]
+        index = start + row
+        if not cuts[row] and self._last_search is not None and \
+                index - self._last_search < self.search_every:
+            pending.append(row)
+            return i + 1
+        self._last_search = index
+        found = self.detect(frames[row:row + 1], landmarks=True)[0]
+        rows = [row]
+        if pending and (found[1] >= self.acquire_prob).any():
+            rows = pending + rows  # the face may have appeared since the last search
+            detections = self.detect(frames[pending], landmarks=True) + [found]
+        else:
+            detections = [found]
+        pending.clear()
+        for r, (boxes, probs, points) in zip(rows, detections):
+            self._last_full = start + r
+            self._anchor = None
+            self.full_detections += 1
+            self._prev_key = self._track(start + r, boxes, probs, points)
+            keys.append(self._prev_key)
+        return i + 1
 
     def _can_refine(self, index, cut):
         """Whether frame ``index`` can be refined where the track expects the face."""

@@ -1,4 +1,6 @@
 """Shared test fixtures."""
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -163,3 +165,34 @@ def resume_after_kill(tmp_path, monkeypatch):
         return full, resumed, a
 
     return run
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(kilobytes, full=False, folders=())``: a folder on a tmpfs
+    of that size (a disk that fills up for real), with the sub-folders
+    ``folders`` made, then filled to its last byte when ``full``; unmounted
+    after the test. Root only: the test is skipped where
+    a tmpfs cannot be mounted."""
+    mounts = []
+
+    def make(kilobytes, full=False, folders=()):
+        mount = tmp_path / f"disk{len(mounts)}"
+        mount.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs",
+                               str(mount)], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here: " + made.stderr.decode()[-200:])
+        mounts.append(mount)
+        for folder in folders:
+            (mount / folder).mkdir()
+        if full:
+            with open(mount / "fill", "wb", buffering=0) as fill:
+                with pytest.raises(OSError):
+                    while True:
+                        fill.write(b"\0" * 4096)
+        return mount
+
+    yield make
+    for mount in mounts:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
-from end2you_visual.models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from end2you_visual.models import build_model, load_checkpoint, save_checkpoint
 from end2you_visual.training import train
 
 SIZE, RATE, FPS = 16, 16000, 25.0

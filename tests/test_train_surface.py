@@ -547,32 +547,11 @@ def test_a_disk_full_mid_run_is_one_error_and_the_last_epoch_stays_resumable(
     assert read_checkpoint(out / "last.pt")["training"]["epoch"] == 2
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 300 kB tmpfs filled to the last byte (root only: skipped elsewhere)."""
-    import subprocess
-
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
-                          capture_output=True)
-    if made.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
-    try:
-        with open(mount / "fill", "wb", buffering=0) as fill:
-            with pytest.raises(OSError):
-                while True:
-                    fill.write(b"\0" * 4096)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-
-
-def test_a_full_disk_at_the_start_is_one_error_line_not_a_logging_cascade(data, full_disk):
+def test_a_full_disk_at_the_start_is_one_error_line_not_a_logging_cascade(data, small_disk):
     import subprocess
     import sys
 
-    out = full_disk / "run"
+    out = small_disk(300, full=True) / "run"
     run = subprocess.run([sys.executable, "-m", "end2you_visual.cli.main", *cli_args(data, out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr[-3000:]

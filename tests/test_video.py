@@ -115,16 +115,7 @@ def test_header_longer_than_video_is_not_trusted(tmp_path):
 
 
 def test_iterator_ends_ffmpeg_when_abandoned(monkeypatch):
-    started = []
-    real_popen = video.subprocess.Popen
-
-    def recording_popen(command, *args, **kwargs):
-        proc = real_popen(command, *args, **kwargs)
-        if "-nostdin" in command and "rawvideo" in command:  # our decoder, not probes
-            started.append(proc)
-        return proc
-
-    monkeypatch.setattr(video.subprocess, "Popen", recording_popen)
+    started = record_decoders(monkeypatch)
     batches = iter_frame_batches(CUT, batch_size=4)
     start, frames = next(batches)
     assert start == 0 and len(frames) == 4
@@ -132,6 +123,22 @@ def test_iterator_ends_ffmpeg_when_abandoned(monkeypatch):
     batches.close()
     assert started[0].returncode is not None
     assert started[0].stdout.closed
+
+
+def record_decoders(monkeypatch):
+    """The list that the ffmpeg decoding processes started from now on are
+    appended to (ours, not moviepy's probes)."""
+    started = []
+    real_popen = video.subprocess.Popen
+
+    def recording_popen(command, *args, **kwargs):
+        proc = real_popen(command, *args, **kwargs)
+        if "-nostdin" in command and "rawvideo" in command:
+            started.append(proc)
+        return proc
+
+    monkeypatch.setattr(video.subprocess, "Popen", recording_popen)
+    return started
 
 
 def test_corrupt_file_raises_input_error_naming_it(tmp_path):
@@ -230,24 +237,8 @@ def test_display_rotations_of_half_and_three_quarter_turns(tmp_path, degrees, ex
 
 
 # --------------------------------------------- a decoder that dies mid-video
-def kill_decoder_after_first_batch(monkeypatch):
-    """Make the next VideoFrames' ffmpeg process get SIGKILL (as from the
-    out-of-memory killer) once the first batch has been handed out."""
-    started = []
-    real_popen = subprocess.Popen
-
-    def popen(command, *args, **kwargs):
-        proc = real_popen(command, *args, **kwargs)
-        if "-nostdin" in command and "rawvideo" in command:  # our decoder, not probes
-            started.append(proc)
-        return proc
-
-    monkeypatch.setattr(video.subprocess, "Popen", popen)
-    return started
-
-
 def test_a_decoder_killed_mid_video_is_an_error_not_a_short_video(monkeypatch):
-    started = kill_decoder_after_first_batch(monkeypatch)
+    started = record_decoders(monkeypatch)
     frames = video.VideoFrames(SINGLE, batch_size=8)
     got = 0
     with pytest.raises(InputError, match=r"single_face\.mp4: the decoder \(ffmpeg\) was "
