@@ -49,9 +49,10 @@ What happens to each frame:
    0 and, as crop, the last good crop (``fill="last"``, zeros before any
    face) or zeros (``fill="zeros"``), whatever the crop kind.
 
-On a CPU, the pipeline always runs on one torch thread (it sets
-``torch.set_num_threads(1)`` for the duration of each call and restores the
-caller's count after): float sums split over threads round differently, and
+On a CPU, detection and tracking always run on one torch thread (the
+pipeline sets ``torch.set_num_threads(1)`` for them and restores the
+caller's count after; the crops, whose pixels are each one thread's sum,
+use the caller's threads): float sums split over threads round differently, and
 the tracker amplifies a 1e-5 px difference into boxes pixels apart, so
 otherwise the output would depend on the thread count (and on `generate
 --workers`, which divides the cores among processes). MTCNN's many small
@@ -216,13 +217,13 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             two seconds of frames (``2 * round(fps)``), 50 if ``fps`` is not
             given.
         search_every: with ``detector="tracked"``, while no face is in view
-            (none tracked, or the tracked one lost), the whole frame is searched only every this many detection frames
-            and at every shot cut; once a search finds a face, the frames
-            skipped since the last search (in the same :meth:`process` call)
-            are searched too, so the face is found from the frame it
-            appears in. The face / no-face marks stay within this many frames
-            of full detection's (only across the ends of batches). Default:
-            0.2 s of frames (``round(0.2 * fps)``), 5 if ``fps`` is not given.
+            (none tracked, or the tracked one lost), the whole frame is
+            searched only every this many detection frames, at every shot
+            cut and on the last frame of each :meth:`process` call; once a
+            search finds a face, the frames skipped since the last search
+            are searched too, so the face is found from the frame it appears
+            in: the face / no-face marks are full detection's. Default: 0.2 s
+            of frames (``round(0.2 * fps)``), 5 if ``fps`` is not given.
 
     A number out of its range (a negative ``margin``, ``detect_scale``
     outside (0, 1], a ``size`` below 1...), an unknown ``fill`` or ``crop``
@@ -323,11 +324,19 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             FaceBatch with exactly n rows, in order (the same whatever
             torch's thread count: see the module docstring).
         """
-        with one_cpu_thread(self.device):
-            return self._process(frames)
-
-    def _process(self, frames):
         frames = _check_frames(frames)
+        with one_cpu_thread(self.device):  # detection and tracking: see the module docstring
+            out = self._track_faces(frames)
+        # Crops: each output pixel is one thread's weighted sum, the same
+        # whatever the thread count, so they use the caller's threads.
+        rows = np.flatnonzero(out.found)
+        if len(rows):
+            out.crops[rows] = self.cut(frames, out.boxes[rows], out.landmarks[rows], rows=rows)
+        self._fill_missing(out.crops, out.found)
+        return out
+
+    def _track_faces(self, frames):
+        """Detection and tracking of :meth:`process`: its FaceBatch, crops not cut yet."""
         self.check_frame_size(frames.shape[2], frames.shape[1])
         n = len(frames)
         out = _empty_batch(n, self.size)
@@ -351,11 +360,6 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             self._track_guided(frames, key_rows, cuts, start, keys)
         self._fill_rows(out, keys, start)
         self._next_index = start + n
-
-        rows = np.flatnonzero(out.found)
-        if len(rows):
-            out.crops[rows] = self.cut(frames, out.boxes[rows], out.landmarks[rows], rows=rows)
-        self._fill_missing(out.crops, out.found)
         return out
 
     def process_image(self, image):

@@ -262,7 +262,8 @@ class PeopleTracker:
         while i < len(rows):
             row = rows[i]
             index = start + row
-            if not self._search_now(index, cuts[row]):
+            last = row == len(frames) - 1 and bool(pending)  # their frames go with this call
+            if not (last or self._search_now(index, cuts[row])):
                 if self._tracked():
                     group = [r for r in rows[i:i + _REFINE_GROUP]]
                     i += self._refine(frames, group, cuts, start)

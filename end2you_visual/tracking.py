@@ -276,12 +276,14 @@ class TrackGuidedDetection:
     def _search_untracked(self, frames, key_rows, i, cuts, start, keys, pending):
         """While no face is in view (none tracked, or the tracked one lost):
         search the whole frame of row
-        ``key_rows[i]`` only at a cut or every ``search_every`` frames (else
-        the row waits in ``pending``); when a search finds a face, the
-        waiting rows are searched first, in order. Returns the next i."""
+        ``key_rows[i]`` only at a cut, every ``search_every`` frames and on
+        the last frame of the call (else the row waits in ``pending``); when
+        a search finds a face, the waiting rows are searched first, in
+        order. Returns the next i."""
         row = key_rows[i]
         index = start + row
-        if not cuts[row] and self._last_search is not None and \
+        last = row == len(frames) - 1  # the waiting rows' frames are gone after this call
+        if not cuts[row] and not last and self._last_search is not None and \
                 index - self._last_search < self.search_every:
             pending.append(row)
             return i + 1
