@@ -206,3 +206,21 @@ def test_a_face_appearing_between_searches_is_found_from_its_first_frame(face_th
         full, _ = run(reversed_clip, batch_size=batch_size, detector="full")
         np.testing.assert_array_equal(fast.found, full.found)
         assert pipeline.full_detections < len(reversed_clip) // 2
+
+
+# ------------------- --faces main follows the same person as before (issue 23)
+@pytest.mark.parametrize("clip", ["single_face.mp4", "face_noface.mov"])
+def test_the_main_subject_is_followed_as_by_the_release_before(clip):
+    """Boxes of the release before the multi-person work (0e2245f), stored
+    in tests/data: the same frames found, mean IoU >= 0.95."""
+    from end2you_visual.video import VideoFrames
+
+    before = np.load(DATA / "boxes_before_issue23.npz")
+    key = clip.replace(".", "_")
+    video = VideoFrames(DATA / clip, 16)
+    pipeline = FacePipeline(fps=video.info.fps, batch_size=16, size=16)
+    parts = [pipeline.process(frames) for _, frames in video]
+    found = np.concatenate([p.found for p in parts])
+    boxes = np.concatenate([p.boxes for p in parts])
+    np.testing.assert_array_equal(found, before[f"{key}__found"])
+    assert iou(boxes[found], before[f"{key}__boxes"][found]).mean() >= 0.95
