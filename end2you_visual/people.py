@@ -224,8 +224,16 @@ class PeopleTracker:
         batch of n rows per person known so far (rows where the person is
         not in view are no-face rows). Ids of people that :meth:`finish`
         drops may appear here too."""
-        with one_cpu_thread(self.pipeline.device):
-            return self._process(np.asarray(frames))
+        frames = np.asarray(frames)
+        with one_cpu_thread(self.pipeline.device):  # detection, tracking: same at any threads
+            out = self._process(frames)
+        for pid, batch in out.items():  # crops: each pixel one thread's sum, as in faces.py
+            rows = np.flatnonzero(batch.found)
+            if len(rows):
+                batch.crops[rows] = self.pipeline.cut(frames, batch.boxes[rows],
+                                                      batch.landmarks[rows], rows=rows)
+            self._fill_missing(self.tracks[pid], batch)
+        return out
 
     def finish(self) -> List[Person]:
         """The people kept: seen on at least ``min_duration`` of frames, by id."""
@@ -485,8 +493,6 @@ class PeopleTracker:
             t.keys = [k for k in keys if k.index >= start + len(frames) - 1][-1:]
             rows = np.flatnonzero(batch.found)
             if len(rows):
-                batch.crops[rows] = self.pipeline.cut(frames, batch.boxes[rows],
-                                                      batch.landmarks[rows], rows=rows)
                 centres = (batch.boxes[rows, :2] + batch.boxes[rows, 2:]) / 2
                 t.sum_centre += centres.sum(axis=0)
                 t.sum_size += float(np.maximum(batch.boxes[rows, 2] - batch.boxes[rows, 0],
@@ -495,7 +501,6 @@ class PeopleTracker:
                     t.first = start + int(rows[0])
                 t.last = start + int(rows[-1])
                 t.found += len(rows)
-            self._fill_missing(t, batch)
             out[t.id] = batch
         return out
 
