@@ -14,9 +14,8 @@ from .ranges import check_number
 #: The settings of :class:`~end2you_visual.people.PeopleTracker`, not FacePipeline's.
 PEOPLE_SETTINGS = ("faces", "min_duration", "max_gap")
 
-__all__ = ["PEOPLE_SETTINGS", "FaceSettings", "check_frame_size", "MAX_SIZE", "MAX_MARGIN",
-           "MAX_BATCH",
-           "MTCNN_MIN_WINDOW"]
+__all__ = ["PEOPLE_SETTINGS", "FaceSettings", "check_frame_size", "detector_min_face",
+           "MAX_SIZE", "MAX_MARGIN", "MAX_BATCH", "MTCNN_MIN_WINDOW"]
 
 MTCNN_MIN_WINDOW = 12.0
 # Upper bounds of the settings whose size grows memory: a crop's side, the
@@ -27,7 +26,7 @@ MAX_MARGIN = 10.0
 MAX_BATCH = 4096
 
 
-def _detector_min_face(min_face_size, detect_scale):
+def detector_min_face(min_face_size, detect_scale):
     """The smallest face MTCNN is asked for, in the pixels it searches."""
     if detect_scale is None:
         return min_face_size
@@ -42,7 +41,7 @@ def check_frame_size(width, height, min_face_size=20, detect_scale=None, path=No
     scale = detect_scale or 1.0
     side = min(width, height)
     scaled = max(1, round(side * scale))
-    smallest = _detector_min_face(min_face_size, detect_scale)
+    smallest = detector_min_face(min_face_size, detect_scale)
     if min_face_size > side:
         problem = (f"--min-face-size {min_face_size:g} is larger than its {width}x{height} "
                    "frames: no face can be found; use a smaller one")

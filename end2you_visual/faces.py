@@ -64,10 +64,14 @@ Boxes are ``x1, y1, x2, y2`` and landmarks ``x, y`` in pixels of the frames
 given (source pixels, whatever ``detect_scale`` is). Crops are uint8 RGB,
 (n, size, size, 3).
 
-:class:`FacePipeline` is composed of the tracker and track-guided detection
-of :mod:`end2you_visual.tracking` (steps 1-4) and the cropping of
-:mod:`end2you_visual.crops` (steps 5-6); this module holds the settings,
-the detector and the batch-by-batch orchestration.
+:class:`FacePipeline` is composed of a face detector
+(:attr:`FacePipeline.face_detector`, an
+:class:`~end2you_visual.detectors.MTCNNDetector`: the cascade and its O-Net
+refinement behind :class:`~end2you_visual.detectors.FaceDetector`'s small
+interface), the tracker and track-guided detection of
+:mod:`end2you_visual.tracking` (steps 1-4) and the cropping of
+:mod:`end2you_visual.crops` (steps 5-6); this module holds the
+batch-by-batch orchestration.
 """
 
 import os
@@ -76,15 +80,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .choices import CROP_KINDS, DETECTORS, FILLS
 from .crops import FaceCropper, _check_frames, resize_only
+from .detectors import MTCNNDetector
 from .devices import resolve_device
 from .errors import InputError
-from .face_settings import (MAX_BATCH, MAX_MARGIN, MAX_SIZE, FaceSettings, _detector_min_face,
-                            check_frame_size)
-from .mtcnn import channels_last
+from .face_settings import MAX_BATCH, MAX_MARGIN, MAX_SIZE, FaceSettings, check_frame_size
 from .ranges import check_number
 from .tracking import SubjectTracker, TrackGuidedDetection
 
@@ -242,8 +244,6 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         detect_scale=None, batch_size=16, match_distance=0.5, acquire_prob=0.9,
         detector="tracked", refresh_every=None, crop="box", search_every=None,
     ):
-        from facenet_pytorch import MTCNN
-
         if fill not in FILLS:
             raise InputError("--fill", f'must be "last" or "zeros", got {fill!r}')
         # Every number in its range (InputError naming the option): a negative
@@ -278,13 +278,14 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             search_every = max(1, round(0.2 * fps)) if fps else 5
         self.search_every = check_number("search_every", search_every, 1, integer=True)
 
-        detector_min = _detector_min_face(self.min_face_size, self.detect_scale)
-        # Channels-last networks: the same weights, several times faster on a CPU.
-        self.mtcnn = channels_last(MTCNN(
-            keep_all=True, select_largest=False, post_process=False,
-            min_face_size=detector_min, thresholds=list(self.thresholds), device=self.device,
-        ).eval())
+        self.face_detector = MTCNNDetector(self.device, self.min_face_size, self.detect_scale,
+                                           self.thresholds, self.batch_size)
         self.reset()
+
+    @property
+    def mtcnn(self):
+        """facenet-pytorch's MTCNN of :attr:`face_detector`."""
+        return self.face_detector.mtcnn
 
     def reset(self):
         """Forget the current video: track, smoothing, last crop, frame count."""
@@ -403,37 +404,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
 
     def _detect(self, frames):
         self.check_frame_size(frames.shape[2], frames.shape[1])
-        results = []
-        for s in range(0, len(frames), self.batch_size):
-            chunk = frames[s:s + self.batch_size]
-            if self.detect_scale is None:
-                batch, scale = chunk, np.ones(4, np.float32)
-            else:
-                batch, scale = self._downscale(chunk)
-            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
-            for b, p, q in zip(boxes, probs, points):
-                if b is None:
-                    results.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                                    np.zeros((0, 5, 2), np.float32)))
-                else:
-                    b = np.asarray(b, np.float32).reshape(-1, 4) / scale
-                    q = np.asarray(q, np.float32).reshape(-1, 5, 2) / scale[:2]
-                    results.append((b, np.asarray(p, np.float32).reshape(-1), q))
-        return results
-
-    # ------------------------------------------------------------- detection
-
-    def _downscale(self, frames):
-        """Frames (n, H, W, 3) uint8 -> float tensor (n, h, w, 3) and the
-        factors (4,) by which ``x1, y1, x2, y2`` shrank."""
-        h, w = frames.shape[1:3]
-        th = max(1, round(h * self.detect_scale))
-        tw = max(1, round(w * self.detect_scale))
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
-        scale = np.array([tw / w, th / h, tw / w, th / h], np.float32)
-        return x.permute(0, 2, 3, 1), scale
+        return self.face_detector.detect(frames)
 
 
 def crop_image(image, pipeline=None, **kwargs):

@@ -318,8 +318,6 @@ class PeopleTracker:
         (probability below 0.95, or outside the gates) is missing there.
         Returns how many rows of ``group`` it handled: up to the first that
         must be searched whole."""
-        from .mtcnn import refine_boxes
-
         live = self._tracked()
         expected = []
         for row in group:
@@ -328,8 +326,8 @@ class PeopleTracker:
                 e[:2] += t.state[1] * (start + row - t.last_index)
                 expected.append(_to_xyxy(e))
         rows = np.repeat(np.asarray(group), len(live))
-        boxes, probs, points = refine_boxes(frames[rows], np.stack(expected),
-                                            self.pipeline.mtcnn.onet, self.pipeline.device)
+        boxes, probs, points = self.pipeline.face_detector.refine(frames[rows],
+                                                                   np.stack(expected))
         missed = set()
         for g, row in enumerate(group):
             index = start + row

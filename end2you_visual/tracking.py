@@ -15,7 +15,6 @@ state (set in its ``__init__`` and ``reset``).
 
 import numpy as np
 
-from .mtcnn import refine_boxes
 
 __all__ = ["SubjectTracker", "TrackGuidedDetection", "fill_rows"]
 
@@ -326,8 +325,8 @@ class TrackGuidedDetection:
         offsets = np.array([start + row - anchor for row in rows], np.float64)[:, None]
         expected = np.tile(position, (len(rows), 1))
         expected[:, :2] += velocity * offsets
-        boxes, probs, points = refine_boxes(frames[rows], np.stack([_to_xyxy(e) for e in expected]),
-                                            self.mtcnn.onet, self.device)
+        boxes, probs, points = self.face_detector.refine(
+            frames[rows], np.stack([_to_xyxy(e) for e in expected]))
         results = []
         for box, prob, point in zip(boxes, probs, points):
             k = 1 if prob > self.thresholds[2] else 0

@@ -224,3 +224,34 @@ def test_the_main_subject_is_followed_as_by_the_release_before(clip):
     boxes = np.concatenate([p.boxes for p in parts])
     np.testing.assert_array_equal(found, before[f"{key}__found"])
     assert iou(boxes[found], before[f"{key}__boxes"][found]).mean() >= 0.95
+
+
+# ------------------------------- another detector is one class (issue 23, item 4)
+class FixedBox:
+    """A detector of one face at a fixed box in every frame, with the
+    FaceDetector interface (end2you_visual.detectors)."""
+
+    name = "fixed"
+    box = np.array([200.0, 100.0, 300.0, 220.0], np.float32)
+
+    def detect(self, frames):
+        return [(self.box[None].copy(), np.ones(1, np.float32),
+                 np.zeros((1, 5, 2), np.float32)) for _ in frames]
+
+    def refine(self, frames, boxes):
+        n = len(boxes)
+        return (np.repeat(self.box[None], n, 0), np.full(n, 0.99, np.float32),
+                np.zeros((n, 5, 2), np.float32))
+
+    def check_frame_size(self, width, height, path=None):
+        pass
+
+
+def test_a_face_pipeline_runs_on_any_face_detector(single_frames):
+    pipeline = FacePipeline(fps=30, smoothing=0)
+    pipeline.face_detector = FixedBox()
+    faces = pipeline.process(single_frames[:20])
+    assert faces.found.all()
+    np.testing.assert_allclose(faces.boxes, np.repeat(FixedBox.box[None], 20, 0), atol=1e-4)
+    # Track-guided: only the first frame searched whole, the rest refined.
+    assert pipeline.full_detections == 1
