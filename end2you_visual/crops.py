@@ -32,9 +32,9 @@ from torchvision.ops import roi_align
 
 from .choices import CROP_KINDS
 
-__all__ = ["CROP_KINDS", "TEMPLATE_112", "FaceCropper", "pixels_around", "resize_only",
-           "roi_align_crop", "roi_align_weights", "similarity_transform", "template_points",
-           "weighted_crop"]
+__all__ = ["CROP_KINDS", "TEMPLATE_112", "FaceCropper", "fill_missing", "pixels_around",
+           "resize_only", "roi_align_crop", "roi_align_weights", "similarity_transform",
+           "template_points", "weighted_crop"]
 
 # ArcFace's canonical five points (left eye, right eye, nose tip, left and
 # right mouth corners, as seen in the image: MTCNN's order) in a 112 x 112
@@ -178,17 +178,22 @@ class FaceCropper:
 
     def _fill_missing(self, crops, found):
         """Fill no-face crops (in place) and remember the last good crop."""
-        if self.fill == "zeros":
-            if found.any():
-                self._last_crop = crops[np.flatnonzero(found)[-1]].copy()
-            return
-        last = self._last_crop
-        for i in range(len(found)):
-            if found[i]:
-                last = crops[i]
-            elif last is not None:
-                crops[i] = last
-        self._last_crop = None if last is None else last.copy()
+        self._last_crop = fill_missing(crops, found, self._last_crop, self.fill)
+
+
+def fill_missing(crops, found, last, fill):
+    """Fill the no-face rows of ``crops`` (in place) as ``fill`` says:
+    ``"last"``, the last good crop (``last``: the one before these rows, or
+    None), ``"zeros"``, as they are. Returns the last good crop after these
+    rows (a copy), for the next call."""
+    if fill == "zeros":
+        return crops[np.flatnonzero(found)[-1]].copy() if found.any() else last
+    for i in range(len(found)):
+        if found[i]:
+            last = crops[i]
+        elif last is not None:
+            crops[i] = last
+    return None if last is None else last.copy()
 
 
 def pixels_around(frame, square, device="cpu"):

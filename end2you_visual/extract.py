@@ -287,7 +287,7 @@ def _people_chunks(source, visual, device, settings):
     rows where the person is not in view). The embeddings are held until
     the video's end (the people are known only then): (frames x features)
     float32 per person."""
-    from .people import PeopleTracker
+    from .people import PeopleTracker, PersonSeries
     from .video import iter_frame_batches, probe_video
 
     info = probe_video(str(source))
@@ -295,14 +295,11 @@ def _people_chunks(source, visual, device, settings):
     tracker = PeopleTracker(settings, fps=info.fps, min_duration=settings.min_duration,
                             max_gap=settings.max_gap, size=int(visual.config["input_size"]),
                             device=device)
-    features, found, done = {}, {}, 0
+    series, done = PersonSeries(visual.num_features), 0
     for _, frames in iter_frame_batches(str(source), settings.batch_size):
         for pid, faces in tracker.process(frames).items():
-            if pid not in features:
-                features[pid] = [np.full((done, visual.num_features), np.nan, np.float32)]
-                found[pid] = [np.zeros(done, bool)]
-            features[pid].append(_embed(visual, faces.crops, faces.found, device))
-            found[pid].append(faces.found.copy())
+            series.append(pid, done, _embed(visual, faces.crops, faces.found, device),
+                          faces.found)
         done += len(frames)
     people = tracker.finish()
     stem = Path(source).stem
@@ -311,7 +308,7 @@ def _people_chunks(source, visual, device, settings):
            "persons": [p.to_dict() for p in people]}
     times = np.arange(done) / info.fps
     for q, person in enumerate(people):
-        yield (np.concatenate(features[person.id]), times, np.concatenate(found[person.id]),
+        yield (series.values(person.id), times, series.found(person.id),
                np.zeros((done, 0), np.float32), q)
 
 

@@ -403,8 +403,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         return results if landmarks else [r[:2] for r in results]
 
     def _detect(self, frames):
-        self.check_frame_size(frames.shape[2], frames.shape[1])
-        return self.face_detector.detect(frames)
+        return self.face_detector.detect(frames)  # which checks the frame size
 
 
 def crop_image(image, pipeline=None, **kwargs):

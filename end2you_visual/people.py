@@ -24,8 +24,9 @@ every shot cut):
    frames (a newcomer is found there) and every ``search_every`` frames
    (about 0.2 s) while somebody is missing or nobody is in view; while
    nobody is, the frames between searches wait, and once a search finds a
-   face, they are searched too (the face is found from the frame it
-   appears in, but across the ends of :meth:`process` calls).
+   face (the last frame of each :meth:`process` call is searched when
+   frames wait), they are searched too: the face is found from the frame
+   it appears in.
 2. Association. Detections are given to the tracks by one global
    assignment (scipy's ``linear_sum_assignment``) on the distance between
    each detection and where each track expects its face, relative to the
@@ -54,13 +55,12 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .face_settings import FaceSettings
+from .crops import fill_missing
 from .faces import FaceBatch, _empty_batch, one_cpu_thread
-from .tracking import _Key, _area, _to_cxcywh, _to_xyxy, fill_rows
+from .tracking import _Key, _area, _to_cxcywh, _to_xyxy, fill_rows, filter_step, match_costs
 
-__all__ = ["PeopleTracker", "Person", "appearance", "RELINK_SIMILARITY"]
+__all__ = ["PeopleTracker", "Person", "PersonSeries", "appearance", "RELINK_SIMILARITY"]
 
-# A detection continues a track within this size change.
-_MAX_SIZE_CHANGE = 1.5
 # O-Net's least probability confirming a tracked face (else a full search).
 _REFINE_MIN_PROB = 0.95
 # Frames of expected boxes refined in one O-Net call.
@@ -71,11 +71,12 @@ _CONTEXT = 1.3
 _GRID = 2
 _BINS = 8
 #: Least appearance similarity (0-1) for a face to be a person seen before.
-#: Chosen on four composites of two different real people side by side who
-#: swap sides at a cut (tests/test_people.py): across the cut the same
-#: person scored 0.91-0.98 and the other person at most 0.64; but on a dark
-#: stage recording (short_hamilton_clip.mp4) faces of different people
-#: scored up to 0.82 against each other. The threshold is above every
+#: Chosen from a trace of the re-identification step on four composites of
+#: two different real people side by side who swap sides at a cut (as in
+#: tests/test_people.py): across the cut the same person scored 0.91-0.98
+#: and the other person at most 0.64; but on a dark stage recording
+#: (short_hamilton_clip.mp4) faces of different people scored up to 0.82
+#: against each other. The threshold is above every
 #: different-person score seen; a new id for a person seen before is the
 #: lesser error.
 RELINK_SIMILARITY = 0.85
@@ -185,8 +186,8 @@ class PeopleTracker:
             (motion-based); longer, they are re-identified by appearance.
         relink_similarity: least appearance similarity (0-1) for a face to
             be a person seen before (:data:`RELINK_SIMILARITY`).
-        search_every: while nobody is tracked, frames between whole-frame
-            searches (default: 0.2 s of frames).
+        search_every: while somebody is missing or nobody is in view, frames
+            between whole-frame searches (default: 0.2 s of frames).
         match_distance, acquire_prob, refresh_every: as for the main
             subject's :class:`~end2you_visual.faces.FacePipeline`.
     """
@@ -217,6 +218,7 @@ class PeopleTracker:
         self._last_full = None
         self._last_search = None
         self.full_detections = 0
+        self._frame_size = (1, 1)  # width, height of the frames (for mean positions)
 
     # ------------------------------------------------------------------ API
     def process(self, frames: np.ndarray) -> Dict[int, FaceBatch]:
@@ -232,12 +234,14 @@ class PeopleTracker:
             if len(rows):
                 batch.crops[rows] = self.pipeline.cut(frames, batch.boxes[rows],
                                                       batch.landmarks[rows], rows=rows)
-            self._fill_missing(self.tracks[pid], batch)
+            track = self.tracks[pid]
+            track.last_crop = fill_missing(batch.crops, batch.found, track.last_crop,
+                                           self.pipeline.fill)
         return out
 
     def finish(self) -> List[Person]:
         """The people kept: seen on at least ``min_duration`` of frames, by id."""
-        w, h = self._frame_size if hasattr(self, "_frame_size") else (1, 1)
+        w, h = self._frame_size
         people = []
         for t in sorted(self.tracks.values(), key=lambda t: t.id):
             if t.found < self.min_frames:
@@ -273,8 +277,7 @@ class PeopleTracker:
             last = row == len(frames) - 1 and bool(pending)  # their frames go with this call
             if not (last or self._search_now(index, cuts[row])):
                 if self._tracked():
-                    group = [r for r in rows[i:i + _REFINE_GROUP]]
-                    i += self._refine(frames, group, cuts, start)
+                    i += self._refine(frames, rows[i:i + _REFINE_GROUP], cuts, start)
                 else:
                     pending.append(row)
                     i += 1
@@ -433,16 +436,8 @@ class PeopleTracker:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if not len(boxes):
             return np.zeros(0)
-        expected = self._expected(track, index)
-        size = max(expected[2], expected[3], 1e-6)
-        det = np.stack([_to_cxcywh(b) for b in boxes])
-        distance = np.hypot(det[:, 0] - expected[0], det[:, 1] - expected[1]) / size
-        gap = max(1, index - track.last_index)
-        reach = min(self.match_distance * np.sqrt(gap), 1.0)
-        ratio = np.sqrt(np.maximum(det[:, 2] * det[:, 3], 1e-12)
-                        / max(expected[2] * expected[3], 1e-12))
-        ok = (distance <= reach) & (ratio <= _MAX_SIZE_CHANGE) & (ratio >= 1 / _MAX_SIZE_CHANGE)
-        return np.where(ok, distance, np.inf)
+        return match_costs(self._expected(track, index), boxes,
+                           max(1, index - track.last_index), self.match_distance)
 
     def _accept(self, track, index, box, prob, points, frame=None, descriptor=None):
         """Take a detection as ``track``'s at frame ``index`` (smoothed as
@@ -453,13 +448,10 @@ class PeopleTracker:
         if not continuous:
             track.segment += 1
         observed = _to_cxcywh(box)
-        alpha = 1 - self.pipeline.smoothing ** gap
-        beta = alpha * alpha / (2 - alpha)
+        smoothing = self.pipeline.smoothing
         if continuous:
-            expected = self._expected(track, index)
-            residual = observed - expected
-            track.state = (expected + alpha * residual,
-                           track.state[1] + beta * residual[:2] / gap)
+            track.state = filter_step(self._expected(track, index), track.state[1], observed,
+                                      gap, smoothing)
         else:
             track.state = (observed, np.zeros(2))
         smoothed_points = None
@@ -467,9 +459,7 @@ class PeopleTracker:
             p = np.asarray(points, np.float64).reshape(5, 2)
             if continuous and track.points_state is not None:
                 pos, vel = track.points_state
-                e = pos + vel * gap
-                r = p - e
-                track.points_state = (e + alpha * r, vel + beta * r / gap)
+                track.points_state = filter_step(pos + vel * gap, vel, p, gap, smoothing)
             else:
                 track.points_state = (p, np.zeros((5, 2)))
             smoothed_points = track.points_state[0].copy()
@@ -502,14 +492,34 @@ class PeopleTracker:
             out[t.id] = batch
         return out
 
-    def _fill_missing(self, track, batch):
-        last = track.last_crop
-        for row in range(len(batch)):
-            if batch.found[row]:
-                last = batch.crops[row]
-            elif last is not None and self.pipeline.fill == "last":
-                batch.crops[row] = last
-        track.last_crop = None if last is None else last.copy()
+
+class PersonSeries:
+    """Per person, one value row per frame of the video, gathered batch by
+    batch as :meth:`PeopleTracker.process` gives them: a person first seen
+    after ``done`` frames gets NaN rows (and no face) before. For outputs
+    known only at the video's end (the people kept are known then)."""
+
+    def __init__(self, width: int):
+        self.width = int(width)
+        self._values: Dict[int, list] = {}
+        self._found: Dict[int, list] = {}
+
+    def append(self, pid: int, done: int, values: np.ndarray, found: np.ndarray) -> None:
+        """Person ``pid``'s rows (n, width) and face marks (n,) of the frames
+        after the first ``done``."""
+        if pid not in self._values:
+            self._values[pid] = [np.full((done, self.width), np.nan, np.float32)]
+            self._found[pid] = [np.zeros(done, bool)]
+        self._values[pid].append(np.asarray(values, np.float32))
+        self._found[pid].append(np.asarray(found, bool).copy())
+
+    def values(self, pid: int) -> np.ndarray:
+        """float32 (T, width)."""
+        return np.concatenate(self._values[pid])
+
+    def found(self, pid: int) -> np.ndarray:
+        """bool (T,)."""
+        return np.concatenate(self._found[pid])
 
 
 def _unambiguous(sim, threshold, margin):

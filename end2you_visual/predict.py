@@ -287,7 +287,7 @@ def _predict_people(video_path, model, base, settings, info, device, precision, 
         "audio" in model_inputs(base)) else None
     bar = _bar(progress, info, video_path)
     try:
-        people = predict_people(video_path, model, base, settings, info, device, precision,
+        people = predict_people(model, base, settings, info, device, precision,
                                 iter_frame_batches(video_path, settings.batch_size), audio,
                                 bar.update if bar is not None else None)
     finally:

@@ -14,7 +14,7 @@ from typing import List
 import numpy as np
 
 from .inference import StreamingPredictor
-from .people import PeopleTracker
+from .people import PeopleTracker, PersonSeries
 from .predictions import write_prediction_csv
 
 __all__ = ["person_stem", "timeline_path", "predict_people"]
@@ -30,8 +30,8 @@ def timeline_path(out_dir, stem: str) -> Path:
     return Path(out_dir) / f"{stem}.people.png"
 
 
-def predict_people(video_path, model, base, settings, info, device, precision, batches,
-                   audio=None, progress=None) -> List[dict]:
+def predict_people(model, base, settings, info, device, precision, batches, audio=None,
+                   progress=None) -> List[dict]:
     """Predictions per person: a list of ``{"person": Person, "predictions":
     (T, outputs) float32 (NaN where not found), "face_found": (T,) bool}``,
     one per person kept, by id. ``batches`` yields the video's frame batches;
@@ -39,24 +39,21 @@ def predict_people(video_path, model, base, settings, info, device, precision, b
     audiovisual model its windows."""
     tracker = PeopleTracker(settings, fps=info.fps, min_duration=settings.min_duration,
                             max_gap=settings.max_gap)
-    predictors, preds, found = {}, {}, {}
+    predictors, series = {}, PersonSeries(base.config["outputs"])
     done = 0
     for _, frames in batches:
         windows = audio.next(len(frames)) if audio is not None else None
         for pid, faces in tracker.process(frames).items():
             if pid not in predictors:
                 predictors[pid] = StreamingPredictor(model, device, precision, activate=True)
-                preds[pid] = [np.full((done, base.config["outputs"]), np.nan, np.float32)]
-                found[pid] = [np.zeros(done, bool)]
             out = predictors[pid](faces.crops, windows)
             out[~faces.found] = np.nan
-            preds[pid].append(out.astype(np.float32))
-            found[pid].append(faces.found.copy())
+            series.append(pid, done, out, faces.found)
         done += len(frames)
         if progress is not None:
             progress(len(frames))
-    return [{"person": p, "predictions": np.concatenate(preds[p.id]),
-             "face_found": np.concatenate(found[p.id])} for p in tracker.finish()]
+    return [{"person": p, "predictions": series.values(p.id), "face_found": series.found(p.id)}
+            for p in tracker.finish()]
 
 
 def write_people(out_dir, stem, times, people, base, plot, title) -> dict:

@@ -16,7 +16,7 @@ state (set in its ``__init__`` and ``reset``).
 import numpy as np
 
 
-__all__ = ["SubjectTracker", "TrackGuidedDetection", "fill_rows"]
+__all__ = ["SubjectTracker", "TrackGuidedDetection", "fill_rows", "filter_step", "match_costs"]
 
 # A tracked face may grow or shrink by at most this factor between detections.
 _MAX_SIZE_CHANGE = 1.5
@@ -84,6 +84,37 @@ def fill_rows(out, keys, start):
                 out.landmarks[row] = (1 - t) * a.points + t * b.points
 
 
+def match_costs(expected, boxes, gap, match_distance):
+    """How far each detection is from where a track expects its face: the
+    centre distance relative to the face's size (max(w, h) of ``expected``,
+    ``cx, cy, w, h``), inf outside the gates: farther than ``match_distance``
+    x sqrt(``gap`` frames since its last detection frame), at most one face
+    size, or a size change beyond 1.5x. ``boxes`` (k, 4) ``x1, y1, x2, y2``;
+    returns float64 (k,)."""
+    size = max(expected[2], expected[3], 1e-6)
+    det = np.stack([_to_cxcywh(b) for b in np.asarray(boxes, np.float64)])
+    distance = np.hypot(det[:, 0] - expected[0], det[:, 1] - expected[1]) / size
+    reach = min(match_distance * np.sqrt(gap), 1.0)
+    ratio = np.sqrt(np.maximum(det[:, 2] * det[:, 3], 1e-12)
+                    / max(expected[2] * expected[3], 1e-12))
+    ok = (distance <= reach) & (ratio <= _MAX_SIZE_CHANGE) & (ratio >= 1 / _MAX_SIZE_CHANGE)
+    return np.where(ok, distance, np.inf)
+
+
+def filter_step(expected, velocity, observed, gap, smoothing):
+    """One step of the alpha-beta (constant velocity) filter that smooths a
+    track: the new ``(position, velocity)`` after observing ``observed``
+    where ``expected`` was predicted, ``gap`` frames after the last step.
+    The velocity covers the leading coordinates (a box's centre, of its
+    ``cx, cy, w, h``; every landmark). The gains give the same time constant
+    whatever ``detect_every`` is, critically damped."""
+    alpha = 1 - smoothing ** gap
+    beta = alpha * alpha / (2 - alpha)
+    residual = observed - expected
+    return (expected + alpha * residual,
+            velocity + beta * residual[:len(velocity)] / gap)
+
+
 class SubjectTracker:
     """The main-subject tracker of :class:`~end2you_visual.faces.FacePipeline`.
 
@@ -141,16 +172,10 @@ class SubjectTracker:
         """
         if len(boxes) == 0:
             return None
-        expected = self._expected(gap)
-        size = max(expected[2], expected[3], 1e-6)
-        det = np.stack([_to_cxcywh(b) for b in np.asarray(boxes, np.float64)])
-        distance = np.hypot(det[:, 0] - expected[0], det[:, 1] - expected[1]) / size
-        reach = min(self.match_distance * np.sqrt(gap), 1.0)
-        ratio = np.sqrt(np.maximum(det[:, 2] * det[:, 3], 1e-12) / max(expected[2] * expected[3], 1e-12))
-        ok = (distance <= reach) & (ratio <= _MAX_SIZE_CHANGE) & (ratio >= 1 / _MAX_SIZE_CHANGE)
-        if not ok.any():
+        cost = match_costs(self._expected(gap), boxes, gap, self.match_distance)
+        if not np.isfinite(cost).any():
             return None
-        return int(np.argmin(np.where(ok, distance, np.inf)))
+        return int(np.argmin(cost))
 
     def _accept(self, index, box, prob, gap, continuous, points=None):
         """Take a detection as the subject's; returns the smoothed _Key.
@@ -165,22 +190,12 @@ class SubjectTracker:
         self._track_box = box
         observed = _to_cxcywh(box)
         if continuous and self._state is not None:
-            expected = self._expected(gap)
-            residual = observed - expected
-            alpha, beta = self._gains(gap)
-            position = expected + alpha * residual
-            velocity = self._state[1] + beta * residual[:2] / gap
-            self._state = (position, velocity)
+            self._state = filter_step(self._expected(gap), self._state[1], observed, gap,
+                                      self.smoothing)
         else:
             self._state = (observed, np.zeros(2))
         return _Key(index, _to_xyxy(self._state[0]), float(prob), self._segment,
                     self._accept_points(points, gap, continuous))
-
-    def _gains(self, gap):
-        """The alpha-beta filter's gains after ``gap`` frames."""
-        alpha = 1 - self.smoothing ** gap  # the same time constant whatever detect_every is
-        beta = alpha * alpha / (2 - alpha)  # critically damped
-        return alpha, beta
 
     def _accept_points(self, points, gap, continuous):
         """The subject's smoothed landmarks (5, 2) after a detection with
@@ -191,10 +206,8 @@ class SubjectTracker:
         observed = np.asarray(points, np.float64).reshape(5, 2)
         if continuous and self._points_state is not None:
             position, velocity = self._points_state
-            expected = position + velocity * gap
-            residual = observed - expected
-            alpha, beta = self._gains(gap)
-            self._points_state = (expected + alpha * residual, velocity + beta * residual / gap)
+            self._points_state = filter_step(position + velocity * gap, velocity, observed,
+                                             gap, self.smoothing)
         else:
             self._points_state = (observed, np.zeros((5, 2)))
         return self._points_state[0].copy()

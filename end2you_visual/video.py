@@ -81,7 +81,8 @@ def _probe_header(path):
     """fps, frame count, displayed size, duration and rotation from the header."""
     if not os.path.isfile(path):
         raise InputError(path, "file not found")
-    infos = _parse_infos(path)
+    report = _ffmpeg_report(path)
+    infos = _parse_infos(path, report)
     base = infos.get("video_fps") or 0.0  # the base rate, "tbr"
     # moviepy is imported here: it is slow to import and only videos need it.
     from moviepy import VideoFileClip
@@ -100,7 +101,7 @@ def _probe_header(path):
     # The coded size: moviepy's size is that too, unrotated (it does not read
     # the display matrix of current ffmpeg versions).
     width, height = (int(v) for v in infos.get("video_size") or (0, 0))
-    rotation = _display_rotation(path)
+    rotation = _display_rotation(report)
     if rotation in (90, 270):  # ffmpeg turns the pictures upright as it decodes
         width, height = height, width
     fps = _choose_fps(float(base), average)
@@ -118,9 +119,9 @@ def _probe_header(path):
 _ROTATION = re.compile(r"display ?matrix: rotation of (-?[0-9.]+) degrees", re.IGNORECASE)
 
 
-def _display_rotation(path):
-    """The first video stream's display rotation, degrees counter-clockwise in
-    {0, 90, 180, 270} (0 without a display matrix), as ffmpeg reports it."""
+def _ffmpeg_report(path):
+    """What ``ffmpeg -i`` says of ``path`` (its streams, side data...): read
+    once per probe, for moviepy's parser and for the display rotation."""
     from moviepy.config import FFMPEG_BINARY
 
     try:
@@ -129,28 +130,36 @@ def _display_rotation(path):
                                 stderr=subprocess.PIPE, timeout=60, check=False).stderr
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InputError(path, f"cannot read as a video: {exc}") from None
-    found = _ROTATION.search(report.decode("utf-8", "replace"))
+    return report.decode("utf-8", "ignore")
+
+
+def _display_rotation(report):
+    """The first video stream's display rotation in ffmpeg's ``report``,
+    degrees counter-clockwise in {0, 90, 180, 270} (0 without a display matrix)."""
+    found = _ROTATION.search(report)
     if found is None:
         return 0
     return int(round(float(found.group(1)) / 90.0)) * 90 % 360
 
 
-def _parse_infos(path):
-    """ffmpeg's view of the file (moviepy's parser), fps from the base rate."""
-    from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
+def _parse_infos(path, report):
+    """ffmpeg's view of the file (moviepy's parser of ``report``), fps from
+    the base rate."""
+    from moviepy.video.io.ffmpeg_reader import FFmpegInfosParser
 
     try:
-        infos = ffmpeg_parse_infos(path, fps_source="tbr")
+        infos = FFmpegInfosParser(report, path, fps_source="tbr").parse()
     except (OSError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        # moviepy wraps ffmpeg's complaint in an OSError; malformed headers
-        # surface as parser errors of several kinds.
-        raise InputError(path, f"cannot read as a video: {_reason(exc)}") from exc
+        # Malformed headers surface as parser errors of several kinds;
+        # ffmpeg's own complaint, the report's last line, is the informative part.
+        raise InputError(path, f"cannot read as a video: {_reason(report or exc)}") from exc
     if not infos.get("video_found"):
         raise InputError(path, "has no video stream")
     return infos
 
 
 def _reason(exc):
+    """The informative line of an error (an exception, or ffmpeg's report)."""
     text = str(exc)
     if "failed to read the first frame" in text:
         return "the first frame cannot be decoded"

@@ -196,3 +196,43 @@ def small_disk(tmp_path):
     yield make
     for mount in mounts:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+# ------------------------------------------------- videos made in the tests
+def _ffmpeg(*args):
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+                    *map(str, args)], check=True)
+
+
+def _side_by_side(left, right, out, crops=(0, 0), frames=120, swap=60):
+    """``left`` and ``right`` (320 x 360 each, cut at x = ``crops``) side by
+    side at 25 fps; after frame ``swap`` a cut, and they change sides."""
+    a, b = crops
+    _ffmpeg("-i", left, "-i", right, "-filter_complex",
+            f"[0:v]fps=25,scale=-2:360,crop=320:360:{a}:0,trim=end_frame={frames},"
+            "setpts=PTS-STARTPTS,split[a1][a2];"
+            f"[1:v]fps=25,scale=-2:360,crop=320:360:{b}:0,trim=end_frame={frames},"
+            "setpts=PTS-STARTPTS,split[b1][b2];"
+            f"[a1]trim=end_frame={swap}[l1];[b1]trim=end_frame={swap}[r1];"
+            f"[a2]trim=start_frame={swap},setpts=PTS-STARTPTS[r2];"
+            f"[b2]trim=start_frame={swap},setpts=PTS-STARTPTS[l2];"
+            "[l1][r1]hstack[s1];[l2][r2]hstack[s2];[s1][s2]concat=n=2:v=1[out]",
+            "-map", "[out]", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ffmpeg():
+    """``ffmpeg(*args)``: run ffmpeg (moviepy's, via imageio-ffmpeg) quietly,
+    overwriting outputs; fails the test when ffmpeg does."""
+    return _ffmpeg
+
+
+@pytest.fixture(scope="session")
+def side_by_side():
+    """``side_by_side(left, right, out, crops=(0, 0), frames=120, swap=60)``:
+    two clips side by side in one 640 x 360 video, swapping sides at a cut
+    (see ``_side_by_side``); returns ``out``."""
+    return _side_by_side

@@ -12,7 +12,7 @@ from end2you_visual.cli.main import cli
 from end2you_visual.data import SequenceFile
 from end2you_visual.generate import GenerateSettings, generate
 
-from test_people import DATA, ffmpeg, side_by_side_with_swap
+DATA = Path(__file__).parent / "data"
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -20,15 +20,15 @@ SETTINGS = dict(size=24, batch_size=24)
 
 
 @pytest.fixture(scope="module")
-def two_people(tmp_path_factory):
+def two_people(tmp_path_factory, side_by_side):
     """The bundled man twice, left (single_face.mp4) and right (face_noface.mov), 72 frames."""
     root = tmp_path_factory.mktemp("gen_people")
-    return side_by_side_with_swap(DATA / "single_face.mp4", DATA / "face_noface.mov",
+    return side_by_side(DATA / "single_face.mp4", DATA / "face_noface.mov",
                                   root / "two.mp4", crops=(160, 220), frames=72, swap=72)
 
 
 @pytest.fixture(scope="module")
-def stacked(tmp_path_factory):
+def stacked(tmp_path_factory, ffmpeg):
     """Two faces one above the other (the same horizontal position)."""
     root = tmp_path_factory.mktemp("stacked")
     out = root / "stacked.mp4"

@@ -1,7 +1,6 @@
 """Every person in a video (``--faces all``): composites made in the test
 from real clips (issue 23). The bundled clips show one person; the real
 two-person composites use ../shared/data/clips when it is there (CI has it)."""
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,30 +14,6 @@ DATA = Path(__file__).parent / "data"
 CLIPS = Path(__file__).parents[1].parent / "shared" / "data" / "clips"
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
-
-
-def ffmpeg(*args):
-    import imageio_ffmpeg
-
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
-                    *map(str, args)], check=True)
-
-
-def side_by_side_with_swap(left, right, out, crops=(0, 0), frames=120, swap=60):
-    """``left`` and ``right`` (320 x 360 each, cut at x = ``crops``) side by
-    side at 25 fps; after frame ``swap`` a cut, and they change sides."""
-    a, b = crops
-    ffmpeg("-i", left, "-i", right, "-filter_complex",
-           f"[0:v]fps=25,scale=-2:360,crop=320:360:{a}:0,trim=end_frame={frames},"
-           "setpts=PTS-STARTPTS,split[a1][a2];"
-           f"[1:v]fps=25,scale=-2:360,crop=320:360:{b}:0,trim=end_frame={frames},"
-           "setpts=PTS-STARTPTS,split[b1][b2];"
-           f"[a1]trim=end_frame={swap}[l1];[b1]trim=end_frame={swap}[r1];"
-           f"[a2]trim=start_frame={swap},setpts=PTS-STARTPTS[r2];"
-           f"[b2]trim=start_frame={swap},setpts=PTS-STARTPTS[l2];"
-           "[l1][r1]hstack[s1];[l2][r2]hstack[s2];[s1][s2]concat=n=2:v=1[out]",
-           "-map", "[out]", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", out)
-    return out
 
 
 def track(path, batch_size=16, **kwargs):
@@ -79,11 +54,11 @@ def best_full_detection(frames, x0, x1):
 
 # --------------------------------------------- bundled clips (always run)
 @pytest.fixture(scope="module")
-def same_person_twice(tmp_path_factory):
+def same_person_twice(tmp_path_factory, side_by_side):
     """single_face.mp4 left and face_noface.mov right (the same man in two
     recordings; the right one cuts to a cartoon at 2.5 s)."""
     root = tmp_path_factory.mktemp("people")
-    return side_by_side_with_swap(DATA / "single_face.mp4", DATA / "face_noface.mov",
+    return side_by_side(DATA / "single_face.mp4", DATA / "face_noface.mov",
                                   root / "two.mp4", crops=(160, 220), frames=72, swap=72)
 
 
@@ -110,8 +85,9 @@ PAIRS = [("WolfgangLanger_Pexels.mp4", "liveportrait_d6.mp4", (250, 0)),
 
 @needs_clips
 @pytest.mark.parametrize("left, right, crops", PAIRS[:2])
-def test_two_people_keep_their_ids_when_they_swap_sides_at_a_cut(tmp_path, left, right, crops):
-    video = side_by_side_with_swap(CLIPS / left, CLIPS / right, tmp_path / "swap.mp4", crops)
+def test_two_people_keep_their_ids_when_they_swap_sides_at_a_cut(tmp_path, side_by_side, left,
+                                                                 right, crops):
+    video = side_by_side(CLIPS / left, CLIPS / right, tmp_path / "swap.mp4", crops)
     people, found, boxes, frames = track(video)
     assert [p.id for p in people] == [1, 2]
     first = {p: np.nanmean(boxes[p][:60, [0, 2]]) < 320 for p in (1, 2)}  # left before the cut
@@ -155,7 +131,7 @@ def test_appearance_tells_the_same_person_from_another():
 
 # ------------------------- leaving and coming back; a face for a few frames
 @pytest.fixture(scope="module")
-def away_and_back(tmp_path_factory):
+def away_and_back(tmp_path_factory, ffmpeg):
     """single_face.mp4 looped to 6 s at 25 fps, the face hidden (the frame
     black) from 2 s to 4 s: the person leaves the frame and comes back."""
     root = tmp_path_factory.mktemp("away")
@@ -174,7 +150,7 @@ def test_a_person_away_for_two_seconds_comes_back_with_the_same_id(away_and_back
     assert seen[:50].sum() >= 45 and not seen[50:100].any() and seen[100:].sum() >= 45
 
 
-def test_a_face_seen_for_a_few_frames_is_no_person(tmp_path):
+def test_a_face_seen_for_a_few_frames_is_no_person(tmp_path, ffmpeg):
     """A face on screen for 5 frames (0.2 s) of 3 s: below min_duration."""
     out = tmp_path / "flash.mp4"
     ffmpeg("-i", DATA / "single_face.mp4", "-vf",
