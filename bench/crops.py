@@ -2,7 +2,7 @@
 
 For face squares of several sides cut to several output sizes from one real
 frame, in one run, one thread: the time of
-``FacePipeline._crop_one`` (the sub-image around the square weighted along
+``FaceCropper._crop_one`` (the sub-image around the square weighted along
 rows, then columns: :func:`end2you_visual.crops.roi_align_weights`) and of
 ``roi_align`` on the same sub-image (what `generate` ran before), and the
 largest difference between the two crops (float, and after rounding to
@@ -54,13 +54,13 @@ def main(argv=None):
     pipeline = FacePipeline()
     rows = []
     for side, size in CASES:
-        pipeline.size = size
+        pipeline.cropper.size = size
         x0, y0 = (w - side) / 2 + 0.37, max((h - side) / 2, 0) + 0.61  # centred, not on the grid
         square = np.array([x0, y0, x0 + side, y0 + side], np.float32)
-        ours = pipeline._crop_one(frame, square)
+        ours = pipeline.cropper._crop_one(frame, square)
         theirs = roi_align_of(frame, square, size)
         rounded = (ours.round().clamp(0, 255) - theirs.round().clamp(0, 255)).abs()
-        t_ours = best_time(lambda: pipeline._crop_one(frame, square))
+        t_ours = best_time(lambda: pipeline.cropper._crop_one(frame, square))
         t_theirs = best_time(lambda: roi_align_of(frame, square, size))
         rows.append({"side": side, "size": size, "ours_ms": 1e3 * t_ours,
                      "roi_align_ms": 1e3 * t_theirs, "speedup": t_theirs / t_ours,

@@ -114,24 +114,24 @@ def stage_people(path, device, batch, detect_every=1):
     """The people tracker (``--faces all``) on decoded frames: every person
     detected, tracked and cropped. Also returns what it found."""
     from end2you_visual.face_settings import FaceSettings
-    from end2you_visual.people import PeopleTracker
     from end2you_visual.video import probe_video
 
     frames = _decoded(path)
     fps = probe_video(path).fps
-    settings = FaceSettings(device=device, batch_size=batch, detect_every=detect_every)
-    PeopleTracker(settings, fps=fps).process(frames[:batch])  # warm-up
+    settings = FaceSettings(device=device, batch_size=batch, detect_every=detect_every,
+                            faces="all")
+    settings.pipeline(fps).track(frames[:batch])  # warm-up
     _sync(device)
-    tracker = PeopleTracker(settings, fps=fps)
+    pipeline = settings.pipeline(fps)
     start = time.perf_counter()
     for k in range(0, len(frames), batch):
-        tracker.process(frames[k:k + batch])
+        pipeline.track(frames[k:k + batch])
     _sync(device)
     seconds = time.perf_counter() - start
-    people = tracker.finish()
+    people = pipeline.people()
     found = {"people": len(people),
              "mean_track_frames": float(np.mean([p.frames for p in people])) if people else 0,
-             "full_detections": tracker.full_detections}
+             "full_detections": pipeline.full_detections}
     return len(frames), seconds, found
 
 

@@ -2,10 +2,11 @@
 face's landmarks, filling frames without a face, and resizing frames that
 are already face crops.
 
-:class:`FaceCropper` is the cropping part of
-:class:`~end2you_visual.faces.FacePipeline` (steps 5 and 6 of
-:mod:`end2you_visual.faces`), which holds its settings (``size``,
-``margin``, ``crop_kind``, ``device``, ``fill``) and state (``_last_crop``).
+:class:`FaceCropper` is the cropping part of the face pipeline
+(:class:`~end2you_visual.faces.FacePipeline`; steps 5 and 6 of
+:mod:`end2you_visual.faces`): it is built from its slice of the face
+settings (``size``, ``margin``, ``crop``, ``fill``, and the ``device``),
+checks them, and keeps the last good crop of each face it follows.
 
 Two kinds of crop (``crop_kind``, the ``--crop`` option):
 
@@ -23,7 +24,10 @@ Two kinds of crop (``crop_kind``, the ``--crop`` option):
   ArcFace's crop exactly). The crop is then scaled to ``size``.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +35,9 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from .choices import CROP_KINDS
+from .devices import resolve_device
+from .face_batch import FaceBatch
+from .face_settings import check_setting
 
 __all__ = ["CROP_KINDS", "TEMPLATE_112", "FaceCropper", "fill_missing", "pixels_around",
            "resize_only", "roi_align_crop", "roi_align_weights", "similarity_transform",
@@ -51,9 +58,52 @@ _CROP_PIXEL_BUDGET = 1 << 24
 
 
 class FaceCropper:
-    """Cropping of :class:`~end2you_visual.faces.FacePipeline`."""
+    """Square face crops of ``size`` x ``size`` pixels, cut around face boxes
+    (``crop="box"``) or aligned on the five landmarks (``"aligned"``), and
+    the fill of frames without the face (``fill``: ``"last"`` good crop, or
+    ``"zeros"``).
 
-    def square_boxes(self, boxes):
+    Args:
+        size, margin, crop, fill: the face settings of those names
+            (:class:`~end2you_visual.face_settings.FaceSettings`), checked
+            here (InputError naming the option when out of range).
+        device: where the crops are computed (``"cpu"``, ``"cuda"``...).
+
+    State: the last good crop of each face (by the face's id), for
+    ``fill="last"``; :meth:`reset` forgets it.
+    """
+
+    def __init__(self, size: int = 150, margin: float = 0.2, crop: str = "box",
+                 fill: str = "last", device: Union[str, torch.device] = "cpu"):
+        self.size = check_setting("size", size)
+        self.margin = check_setting("margin", margin)
+        self.crop_kind = check_setting("crop", crop)
+        self.fill = check_setting("fill", fill)
+        self.device = resolve_device(device)
+        self._last_crops: Dict[int, np.ndarray] = {}
+
+    def reset(self) -> None:
+        """Forget the last good crops (before the next video)."""
+        self._last_crops = {}
+
+    def cut_batch(self, frames: np.ndarray, batch: FaceBatch, face: int = 0) -> FaceBatch:
+        """Fill ``batch.crops`` (in place) for the frames ``frames`` (n, H, W,
+        3) of one face (``face``: its id, whose last good crop fills its
+        no-face rows): :meth:`cut` where it is found, the fill elsewhere.
+        Returns ``batch``."""
+        if batch.crops.shape[1:] != (self.size, self.size, 3):  # a tracker's rows: not cut yet
+            batch.crops = np.zeros((len(batch), self.size, self.size, 3), np.uint8)
+        rows = np.flatnonzero(batch.found)
+        if len(rows):
+            landmarks = batch.landmarks if batch.landmarks is not None else \
+                np.full((len(batch), 5, 2), np.nan, np.float32)
+            batch.crops[rows] = self.cut(frames, batch.boxes[rows], landmarks[rows], rows=rows)
+        last = fill_missing(batch.crops, batch.found, self._last_crops.get(face), self.fill)
+        if last is not None:
+            self._last_crops[face] = last
+        return batch
+
+    def square_boxes(self, boxes: np.ndarray) -> np.ndarray:
         """Face boxes (m, 4) -> the square crop regions (m, 4) cut around them."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         cx = (boxes[:, 0] + boxes[:, 2]) / 2
@@ -61,7 +111,8 @@ class FaceCropper:
         half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * (1 + self.margin) / 2
         return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 
-    def crop(self, frames, boxes, rows=None):
+    def crop(self, frames: np.ndarray, boxes: np.ndarray,
+             rows: Optional[np.ndarray] = None) -> np.ndarray:
         """Cut square crops around face boxes, resized to size x size.
 
         Args:
@@ -103,7 +154,8 @@ class FaceCropper:
             return roi_align_crop(x, shifted, self.size)
         return weighted_crop(x, shifted, self.size)
 
-    def align(self, frames, landmarks, rows=None):
+    def align(self, frames: np.ndarray, landmarks: np.ndarray,
+              rows: Optional[np.ndarray] = None) -> np.ndarray:
         """Cut crops aligned on five face landmarks, size x size.
 
         Each face's landmarks are mapped onto :func:`template_points` (the
@@ -160,7 +212,8 @@ class FaceCropper:
                     0, 2, 3, 1).cpu().numpy()
         return crops
 
-    def cut(self, frames, boxes, landmarks, rows=None):
+    def cut(self, frames: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray,
+            rows: Optional[np.ndarray] = None) -> np.ndarray:
         """The crops of ``crop_kind``: :meth:`align` on the landmarks
         (``"aligned"``; a row without finite landmarks falls back to its
         box crop) or :meth:`crop` around the boxes (``"box"``)."""
@@ -176,12 +229,9 @@ class FaceCropper:
         crops[~known] = self.crop(frames, np.asarray(boxes)[~known], rows=rows[~known])
         return crops
 
-    def _fill_missing(self, crops, found):
-        """Fill no-face crops (in place) and remember the last good crop."""
-        self._last_crop = fill_missing(crops, found, self._last_crop, self.fill)
 
-
-def fill_missing(crops, found, last, fill):
+def fill_missing(crops: np.ndarray, found: np.ndarray, last: Optional[np.ndarray],
+                 fill: str) -> Optional[np.ndarray]:
     """Fill the no-face rows of ``crops`` (in place) as ``fill`` says:
     ``"last"``, the last good crop (``last``: the one before these rows, or
     None), ``"zeros"``, as they are. Returns the last good crop after these

@@ -17,14 +17,16 @@ Shapes: ``frames`` uint8 (n, H, W, 3) RGB; boxes ``x1, y1, x2, y2`` and
 landmarks ``x, y`` in pixels of the frames given; landmarks are five points
 in MTCNN's order (eyes, nose tip, mouth corners, left and right as seen).
 """
-from typing import List, Optional, Protocol, Sequence, Tuple
+from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .face_settings import detector_min_face, check_frame_size
+from .devices import resolve_device
+from .face_settings import check_frame_size, check_setting, detector_min_face
 from .mtcnn import channels_last, refine_boxes
+from .ranges import check_number
 
 __all__ = ["FaceDetector", "MTCNNDetector", "Detections"]
 
@@ -60,28 +62,32 @@ class MTCNNDetector:
     run channels-last (the same weights, several times faster on a CPU).
 
     Args:
-        device: a torch device.
-        min_face_size: smallest face searched for, in source pixels.
-        detect_scale: None, or a factor in (0, 1) to detect on smaller frames.
+        device: a torch device (or its name).
+        min_face_size, detect_scale, batch_size: the face settings of those
+            names (:class:`~end2you_visual.face_settings.FaceSettings`),
+            checked here: the smallest face searched for, in source pixels;
+            None or a factor in (0, 1] to detect on smaller frames; frames
+            per MTCNN call.
         thresholds: MTCNN's three stage thresholds.
-        batch_size: frames per MTCNN call.
     """
 
     name = "mtcnn"
 
-    def __init__(self, device: torch.device, min_face_size: float = 20,
+    def __init__(self, device: Union[str, torch.device] = "cpu", min_face_size: int = 20,
                  detect_scale: Optional[float] = None,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), batch_size: int = 16):
         from facenet_pytorch import MTCNN
 
-        self.device = device
-        self.min_face_size = min_face_size
-        self.detect_scale = detect_scale
-        self.batch_size = int(batch_size)
+        self.device = resolve_device(device)
+        self.min_face_size = check_setting("min_face_size", min_face_size)
+        detect_scale = check_setting("detect_scale", detect_scale)
+        self.detect_scale = None if detect_scale in (None, 1.0) else detect_scale
+        self.batch_size = check_setting("batch_size", batch_size)
+        self.thresholds = tuple(check_number("thresholds", t, 0, 1) for t in thresholds)
         self.mtcnn = channels_last(MTCNN(
             keep_all=True, select_largest=False, post_process=False,
-            min_face_size=detector_min_face(min_face_size, detect_scale),
-            thresholds=list(thresholds), device=device).eval())
+            min_face_size=detector_min_face(self.min_face_size, self.detect_scale),
+            thresholds=list(self.thresholds), device=self.device).eval())
 
     def check_frame_size(self, width: int, height: int, path=None) -> None:
         check_frame_size(width, height, self.min_face_size, self.detect_scale, path)

@@ -4,14 +4,19 @@ A name that torch does not know, or a CUDA device on a machine without one,
 is bad user input: an :class:`~end2you_visual.errors.InputError` naming the
 ``--device`` option, never a traceback from deep inside a model or MTCNN.
 """
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Union
+
 import torch
 
 from .errors import InputError
 
-__all__ = ["resolve_device"]
+__all__ = ["one_cpu_thread", "resolve_device"]
 
 
-def resolve_device(device="auto"):
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """The :class:`torch.device` for ``device``.
 
     Args:
@@ -42,3 +47,22 @@ def resolve_device(device="auto"):
         raise InputError("--device", f"{device!r}: device type {resolved.type!r} is not "
                                      "supported (use auto, cpu, cuda or cuda:N)")
     return resolved
+
+
+@contextmanager
+def one_cpu_thread(device: Union[str, torch.device]) -> Iterator[None]:
+    """Run the body on one torch thread when ``device`` is the CPU (the
+    caller's count is restored after): the same float rounding whatever the
+    caller's thread count. The face pipeline detects and tracks under it
+    (see :mod:`end2you_visual.faces`)."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    if threads != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads != 1:
+            torch.set_num_threads(threads)

@@ -9,12 +9,24 @@ from dataclasses import dataclass, field, fields
 
 from .choices import CROP_KINDS, DETECTORS, FACES, FILLS
 from .errors import InputError
-from .ranges import check_number
+from .ranges import Range
 
 #: The settings of :class:`~end2you_visual.people.PeopleTracker`, not FacePipeline's.
 PEOPLE_SETTINGS = ("faces", "min_duration", "max_gap")
+#: Which settings each part of the face pipeline is built from
+#: (:meth:`FaceSettings.part`): the detector
+#: (:class:`~end2you_visual.detectors.MTCNNDetector`), the tracker (the
+#: main subject's :class:`~end2you_visual.tracking.SubjectTracking` or every
+#: person's :class:`~end2you_visual.people.PeopleTracker`; ``detector`` is
+#: its detection schedule, ``"tracked"`` or ``"full"``) and the cropper
+#: (:class:`~end2you_visual.crops.FaceCropper`). ``device`` goes to all three.
+PARTS = {
+    "detector": ("device", "min_face_size", "detect_scale", "batch_size"),
+    "tracker": ("detect_every", "smoothing", "detector", "faces", "min_duration", "max_gap"),
+    "cropper": ("size", "margin", "crop", "fill", "device"),
+}
 
-__all__ = ["PEOPLE_SETTINGS", "FaceSettings", "check_frame_size", "detector_min_face",
+__all__ = ["PARTS", "PEOPLE_SETTINGS", "FaceSettings", "check_setting", "check_frame_size", "detector_min_face",
            "MAX_SIZE", "MAX_MARGIN", "MAX_BATCH", "MTCNN_MIN_WINDOW"]
 
 MTCNN_MIN_WINDOW = 12.0
@@ -54,11 +66,29 @@ def check_frame_size(width, height, min_face_size=20, detect_scale=None, path=No
     raise InputError(path if path is not None else "frames", problem)
 
 
+def check_setting(name, value):
+    """``value`` if it is a valid value of the FaceSettings field ``name``
+    (a number as its field's type), else InputError naming its option. The
+    one check of each face setting: FaceSettings and the pipeline's parts
+    (:class:`~end2you_visual.crops.FaceCropper`...) call it."""
+    meta = _FIELDS[name].metadata
+    if meta["choices"] is not None:
+        if value not in meta["choices"]:
+            raise InputError(meta["option"], f"must be one of {list(meta['choices'])}, "
+                                             f"got {value!r}")
+        return value
+    if _FIELDS[name].type in ("int", "float", int, float) and value is not None:
+        return meta["range"].check(meta["option"], value)
+    return value
+
+
 def _setting(default, option, help, low=None, high=None, *, integer=False, low_open=False,
              high_open=False, choices=None):
-    """A :class:`FaceSettings` field: its default, command-line option, help and range."""
+    """A :class:`FaceSettings` field: its default, command-line option, help and
+    range (a :class:`~end2you_visual.ranges.Range`) or choices."""
     return field(default=default, metadata={
-        "option": option, "help": help, "range": (low, high, integer, low_open, high_open),
+        "option": option, "help": help,
+        "range": Range(low, high, integer=integer, low_open=low_open, high_open=high_open),
         "choices": choices})
 
 
@@ -111,22 +141,13 @@ class FaceSettings:
                               "missing and keep the track (longer: re-identified by "
                               "appearance).", 0, 3600)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.check_faces()
 
     def check_faces(self):
         """Raise InputError, naming its option, for the first face setting out of range."""
         for f in fields(FaceSettings):
-            value, meta = getattr(self, f.name), f.metadata
-            if meta["choices"] is not None:
-                if value not in meta["choices"]:
-                    raise InputError(meta["option"], f"must be one of {list(meta['choices'])}, "
-                                                     f"got {value!r}")
-            elif f.type in ("int", "float", int, float) and value is not None:
-                low, high, integer, low_open, high_open = meta["range"]
-                setattr(self, f.name, check_number(meta["option"], value, low, high,
-                                                   integer=integer, min_open=low_open,
-                                                   max_open=high_open))
+            setattr(self, f.name, check_setting(f.name, getattr(self, f.name)))
         return self
 
     def check_frame_size(self, width, height, path=None):
@@ -140,11 +161,23 @@ class FaceSettings:
         return {f.name: getattr(self, f.name) for f in fields(FaceSettings)
                 if f.name not in PEOPLE_SETTINGS}
 
-    def pipeline(self, fps=None, size=None, device=None):
+    def part(self, name):
+        """The settings of one part of the face pipeline, as a dict of its
+        constructor's arguments: ``"detector"``, ``"tracker"`` or
+        ``"cropper"`` (:data:`PARTS`)."""
+        return {key: getattr(self, key) for key in PARTS[name]}
+
+    def pipeline(self, fps=None, size=None, device=None, faces=None):
         """The :class:`~end2you_visual.faces.FacePipeline` of these settings for
-        a video at ``fps``."""
+        a video at ``fps`` (``size``, ``device``, ``faces`` override the
+        settings', e.g. by a model's input size): the main subject's, or
+        with ``faces="all"`` every person's."""
         from .faces import FacePipeline  # torch: imported when a pipeline is made
 
-        args = self.face_settings()
-        args.update({k: v for k, v in (("size", size), ("device", device)) if v is not None})
+        args = {f.name: getattr(self, f.name) for f in fields(FaceSettings)}
+        args.update({k: v for k, v in (("size", size), ("device", device), ("faces", faces))
+                     if v is not None})
         return FacePipeline(fps=fps, **args)
+
+
+_FIELDS = {f.name: f for f in fields(FaceSettings)}

@@ -64,96 +64,54 @@ Boxes are ``x1, y1, x2, y2`` and landmarks ``x, y`` in pixels of the frames
 given (source pixels, whatever ``detect_scale`` is). Crops are uint8 RGB,
 (n, size, size, 3).
 
-:class:`FacePipeline` is composed of a face detector
-(:attr:`FacePipeline.face_detector`, an
-:class:`~end2you_visual.detectors.MTCNNDetector`: the cascade and its O-Net
-refinement behind :class:`~end2you_visual.detectors.FaceDetector`'s small
-interface), the tracker and track-guided detection of
-:mod:`end2you_visual.tracking` (steps 1-4) and the cropping of
-:mod:`end2you_visual.crops` (steps 5-6); this module holds the
-batch-by-batch orchestration.
+:class:`FacePipeline` is a composition of three parts, each built from its
+own slice of :class:`FaceSettings` (:data:`~end2you_visual.face_settings.PARTS`)
+and checking it:
+
+* the detector (:attr:`FacePipeline.face_detector`, an
+  :class:`~end2you_visual.detectors.MTCNNDetector`: the cascade and its
+  O-Net refinement behind :class:`~end2you_visual.detectors.FaceDetector`'s
+  small interface);
+* the tracker (:attr:`FacePipeline.tracker`, a
+  :class:`~end2you_visual.tracking.FaceTracker`: the main subject's
+  :class:`~end2you_visual.tracking.SubjectTracking`, steps 1-4, or with
+  ``faces="all"`` every person's :class:`~end2you_visual.people.PeopleTracker`);
+* the cropper (:attr:`FacePipeline.cropper`, a
+  :class:`~end2you_visual.crops.FaceCropper`, steps 5-6).
+
+This module holds the batch-by-batch orchestration: the tracker on one
+thread, then the cropper on each face it follows.
 """
 
+from __future__ import annotations
+
 import os
-from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from .choices import CROP_KINDS, DETECTORS, FILLS
 from .crops import FaceCropper, _check_frames, resize_only
-from .detectors import MTCNNDetector
-from .devices import resolve_device
-from .errors import InputError
-from .face_settings import MAX_BATCH, MAX_MARGIN, MAX_SIZE, FaceSettings, check_frame_size
+from .detectors import Detections, FaceDetector, MTCNNDetector
+from .devices import one_cpu_thread, resolve_device
+from .face_batch import FaceBatch
+from .face_settings import FaceSettings, check_frame_size
 from .ranges import check_number
-from .tracking import SubjectTracker, TrackGuidedDetection
+from .tracking import MAIN, FaceTracker, SubjectTracker, SubjectTracking
 
 __all__ = ["FaceBatch", "FacePipeline", "FaceSettings", "check_frame_size", "crop_image",
            "resize_only"]
 
-# MTCNN's smallest window is 12 px: asking for smaller faces upsamples the image.
-@dataclass
-class FaceBatch:
-    """The faces of n frames, one row per frame.
 
-    Attributes:
-        crops: uint8 (n, size, size, 3), RGB.
-        boxes: float32 (n, 4), ``x1, y1, x2, y2`` in source pixels of the
-            tracked face (after smoothing); NaN where no face.
-        found: bool (n,), whether the frame holds the tracked face.
-        probs: float32 (n,), the detector's face probability; 0 where no face.
-        landmarks: float32 (n, 5, 2), the tracked face's five landmarks
-            ``x, y`` in source pixels (after smoothing), in MTCNN's order:
-            left eye, right eye, nose tip, left and right mouth corners (left
-            and right as seen in the image); NaN where no face. None from a
-            pipeline that gives none.
-    """
-
-    crops: np.ndarray
-    boxes: np.ndarray
-    found: np.ndarray
-    probs: np.ndarray
-    landmarks: np.ndarray = None
-
-    def __len__(self):
-        return len(self.found)
-
-
-@contextmanager
-def one_cpu_thread(device):
-    """Run the body on one torch thread when ``device`` is the CPU (restored
-    after): the same float rounding whatever the caller's thread count."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    if threads != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
-
-
-def _empty_batch(n, size):
-    return FaceBatch(
-        crops=np.zeros((n, size, size, 3), np.uint8),
-        boxes=np.full((n, 4), np.nan, np.float32),
-        found=np.zeros(n, bool),
-        probs=np.zeros(n, np.float32),
-        landmarks=np.full((n, 5, 2), np.nan, np.float32),
-    )
-
-
-class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
-    """Detect, track and crop the main face of a video, batch by batch.
+class FacePipeline:
+    """Detect, track and crop the main face of a video (or, with
+    ``faces="all"``, every person's), batch by batch.
 
     The object is stateful across the batches of one video (track, smoothing,
     last crop, frame counter); call :meth:`reset` (or make a new one) before
-    the next video. All settings are plain attributes fixed at construction.
+    the next video. Its settings are :attr:`settings`, a
+    :class:`FaceSettings`; its parts :attr:`face_detector`,
+    :attr:`tracker` and :attr:`cropper` (see the module docstring).
 
     Args:
         size: side of the square output crops, in pixels.
@@ -162,8 +120,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             template's 112 x 112 frame (see :mod:`end2you_visual.crops`).
         crop: ``"box"`` (the default: the square around the box) or
             ``"aligned"`` (the face warped so that its landmarks fall on a
-            canonical template, eyes level). Kept as ``crop_kind`` (``crop``
-            is the box-cropping method).
+            canonical template, eyes level).
         device: torch device for detection and cropping (``"auto"``,
             ``"cpu"``, ``"cuda"``...; see
             :func:`end2you_visual.devices.resolve_device`).
@@ -184,7 +141,7 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             tracked face, the most prominent face is acquired again. Default:
             one second of frames (``round(fps)``), 25 frames if ``fps`` is
             not given.
-        fps: the video's frame rate, only used for the default ``max_lost``.
+        fps: the video's frame rate, for the defaults given in seconds.
         detect_scale: if given (e.g. 0.5), detect on frames downscaled by
             this factor (faster on large frames such as 1080p) and scale the
             boxes back; crops are still cut from the full-size frames.
@@ -226,6 +183,11 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             are searched too, so the face is found from the frame it appears
             in: the face / no-face marks are full detection's. Default: 0.2 s
             of frames (``round(0.2 * fps)``), 5 if ``fps`` is not given.
+        faces: ``"main"`` (the default: the main subject, :meth:`process`)
+            or ``"all"`` (every person, :meth:`track` and :meth:`people`;
+            see :class:`~end2you_visual.people.PeopleTracker`).
+        min_duration, max_gap: with ``faces="all"``, seconds a person must
+            be seen to be kept, and may be missing and keep their track.
 
     A number out of its range (a negative ``margin``, ``detect_scale``
     outside (0, 1], a ``size`` below 1...), an unknown ``fill`` or ``crop``
@@ -239,83 +201,122 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
     """
 
     def __init__(
-        self, size=150, margin=0.2, device="cpu", detect_every=1, min_face_size=20,
-        thresholds=(0.6, 0.7, 0.7), smoothing=0.5, fill="last", max_lost=None, fps=None,
-        detect_scale=None, batch_size=16, match_distance=0.5, acquire_prob=0.9,
-        detector="tracked", refresh_every=None, crop="box", search_every=None,
+        self, size: int = 150, margin: float = 0.2, device: Union[str, torch.device] = "cpu",
+        detect_every: int = 1, min_face_size: int = 20,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7), smoothing: float = 0.5,
+        fill: str = "last", max_lost: Optional[int] = None, fps: Optional[float] = None,
+        detect_scale: Optional[float] = None, batch_size: int = 16,
+        match_distance: float = 0.5, acquire_prob: float = 0.9, detector: str = "tracked",
+        refresh_every: Optional[int] = None, crop: str = "box",
+        search_every: Optional[int] = None, faces: str = "main", min_duration: float = 0.5,
+        max_gap: float = 1.0,
     ):
-        if fill not in FILLS:
-            raise InputError("--fill", f'must be "last" or "zeros", got {fill!r}')
-        # Every number in its range (InputError naming the option): a negative
-        # margin, for one, would crop nothing and flag the black crops as faces.
-        self.size = check_number("--size", size, 1, MAX_SIZE, integer=True)
-        self.margin = check_number("--margin", margin, 0, MAX_MARGIN)
-        self.device = resolve_device(device)
-        self.detect_every = check_number("--detect-every", detect_every, 1, integer=True)
-        self.min_face_size = check_number("--min-face-size", min_face_size, 1)
-        self.thresholds = tuple(check_number("thresholds", t, 0, 1) for t in thresholds)
-        self.smoothing = check_number("smoothing", smoothing, 0, 1, max_open=True)
-        self.fill = fill
-        if crop not in CROP_KINDS:
-            raise InputError("--crop", f"must be one of {list(CROP_KINDS)}, got {crop!r}")
-        self.crop_kind = crop
-        if max_lost is None:
-            max_lost = round(fps) if fps else 25
-        self.max_lost = check_number("max_lost", max_lost, 0, integer=True)
-        if detect_scale is not None:
-            detect_scale = check_number("--detect-scale", detect_scale, 0, 1, min_open=True)
-        self.detect_scale = None if detect_scale in (None, 1.0) else detect_scale
-        self.batch_size = check_number("--batch-size", batch_size, 1, MAX_BATCH, integer=True)
-        self.match_distance = check_number("match_distance", match_distance, 0, min_open=True)
-        self.acquire_prob = check_number("acquire_prob", acquire_prob, 0, 1)
-        if detector not in DETECTORS:
-            raise InputError("--detector", f'must be "tracked" or "full", got {detector!r}')
-        self.detector = detector
+        device = resolve_device(device)
+        self.settings = FaceSettings(
+            size=size, margin=margin, crop=crop, device=str(device), batch_size=batch_size,
+            detect_every=detect_every, detect_scale=detect_scale, min_face_size=min_face_size,
+            smoothing=smoothing, fill=fill, detector=detector, faces=faces,
+            min_duration=min_duration, max_gap=max_gap)
+        if fps is not None:
+            fps = check_number("fps", fps, 0, min_open=True)
+        self.fps = fps
+        self.cropper = FaceCropper(**{**self.settings.part("cropper"), "device": device})
+        self._face_detector: FaceDetector = MTCNNDetector(
+            **{**self.settings.part("detector"), "device": device}, thresholds=thresholds)
+        self.tracker: FaceTracker = self._make_tracker(
+            thresholds, max_lost, match_distance, acquire_prob, refresh_every, search_every)
+
+    def _make_tracker(self, thresholds, max_lost, match_distance, acquire_prob,
+                      refresh_every, search_every) -> FaceTracker:
+        """The tracker part of :attr:`settings` (``faces``): the main subject's or
+        every person's; the durations in frames of ``fps``."""
+        fps = self.fps
         if refresh_every is None:
             refresh_every = 2 * round(fps) if fps else 50
-        self.refresh_every = check_number("refresh_every", refresh_every, 1, integer=True)
         if search_every is None:
             search_every = max(1, round(0.2 * fps)) if fps else 5
-        self.search_every = check_number("search_every", search_every, 1, integer=True)
+        tracker = self.settings.part("tracker")
+        if tracker["faces"] == "all":
+            from .people import PeopleTracker  # people imports this module
 
-        self.face_detector = MTCNNDetector(self.device, self.min_face_size, self.detect_scale,
-                                           self.thresholds, self.batch_size)
-        self.reset()
+            return PeopleTracker(
+                self._face_detector, fps=fps or 25.0, smoothing=tracker["smoothing"],
+                detect_every=tracker["detect_every"], min_duration=tracker["min_duration"],
+                max_gap=tracker["max_gap"], search_every=search_every,
+                match_distance=match_distance, acquire_prob=acquire_prob,
+                refresh_every=refresh_every)
+        if max_lost is None:
+            max_lost = round(fps) if fps else 25
+        subject = SubjectTracker(max_lost, match_distance, acquire_prob, tracker["smoothing"])
+        return SubjectTracking(
+            self._face_detector, subject, detector=tracker["detector"],
+            detect_every=tracker["detect_every"], refresh_every=refresh_every,
+            search_every=search_every, batch_size=self.settings.batch_size,
+            refine_threshold=thresholds[2])
+
+    # ---------------------------------------------------------------- parts
+    @property
+    def face_detector(self) -> FaceDetector:
+        """The detector part (the tracker's too: setting it sets both)."""
+        return self._face_detector
+
+    @face_detector.setter
+    def face_detector(self, detector: FaceDetector) -> None:
+        self._face_detector = detector
+        self.tracker.face_detector = detector
 
     @property
     def mtcnn(self):
         """facenet-pytorch's MTCNN of :attr:`face_detector`."""
-        return self.face_detector.mtcnn
+        return self._face_detector.mtcnn
 
-    def reset(self):
-        """Forget the current video: track, smoothing, last crop, frame count."""
-        self._next_index = 0  # video index of the next frame given to process
-        self._track_box = None  # last raw detection of the subject, (4,)
-        self._segment = -1  # id of the current continuous track segment
-        self._lost = 0  # frames since the subject was last seen
-        self._state = None  # filter state ((cx, cy, w, h), (vx, vy) per frame) or None
-        self._points_state = None  # landmark filter state ((5, 2), (5, 2) per frame) or None
-        self._prev_key = None  # last detection frame, a _Key
-        self._last_crop = None  # last good crop, (size, size, 3)
-        self._last_thumb = None  # thumbnail of the last frame given, for cut detection
-        self._last_full = None  # index of the last frame detected in full
-        # Expected boxes are placed from the track as it was at a frame:
-        # (group, frame index, centre-size, velocity); kept for a group of
-        # _REFINE_GROUP frames (of the video, whatever the batches) or until
-        # a full detection.
-        self._anchor = None
-        self.full_detections = 0  # frames of this video detected in full (a statistic)
-        self._untracked = 0  # frames detected in full in a row without a tracked face
-        self._last_search = None  # index of the last frame searched while nothing was tracked
+    @property
+    def size(self) -> int:
+        """Side of the crops, pixels."""
+        return self.cropper.size
+
+    @property
+    def device(self) -> torch.device:
+        """Where the crops are cut (and faces detected)."""
+        return self.cropper.device
+
+    @property
+    def full_detections(self) -> int:
+        """Frames of this video searched whole by the detector (a statistic)."""
+        return self.tracker.full_detections
 
     # ------------------------------------------------------------------ API
+    def reset(self) -> None:
+        """Forget the current video: tracks, smoothing, last crops, frame count."""
+        self.tracker.reset()
+        self.cropper.reset()
 
-    def check_frame_size(self, width, height, path=None):
-        """See :func:`check_frame_size` (the pipeline's settings)."""
-        check_frame_size(width, height, self.min_face_size, self.detect_scale, path)
+    def check_frame_size(self, width: int, height: int, path=None) -> None:
+        """See :func:`check_frame_size` (the detector's settings)."""
+        self._face_detector.check_frame_size(width, height, path)
 
-    def process(self, frames):
-        """Detect, track and crop the faces of the next frames of the video.
+    def track(self, frames: np.ndarray) -> Dict[int, FaceBatch]:
+        """Detect, track and crop every face followed on the next frames of
+        the video: ``{face id: FaceBatch of n rows}``. The main subject's id
+        is 0 (:data:`~end2you_visual.tracking.MAIN`); with ``faces="all"``,
+        every person known so far (1, 2...; rows where one is not in view
+        are no-face rows; :meth:`people` says which to keep).
+
+        Args:
+            frames: uint8 array (n, H, W, 3), RGB, the frames following those
+                of the previous call (same video, same size).
+        """
+        frames = _check_frames(frames)
+        with one_cpu_thread(self.device):  # detection and tracking: see the module docstring
+            batches = self.tracker.track(frames)
+        # Crops: each output pixel is one thread's weighted sum, the same
+        # whatever the thread count, so they use the caller's threads.
+        for face, batch in batches.items():
+            self.cropper.cut_batch(frames, batch, face)
+        return batches
+
+    def process(self, frames: np.ndarray) -> FaceBatch:
+        """Detect, track and crop the main subject's face on the next frames.
 
         Args:
             frames: uint8 array (n, H, W, 3), RGB, the frames following those
@@ -325,45 +326,18 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
             FaceBatch with exactly n rows, in order (the same whatever
             torch's thread count: see the module docstring).
         """
-        frames = _check_frames(frames)
-        with one_cpu_thread(self.device):  # detection and tracking: see the module docstring
-            out = self._track_faces(frames)
-        # Crops: each output pixel is one thread's weighted sum, the same
-        # whatever the thread count, so they use the caller's threads.
-        rows = np.flatnonzero(out.found)
-        if len(rows):
-            out.crops[rows] = self.cut(frames, out.boxes[rows], out.landmarks[rows], rows=rows)
-        self._fill_missing(out.crops, out.found)
-        return out
+        if self.settings.faces != "main":
+            raise ValueError('process follows the main subject; with faces="all" use track')
+        return self.track(frames)[MAIN]
 
-    def _track_faces(self, frames):
-        """Detection and tracking of :meth:`process`: its FaceBatch, crops not cut yet."""
-        self.check_frame_size(frames.shape[2], frames.shape[1])
-        n = len(frames)
-        out = _empty_batch(n, self.size)
-        if n == 0:
-            return out
-        start = self._next_index
-        key_rows = [i for i in range(n) if (start + i) % self.detect_every == 0]
-        if not key_rows or key_rows[-1] != n - 1:
-            key_rows.append(n - 1)
-        keys = [self._prev_key] if self._prev_key is not None else []
-        if self.detector == "full":
-            detections = self.detect(frames if len(key_rows) == n else frames[key_rows],
-                                     landmarks=True)
-            for row, (boxes, probs, points) in zip(key_rows, detections):
-                self._prev_key = self._track(start + row, boxes, probs, points)
-                keys.append(self._prev_key)
-            self.full_detections += len(key_rows)
-        else:
-            cuts = self._cuts(frames)
-            key_rows = sorted(set(key_rows) | set(np.flatnonzero(cuts).tolist()))
-            self._track_guided(frames, key_rows, cuts, start, keys)
-        self._fill_rows(out, keys, start)
-        self._next_index = start + n
-        return out
+    def people(self) -> list:
+        """With ``faces="all"``: the people kept so far (seen on at least
+        ``min_duration``), a list of :class:`~end2you_visual.people.Person`."""
+        if self.settings.faces != "all":
+            raise ValueError('people are followed with faces="all"')
+        return self.tracker.finish()
 
-    def process_image(self, image):
+    def process_image(self, image: np.ndarray) -> FaceBatch:
         """Crop the most prominent face of one still image.
 
         Resets the pipeline first (an image is not part of a video).
@@ -382,8 +356,8 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         self.reset()
         return faces
 
-    def detect(self, frames, landmarks=False):
-        """Run MTCNN on frames; no tracking, no state.
+    def detect(self, frames: np.ndarray, landmarks: bool = False) -> list:
+        """Run the detector on frames; no tracking, no state.
 
         Args:
             frames: uint8 array (n, H, W, 3), RGB.
@@ -399,14 +373,31 @@ class FacePipeline(SubjectTracker, TrackGuidedDetection, FaceCropper):
         """
         frames = _check_frames(frames)
         with one_cpu_thread(self.device):
-            results = self._detect(frames)
+            results: List[Detections] = self._face_detector.detect(frames)
         return results if landmarks else [r[:2] for r in results]
 
-    def _detect(self, frames):
-        return self.face_detector.detect(frames)  # which checks the frame size
+    # The cropper's, for callers of the pipeline (see FaceCropper).
+    def crop(self, frames: np.ndarray, boxes: np.ndarray,
+             rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """:meth:`FaceCropper.crop <end2you_visual.crops.FaceCropper.crop>`."""
+        return self.cropper.crop(frames, boxes, rows)
+
+    def align(self, frames: np.ndarray, landmarks: np.ndarray,
+              rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """:meth:`FaceCropper.align <end2you_visual.crops.FaceCropper.align>`."""
+        return self.cropper.align(frames, landmarks, rows)
+
+    def cut(self, frames: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray,
+            rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """:meth:`FaceCropper.cut <end2you_visual.crops.FaceCropper.cut>`."""
+        return self.cropper.cut(frames, boxes, landmarks, rows)
+
+    def square_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """:meth:`FaceCropper.square_boxes <end2you_visual.crops.FaceCropper.square_boxes>`."""
+        return self.cropper.square_boxes(boxes)
 
 
-def crop_image(image, pipeline=None, **kwargs):
+def crop_image(image, pipeline: Optional[FacePipeline] = None, **kwargs) -> FaceBatch:
     """Crop the most prominent face of a still image.
 
     Args:

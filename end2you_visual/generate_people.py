@@ -1,7 +1,8 @@
 """`generate` for every person of a video (``--faces all``, or an input
 CSV's ``person`` column): one sequence per person.
 
-The video is decoded once; :class:`~end2you_visual.people.PeopleTracker`
+The video is decoded once; the face pipeline with ``faces="all"`` (its tracker a
+:class:`~end2you_visual.people.PeopleTracker`)
 gives each batch's crops per person, and each person's rows go to a hidden
 temporary HDF5 file beside the output as they stream by (a person first
 seen late gets no-face rows before). At the end the people kept (seen for
@@ -155,13 +156,10 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
     """Write ``item``'s people to ``out_path`` (see the module docstring);
     ``plan``, ``names``, ``kind``, ``track``, ``result`` and ``video`` as
     :func:`~end2you_visual.generate.generate_video` made them."""
-    from .people import PeopleTracker  # torch: imported when people are tracked
-
     started = time.perf_counter()
     info = video.info
     wanted = wanted_person(item)
-    tracker = PeopleTracker(settings, fps=info.fps, min_duration=settings.min_duration,
-                            max_gap=settings.max_gap)
+    pipeline = settings.pipeline(info.fps, faces="all")
     out_path = Path(out_path)
     temp = {}
     times_so_far, labels_so_far = [], []
@@ -173,7 +171,7 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
                disable=not progress, leave=False)
     try:
         for start, frames in video:
-            people = tracker.process(frames)
+            people = pipeline.track(frames)
             rows, times, labels, first = plan.rows(start, len(frames))
             for pid, faces in people.items():
                 if pid not in temp:
@@ -195,7 +193,7 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
             bar.update(len(frames))
         bar.close()
         record_decoding(result, item, video, plan)
-        people = tracker.finish()
+        people = pipeline.people()
         for rows_of in temp.values():
             rows_of.writer.commit()
         if wanted is not None:

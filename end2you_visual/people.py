@@ -1,16 +1,18 @@
 """Every person in a video, each followed with a stable id (``--faces all``).
 
-:class:`PeopleTracker` turns batches of video frames into one
-:class:`~end2you_visual.faces.FaceBatch` per person: the same rows, boxes,
-crops and no-face frames as the main-subject pipeline gives for its one
-face. It composes the parts of :class:`~end2you_visual.faces.FacePipeline`
-(MTCNN's cascade and its O-Net refinement, the shot-cut test, the cropper)
-with a tracker of several faces::
+:class:`PeopleTracker` is the face pipeline's tracker part for every
+person (a :class:`~end2you_visual.tracking.FaceTracker`, as the main
+subject's :class:`~end2you_visual.tracking.SubjectTracking` is): it turns
+batches of video frames into one :class:`~end2you_visual.face_batch.FaceBatch`
+per person, the same rows, boxes and no-face frames as the main subject's
+tracker gives for its one face. A :class:`~end2you_visual.faces.FacePipeline`
+with ``faces="all"`` composes it with the detector (MTCNN's cascade and its
+O-Net refinement) and the cropper::
 
-    people = PeopleTracker(FaceSettings(), fps=info.fps)
+    pipeline = FaceSettings(faces="all").pipeline(fps=info.fps)
     for start, frames in iter_frame_batches(path):
-        batch = people.process(frames)       # {person id: FaceBatch of n rows}
-    persons = people.finish()                # who was seen, when, where
+        batch = pipeline.track(frames)       # {person id: FaceBatch of n rows}
+    persons = pipeline.people()              # who was seen, when, where
 
 What happens on each detection frame (every ``detect_every``-th frame, and
 every shot cut):
@@ -54,10 +56,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .face_settings import FaceSettings
-from .crops import fill_missing
-from .faces import FaceBatch, _empty_batch, one_cpu_thread
-from .tracking import _Key, _area, _to_cxcywh, _to_xyxy, fill_rows, filter_step, match_costs
+from .detectors import Detections, FaceDetector
+from .face_batch import FaceBatch, empty_batch
+from .face_settings import check_setting
+from .tracking import (ShotCuts, _Key, _area, _to_cxcywh, _to_xyxy, detection_rows, fill_rows,
+                       filter_step, match_costs)
 
 __all__ = ["PeopleTracker", "Person", "PersonSeries", "appearance", "RELINK_SIMILARITY"]
 
@@ -163,7 +166,6 @@ class _Track:
     active: bool = True                  # tracked now (else ended, kept for re-linking)
     descriptor: Optional[np.ndarray] = None
     keys: List[_Key] = field(default_factory=list)  # detection-frame results not yet written
-    last_crop: Optional[np.ndarray] = None
     # statistics over found frames
     found: int = 0
     first: int = -1
@@ -173,13 +175,15 @@ class _Track:
 
 
 class PeopleTracker:
-    """Detect, track and crop every face of a video, batch by batch.
+    """Detect and track every face of a video, batch by batch (crops are
+    the pipeline's cropper's).
 
     Args:
-        settings: the face settings (size, margin, crop, device,
-            detect_every, detect_scale, min_face_size, smoothing, fill,
-            batch_size; see :class:`~end2you_visual.face_settings.FaceSettings`).
+        face_detector: the pipeline's
+            :class:`~end2you_visual.detectors.FaceDetector`.
         fps: the video's frame rate (for the durations below).
+        smoothing, detect_every: the face settings of those names
+            (:class:`~end2you_visual.face_settings.FaceSettings`).
         min_duration: seconds of frames with the face found for a person to
             be kept by :meth:`finish`.
         max_gap: seconds a person may be missing and keep the track
@@ -192,13 +196,18 @@ class PeopleTracker:
             subject's :class:`~end2you_visual.faces.FacePipeline`.
     """
 
-    def __init__(self, settings: FaceSettings, fps: float = 25.0, min_duration: float = 0.5,
-                 max_gap: float = 1.0, relink_similarity: float = RELINK_SIMILARITY,
+    def __init__(self, face_detector: FaceDetector, fps: float = 25.0, smoothing: float = 0.5,
+                 detect_every: int = 1, min_duration: float = 0.5, max_gap: float = 1.0,
+                 relink_similarity: float = RELINK_SIMILARITY,
                  search_every: Optional[int] = None, match_distance: float = 0.5,
-                 acquire_prob: float = 0.9, refresh_every: Optional[int] = None,
-                 size: Optional[int] = None, device: Optional[str] = None):
-        self.pipeline = settings.pipeline(fps, size=size, device=device)
+                 acquire_prob: float = 0.9, refresh_every: Optional[int] = None):
+        self.face_detector = face_detector
+        self.cuts = ShotCuts()
         self.fps = float(fps)
+        self.smoothing = check_setting("smoothing", smoothing)
+        self.detect_every = check_setting("detect_every", detect_every)
+        min_duration = check_setting("min_duration", min_duration)
+        max_gap = check_setting("max_gap", max_gap)
         self.min_frames = max(1, int(round(min_duration * self.fps)))
         self.max_lost = max(0, int(round(max_gap * self.fps)))
         self.relink_similarity = float(relink_similarity)
@@ -206,12 +215,11 @@ class PeopleTracker:
         self.match_distance = float(match_distance)
         self.acquire_prob = float(acquire_prob)
         self.refresh_every = refresh_every or 2 * max(1, int(round(self.fps)))
-        self.size = self.pipeline.size
         self.reset()
 
     def reset(self) -> None:
         """Forget the current video."""
-        self.pipeline.reset()
+        self.cuts.reset()
         self.tracks: Dict[int, _Track] = {}
         self._next_id = 1
         self._next_index = 0
@@ -221,23 +229,23 @@ class PeopleTracker:
         self._frame_size = (1, 1)  # width, height of the frames (for mean positions)
 
     # ------------------------------------------------------------------ API
-    def process(self, frames: np.ndarray) -> Dict[int, FaceBatch]:
-        """The faces of the next frames: ``{person id: FaceBatch}``, one
-        batch of n rows per person known so far (rows where the person is
-        not in view are no-face rows). Ids of people that :meth:`finish`
-        drops may appear here too."""
+    def track(self, frames: np.ndarray) -> Dict[int, FaceBatch]:
+        """Where every person is on the next frames (n, H, W, 3) of the
+        video: ``{person id: FaceBatch}``, one batch of n rows per person
+        known so far (rows where the person is not in view are no-face
+        rows), crops not cut. Ids of people that :meth:`finish` drops may
+        appear here too."""
         frames = np.asarray(frames)
-        with one_cpu_thread(self.pipeline.device):  # detection, tracking: same at any threads
-            out = self._process(frames)
-        for pid, batch in out.items():  # crops: each pixel one thread's sum, as in faces.py
-            rows = np.flatnonzero(batch.found)
-            if len(rows):
-                batch.crops[rows] = self.pipeline.cut(frames, batch.boxes[rows],
-                                                      batch.landmarks[rows], rows=rows)
-            track = self.tracks[pid]
-            track.last_crop = fill_missing(batch.crops, batch.found, track.last_crop,
-                                           self.pipeline.fill)
-        return out
+        n = len(frames)
+        start = self._next_index
+        if n == 0:
+            return {t: empty_batch(0, 0) for t in self.tracks}
+        self._frame_size = (frames.shape[2], frames.shape[1])
+        self.face_detector.check_frame_size(frames.shape[2], frames.shape[1])
+        cuts = self.cuts.find(frames)
+        self._detect_rows(frames, detection_rows(n, start, self.detect_every, cuts), cuts, start)
+        self._next_index = start + n
+        return self._outputs(frames, start)
 
     def finish(self) -> List[Person]:
         """The people kept: seen on at least ``min_duration`` of frames, by id."""
@@ -252,21 +260,6 @@ class PeopleTracker:
         return people
 
     # ------------------------------------------------------------ detection
-    def _process(self, frames):
-        n = len(frames)
-        start = self._next_index
-        if n == 0:
-            return {t: _empty_batch(0, self.size) for t in self.tracks}
-        self._frame_size = (frames.shape[2], frames.shape[1])
-        self.pipeline.check_frame_size(frames.shape[2], frames.shape[1])
-        cuts = self.pipeline._cuts(frames)
-        every = self.pipeline.detect_every
-        keys = sorted({i for i in range(n) if (start + i) % every == 0} | {n - 1}
-                      | set(np.flatnonzero(cuts).tolist()))
-        self._detect_rows(frames, keys, cuts, start)
-        self._next_index = start + n
-        return self._outputs(frames, start)
-
     def _detect_rows(self, frames, rows, cuts, start):
         """Detect and track the detection rows of one batch, in order."""
         pending = []  # rows skipped while nobody is tracked, searched once a face is found
@@ -282,7 +275,7 @@ class PeopleTracker:
                     pending.append(row)
                     i += 1
                 continue
-            found = self.pipeline.detect(frames[row:row + 1], landmarks=True)[0]
+            found = self.face_detector.detect(frames[row:row + 1])[0]
             if pending and not self._tracking() and (found[1] >= self.acquire_prob).any():
                 # A face appeared since the last search: the frames skipped
                 # meanwhile are searched too, in order, before this one.
@@ -329,8 +322,7 @@ class PeopleTracker:
                 e[:2] += t.state[1] * (start + row - t.last_index)
                 expected.append(_to_xyxy(e))
         rows = np.repeat(np.asarray(group), len(live))
-        boxes, probs, points = self.pipeline.face_detector.refine(frames[rows],
-                                                                   np.stack(expected))
+        boxes, probs, points = self.face_detector.refine(frames[rows], np.stack(expected))
         missed = set()
         for g, row in enumerate(group):
             index = start + row
@@ -353,7 +345,7 @@ class PeopleTracker:
         run), then association (positions, or appearance after a cut) and
         new people."""
         if found is None:
-            found = self.pipeline.detect(frames[row:row + 1], landmarks=True)[0]
+            found = self.face_detector.detect(frames[row:row + 1])[0]
         boxes, probs, points = found
         self.full_detections += 1
         self._last_full = self._last_search = index
@@ -448,7 +440,7 @@ class PeopleTracker:
         if not continuous:
             track.segment += 1
         observed = _to_cxcywh(box)
-        smoothing = self.pipeline.smoothing
+        smoothing = self.smoothing
         if continuous:
             track.state = filter_step(self._expected(track, index), track.state[1], observed,
                                       gap, smoothing)
@@ -475,7 +467,7 @@ class PeopleTracker:
     def _outputs(self, frames, start):
         out = {}
         for t in self.tracks.values():
-            batch = _empty_batch(len(frames), self.size)
+            batch = empty_batch(len(frames), 0)
             keys = t.keys
             fill_rows(batch, keys, start)
             t.keys = [k for k in keys if k.index >= start + len(frames) - 1][-1:]
@@ -495,7 +487,7 @@ class PeopleTracker:
 
 class PersonSeries:
     """Per person, one value row per frame of the video, gathered batch by
-    batch as :meth:`PeopleTracker.process` gives them: a person first seen
+    batch as :meth:`FacePipeline.track <end2you_visual.faces.FacePipeline.track>` gives them: a person first seen
     after ``done`` frames gets NaN rows (and no face) before. For outputs
     known only at the video's end (the people kept are known then)."""
 

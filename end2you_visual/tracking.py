@@ -1,22 +1,40 @@
-"""Following the main subject of a video: the tracker, track-guided detection
-and shot-cut detection of :class:`~end2you_visual.faces.FacePipeline`.
+"""Following faces over the frames of a video: the face pipeline's tracker part.
 
-:class:`SubjectTracker` decides, detection frame by detection frame, which
-face is the subject (steps 2-4 of :mod:`end2you_visual.faces`: acquisition,
-matching, smoothing, interpolation). :class:`TrackGuidedDetection` refines
-the tracked face where it is expected with MTCNN's last stage
-(``detector="tracked"``, :mod:`end2you_visual.mtcnn`) and finds the shot
-cuts where the whole frame must be searched again. The subject's five
-landmarks (MTCNN's, in frame pixels) are carried with its box: smoothed by
-the box centre's filter, interpolated as the box is. Both are parts of
-:class:`~end2you_visual.faces.FacePipeline`, which holds their settings and
-state (set in its ``__init__`` and ``reset``).
+A tracker (:class:`FaceTracker`) takes the frames of a video batch by
+batch and says, per face it follows, where that face is on every frame (a
+:class:`~end2you_visual.face_batch.FaceBatch` per face, crops not cut yet:
+the pipeline's cropper cuts them). Two are built:
+
+* :class:`SubjectTracking` (``--faces main``): the main subject. It
+  composes the pipeline's detector, a :class:`SubjectTracker` (which face
+  is the subject, detection frame by detection frame: steps 2-4 of
+  :mod:`end2you_visual.faces`: acquisition, matching, smoothing,
+  interpolation) and a :class:`ShotCuts` (where the whole frame must be
+  searched again); with ``detector="tracked"`` it refines the tracked face
+  where it is expected with the detector's ``refine`` (MTCNN's last stage,
+  :mod:`end2you_visual.mtcnn`).
+* :class:`~end2you_visual.people.PeopleTracker` (``--faces all``): every
+  person, each with a stable id.
+
+The subject's five landmarks (MTCNN's, in frame pixels) are carried with its
+box: smoothed by the box centre's filter, interpolated as the box is.
 """
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
+from .detectors import Detections, FaceDetector
+from .face_batch import FaceBatch, empty_batch
+from .face_settings import check_setting
+from .ranges import check_number
 
-__all__ = ["SubjectTracker", "TrackGuidedDetection", "fill_rows", "filter_step", "match_costs"]
+__all__ = ["FaceTracker", "MAIN", "ShotCuts", "SubjectTracker", "SubjectTracking", "fill_rows",
+           "filter_step", "match_costs"]
+
+#: The id of the main subject in :meth:`SubjectTracking.track`'s output.
+MAIN = 0
 
 # A tracked face may grow or shrink by at most this factor between detections.
 _MAX_SIZE_CHANGE = 1.5
@@ -115,52 +133,102 @@ def filter_step(expected, velocity, observed, gap, smoothing):
             velocity + beta * residual[:len(velocity)] / gap)
 
 
-class SubjectTracker:
-    """The main-subject tracker of :class:`~end2you_visual.faces.FacePipeline`.
+class FaceTracker(Protocol):
+    """What the face pipeline needs of a tracker."""
 
-    Uses the pipeline's ``max_lost``, ``match_distance``, ``acquire_prob``
-    and ``smoothing`` and its track state (``_track_box``, ``_segment``,
-    ``_lost``, ``_state``, ``_points_state``, ``_prev_key``, set by ``reset``).
+    #: Frames of this video searched whole by the detector (a statistic).
+    full_detections: int
+
+    def reset(self) -> None:
+        """Forget the current video."""
+
+    def track(self, frames: np.ndarray) -> Dict[int, FaceBatch]:
+        """Where each followed face is on the next frames (n, H, W, 3) of the
+        video: ``{face id: FaceBatch of n rows}``, crops not cut (zeros)."""
+
+
+class SubjectTracker:
+    """Which face is the main subject, detection frame by detection frame.
+
+    The first time faces are seen, the most prominent one (area x
+    probability, among those with probability >= ``acquire_prob``) becomes
+    the subject; later, only the detection nearest where the subject is
+    expected continues the track (:func:`match_costs`); after more than
+    ``max_lost`` frames without it, the most prominent face is acquired
+    again. Its box (and landmarks) are smoothed by :func:`filter_step`.
+
+    Args:
+        max_lost: frames without the subject before another face is acquired.
+        match_distance: the gate of :func:`match_costs`.
+        acquire_prob: least probability of a face to become the subject.
+        smoothing: the face setting ``smoothing`` (0: none).
     """
 
-    def _track(self, index, boxes, probs, points=None):
-        """Update the track with one detection frame; returns its _Key.
+    def __init__(self, max_lost: int = 25, match_distance: float = 0.5,
+                 acquire_prob: float = 0.9, smoothing: float = 0.5):
+        self.max_lost = check_number("max_lost", max_lost, 0, integer=True)
+        self.match_distance = check_number("match_distance", match_distance, 0, min_open=True)
+        self.acquire_prob = check_number("acquire_prob", acquire_prob, 0, 1)
+        self.smoothing = check_setting("smoothing", smoothing)
+        self.reset()
 
-        ``points``: the detections' landmarks (k, 5, 2), or None; they go
-        with the subject's box and do not take part in choosing it."""
-        gap = index - self._prev_key.index if self._prev_key is not None else 1
-        if self._track_box is not None:
-            j = self._match(boxes, gap)
+    def reset(self) -> None:
+        """Forget the subject."""
+        self.box: Optional[np.ndarray] = None  # last raw detection of the subject, (4,)
+        self.segment = -1  # id of the current continuous track segment
+        self.lost = 0  # frames since the subject was last seen
+        self.state: Optional[Tuple[np.ndarray, np.ndarray]] = None  # ((cx, cy, w, h), (vx, vy))
+        self._points_state = None  # landmark filter state ((5, 2), (5, 2) per frame) or None
+        self.last_key: Optional[_Key] = None  # the last detection frame's result
+
+    @property
+    def in_view(self) -> bool:
+        """The subject was found at the last detection frame."""
+        return self.box is not None and self.lost == 0
+
+    def step(self, index: int, boxes: np.ndarray, probs: np.ndarray,
+             points: Optional[np.ndarray] = None) -> _Key:
+        """Update the track with detection frame ``index`` (its faces:
+        ``boxes`` (k, 4), ``probs`` (k,), ``points`` (k, 5, 2) or None; the
+        landmarks go with the subject's box and do not take part in choosing
+        it); returns (and keeps as :attr:`last_key`) its result."""
+        self.last_key = self._step(index, boxes, probs, points)
+        return self.last_key
+
+    def _step(self, index, boxes, probs, points):
+        gap = index - self.last_key.index if self.last_key is not None else 1
+        if self.box is not None:
+            j = self.match(boxes, gap)
             if j is not None:
-                continuous = self._lost == 0
-                self._lost = 0
+                continuous = self.lost == 0
+                self.lost = 0
                 return self._accept(index, boxes[j], probs[j], gap, continuous,
                                     None if points is None else points[j])
-            self._lost += gap
-            self._state = None  # no smoothing (or motion) across a loss
-            if self._lost <= self.max_lost:
+            self.lost += gap
+            self.state = None  # no smoothing (or motion) across a loss
+            if self.lost <= self.max_lost:
                 return _Key(index)
-            self._track_box = None
+            self.box = None
         prominence = _area(boxes.astype(np.float64)) * probs * (probs >= self.acquire_prob)
         if not prominence.any():
             return _Key(index)
         j = int(np.argmax(prominence))
-        self._segment += 1
-        self._lost = 0
+        self.segment += 1
+        self.lost = 0
         return self._accept(index, boxes[j], probs[j], gap, continuous=False,
                             points=None if points is None else points[j])
 
-    def _expected(self, gap):
+    def expected(self, gap: int) -> np.ndarray:
         """Where the subject should be ``gap`` frames after the last detection
         frame: (cx, cy, w, h), moved by its velocity while tracked, its last
         detection while lost."""
-        if self._state is None:
-            return _to_cxcywh(self._track_box)
-        expected = self._state[0].copy()
-        expected[:2] += self._state[1] * gap
+        if self.state is None:
+            return _to_cxcywh(self.box)
+        expected = self.state[0].copy()
+        expected[:2] += self.state[1] * gap
         return expected
 
-    def _match(self, boxes, gap):
+    def match(self, boxes: np.ndarray, gap: int) -> Optional[int]:
         """Index of the detection that continues the track, or None.
 
         The detection nearest the expected position (centre distance
@@ -172,7 +240,7 @@ class SubjectTracker:
         """
         if len(boxes) == 0:
             return None
-        cost = match_costs(self._expected(gap), boxes, gap, self.match_distance)
+        cost = match_costs(self.expected(gap), boxes, gap, self.match_distance)
         if not np.isfinite(cost).any():
             return None
         return int(np.argmin(cost))
@@ -187,14 +255,14 @@ class SubjectTracker:
         centre (same alpha and beta, its own velocity).
         """
         box = np.asarray(box, np.float64)
-        self._track_box = box
+        self.box = box
         observed = _to_cxcywh(box)
-        if continuous and self._state is not None:
-            self._state = filter_step(self._expected(gap), self._state[1], observed, gap,
-                                      self.smoothing)
+        if continuous and self.state is not None:
+            self.state = filter_step(self.expected(gap), self.state[1], observed, gap,
+                                     self.smoothing)
         else:
-            self._state = (observed, np.zeros(2))
-        return _Key(index, _to_xyxy(self._state[0]), float(prob), self._segment,
+            self.state = (observed, np.zeros(2))
+        return _Key(index, _to_xyxy(self.state[0]), float(prob), self.segment,
                     self._accept_points(points, gap, continuous))
 
     def _accept_points(self, points, gap, continuous):
@@ -212,143 +280,23 @@ class SubjectTracker:
             self._points_state = (observed, np.zeros((5, 2)))
         return self._points_state[0].copy()
 
-    def _fill_rows(self, out, keys, start):
-        """Write key results and interpolate between them into ``out`` rows."""
-        fill_rows(out, keys, start)
 
+class ShotCuts:
+    """Finds shot cuts: frames that differ sharply from the one before
+    (colour histograms and differences of small thumbnails). Keeps the last
+    frame's thumbnail, so a cut between two batches is found too."""
 
-class TrackGuidedDetection:
-    """Track-guided detection and shot cuts (``detector="tracked"``) of
-    :class:`~end2you_visual.faces.FacePipeline`.
+    def __init__(self) -> None:
+        self.reset()
 
-    Uses the pipeline's MTCNN, ``device``, ``thresholds``, ``batch_size``,
-    ``refresh_every``, its :class:`SubjectTracker` methods and its state
-    (``_anchor``, ``_last_full``, ``_untracked``, ``_last_thumb``).
-    """
+    def reset(self) -> None:
+        """Forget the last frame (before the next video)."""
+        self._last_thumb: Optional[np.ndarray] = None
 
-    def _track_guided(self, frames, key_rows, cuts, start, keys):
-        """Detect and track the key rows with ``detector="tracked"``.
-
-        While the subject is tracked, groups of key rows are refined by
-        O-Net where it is expected; the first row where O-Net does not
-        confirm it (no match, or a low probability), a cut and a due
-        refresh are detected in full. While no face is tracked,
-        rows are detected in full, a batch at a time.
-        """
-        pending = []  # rows skipped while nothing is tracked
-        i = 0
-        while i < len(key_rows):
-            if self._track_box is None or self._lost > 0:  # nothing in view
-                i = self._search_untracked(frames, key_rows, i, cuts, start, keys, pending)
-                continue
-            if self._can_refine(start + key_rows[i], cuts[key_rows[i]]):
-                group_id = (start + key_rows[i]) // _REFINE_GROUP
-                if self._anchor is None or self._anchor[0] != group_id:
-                    self._anchor = (group_id, self._prev_key.index, *self._state)
-                group = [key_rows[i]]
-                for row in key_rows[i + 1:]:
-                    if (start + row) // _REFINE_GROUP != (start + group[0]) // _REFINE_GROUP \
-                            or not self._can_refine(start + row, cuts[row]):
-                        break
-                    group.append(row)
-                for row, (boxes, probs, points) in zip(group,
-                                                       self._refine_track(frames, group, start)):
-                    j = self._match(boxes, start + row - self._prev_key.index)
-                    if j is None or probs[j] < _REFINE_MIN_PROB:
-                        break
-                    self._prev_key = self._track(start + row, boxes, probs, points)
-                    keys.append(self._prev_key)
-                    i += 1
-                else:
-                    continue
-            # Full detection: one row while a face is tracked (the windows
-            # resume after it); while none is, batches growing 1, 1, 2, 4...
-            # up to batch_size frames (a face appearing costs little, a
-            # video without faces is detected in whole batches).
-            # A shot cut starts a new run (a face may appear there).
-            if cuts[key_rows[i]]:
-                self._untracked = 0
-            tracked = self._track_box is not None and self._lost == 0
-            size = 1 if tracked else min(self.batch_size, max(1, self._untracked))
-            group = key_rows[i:i + size]
-            later_cuts = [k for k, row in enumerate(group) if k and cuts[row]]
-            if later_cuts:
-                group = group[:later_cuts[0]]
-            for row, (boxes, probs, points) in zip(group, self.detect(frames[group],
-                                                                      landmarks=True)):
-                self._last_full = start + row
-                self._anchor = None
-                self.full_detections += 1
-                self._prev_key = self._track(start + row, boxes, probs, points)
-                keys.append(self._prev_key)
-                tracked = self._track_box is not None and self._lost == 0
-                self._untracked = 0 if tracked else self._untracked + 1
-                i += 1
-
-    def _search_untracked(self, frames, key_rows, i, cuts, start, keys, pending):
-        """While no face is in view (none tracked, or the tracked one lost):
-        search the whole frame of row
-        ``key_rows[i]`` only at a cut, every ``search_every`` frames and on
-        the last frame of the call (else the row waits in ``pending``); when
-        a search finds a face, the waiting rows are searched first, in
-        order. Returns the next i."""
-        row = key_rows[i]
-        index = start + row
-        last = row == len(frames) - 1  # the waiting rows' frames are gone after this call
-        if not cuts[row] and not last and self._last_search is not None and \
-                index - self._last_search < self.search_every:
-            pending.append(row)
-            return i + 1
-        self._last_search = index
-        found = self.detect(frames[row:row + 1], landmarks=True)[0]
-        rows = [row]
-        if pending and (found[1] >= self.acquire_prob).any():
-            rows = pending + rows  # the face may have appeared since the last search
-            detections = self.detect(frames[pending], landmarks=True) + [found]
-        else:
-            detections = [found]
-        pending.clear()
-        for r, (boxes, probs, points) in zip(rows, detections):
-            self._last_full = start + r
-            self._anchor = None
-            self.full_detections += 1
-            self._prev_key = self._track(start + r, boxes, probs, points)
-            keys.append(self._prev_key)
-        return i + 1
-
-    def _can_refine(self, index, cut):
-        """Whether frame ``index`` can be refined where the track expects the face."""
-        return (self._track_box is not None and self._lost == 0 and self._state is not None
-                and not cut and self._last_full is not None
-                and index - self._last_full < self.refresh_every)
-
-    def _refine_track(self, frames, rows, start):
-        """MTCNN's O-Net on where the subject is expected in ``rows``.
-
-        The expected place is the anchor's (the smoothed track at the
-        start of the group, or after the last full detection) moved by its
-        velocity, so that it does not depend on where batches end; its
-        size is the anchor's. All rows' boxes, at three scales, go through
-        O-Net in one batch (:func:`~end2you_visual.mtcnn.refine_boxes`).
-        Returns ``(boxes, probs, landmarks)`` per row as :meth:`detect` does with
-        ``landmarks=True``, in frame pixels: the refined box when O-Net
-        calls it a face (its threshold), else none.
-        """
-        _, anchor, position, velocity = self._anchor
-        offsets = np.array([start + row - anchor for row in rows], np.float64)[:, None]
-        expected = np.tile(position, (len(rows), 1))
-        expected[:, :2] += velocity * offsets
-        boxes, probs, points = self.face_detector.refine(
-            frames[rows], np.stack([_to_xyxy(e) for e in expected]))
-        results = []
-        for box, prob, point in zip(boxes, probs, points):
-            k = 1 if prob > self.thresholds[2] else 0
-            results.append((box[None][:k], prob[None][:k], point[None][:k]))
-        return results
-
-    def _cuts(self, frames):
-        """Shot cuts: bool (n,), True where a frame differs sharply from the
-        one before it (the last frame of the previous call for the first)."""
+    def find(self, frames: np.ndarray) -> np.ndarray:
+        """bool (n,), True where a frame of ``frames`` (n, H, W, 3) differs
+        sharply from the one before it (the last frame of the previous call
+        for the first)."""
         h, w = frames.shape[1:3]
         ys = np.linspace(0, h - 1, _THUMB_SHAPE[0]).round().astype(np.int64)
         xs = np.linspace(0, w - 1, _THUMB_SHAPE[1]).round().astype(np.int64)
@@ -368,3 +316,204 @@ class TrackGuidedDetection:
         changed = (distance > _CUT_HISTOGRAM) | (difference > _CUT_DIFFERENCE)
         cuts[1 - shift:] = changed
         return cuts
+
+
+def detection_rows(n: int, start: int, every: int, cuts: Optional[np.ndarray] = None) -> List[int]:
+    """The rows of a batch of ``n`` frames (row 0 is frame ``start``) that
+    are detection frames: every ``every``-th frame of the video, the last row
+    and, given ``cuts`` (bool (n,)), every shot cut."""
+    rows = {i for i in range(n) if (start + i) % every == 0} | {n - 1}
+    if cuts is not None:
+        rows |= set(np.flatnonzero(cuts).tolist())
+    return sorted(rows)
+
+
+class SubjectTracking:
+    """The main subject's tracker part (a :class:`FaceTracker`): its detector,
+    a :class:`SubjectTracker` and a :class:`ShotCuts`, and when to detect.
+
+    Args:
+        face_detector: the pipeline's :class:`~end2you_visual.detectors.FaceDetector`.
+        subject: which face is the subject (:class:`SubjectTracker`).
+        detector: ``"tracked"`` (refine the subject where it is expected
+            between whole-frame searches) or ``"full"`` (search every
+            detection frame whole); the face setting of that name.
+        detect_every: detect on every k-th frame, interpolate between.
+        refresh_every: with ``"tracked"``, a whole-frame search at least
+            every this many frames while the subject is tracked.
+        search_every: with ``"tracked"``, while nothing is in view, frames
+            between whole-frame searches (see :class:`~end2you_visual.faces.FacePipeline`).
+        batch_size: most frames searched whole in one detector call.
+        refine_threshold: least probability of the detector's refinement
+            for a face to be there at all (MTCNN's O-Net threshold).
+    """
+
+    def __init__(self, face_detector: FaceDetector, subject: SubjectTracker,
+                 detector: str = "tracked", detect_every: int = 1, refresh_every: int = 50,
+                 search_every: int = 5, batch_size: int = 16, refine_threshold: float = 0.7):
+        self.face_detector = face_detector
+        self.subject = subject
+        self.cuts = ShotCuts()
+        self.detector = check_setting("detector", detector)
+        self.detect_every = check_setting("detect_every", detect_every)
+        self.refresh_every = check_number("refresh_every", refresh_every, 1, integer=True)
+        self.search_every = check_number("search_every", search_every, 1, integer=True)
+        self.batch_size = check_setting("batch_size", batch_size)
+        self.refine_threshold = check_number("thresholds", refine_threshold, 0, 1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current video."""
+        self.subject.reset()
+        self.cuts.reset()
+        self._next_index = 0  # video index of the next frame given to track
+        self._last_full: Optional[int] = None  # index of the last frame detected in full
+        # Expected boxes are placed from the track as it was at a frame:
+        # (group, frame index, centre-size, velocity); kept for a group of
+        # _REFINE_GROUP frames (of the video, whatever the batches) or until
+        # a full detection.
+        self._anchor: Optional[tuple] = None
+        self.full_detections = 0  # frames of this video detected in full (a statistic)
+        self._untracked = 0  # frames detected in full in a row without a tracked face
+        self._last_search: Optional[int] = None  # last frame searched while nothing was tracked
+
+    def track(self, frames: np.ndarray) -> Dict[int, FaceBatch]:
+        """The subject on the next frames (n, H, W, 3): ``{MAIN: FaceBatch}``,
+        crops not cut."""
+        self.face_detector.check_frame_size(frames.shape[2], frames.shape[1])
+        n, start = len(frames), self._next_index
+        out = empty_batch(n, 0)
+        if n == 0:
+            return {MAIN: out}
+        keys = [self.subject.last_key] if self.subject.last_key is not None else []
+        if self.detector == "full":
+            rows = detection_rows(n, start, self.detect_every)
+            chosen = frames if len(rows) == n else frames[rows]
+            for row, found in zip(rows, self.face_detector.detect(chosen)):
+                keys.append(self.subject.step(start + row, *found))
+            self.full_detections += len(rows)
+        else:
+            cuts = self.cuts.find(frames)
+            rows = detection_rows(n, start, self.detect_every, cuts)
+            self._track_guided(frames, rows, cuts, start, keys)
+        fill_rows(out, keys, start)
+        self._next_index = start + n
+        return {MAIN: out}
+
+    def _full(self, index: int, found: Detections, keys: List[_Key]) -> None:
+        """Frame ``index`` searched whole (its faces: ``found``)."""
+        self._last_full = index
+        self._anchor = None
+        self.full_detections += 1
+        keys.append(self.subject.step(index, *found))
+
+    def _track_guided(self, frames, key_rows, cuts, start, keys):
+        """Detect and track the key rows with ``detector="tracked"``.
+
+        While the subject is tracked, groups of key rows are refined by
+        the detector where it is expected; the first row where the
+        refinement does not confirm it (no match, or a low probability), a
+        cut and a due refresh are detected in full. While no face is in
+        view, the whole frame is searched every ``search_every`` frames
+        (:meth:`_search_untracked`).
+        """
+        pending: List[int] = []  # rows skipped while nothing is tracked
+        subject = self.subject
+        i = 0
+        while i < len(key_rows):
+            if not subject.in_view:  # nothing in view
+                i = self._search_untracked(frames, key_rows, i, cuts, start, keys, pending)
+                continue
+            if self._can_refine(start + key_rows[i], cuts[key_rows[i]]):
+                group_id = (start + key_rows[i]) // _REFINE_GROUP
+                if self._anchor is None or self._anchor[0] != group_id:
+                    self._anchor = (group_id, subject.last_key.index, *subject.state)
+                group = [key_rows[i]]
+                for row in key_rows[i + 1:]:
+                    if (start + row) // _REFINE_GROUP != (start + group[0]) // _REFINE_GROUP \
+                            or not self._can_refine(start + row, cuts[row]):
+                        break
+                    group.append(row)
+                for row, (boxes, probs, points) in zip(group,
+                                                       self._refine_track(frames, group, start)):
+                    j = subject.match(boxes, start + row - subject.last_key.index)
+                    if j is None or probs[j] < _REFINE_MIN_PROB:
+                        break
+                    keys.append(subject.step(start + row, boxes, probs, points))
+                    i += 1
+                else:
+                    continue
+            # Full detection: one row while a face is tracked (the windows
+            # resume after it); while none is, batches growing 1, 1, 2, 4...
+            # up to batch_size frames (a face appearing costs little, a
+            # video without faces is detected in whole batches).
+            # A shot cut starts a new run (a face may appear there).
+            if cuts[key_rows[i]]:
+                self._untracked = 0
+            size = 1 if subject.in_view else min(self.batch_size, max(1, self._untracked))
+            group = key_rows[i:i + size]
+            later_cuts = [k for k, row in enumerate(group) if k and cuts[row]]
+            if later_cuts:
+                group = group[:later_cuts[0]]
+            for row, found in zip(group, self.face_detector.detect(frames[group])):
+                self._full(start + row, found, keys)
+                self._untracked = 0 if subject.in_view else self._untracked + 1
+                i += 1
+
+    def _search_untracked(self, frames, key_rows, i, cuts, start, keys, pending):
+        """While no face is in view (none tracked, or the tracked one lost):
+        search the whole frame of row
+        ``key_rows[i]`` only at a cut, every ``search_every`` frames and on
+        the last frame of the call (else the row waits in ``pending``); when
+        a search finds a face, the waiting rows are searched first, in
+        order. Returns the next i."""
+        row = key_rows[i]
+        index = start + row
+        last = row == len(frames) - 1  # the waiting rows' frames are gone after this call
+        if not cuts[row] and not last and self._last_search is not None and \
+                index - self._last_search < self.search_every:
+            pending.append(row)
+            return i + 1
+        self._last_search = index
+        found = self.face_detector.detect(frames[row:row + 1])[0]
+        rows = [row]
+        if pending and (found[1] >= self.subject.acquire_prob).any():
+            rows = pending + rows  # the face may have appeared since the last search
+            detections = self.face_detector.detect(frames[pending]) + [found]
+        else:
+            detections = [found]
+        pending.clear()
+        for r, detected in zip(rows, detections):
+            self._full(start + r, detected, keys)
+        return i + 1
+
+    def _can_refine(self, index, cut):
+        """Whether frame ``index`` can be refined where the track expects the face."""
+        return (self.subject.in_view and self.subject.state is not None
+                and not cut and self._last_full is not None
+                and index - self._last_full < self.refresh_every)
+
+    def _refine_track(self, frames, rows, start):
+        """The detector's refinement where the subject is expected in ``rows``.
+
+        The expected place is the anchor's (the smoothed track at the
+        start of the group, or after the last full detection) moved by its
+        velocity, so that it does not depend on where batches end; its
+        size is the anchor's. All rows' boxes go through the detector's
+        ``refine`` in one call (MTCNN: O-Net at three scales,
+        :func:`~end2you_visual.mtcnn.refine_boxes`).
+        Returns ``(boxes, probs, landmarks)`` per row as the detector's
+        ``detect`` does, in frame pixels: the refined box when its
+        probability passes ``refine_threshold``, else none.
+        """
+        _, anchor, position, velocity = self._anchor
+        offsets = np.array([start + row - anchor for row in rows], np.float64)[:, None]
+        expected = np.tile(position, (len(rows), 1))
+        expected[:, :2] += velocity * offsets
+        boxes, probs, points = self.face_detector.refine(
+            frames[rows], np.stack([_to_xyxy(e) for e in expected]))
+        results = []
+        for box, prob, point in zip(boxes, probs, points):
+            k = 1 if prob > self.refine_threshold else 0
+            results.append((box[None][:k], prob[None][:k], point[None][:k]))
+        return results

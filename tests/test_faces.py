@@ -283,7 +283,7 @@ def test_box_crops_are_roi_align_computed_axis_by_axis(size):
         roi = torch.from_numpy(np.concatenate([[0], square]).astype(np.float32))[None]
         expected = roi_align(whole, roi, output_size=size, spatial_scale=1.0, sampling_ratio=0,
                              aligned=True)[0]
-        assert torch.allclose(pipeline._crop_one(frame, square), expected, atol=0.02), square
+        assert torch.allclose(pipeline.cropper._crop_one(frame, square), expected, atol=0.02), square
 
 
 def test_crop_image_from_path(tmp_path, single_frames):

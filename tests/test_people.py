@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from end2you_visual.face_settings import FaceSettings
-from end2you_visual.people import RELINK_SIMILARITY, PeopleTracker, appearance
+from end2you_visual.people import RELINK_SIMILARITY, appearance
 from end2you_visual.video import iter_frame_batches, probe_video
 
 DATA = Path(__file__).parent / "data"
@@ -17,19 +17,19 @@ pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def track(path, batch_size=16, **kwargs):
-    """Run a PeopleTracker over a video: (people kept, {id: found (T,)},
+    """Run the people pipeline (faces="all") over a video: (people kept, {id: found (T,)},
     {id: boxes (T, 4)}, frames)."""
     info = probe_video(path)
-    tracker = PeopleTracker(FaceSettings(size=24), fps=info.fps, **kwargs)
+    pipeline = FaceSettings(size=24, faces="all").pipeline(info.fps)
     found, boxes, frames = {}, {}, []
     for start, batch in iter_frame_batches(path, batch_size):
         frames.append(batch)
-        for pid, faces in tracker.process(batch).items():
+        for pid, faces in pipeline.track(batch).items():
             found.setdefault(pid, np.zeros((start, ), bool))
             boxes.setdefault(pid, np.full((start, 4), np.nan, np.float32))
             found[pid] = np.concatenate([found[pid], faces.found])
             boxes[pid] = np.concatenate([boxes[pid], faces.boxes])
-    return tracker.finish(), found, boxes, np.concatenate(frames)
+    return pipeline.people(), found, boxes, np.concatenate(frames)
 
 
 def iou(a, b):

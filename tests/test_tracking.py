@@ -61,7 +61,7 @@ def spliced(single_frames):
 def test_default_boxes_match_full_detection(single_frames):
     fast, pipeline = run(single_frames)
     full, reference = run(single_frames, detector="full")
-    assert pipeline.detector == "tracked" and reference.detector == "full"
+    assert pipeline.settings.detector == "tracked" and reference.settings.detector == "full"
     np.testing.assert_array_equal(fast.found, full.found)
     assert fast.found.all()
     overlap = iou(fast.boxes, full.boxes)
@@ -122,7 +122,7 @@ def test_tracked_detection_does_not_depend_on_batches(single_frames):
 
 def test_shot_cuts_are_found(spliced):
     pipeline = FacePipeline()
-    cuts = np.concatenate([pipeline._cuts(spliced[s:s + 16]) for s in range(0, len(spliced), 16)])
+    cuts = np.concatenate([pipeline.tracker.cuts.find(spliced[s:s + 16]) for s in range(0, len(spliced), 16)])
     np.testing.assert_array_equal(np.flatnonzero(cuts), [72, 112])
 
 
@@ -171,7 +171,7 @@ def test_detector_option():
     with pytest.raises(InputError, match="--detector"):
         FaceSettings(detector="fast")
     assert FaceSettings().detector == "tracked"
-    assert FaceSettings(detector="full").pipeline(fps=25).detector == "full"
+    assert FaceSettings(detector="full").pipeline(fps=25).settings.detector == "full"
 
 
 # ------------------------- frames without a face cost less (issue 23, item 5)
@@ -186,7 +186,7 @@ def test_without_a_face_in_view_the_whole_frame_is_searched_every_k_frames(face_
     frames), and its marks are full detection's."""
     fast, pipeline = run(face_then_none)
     full, _ = run(face_then_none, detector="full")
-    assert pipeline.search_every == 6
+    assert pipeline.tracker.search_every == 6
     np.testing.assert_array_equal(fast.found, full.found)
     without = int((~full.found).sum())
     assert without >= 90
