@@ -1,6 +1,7 @@
 """Track-guided detection (FacePipeline(detector="tracked"), the default)
 against full per-frame detection, on the bundled clips (MTCNN, CPU)."""
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from end2you_visual.crops import FaceCropper
+from end2you_visual.detectors import MTCNNDetector
 from end2you_visual.errors import InputError
+from end2you_visual.face_batch import empty_batch
 from end2you_visual.faces import FaceBatch, FacePipeline, FaceSettings, resize_only
+from end2you_visual.people import PeopleTracker
 from end2you_visual.mtcnn import channels_last, refine_boxes
 from end2you_visual.video import iter_frame_batches
 
@@ -255,3 +260,75 @@ def test_a_face_pipeline_runs_on_any_face_detector(single_frames):
     np.testing.assert_allclose(faces.boxes, np.repeat(FixedBox.box[None], 20, 0), atol=1e-4)
     # Track-guided: only the first frame searched whole, the rest refined.
     assert pipeline.full_detections == 1
+
+
+class TwoFixedFaces:
+    """A stand-in tracker (a FaceTracker): two faces at fixed boxes, the
+    second only on even frames."""
+
+    full_detections = 0
+    boxes = {0: np.array([10, 10, 40, 40], np.float32), 7: np.array([60, 20, 90, 50], np.float32)}
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.start = 0
+
+    def track(self, frames):
+        n = len(frames)
+        out = {}
+        for face, box in self.boxes.items():
+            batch = empty_batch(n, 0)
+            rows = np.arange(n) if face == 0 else np.flatnonzero((self.start + np.arange(n)) % 2 == 0)
+            batch.boxes[rows], batch.found[rows], batch.probs[rows] = box, True, 1.0
+            out[face] = batch
+        self.start += n
+        return out
+
+
+def test_the_pipeline_crops_what_any_tracker_follows():
+    """The pipeline's parts are independent: a tracker of its own gives the
+    faces, the pipeline's cropper cuts them (its settings) and fills each
+    face's no-face rows with that face's last crop."""
+    frames = np.random.default_rng(3).integers(0, 256, (5, 64, 100, 3), dtype=np.uint8)
+    pipeline = FacePipeline(size=16, margin=0.0)
+    pipeline.tracker = TwoFixedFaces()
+    out = pipeline.track(frames)
+    assert sorted(out) == [0, 7]
+    cropper = FaceCropper(size=16, margin=0.0)
+    for face, box in TwoFixedFaces.boxes.items():
+        np.testing.assert_array_equal(out[face].crops[0], cropper.crop(frames[:1], box[None])[0])
+    # frames 1 and 3 lack face 7: the crop of frames 0 and 2 before them
+    np.testing.assert_array_equal(out[7].crops[1], out[7].crops[0])
+    np.testing.assert_array_equal(out[7].crops[3], out[7].crops[2])
+    assert not np.array_equal(out[7].crops[1], out[0].crops[1])
+    assert pipeline.process(frames).found.all()  # the main subject: face 0
+
+
+def test_each_part_is_built_from_its_slice_of_the_settings():
+    settings = FaceSettings(size=48, margin=0.5, crop="aligned", fill="zeros", detect_every=2,
+                            smoothing=0.25, detector="full", min_face_size=30, batch_size=4)
+    for part, cls in (("cropper", FaceCropper), ("detector", MTCNNDetector)):
+        assert set(settings.part(part)) <= set(inspect.signature(cls).parameters), part
+    pipeline = settings.pipeline(fps=25)
+    assert (pipeline.cropper.size, pipeline.cropper.margin, pipeline.cropper.crop_kind,
+            pipeline.cropper.fill) == (48, 0.5, "aligned", "zeros")
+    assert (pipeline.face_detector.min_face_size, pipeline.face_detector.batch_size) == (30, 4)
+    assert (pipeline.tracker.detect_every, pipeline.tracker.detector,
+            pipeline.tracker.subject.smoothing) == (2, "full", 0.25)
+    assert isinstance(FaceSettings(faces="all").pipeline(fps=25).tracker, PeopleTracker)
+
+
+@pytest.mark.parametrize("make", [lambda: FaceCropper(margin=-1), lambda: FacePipeline(margin=-1),
+                                  lambda: FaceSettings(margin=-1)])
+def test_a_setting_out_of_range_is_the_same_error_wherever_it_is_given(make):
+    with pytest.raises(InputError, match=r"--margin: must be in \[0, 10\], got -1"):
+        make()
+
+
+def test_the_main_subject_and_every_person_have_their_own_calls():
+    with pytest.raises(ValueError, match="track"):
+        FacePipeline(faces="all").process(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="all"):
+        FacePipeline().people()
