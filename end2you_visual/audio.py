@@ -28,11 +28,16 @@ Storage (:class:`AudioStore`, used by :class:`~end2you_visual.hdf5.SequenceWrite
                                        sequence's samples
     attributes of /audio: rate (Hz), dtype ("float32"), channels (1)
 """
+from __future__ import annotations
+
 import math
+import os
 import re
 import subprocess
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InputError
 from .ranges import check_number
@@ -42,6 +47,9 @@ __all__ = ["DEFAULT_RATE", "AUDIO_MODES", "has_audio", "iter_audio", "read_audio
            "read_audio_windows", "end2you_audio_windows", "audio_found", "check_rate",
            "audio_settings", "audio_track_found", "store_audio_track"]
 
+if TYPE_CHECKING:
+    from .hdf5 import SequenceWriter
+
 DEFAULT_RATE = 16000
 AUDIO_MODES = ("required", "optional")
 MIN_RATE, MAX_RATE = 1000, 192000
@@ -49,18 +57,18 @@ CHUNK_SAMPLES = 1 << 16
 _TIME_DIGITS = 6  # round t * rate to micro-samples: 0.1 * 16000 is 1600, not 1600.0000000002
 
 
-def check_rate(rate, option="--audio-rate"):
+def check_rate(rate: float, option: str = "--audio-rate") -> int:
     """``rate`` as an int in [MIN_RATE, MAX_RATE], else InputError naming ``option``."""
-    return check_number(option, rate, MIN_RATE, MAX_RATE, integer=True)
+    return int(check_number(option, rate, MIN_RATE, MAX_RATE, integer=True))
 
 
-def _ffmpeg():
+def _ffmpeg() -> str:
     from moviepy.config import FFMPEG_BINARY  # slow to import: only audio needs it here
 
     return FFMPEG_BINARY
 
 
-def has_audio(path):
+def has_audio(path: str | os.PathLike[str]) -> bool:
     """True when ffmpeg finds an audio stream in ``path``."""
     probe = subprocess.run([_ffmpeg(), "-hide_banner", "-nostdin", "-i", str(path)],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -72,7 +80,8 @@ def has_audio(path):
     return re.search(r"Stream #\S+.*: Audio:", text) is not None
 
 
-def iter_audio(path, rate=DEFAULT_RATE, chunk=CHUNK_SAMPLES):
+def iter_audio(path: str | os.PathLike[str], rate: int = DEFAULT_RATE,
+               chunk: int = CHUNK_SAMPLES) -> Iterator[npt.NDArray[np.float32]]:
     """Yield the audio track of ``path`` as mono float32 chunks at ``rate`` Hz.
 
     Raises:
@@ -89,6 +98,7 @@ def iter_audio(path, rate=DEFAULT_RATE, chunk=CHUNK_SAMPLES):
                "-f", "f32le", "-acodec", "pcm_f32le", "-"]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None  # both PIPE
     try:
         leftover = b""
         while True:
@@ -111,17 +121,18 @@ def iter_audio(path, rate=DEFAULT_RATE, chunk=CHUNK_SAMPLES):
         proc.stderr.close()
 
 
-def read_audio(path, rate=DEFAULT_RATE):
+def read_audio(path: str | os.PathLike[str], rate: int = DEFAULT_RATE
+               ) -> npt.NDArray[np.float32]:
     """The whole audio track of ``path``: mono float32 (M,) at ``rate`` Hz."""
     parts = list(iter_audio(path, rate))
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def _ceil_samples(seconds, rate):
+def _ceil_samples(seconds: npt.ArrayLike, rate: float) -> npt.NDArray[np.int64]:
     return np.ceil(np.round(np.asarray(seconds, np.float64) * rate, _TIME_DIGITS)).astype(np.int64)
 
 
-def frame_ranges(timestamps, fps, rate):
+def frame_ranges(timestamps: npt.ArrayLike, fps: float, rate: float) -> npt.NDArray[np.int64]:
     """(T, 2) int64 ``[start, stop)`` sample indices of frames shown at ``timestamps``.
 
     Frame ``i`` owns the samples of ``[t_i, t_i + 1 / fps)``; see the module doc.
@@ -132,12 +143,13 @@ def frame_ranges(timestamps, fps, rate):
     return np.stack([_ceil_samples(times, rate), _ceil_samples(times + 1.0 / fps, rate)], 1)
 
 
-def samples_per_frame(fps, rate):
+def samples_per_frame(fps: float, rate: float) -> int:
     """Window length: ``ceil(rate / fps)``, the most samples a frame owns."""
     return int(math.ceil(round(rate / fps, _TIME_DIGITS)))
 
 
-def frame_windows(waveform, ranges, length):
+def frame_windows(waveform: np.ndarray, ranges: npt.ArrayLike, length: int
+                  ) -> npt.NDArray[np.float32]:
     """(T, length) float32 windows: ``waveform[start:stop]`` of each range, zero-padded."""
     ranges = np.asarray(ranges, np.int64).reshape(-1, 2)
     out = np.zeros((len(ranges), int(length)), np.float32)
@@ -156,7 +168,7 @@ class AudioStore:
     timestamps and their sequence's frame rate.
     """
 
-    def __init__(self, h5, rate):
+    def __init__(self, h5: Any, rate: int) -> None:  # h5: an open h5py.File
         self.rate = check_rate(rate)
         group = h5.create_group("audio")
         group.attrs.update({"rate": self.rate, "dtype": "float32", "channels": 1})
@@ -164,13 +176,13 @@ class AudioStore:
         self.waveform = group.create_dataset("waveform", (0,), np.float32, maxshape=(None,),
                                              chunks=(CHUNK_SAMPLES,))
         self.offsets = [0]
-        self.present = []
-        self._open_present = None
+        self.present: list[bool] = []
+        self._open_present: bool | None = None
 
-    def begin_sequence(self):
+    def begin_sequence(self) -> None:
         self._open_present = False
 
-    def append(self, samples):
+    def append(self, samples: npt.ArrayLike) -> None:
         """Append mono float32 samples to the open sequence."""
         samples = np.asarray(samples, np.float32).reshape(-1)
         start = self.waveform.shape[0]
@@ -178,12 +190,13 @@ class AudioStore:
         self.waveform[start:] = samples
         self._open_present = True
 
-    def end_sequence(self):
+    def end_sequence(self) -> None:
         self.present.append(bool(self._open_present))
         self.offsets.append(int(self.waveform.shape[0]))
         self._open_present = None
 
-    def finish(self, timestamps, frame_offsets, fps):
+    def finish(self, timestamps: np.ndarray, frame_offsets: Sequence[int],
+               fps: Sequence[float]) -> list[Any]:
         """Write offsets, presence and each frame row's sample range."""
         ranges = np.zeros((len(timestamps), 2), np.int64)
         for q, rate in enumerate(fps):
@@ -197,7 +210,7 @@ class AudioStore:
         return handles
 
 
-def audio_found(h5):
+def audio_found(h5: Any) -> bool | None:  # h5: an open h5py.File
     """For a committed file with one sequence: whether its source had audio
     (None: no ``/audio`` group, or several sequences)."""
     if "audio" not in h5 or len(h5["audio/present"]) != 1:
@@ -205,7 +218,8 @@ def audio_found(h5):
     return bool(h5["audio/present"][0])
 
 
-def read_audio_windows(h5, sequence_index, row_start, row_stop, fps, length=None):
+def read_audio_windows(h5: Any, sequence_index: int, row_start: int, row_stop: int, fps: float,
+                       length: int | None = None) -> tuple[npt.NDArray[np.float32], bool]:
     """Windows (T, length) and presence of rows of one sequence of an end2you-visual file.
 
     ``row_start``/``row_stop`` are absolute frame rows of the file; ``length``
@@ -225,7 +239,8 @@ def read_audio_windows(h5, sequence_index, row_start, row_stop, fps, length=None
     return frame_windows(piece, ranges - lo, length), present
 
 
-def end2you_audio_windows(audio, per_step, start, stop):
+def end2you_audio_windows(audio: Any, per_step: int, start: int, stop: int
+                          ) -> npt.NDArray[np.float32]:
     """Per-frame windows of an End2You ``audio`` dataset (steps, samples).
 
     End2You stores one row of samples per label step beside its ``per_step``
@@ -247,14 +262,14 @@ def end2you_audio_windows(audio, per_step, start, stop):
 
 
 # ------------------------------------------------------------- for generate
-def audio_settings(mode, rate):
+def audio_settings(mode: str | None, rate: float) -> int:
     """Check ``generate``'s ``--audio`` mode and ``--audio-rate``; returns the rate."""
     if mode not in (None,) + AUDIO_MODES:
         raise InputError("--audio", f"must be one of {list(AUDIO_MODES)}, got {mode!r}")
     return check_rate(rate)
 
 
-def audio_track_found(path, mode):
+def audio_track_found(path: str | os.PathLike[str], mode: str | None) -> bool | None:
     """None when ``mode`` is None; else whether ``path`` has an audio track.
 
     Raises:
@@ -269,7 +284,7 @@ def audio_track_found(path, mode):
     return found
 
 
-def store_audio_track(writer, path, rate):
+def store_audio_track(writer: SequenceWriter, path: str | os.PathLike[str], rate: int) -> None:
     """Stream the audio track of ``path`` into ``writer``'s open sequence."""
     for chunk in iter_audio(path, rate):
         writer.append_audio(chunk)

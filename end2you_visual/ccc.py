@@ -15,14 +15,23 @@ The loss adds ``eps`` to the denominator instead, so a sequence whose
 prediction and target are both constant scores rho_c = 0 (loss 1) and gives
 no gradient.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InputError
 
 __all__ = ["ccc", "ccc_per_column", "ccc_columns", "ccc_loss"]
 
+if TYPE_CHECKING:  # torch is imported by ccc_loss only
+    import torch
 
-def _as_pair(x, y, ndim):
+
+def _as_pair(x: npt.ArrayLike, y: npt.ArrayLike, ndim: int
+             ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != ndim or y.ndim != ndim:
@@ -36,7 +45,8 @@ def _as_pair(x, y, ndim):
     return x, y
 
 
-def ccc_columns(x, y):
+def ccc_columns(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+                ) -> npt.NDArray[np.float64]:
     """CCC of each column of two finite (T, D) float64 arrays, unchecked
     (NaN where both are the same constant): the fast path for callers that
     checked their inputs (metrics, the post-processing search)."""
@@ -51,7 +61,7 @@ def ccc_columns(x, y):
     return np.where(den > 0, out, np.nan)
 
 
-def ccc(x, y):
+def ccc(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """CCC of two equal-length 1-D sequences, as a Python float (float64 maths).
 
     Raises :class:`InputError` for different lengths, empty input or NaN.
@@ -61,13 +71,14 @@ def ccc(x, y):
     return float(ccc_columns(x[:, None], y[:, None])[0])
 
 
-def ccc_per_column(x, y):
+def ccc_per_column(x: npt.ArrayLike, y: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """CCC of each column of two (T, D) arrays; returns a float64 array (D,)."""
     x, y = _as_pair(x, y, 2)
     return ccc_columns(x, y)
 
 
-def ccc_loss(pred, target, mask=None, eps=1e-8):
+def ccc_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+             eps: float = 1e-8) -> torch.Tensor:
     """Mean of (1 - CCC) over sequences and output dimensions.
 
     ``pred`` and ``target`` are (B, T, D) tensors. The CCC is computed for

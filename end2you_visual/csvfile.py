@@ -1,10 +1,14 @@
 """Reading the small CSV files users write (input CSVs, label CSVs)."""
+from __future__ import annotations
+
 import csv
+from pathlib import Path
 
 from .errors import InputError
 
 
-def read_csv_rows(path, what, empty_hint="no header row"):
+def read_csv_rows(path: Path, what: str, empty_hint: str = "no header row"
+                  ) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The stripped header and the non-blank rows as (line number, cells).
 
     ``what`` names the kind of file in messages ("label file", "input CSV");
@@ -33,7 +37,7 @@ def read_csv_rows(path, what, empty_hint="no header row"):
 SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
 
 
-def _check_separator(path, header, what):
+def _check_separator(path: Path, header: list[str], what: str) -> None:
     """An InputError naming the separator when the header is one cell that
     holds another separator: the file is not comma-separated."""
     if len(header) != 1:

@@ -16,10 +16,13 @@ present, gives each of a step's n frames one n-th of its row.
 Audio (``read(..., audio=True)``, ``WindowDataset(..., audio=True)``): each
 frame's window of samples (:mod:`end2you_visual.audio`), opt-in.
 """
+from __future__ import annotations
+
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence, Union, cast
 
 import h5py
 import numpy as np
@@ -29,6 +32,9 @@ from .audio import end2you_audio_windows, read_audio_windows, samples_per_frame
 from .errors import InputError
 from .files import files_in
 from .hdf5 import FORMAT_NAME, SCHEMA_VERSION
+
+# Files or folders (str or os.PathLike): one, or several.
+Paths = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 
 
 @dataclass(frozen=True)
@@ -43,24 +49,24 @@ class SequenceInfo:
     fps: float
     source: str = ""
     label_file: str = ""
-    metadata: dict = field(default_factory=dict, hash=False, compare=False)
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass
 class Clip:
     """Consecutive frames of one sequence and their per-frame rows."""
 
-    frames: np.ndarray       # uint8 (T, S, S, 3)
+    frames: np.ndarray | None  # uint8 (T, S, S, 3); None when read with frames=False
     labels: np.ndarray       # float32 (T, L)
     timestamps: np.ndarray   # float64 (T,), seconds
     face_found: np.ndarray   # bool (T,)
     boxes: np.ndarray        # float32 (T, 4), NaN where unknown
-    audio: np.ndarray = None  # float32 (T, samples per frame) when read with audio=True
-    audio_found: bool = None  # False: the source had no audio track (zeros in ``audio``)
-    landmarks: np.ndarray = None  # float32 (T, 5, 2), NaN where unknown (files without them too)
+    audio: np.ndarray | None = None  # float32 (T, samples per frame) when read with audio=True
+    audio_found: bool | None = None  # False: the source had no audio track (zeros in ``audio``)
+    landmarks: np.ndarray | None = None  # float32 (T, 5, 2), NaN where unknown (files without them too)
 
 
-def _decode(values):
+def _decode(values: Iterable[object]) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
@@ -78,11 +84,19 @@ class SequenceFile:
     (list of :class:`SequenceInfo`), ``n_frames``.
     """
 
-    def __init__(self, path, end2you_fps=None):
+    format: str
+    label_names: list[str]
+    label_kind: str
+    frame_size: int
+    settings: dict[str, Any]
+    audio_rate: float | None
+    sequences: list[SequenceInfo]
+
+    def __init__(self, path: str | os.PathLike[str], end2you_fps: float | None = None) -> None:
         self.path = Path(path)
-        self._h5 = None
-        self._pid = None
-        self._end2you_cache = None
+        self._h5: Any = None  # an h5py.File, opened by _file
+        self._pid: int | None = None
+        self._end2you_cache: tuple[np.ndarray, np.ndarray] | None = None
         self.end2you_fps = end2you_fps
         if not self.path.is_file():
             raise InputError(self.path, "no such HDF5 file")
@@ -92,7 +106,7 @@ class SequenceFile:
         except OSError as err:
             raise InputError(self.path, f"not a readable HDF5 file ({err})") from err
 
-    def _read_index(self, h5):
+    def _read_index(self, h5: Any) -> None:
         if h5.attrs.get("format") == FORMAT_NAME:
             self._read_index_native(h5)
         elif "visual" in h5 and "labels" in h5:
@@ -102,7 +116,7 @@ class SequenceFile:
                              "format='end2you-visual') nor an End2You file "
                              "(datasets 'visual' and 'labels')")
 
-    def _read_index_native(self, h5):
+    def _read_index_native(self, h5: Any) -> None:
         version = int(h5.attrs.get("schema_version", 0))
         if version > SCHEMA_VERSION:
             raise InputError(self.path, f"schema version {version} is newer than this "
@@ -128,7 +142,7 @@ class SequenceFile:
             for q in range(len(names))
         ]
 
-    def _read_index_end2you(self, h5):
+    def _read_index_end2you(self, h5: Any) -> None:
         visual, labels = h5["visual"], h5["labels"]
         if visual.ndim != 5 or visual.shape[2] != 3 or visual.shape[3] != visual.shape[4]:
             raise InputError(self.path, f"End2You 'visual' must be (T, n, 3, H, H), "
@@ -160,32 +174,33 @@ class SequenceFile:
                                        {"frames_per_label": int(per_step)})]
 
     @property
-    def n_frames(self):
+    def n_frames(self) -> int:
         return sum(s.length for s in self.sequences)
 
-    def _file(self):
+    def _file(self) -> Any:
         # h5py handles must not cross a fork: reopen in each DataLoader worker.
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = h5py.File(self.path, "r")
             self._pid = os.getpid()
         return self._h5
 
-    def close(self):
+    def close(self) -> None:
         if self._h5 is not None and self._pid == os.getpid():
             self._h5.close()
         self._h5 = None
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_h5"] = None
         return state
 
     @property
-    def has_audio(self):
+    def has_audio(self) -> bool:
         """True when the file stores audio (``generate --audio``, or End2You's ``audio``)."""
         return self.audio_rate is not None
 
-    def read(self, seq=0, start=0, stop=None, frames=True, audio=False):
+    def read(self, seq: int | SequenceInfo = 0, start: int = 0, stop: int | None = None,
+             frames: bool = True, audio: bool = False) -> Clip:
         """Rows ``start:stop`` of sequence ``seq`` (an index or a SequenceInfo).
 
         ``frames=False`` skips the pixels (labels and masks only, cheap).
@@ -200,17 +215,18 @@ class SequenceFile:
                 clip.timestamps))
         return clip
 
-    def audio_samples(self, seq=0):
+    def audio_samples(self, seq: int | SequenceInfo = 0) -> int | None:
         """Samples in each audio window of sequence ``seq`` (None without audio)."""
         info = seq if isinstance(seq, SequenceInfo) else self.sequences[seq]
-        if not self.has_audio:
+        if self.audio_rate is None:  # not has_audio
             return None
         if self.format == "end2you":
             return int(self._file()["audio"].shape[1]) // int(
                 info.metadata.get("frames_per_label", 1))
         return samples_per_frame(info.fps, self.audio_rate)
 
-    def _read_audio(self, info, start, stop):
+    def _read_audio(self, info: SequenceInfo, start: int, stop: int
+                    ) -> tuple[np.ndarray, bool]:
         if not self.has_audio:
             raise InputError(self.path, "holds no audio (generate it with --audio)")
         h5 = self._file()
@@ -220,7 +236,7 @@ class SequenceFile:
         return read_audio_windows(h5, info.index, info.start + start, info.start + stop,
                                   info.fps)
 
-    def _read(self, seq, start, stop, frames):
+    def _read(self, seq: int | SequenceInfo, start: int, stop: int | None, frames: bool) -> Clip:
         info = seq if isinstance(seq, SequenceInfo) else self.sequences[seq]
         stop = info.length if stop is None else min(stop, info.length)
         if not 0 <= start <= stop:
@@ -240,7 +256,7 @@ class SequenceFile:
                        else np.full((b - a, 5, 2), np.nan, np.float32)),
         )
 
-    def _read_end2you(self, info, start, stop, frames):
+    def _read_end2you(self, info: SequenceInfo, start: int, stop: int, frames: bool) -> Clip:
         if self._end2you_cache is None:
             h5 = self._file()
             visual = h5["visual"][:]
@@ -261,7 +277,7 @@ class SequenceFile:
                     landmarks=np.full((stop - start, 5, 2), np.nan, np.float32))
 
 
-def find_files(paths):
+def find_files(paths: Paths) -> list[Path]:
     """Expand files and folders (all ``*.h5`` / ``*.hdf5`` inside, sorted) to paths.
 
     Raises InputError naming the path(s) looked in when none is found.
@@ -282,18 +298,19 @@ def find_files(paths):
     return found
 
 
-def open_files(paths, end2you_fps=None):
+def open_files(paths: Paths, end2you_fps: float | None = None) -> list[SequenceFile]:
     """Open every HDF5 file in ``paths`` (files or folders) as SequenceFiles."""
     return [SequenceFile(p, end2you_fps=end2you_fps) for p in find_files(paths)]
 
 
-def end2you_label_names(n):
+def end2you_label_names(n: int) -> list[str]:
     """The names of the ``n`` label columns of an End2You file that stores
     none: ``label_0``, ``label_1``..."""
     return [f"label_{i}" for i in range(n)]
 
 
-def name_labels(files, names, option="--label-names"):
+def name_labels(files: Sequence[SequenceFile], names: Iterable[str],
+                option: str = "--label-names") -> Sequence[SequenceFile]:
     """Give the label columns of End2You files, which name them ``label_0``,
     ``label_1``..., the names ``names`` (in column order), in place.
 
@@ -327,7 +344,8 @@ def name_labels(files, names, option="--label-names"):
     return files
 
 
-def check_label_names(files, expected=None):
+def check_label_names(files: Sequence[SequenceFile],
+                      expected: Iterable[str] | None = None) -> list[str]:
     """The label names shared by ``files``; an InputError names a file that differs."""
     names = list(expected) if expected is not None else files[0].label_names
     for f in files:
@@ -373,13 +391,16 @@ class WindowDataset(torch.utils.data.Dataset):
     tensors of shape (B,).)
     """
 
-    def __init__(self, files, window=150, stride=None, label_names=None,
-                 sequence_filter=None, audio=False):
+    def __init__(self, files: Paths | Sequence[SequenceFile], window: int | None = 150,
+                 stride: int | None = None, label_names: Sequence[str] | None = None,
+                 sequence_filter: Callable[[SequenceInfo], bool] | None = None,
+                 audio: bool = False) -> None:
         if isinstance(files, (list, tuple)) and files and all(
                 isinstance(f, SequenceFile) for f in files):
-            files = list(files)
+            opened = list(cast("Sequence[SequenceFile]", files))
         else:
-            files = open_files(files)
+            opened = open_files(cast(Paths, files))
+        files = opened
         self.files = files
         self.label_names = check_label_names(files, label_names)
         self.window = window
@@ -391,25 +412,28 @@ class WindowDataset(torch.utils.data.Dataset):
         self.audio = bool(audio)
         if self.audio:
             require_audio(files)
-        self.audio_samples = max((files[fi].audio_samples(info) for fi, info in self.sequences),
+        # Every file holds audio (require_audio): audio_samples is an int.
+        self.audio_samples = max((cast(int, files[fi].audio_samples(info))
+                                  for fi, info in self.sequences),
                                  default=0) if self.audio else None
 
-    def _starts(self, length):
+    def _starts(self, length: int) -> list[int]:
         if self.window is None or length <= self.window:
             return [0]
+        assert self.stride is not None  # stride or window: an int here
         starts = list(range(0, length - self.window + 1, self.stride))
         if starts[-1] + self.window < length:
             starts.append(length - self.window)  # cover the tail without padding
         return starts
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.windows)
 
     @property
-    def frame_size(self):
+    def frame_size(self) -> int:
         return self.files[0].frame_size
 
-    def locate(self, index):
+    def locate(self, index: int) -> tuple[SequenceFile, SequenceInfo, int, int]:
         """(SequenceFile, SequenceInfo, start, stop) of window ``index``;
         ``stop`` may pass the sequence's end (the window is then padded)."""
         q, start = self.windows[index]
@@ -417,18 +441,19 @@ class WindowDataset(torch.utils.data.Dataset):
         stop = info.length if self.window is None else start + self.window
         return self.files[fi], info, start, stop
 
-    def window_labels(self, index):
+    def window_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Labels and valid mask of window ``index`` without reading pixels."""
         file, info, start, stop = self.locate(index)
         clip = file.read(info, start, stop, frames=False)
         return clip.labels, clip.face_found
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> dict[str, Any]:
         file, info, start, stop = self.locate(index)
         clip = file.read(info, start, stop, audio=self.audio)
+        assert clip.frames is not None  # read with its frames
         n = len(clip.frames)
         size = self.window if self.window is not None else n
-        item = {
+        item: dict[str, np.ndarray] = {
             "frames": np.zeros((size,) + clip.frames.shape[1:], np.uint8),
             "labels": np.zeros((size, clip.labels.shape[1]), np.float32),
             "mask": np.zeros(size, bool),
@@ -439,16 +464,17 @@ class WindowDataset(torch.utils.data.Dataset):
         item["mask"][:n] = True
         item["face_found"][:n] = clip.face_found
         if self.audio:
+            assert clip.audio is not None and self.audio_samples is not None  # with audio
             item["audio"] = np.zeros((size, self.audio_samples), np.float32)
             item["audio"][:n, :clip.audio.shape[1]] = clip.audio
             item["audio_found"] = np.zeros(size, bool)
             item["audio_found"][:n] = clip.audio_found
-        out = {k: torch.from_numpy(v) for k, v in item.items()}
+        out: dict[str, Any] = {k: torch.from_numpy(v) for k, v in item.items()}
         out["sequence"], out["start"] = self.windows[index]
         return out
 
 
-def require_audio(files, needed_by=None):
+def require_audio(files: Iterable[SequenceFile], needed_by: str | None = None) -> None:
     """An InputError naming the first of ``files`` (SequenceFiles) that holds
     no audio; ``needed_by`` says what needs it ("this model")."""
     for f in files:
@@ -457,14 +483,26 @@ def require_audio(files, needed_by=None):
             raise InputError(f.path, f"holds no audio{why} (generate it with --audio)")
 
 
-def audio_window(sequences):
+def audio_window(sequences: Sequence[tuple[SequenceFile, SequenceInfo]]) -> int:
     """Samples per audio window over ``sequences`` ``[(SequenceFile,
     SequenceInfo)]`` (the longest); an InputError naming a file without audio."""
     require_audio([seqfile for seqfile, _ in sequences], "this model")
-    return max(seqfile.audio_samples(info) for seqfile, info in sequences)
+    return max(cast(int, seqfile.audio_samples(info)) for seqfile, info in sequences)
 
 
-def read_step_audio(sequences, items, t, samples):
+class _Rows(Protocol):
+    """Rows ``start:stop`` of sequence ``seq`` (an inference step's item)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def stop(self) -> int: ...
+
+
+def read_step_audio(sequences: Sequence[tuple[SequenceFile, SequenceInfo]],
+                    items: Sequence[_Rows], t: int, samples: int) -> torch.Tensor:
     """The audio windows of ``items`` (each with ``seq``, ``start``, ``stop``:
     frames of ``sequences[seq]``) as one float32 tensor (len(items), t,
     samples), zero-padded after a sequence's end and after a shorter window."""
@@ -472,5 +510,6 @@ def read_step_audio(sequences, items, t, samples):
     for i, item in enumerate(items):
         seqfile, info = sequences[item.seq]
         clip = seqfile.read(info, item.start, item.stop, frames=False, audio=True)
+        assert clip.audio is not None  # read with audio
         x[i, :len(clip.audio), :clip.audio.shape[1]] = torch.from_numpy(clip.audio)
     return x

@@ -1,4 +1,7 @@
 """Exceptions raised for bad input, each naming the file and the problem."""
+from __future__ import annotations
+
+import os
 
 
 class InputError(ValueError):
@@ -7,7 +10,7 @@ class InputError(ValueError):
     The message names the file and says what is wrong with it.
     """
 
-    def __init__(self, path, problem):
+    def __init__(self, path: str | os.PathLike[str] | None, problem: str) -> None:
         self.path = str(path) if path is not None else None
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)

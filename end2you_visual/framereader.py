@@ -12,16 +12,23 @@ held, no extra copy, safe from several threads); other end2you-visual files
 through h5py's ``read_direct``; End2You files through
 :meth:`SequenceFile.read`.
 """
+from __future__ import annotations
+
 import os
 import threading
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InputError
 from .hdf5 import FORMAT_NAME
 
 __all__ = ["FrameReader"]
+
+if TYPE_CHECKING:
+    from .data import SequenceFile, SequenceInfo
 
 
 class FrameReader:
@@ -32,17 +39,17 @@ class FrameReader:
     no GIL held during the read); other files through h5py.
     """
 
-    def __init__(self, seqfile):
+    def __init__(self, seqfile: SequenceFile) -> None:
         self.file = seqfile
         self._lock = threading.Lock()
-        self._fd = None
-        self._h5 = None
-        self._chunk_offsets = None  # byte offset of chunk k, -1 if unallocated
+        self._fd: int | None = None
+        self._h5: Any = None  # an open h5py.File
+        self._chunk_offsets: npt.NDArray[np.int64] | None = None  # byte offset of chunk k, -1 if unallocated
         self._chunk_rows = 0
         self._frame_bytes = 0
         self.fast = seqfile.format == FORMAT_NAME and self._index_chunks()
 
-    def _index_chunks(self):
+    def _index_chunks(self) -> bool:
         with h5py.File(self.file.path, "r") as h5:
             dset = h5["frames"]
             s = self.file.frame_size
@@ -54,7 +61,7 @@ class FrameReader:
             n_chunks = -(-dset.shape[0] // rows)
             offsets = np.full(n_chunks, -1, np.int64)
 
-            def record(info):
+            def record(info: Any) -> None:  # an h5py StoreInfo
                 offsets[info.chunk_offset[0] // rows] = info.byte_offset
 
             try:
@@ -66,14 +73,15 @@ class FrameReader:
         self._frame_bytes = s * s * 3
         return True
 
-    def _open(self):
+    def _open(self) -> None:
         with self._lock:
             if self.fast and self._fd is None:
                 self._fd = os.open(self.file.path, os.O_RDONLY)
             if not self.fast and self._h5 is None and self.file.format == FORMAT_NAME:
                 self._h5 = h5py.File(self.file.path, "r")
 
-    def read_into(self, info, start, stop, out):
+    def read_into(self, info: SequenceInfo, start: int, stop: int,
+                  out: npt.NDArray[np.uint8]) -> None:
         """Frames ``start:stop`` of sequence ``info`` into ``out`` (uint8 (n, S, S, 3))."""
         self._open()
         a, b = info.start + start, info.start + stop
@@ -83,13 +91,17 @@ class FrameReader:
             self._h5["frames"].read_direct(out, np.s_[a:b], np.s_[0:b - a])
         else:  # End2You files: the reader's own conversion (cached once)
             with self._lock:
-                out[:] = self.file.read(info, start, stop).frames
+                frames = self.file.read(info, start, stop).frames
+                assert frames is not None  # read with its frames
+                out[:] = frames
 
-    def _pread(self, a, b, out):
+    def _pread(self, a: int, b: int, out: npt.NDArray[np.uint8]) -> None:
         if not out.flags.c_contiguous:
             raise ValueError("read_into needs a C-contiguous array")
-        view = memoryview(out.reshape(-1))
+        # numpy declares its buffer protocol to type checkers on Python >= 3.12 only.
+        view = memoryview(out.reshape(-1))  # type: ignore[arg-type, unused-ignore]
         rows, fb, offsets = self._chunk_rows, self._frame_bytes, self._chunk_offsets
+        assert offsets is not None and self._fd is not None  # fast: indexed and opened
         row, pos = a, 0
         while row < b:
             k = row // rows
@@ -108,7 +120,7 @@ class FrameReader:
                 _pread_full(self._fd, view[pos:pos + n * fb], start, self.file.path)
             row, pos = row + n, pos + n * fb
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
@@ -118,7 +130,7 @@ class FrameReader:
                 self._h5 = None
 
 
-def _pread_full(fd, view, offset, path):
+def _pread_full(fd: int, view: memoryview, offset: int, path: str | os.PathLike[str]) -> None:
     got = 0
     while got < len(view):
         n = os.preadv(fd, [view[got:]], offset + got)

@@ -18,34 +18,44 @@ then records them as complete (``skipped``), never as its own or as failed.
 Worker processes (``workers > 1``) end with the run: when it is stopped
 (SIGTERM, Ctrl-C) or dies.
 """
+from __future__ import annotations
+
 import math
 import os
 import re
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from .audio import audio_settings, audio_track_found, store_audio_track
 from .errors import InputError
-from .face_settings import FaceSettings
+from .face_settings import FaceSettings, settings_record
 from .files import DISK_FULL, check_name_length
 from .generate_people import (check_person_value, generate_people, record_decoding,
                               wanted_person)
 from .hdf5 import SequenceWriter, file_summary, is_complete
-from .inputs import assign_subjects, discover_inputs, list_sequence_frames, select_shard
-from .labels import ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, align_labels, read_labels
+from .inputs import (InputItem, assign_subjects, discover_inputs, list_sequence_frames,
+                     select_shard)
+from .labels import (ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, Alignment, LabelTrack,
+                     align_labels, read_labels)
 from .locks import OutputBusy, OutputLock
 from .manifest import MANIFEST, Result, warn_results, write_manifest
 from .preview import ContactSheet, frame_tile
 from .ranges import check_number
 from .workers import end_workers, init_worker, sigterm_raises
+
+if TYPE_CHECKING:
+    from .faces import FaceBatch, FacePipeline
+    from .video import VideoFrames
 
 @dataclass
 class GenerateSettings(FaceSettings):
@@ -81,20 +91,20 @@ class GenerateSettings(FaceSettings):
     align: str = "video"
     interpolation: str = "previous"
     tolerance: float = 1.0
-    time_column: str = None
-    label_columns: list = None
-    subject_pattern: str = None
+    time_column: Optional[str] = None
+    label_columns: Optional[List[str]] = None
+    subject_pattern: Optional[str] = None
     skip_detection: bool = False
     image_fps: float = 30.0
     shard_size: int = 5000
-    compression: str = None
-    audio: str = None
+    compression: Optional[str] = None
+    audio: Optional[str] = None
     audio_rate: int = 16000
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.check()
 
-    def check(self):
+    def check(self) -> GenerateSettings:
         """Raise InputError, naming its option, for the first setting out of range."""
         self.check_faces()
         self.tolerance = check_number("--tolerance", self.tolerance, 0)
@@ -104,7 +114,7 @@ class GenerateSettings(FaceSettings):
             except re.error as err:
                 raise InputError("--subject-pattern", f"not a regular expression: {err}") from None
         self.image_fps = check_number("--image-fps", self.image_fps, 0, min_open=True)
-        self.shard_size = check_number("--shard-size", self.shard_size, 1, integer=True)
+        self.shard_size = int(check_number("--shard-size", self.shard_size, 1, integer=True))
         self.audio_rate = audio_settings(self.audio, self.audio_rate)
         for option, value, choices in (("--align", self.align, ALIGN_MODES),
                                        ("--interpolation", self.interpolation, INTERPOLATIONS),
@@ -116,7 +126,7 @@ class GenerateSettings(FaceSettings):
 
 
 # --------------------------------------------------------------------- videos
-def _label_kind(values):
+def _label_kind(values: np.ndarray) -> str:
     return "multilabel" if np.isin(values, (0.0, 1.0)).all() else "continuous"
 
 
@@ -131,20 +141,23 @@ class _RowPlan:
     and the labels' coverage is checked on the true count at the end.
     """
 
-    def __init__(self, track, fps, settings, estimate):
+    def __init__(self, track: Optional[LabelTrack], fps: float, settings: GenerateSettings,
+                 estimate: int) -> None:
         self.track, self.fps, self.settings = track, fps, settings
         self.pointer = 0
-        self.alignment = None
+        self.alignment: Optional[Alignment] = None
         if track is not None:
             self._plan(max(estimate, 1) + int(np.ceil(fps)) + 1)
 
-    def _plan(self, n_frames):
+    def _plan(self, n_frames: int) -> None:
         s = self.settings
+        assert self.track is not None  # planned for labelled videos only
         self.planned = n_frames
         self.alignment = align_labels(self.track, n_frames, self.fps, s.align, s.interpolation,
                                       math.inf)
 
-    def rows(self, start, n):
+    def rows(self, start: int, n: int
+             ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], int]:
         """(frame rows within the batch, timestamps, labels or None, first output row)."""
         first = self.pointer
         if self.track is None:
@@ -153,11 +166,12 @@ class _RowPlan:
         if start + n > self.planned:
             self._plan(max(start + n, 2 * self.planned))
         a = self.alignment
+        assert a is not None  # planned with the track
         self.pointer = int(np.searchsorted(a.frame_indices, start + n, side="left"))
         return (a.frame_indices[first:self.pointer] - start, a.timestamps[first:self.pointer],
                 a.labels[first:self.pointer], first)
 
-    def check_coverage(self, video):
+    def check_coverage(self, video: VideoFrames) -> int:
         """Raise InputError if the labels do not fit the frames that decoded
         (``video``: the :class:`~end2you_visual.video.VideoFrames` read);
         returns the number of label rows after the video's end (dropped).
@@ -181,7 +195,8 @@ class _RowPlan:
                             s.tolerance).dropped_rows
 
 
-def _read_track(item, settings):
+def _read_track(item: InputItem, settings: GenerateSettings
+                ) -> Tuple[List[str], str, Optional[LabelTrack]]:
     """(label names, kind, LabelTrack or None) for one video item."""
     if item.label_file is None:
         return [], "none", None
@@ -189,7 +204,8 @@ def _read_track(item, settings):
     return track.names, _label_kind(track.values), track
 
 
-def generate_video(item, out_path, settings, preview_path=None, progress=False):
+def generate_video(item: InputItem, out_path: str | os.PathLike[str], settings: GenerateSettings,
+                   preview_path: str | os.PathLike[str] | None = None, progress: bool = False) -> Result:
     """Write one video's crops and aligned labels to ``out_path``; returns a Result."""
     from .video import VideoFrames
 
@@ -214,7 +230,8 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
     pipeline = settings.pipeline(info.fps)
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
-    with SequenceWriter(out_path, settings.size, names, kind, asdict(settings),
+    with SequenceWriter(out_path, settings.size, names, kind,
+                        settings_record(settings, pipeline.face_detector.name),
                         settings.compression,
                         audio_rate=settings.audio_rate if settings.audio else None) as writer:
         writer.begin_sequence(item.name, item.raw, out_fps, item.label_file, item.metadata)
@@ -240,19 +257,23 @@ def generate_video(item, out_path, settings, preview_path=None, progress=False):
     return result
 
 
-def _rate(timestamps, default):
+def _rate(timestamps: np.ndarray, default: float) -> float:
     steps = np.diff(timestamps)
     return float(1.0 / np.median(steps)) if len(steps) and np.median(steps) > 0 else default
 
 
-def _write_rows(writer, faces, rows, times, labels):
+def _write_rows(writer: SequenceWriter, faces: FaceBatch, rows: np.ndarray, times: np.ndarray,
+                labels: Optional[np.ndarray]) -> None:
     if len(rows):
         writer.append(faces.crops[rows], times, labels, faces.found[rows], faces.boxes[rows],
                       None if faces.landmarks is None else faces.landmarks[rows])
 
 
 # --------------------------------------------------------------------- images
-def _image_frames(item, settings, pipeline):
+def _image_frames(item: InputItem, settings: GenerateSettings,
+                  pipeline: Optional[FacePipeline]
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray],
+                             npt.NDArray[np.uint8]]:
     """(crops, found, boxes, landmarks, first image) for an image or an
     image-sequence item (landmarks None: none known)."""
     from .faces import resize_only
@@ -264,6 +285,7 @@ def _image_frames(item, settings, pipeline):
         crops = np.concatenate([resize_only(f[None], settings.size) for f in frames])
         return (crops, np.ones(len(crops), bool), np.full((len(crops), 4), np.nan, np.float32),
                 None, frames[0])
+    assert pipeline is not None  # detection is not skipped
     pipeline.reset()
     out = [pipeline.process(f[None]) for f in frames]
     landmarks = None if any(o.landmarks is None for o in out) else \
@@ -272,7 +294,9 @@ def _image_frames(item, settings, pipeline):
             np.concatenate([o.boxes for o in out]), landmarks, frames[0])
 
 
-def generate_image_shard(items, label_names, out_path, settings, preview_path=None):
+def generate_image_shard(items: Sequence[InputItem], label_names: Sequence[str],
+                         out_path: str | os.PathLike[str], settings: GenerateSettings,
+                         preview_path: str | os.PathLike[str] | None = None) -> Result:
     """Pack image / image-sequence items into one shard file; returns a Result.
 
     An item that cannot be read is skipped and listed in the Result's warnings.
@@ -281,7 +305,9 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
     pipeline = None if settings.skip_detection else settings.pipeline(settings.image_fps)
     result = Result(str(out_path), [str(i.raw) for i in items], fps=settings.image_fps)
     sheet = ContactSheet(preview_path, len(items))
-    with SequenceWriter(out_path, settings.size, label_names, "multiclass", asdict(settings),
+    detector = None if pipeline is None else pipeline.face_detector.name
+    with SequenceWriter(out_path, settings.size, label_names, "multiclass",
+                        settings_record(settings, detector),
                         settings.compression) as writer:
         for k, item in enumerate(items):
             try:
@@ -290,6 +316,7 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
                 result.warnings.append(str(err))
                 continue
             n = len(crops)
+            assert item.label is not None  # an image's: its class
             writer.begin_sequence(item.name, item.raw, settings.image_fps, "", item.metadata)
             writer.append(crops, np.arange(n) / settings.image_fps,
                           np.repeat(item.label[None], n, axis=0), found, boxes, landmarks)
@@ -310,12 +337,13 @@ def generate_image_shard(items, label_names, out_path, settings, preview_path=No
 class _Job:
     kind: str            # "video" or "shard"
     out_path: Path
-    items: list
-    label_names: list = None
-    preview_path: Path = None
+    items: List[InputItem]
+    label_names: Optional[List[str]] = None
+    preview_path: Optional[Path] = None
 
 
-def plan_jobs(items, label_names, out_dir, settings, preview=False):
+def plan_jobs(items: Sequence[InputItem], label_names: Optional[List[str]], out_dir: str | os.PathLike[str],
+              settings: GenerateSettings, preview: bool = False) -> List[_Job]:
     """One job per video, one per shard of images; output names are stable."""
     out_dir = Path(out_dir)
     videos = [i for i in items if i.kind == "video"]
@@ -330,7 +358,8 @@ def plan_jobs(items, label_names, out_dir, settings, preview=False):
     return jobs
 
 
-def run_job(job, settings, progress=False, overwrite=False, wait=True):
+def run_job(job: _Job, settings: GenerateSettings, progress: bool = False,
+            overwrite: bool = False, wait: bool = True) -> Result:
     """Run one job under its output's lock; returns its Result, never raises InputError.
 
     An input problem (or an OSError: a full disk...) gives a failed Result.
@@ -349,6 +378,7 @@ def run_job(job, settings, progress=False, overwrite=False, wait=True):
             if job.kind == "video":
                 return generate_video(job.items[0], job.out_path, settings, job.preview_path,
                                       progress)
+            assert job.label_names is not None  # a shard's: its class names
             return generate_image_shard(job.items, job.label_names, job.out_path, settings,
                                         job.preview_path)
     except OutputBusy as busy:
@@ -357,11 +387,11 @@ def run_job(job, settings, progress=False, overwrite=False, wait=True):
         return _failed(job, _error_text(err, job.out_path))
 
 
-def _failed(job, error, status="failed"):
+def _failed(job: _Job, error: str, status: str = "failed") -> Result:
     return Result(str(job.out_path), [str(i.raw) for i in job.items], status=status, error=error)
 
 
-def _skipped(job):
+def _skipped(job: _Job) -> Result:
     """The Result of an output that is complete on disk, with what it holds."""
     result = Result(str(job.out_path), [str(i.raw) for i in job.items], status="skipped")
     for key, value in file_summary(job.out_path).items():
@@ -369,7 +399,7 @@ def _skipped(job):
     return result
 
 
-def _error_text(err, out_path):
+def _error_text(err: Exception, out_path: Path) -> str:
     """The manifest's error for a failed job: an output that could not be
     written (full disk, quota, size limit) is named, with the reason alone
     (HDF5's own message is a page long)."""
@@ -380,15 +410,18 @@ def _error_text(err, out_path):
 
 
 # ------------------------------------------------------------- worker processes
-def _run_in_worker(job, settings, threads, overwrite, wait):
+def _run_in_worker(job: _Job, settings: GenerateSettings, threads: int, overwrite: bool,
+                   wait: bool) -> Result:
     import torch
 
     torch.set_num_threads(threads)
     return run_job(job, settings, overwrite=overwrite, wait=wait)
 
 
-def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shards=1,
-             shard_index=0, overwrite=False, preview=False, progress=True):
+def generate(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], settings: Optional[GenerateSettings] = None,
+             layout: str = "auto", workers: int = 1, num_shards: int = 1, shard_index: int = 0,
+             overwrite: bool = False, preview: bool = False, progress: bool = True
+             ) -> List[Result]:
     """Generate HDF5 files for every input in ``source`` (a CSV or a folder).
 
     Returns the list of :class:`Result` and writes ``manifest.json`` (or
@@ -406,7 +439,7 @@ def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shard
 
     settings = (settings or GenerateSettings()).check()
     resolve_device(settings.device)
-    workers = check_number("--workers", workers, 1, integer=True)
+    workers = int(check_number("--workers", workers, 1, integer=True))
     out_dir = Path(out_dir)
     items, label_names = discover_inputs(source, layout)
     subjects = assign_subjects(items, settings.subject_pattern,
@@ -414,7 +447,8 @@ def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shard
     jobs = select_shard(plan_jobs(items, label_names, out_dir, settings, preview),
                         num_shards, shard_index)
     _check_out_dir(out_dir)
-    todo, results = [], []
+    todo: List[_Job] = []
+    results: List[Result] = []
     for job in jobs:
         if not overwrite and is_complete(job.out_path):
             results.append(_skipped(job))
@@ -437,7 +471,8 @@ def generate(source, out_dir, settings=None, layout="auto", workers=1, num_shard
     return results
 
 
-def _write_manifest(manifest, results, settings, source, subjects):
+def _write_manifest(manifest: Path, results: Sequence[Result], settings: GenerateSettings,
+                    source: str | os.PathLike[str], subjects: Dict[str, Any]) -> None:
     """The manifest, or an InputError saying what the disk holds when it
     cannot be written (a full disk): the outputs complete there are kept and
     a re-run skips them."""
@@ -451,7 +486,7 @@ def _write_manifest(manifest, results, settings, source, subjects):
             "again (complete outputs are skipped)")) from None
 
 
-def _check_out_dir(out_dir):
+def _check_out_dir(out_dir: Path) -> None:
     """Create ``out_dir`` and check that files can be written into it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "the output folder (--out) is a file")
@@ -464,9 +499,10 @@ def _check_out_dir(out_dir):
                                   f"{err.strerror or err}") from None
 
 
-def _run_jobs(jobs, settings, workers, progress, overwrite=False, wait=True):
+def _run_jobs(jobs: Sequence[_Job], settings: GenerateSettings, workers: int, progress: bool,
+              overwrite: bool = False, wait: bool = True) -> List[Result]:
     bar = tqdm(total=len(jobs), desc="generate", unit="file", disable=not progress or not jobs)
-    results = []
+    results: List[Result] = []
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             results.append(run_job(job, settings, progress, overwrite, wait))

@@ -27,15 +27,20 @@ The file is written to ``<name>.partial`` and renamed into place by
 :meth:`SequenceWriter.commit`, so a killed run never leaves a file that looks
 finished.
 """
+from __future__ import annotations
+
 import errno
 import json
 import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 
 from . import __version__
 from .audio import AudioStore, audio_found
@@ -69,8 +74,10 @@ class SequenceWriter:
     (an exception) removes the partial file.
     """
 
-    def __init__(self, path, frame_size, label_names=(), label_kind="none",
-                 settings=None, compression=None, chunk_frames=16, audio_rate=None):
+    def __init__(self, path: str | os.PathLike[str], frame_size: int,
+                 label_names: Sequence[str] = (), label_kind: str = "none",
+                 settings: Mapping[str, Any] | None = None, compression: str | None = None,
+                 chunk_frames: int = 16, audio_rate: int | None = None) -> None:
         if label_kind not in LABEL_KINDS:
             raise ValueError(f"label_kind must be one of {LABEL_KINDS}, not {label_kind!r}")
         self.path = Path(path)
@@ -79,10 +86,11 @@ class SequenceWriter:
         self.label_names = list(label_names)
         self._offsets = [0]  # sequence boundaries so far
         self._n = 0          # frames written so far
-        self._seq = {"name": [], "source": [], "label_file": [], "fps": [], "metadata": []}
+        self._seq: dict[str, list[Any]] = {"name": [], "source": [], "label_file": [], "fps": [],
+                                           "metadata": []}
         self._open = False
         self.flush_rows = max(256, chunk_frames)
-        self._pending = {k: [] for k in ("frames", "timestamps", "labels", "face_found", "boxes",
+        self._pending: dict[str, list[np.ndarray]] = {k: [] for k in ("frames", "timestamps", "labels", "face_found", "boxes",
                                          "landmarks")}
         self._pending_rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +106,8 @@ class SequenceWriter:
             self.abort()
             raise
 
-    def _create(self, label_kind, settings, compression, chunk_frames):
+    def _create(self, label_kind: str, settings: Mapping[str, Any], compression: str | None,
+                chunk_frames: int) -> None:
         s, n_labels = self.frame_size, len(self.label_names)
         h5 = self._h5
         h5.attrs.update({
@@ -114,7 +123,7 @@ class SequenceWriter:
         # The datasets stay open until the file closes: closing one writes its
         # cached chunks, and a write failing there (a full disk), in a
         # garbage-collected handle, would corrupt HDF5's state (see abort).
-        self._dsets = {"frames": h5.create_dataset(
+        self._dsets: dict[str, Any] = {"frames": h5.create_dataset(
             "frames", (0, s, s, 3), np.uint8, maxshape=(None, s, s, 3),
             chunks=(chunk_frames, s, s, 3), compression=compression)}
         for name, shape, dtype in (("labels", (n_labels,), np.float32),
@@ -128,14 +137,16 @@ class SequenceWriter:
                 chunks=(max(1024, chunk_frames),) + tuple(d or 1 for d in shape))
 
     @property
-    def n_frames(self):
+    def n_frames(self) -> int:
         return self._n
 
     @property
-    def n_sequences(self):
+    def n_sequences(self) -> int:
         return len(self._seq["name"])
 
-    def begin_sequence(self, name, source="", fps=0.0, label_file="", metadata=None):
+    def begin_sequence(self, name: str, source: str | os.PathLike[str] = "", fps: float = 0.0,
+                       label_file: str | os.PathLike[str] | None = "",
+                       metadata: Mapping[str, Any] | None = None) -> None:
         """Start a new sequence; frames appended until :meth:`end_sequence` belong to it."""
         if self._open:
             raise RuntimeError("end_sequence() the current sequence first")
@@ -147,15 +158,16 @@ class SequenceWriter:
         if self.audio is not None:
             self.audio.begin_sequence()
 
-    def append_audio(self, samples):
+    def append_audio(self, samples: npt.ArrayLike) -> None:
         """Append mono float32 samples to the open sequence's audio track."""
         if not self._open or self.audio is None:
             raise RuntimeError("append_audio needs an open sequence and audio_rate")
         with self._writing():
             self.audio.append(samples)
 
-    def append(self, frames, timestamps, labels=None, face_found=None, boxes=None,
-               landmarks=None):
+    def append(self, frames: npt.ArrayLike, timestamps: npt.ArrayLike, labels: npt.ArrayLike | None = None,
+               face_found: npt.ArrayLike | None = None, boxes: npt.ArrayLike | None = None,
+               landmarks: npt.ArrayLike | None = None) -> None:
         """Append n frames (uint8 (n, S, S, 3)) and their per-frame rows
         (``boxes`` (n, 4) and ``landmarks`` (n, 5, 2): NaN when not given)."""
         if not self._open:
@@ -185,7 +197,7 @@ class SequenceWriter:
         if self._pending_rows >= self.flush_rows:
             self.flush()
 
-    def flush(self):
+    def flush(self) -> None:
         """Write the buffered rows (appends are buffered so that many tiny
         sequences, e.g. single images, cost one HDF5 write per batch)."""
         if not self._pending_rows:
@@ -200,7 +212,7 @@ class SequenceWriter:
         self._pending_rows = 0
 
     @contextmanager
-    def _writing(self):
+    def _writing(self) -> Iterator[None]:
         """HDF5's write errors as an OSError naming the partial file, with the
         errno of the failed write (ENOSPC, EFBIG...) when HDF5 gives it."""
         try:
@@ -212,7 +224,7 @@ class SequenceWriter:
                 code = int(found.group(1)) if found else errno.EIO
             raise OSError(code, os.strerror(code), str(self.partial)) from err
 
-    def end_sequence(self):
+    def end_sequence(self) -> None:
         if not self._open:
             raise RuntimeError("no sequence is open")
         self._open = False
@@ -220,7 +232,7 @@ class SequenceWriter:
         if self.audio is not None:
             self.audio.end_sequence()
 
-    def commit(self):
+    def commit(self) -> None:
         """Write the sequence index, close, and rename the file into place."""
         if self._open:
             self.end_sequence()
@@ -228,7 +240,7 @@ class SequenceWriter:
         with self._writing():
             group = self._h5.create_group("sequences")
             # Handles kept, as the frames' (see _create), until the file is flushed.
-            handles = [group, group.create_dataset(
+            handles: list[Any] = [group, group.create_dataset(
                 "offsets", data=np.asarray(self._offsets, np.int64))]
             handles.append(group.create_dataset(
                 "fps", data=np.asarray(self._seq["fps"], np.float64)))
@@ -244,23 +256,24 @@ class SequenceWriter:
             self._h5.close()
         os.replace(self.partial, self.path)
 
-    def abort(self):
+    def abort(self) -> None:
         """Close and delete the partial file, whatever state a failed write left."""
         try:
             _close_discarding(self._h5)
         finally:
             self.partial.unlink(missing_ok=True)
 
-    def __enter__(self):
+    def __enter__(self) -> SequenceWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if exc_type is not None or self.partial.exists():
             self.abort()
         return False
 
 
-def _close_discarding(h5):
+def _close_discarding(h5: Any) -> None:  # an h5py.File
     """Close ``h5``, a file being thrown away, even after a failed write.
 
     HDF5 flushes its metadata on close. After a failed write (a full disk,
@@ -287,7 +300,7 @@ def _close_discarding(h5):
         _close_each(h5)
 
 
-def _close_each(h5):
+def _close_each(h5: Any) -> None:  # an h5py.File
     """Close every HDF5 object still open in ``h5``'s file, then the file."""
     fid = h5.id
     for oid in h5py.h5f.get_obj_ids(fid, h5py.h5f.OBJ_LOCAL | h5py.h5f.OBJ_DATASET
@@ -299,7 +312,7 @@ def _close_each(h5):
         fid._close()
 
 
-def _redirect_to_null(fd):
+def _redirect_to_null(fd: int) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     try:
         os.dup2(null, fd)
@@ -307,7 +320,7 @@ def _redirect_to_null(fd):
         os.close(null)
 
 
-def is_complete(path):
+def is_complete(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a committed end2you-visual file (used to resume)."""
     try:
         with h5py.File(path, "r") as h5:
@@ -316,7 +329,7 @@ def is_complete(path):
         return False
 
 
-def file_summary(path):
+def file_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What a committed file holds: ``frames``, ``faces_found``, ``sequences``,
     ``fps`` (of its first sequence, None if it has none) and ``audio_found``
     (see :func:`end2you_visual.audio.audio_found`); the manifest's numbers

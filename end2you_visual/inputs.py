@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,8 @@ VALID_NAMES = ("valid", "validation", "val", "devel", "dev", "development")
 TEST_NAMES = ("test", "testing")
 SPLIT_NAMES = {"train": TRAIN_NAMES, "valid": VALID_NAMES, "test": TEST_NAMES}
 KINDS = ("video", "image", "image_sequence")
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -68,7 +70,7 @@ class InputItem:
 
 # --- the input CSV -----------------------------------------------------------
 
-def read_input_csv(csv_path) -> List[InputItem]:
+def read_input_csv(csv_path: str | os.PathLike[str]) -> List[InputItem]:
     """Read an End2You-style input CSV into video items, in row order.
 
     Columns: ``raw_file`` (required), ``label_file`` (optional; an empty cell
@@ -87,7 +89,8 @@ def read_input_csv(csv_path) -> List[InputItem]:
     csv_path = Path(csv_path)
     header, rows = _read_input_rows(csv_path)
     base = csv_path.parent
-    items, seen = [], {}
+    items: List[InputItem] = []
+    seen: Dict[Tuple[Optional[str], Optional[str]], int] = {}
     for line, row in rows:
         raw_cell = row.get("raw_file", "")
         if not raw_cell:
@@ -110,7 +113,7 @@ def read_input_csv(csv_path) -> List[InputItem]:
     return items
 
 
-def _read_input_rows(csv_path):
+def _read_input_rows(csv_path: Path) -> Tuple[List[str], List[Tuple[int, Dict[str, str]]]]:
     """The stripped header and the rows as (line number, {column: cell})."""
     header, rows = read_csv_rows(csv_path, "input CSV",
                                  "expected a header row raw_file,label_file")
@@ -132,7 +135,7 @@ def _read_input_rows(csv_path):
     return header, parsed
 
 
-def _csv_name(base, raw):
+def _csv_name(base: str | os.PathLike[str], raw: str | os.PathLike[str]) -> str:
     """The output stem of a CSV row's raw file (see read_input_csv)."""
     raw_abs = os.path.normpath(os.path.abspath(raw))
     try:
@@ -144,7 +147,7 @@ def _csv_name(base, raw):
     return _stem_name(relative)
 
 
-def _same_file_key(path):
+def _same_file_key(path: str | os.PathLike[str] | None) -> Optional[str]:
     """A key equal for two spellings of the same file (existing or not)."""
     if path is None:
         return None
@@ -153,7 +156,7 @@ def _same_file_key(path):
 
 # --- folders -----------------------------------------------------------------
 
-def scan_video_dir(folder) -> List[InputItem]:
+def scan_video_dir(folder: str | os.PathLike[str]) -> List[InputItem]:
     """Video items for every video under ``folder`` (recursively).
 
     Videos are found by extension (:data:`VIDEO_EXTENSIONS`, any case); a
@@ -176,13 +179,13 @@ def scan_video_dir(folder) -> List[InputItem]:
     return items
 
 
-def _classes(folder):
+def _classes(folder: Path) -> List[Tuple[str, np.ndarray]]:
     """``(class name, its one-hot label)`` for each class folder of ``folder``."""
     names = _subfolder_names(folder)
     return [(name, one_hot(index, len(names))) for index, name in enumerate(names)]
 
 
-def scan_image_classes(folder) -> Tuple[List[InputItem], List[str]]:
+def scan_image_classes(folder: str | os.PathLike[str]) -> Tuple[List[InputItem], List[str]]:
     """Image items for a FER2013-style folder: ``folder/<class>/<image>``.
 
     Every non-hidden sub-folder is a class (an empty one included, so that
@@ -205,7 +208,7 @@ def scan_image_classes(folder) -> Tuple[List[InputItem], List[str]]:
     return items, [name for name, _ in classes]
 
 
-def scan_image_sequences(folder) -> Tuple[List[InputItem], List[str]]:
+def scan_image_sequences(folder: str | os.PathLike[str]) -> Tuple[List[InputItem], List[str]]:
     """Sequence items for a CK+-style folder: ``folder/<class>/<seq>/<frame>``.
 
     Every non-hidden sub-folder is a class (sorted by name); every non-hidden
@@ -234,7 +237,8 @@ def scan_image_sequences(folder) -> Tuple[List[InputItem], List[str]]:
     return items, [name for name, _ in classes]
 
 
-def assign_subjects(items, pattern=None, root=None) -> dict:
+def assign_subjects(items: Sequence[InputItem], pattern: Optional[str] = None,
+                    root: str | os.PathLike[str] | None = None) -> Dict[str, Any]:
     r"""Give each item a ``metadata["subject"]``, for subject-independent splits.
 
     An item that has one (the input CSV's ``subject`` column) keeps it;
@@ -263,7 +267,7 @@ def assign_subjects(items, pattern=None, root=None) -> dict:
             if subject:
                 item.metadata = {**item.metadata, "subject": subject}
     known = sum(bool(str(i.metadata.get("subject", "")).strip()) for i in items)
-    summary = {"known": known, "unknown": len(items) - known, "pattern": pattern}
+    summary: Dict[str, Any] = {"known": known, "unknown": len(items) - known, "pattern": pattern}
     if not known:
         summary["note"] = ("no subject is known: `train --split-by subject` cannot hold "
                            "subjects out; give the input CSV a subject column or "
@@ -271,12 +275,12 @@ def assign_subjects(items, pattern=None, root=None) -> dict:
     return summary
 
 
-def list_sequence_frames(folder) -> List[Path]:
+def list_sequence_frames(folder: str | os.PathLike[str]) -> List[Path]:
     """The images of a sequence folder in natural order (frame2 < frame10)."""
     return _images_in(_existing_folder(folder))
 
 
-def discover_inputs(path, layout: str = "auto"
+def discover_inputs(path: str | os.PathLike[str], layout: str = "auto"
                     ) -> Tuple[List[InputItem], Optional[List[str]]]:
     """The items at ``path`` and their label names (class names), or None.
 
@@ -311,7 +315,7 @@ def discover_inputs(path, layout: str = "auto"
     return scan_image_sequences(path)
 
 
-def _detect_layout(path):
+def _detect_layout(path: Path) -> str:
     if path.is_file():
         if path.suffix.lower() == ".csv":
             return "csv"
@@ -320,7 +324,8 @@ def _detect_layout(path):
         raise InputError(path, "is neither an input CSV (.csv), a video nor a folder")
     if files_in(path, VIDEO_EXTENSIONS):
         return "videos"
-    with_images, with_sequences = [], []
+    with_images: List[str] = []
+    with_sequences: List[str] = []
     for name in _subfolder_names(path):
         if _images_in(path / name):
             with_images.append(name)
@@ -343,20 +348,20 @@ def _detect_layout(path):
 
 # --- sharding ----------------------------------------------------------------
 
-def select_shard(items, num_shards: int, shard_index: int) -> list:
+def select_shard(items: Iterable[_T], num_shards: int, shard_index: int) -> List[_T]:
     """Items ``shard_index``, ``shard_index + num_shards``, ... (round-robin).
 
     Every item lands in exactly one shard, and the shards' sizes differ by at
     most one. A count below 1 or an index outside ``[0, num_shards)`` raises
     :class:`InputError` naming ``--num-shards`` / ``--shard-index``.
     """
-    num_shards = check_number("--num-shards", num_shards, 1, integer=True)
-    shard_index = check_number("--shard-index", shard_index, 0, num_shards,
-                               integer=True, max_open=True)
+    num_shards = int(check_number("--num-shards", num_shards, 1, integer=True))
+    shard_index = int(check_number("--shard-index", shard_index, 0, num_shards,
+                                   integer=True, max_open=True))
     return list(items)[shard_index::num_shards]
 
 
-def shard_from_env(environ=None) -> Tuple[int, int]:
+def shard_from_env(environ: Optional[Mapping[str, str]] = None) -> Tuple[int, int]:
     """(num_shards, shard_index) from torchrun's environment, else (1, 0).
 
     Reads ``WORLD_SIZE`` and ``RANK`` from ``environ`` (default
@@ -382,14 +387,14 @@ def shard_from_env(environ=None) -> Tuple[int, int]:
 
 # --- helpers -----------------------------------------------------------------
 
-def _natural_key(text):
+def _natural_key(text: str) -> Tuple[List[Any], str]:
     """Sort key with digit runs compared as numbers: frame2 < frame10."""
     parts = re.split(r"(\d+)", text)
     return ([int(part) if k % 2 else part.lower()
              for k, part in enumerate(parts)], text)
 
 
-def _stem_name(relative, strip_suffix=True):
+def _stem_name(relative: str, strip_suffix: bool = True) -> str:
     """``sub/clip.mp4`` -> ``sub__clip``: a flat, file-name-safe stem."""
     parts = [part for part in re.split(r"[\\/]+", relative)
              if part not in ("", ".", "..")]
@@ -401,10 +406,10 @@ def _stem_name(relative, strip_suffix=True):
     return name.lstrip(".") or "item"
 
 
-def _make_names_unique(items):
+def _make_names_unique(items: Sequence[InputItem]) -> None:
     """Append ``__2``, ``__3``... to later items whose name is taken."""
     taken = {item.name for item in items}
-    seen = set()
+    seen: set[str] = set()
     for item in items:
         if item.name in seen:
             k = 2
@@ -415,7 +420,7 @@ def _make_names_unique(items):
         seen.add(item.name)
 
 
-def _existing_folder(folder):
+def _existing_folder(folder: str | os.PathLike[str]) -> Path:
     folder = Path(folder)
     if not folder.exists():
         raise InputError(folder, "folder not found")
@@ -424,17 +429,17 @@ def _existing_folder(folder):
     return folder
 
 
-def _is_hidden(name):
+def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _subfolder_names(folder):
+def _subfolder_names(folder: str | os.PathLike[str]) -> List[str]:
     """Sorted names of the non-hidden folders directly in ``folder``."""
     return sorted(entry.name for entry in os.scandir(folder)
                   if entry.is_dir() and not _is_hidden(entry.name))
 
 
-def _images_in(folder):
+def _images_in(folder: str | os.PathLike[str]) -> List[Path]:
     """Non-hidden image files directly in ``folder``, naturally sorted."""
     names = [entry.name for entry in os.scandir(folder)
              if entry.is_file() and not _is_hidden(entry.name)
@@ -442,7 +447,7 @@ def _images_in(folder):
     return [Path(folder) / name for name in sorted(names, key=_natural_key)]
 
 
-def _label_beside(video):
+def _label_beside(video: Path) -> Optional[Path]:
     for suffix in (".csv", ".CSV"):
         candidate = video.with_suffix(suffix)
         if candidate.is_file():
@@ -450,5 +455,5 @@ def _label_beside(video):
     return None
 
 
-def _joined(extensions):
+def _joined(extensions: Iterable[str]) -> str:
     return " ".join(extensions)

@@ -24,11 +24,13 @@ Two alignments (see :func:`align_labels`):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from .csvfile import read_csv_rows
 from .errors import InputError
@@ -59,7 +61,7 @@ class LabelTrack:
     times: np.ndarray
     values: np.ndarray
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.times)
 
 
@@ -81,7 +83,7 @@ class Alignment:
     dropped_rows: int = 0
 
 
-def read_labels(path, time_column: Optional[str] = None,
+def read_labels(path: str | os.PathLike[str], time_column: Optional[str] = None,
                 label_columns: Optional[Sequence[str]] = None) -> LabelTrack:
     """Read a label CSV into a :class:`LabelTrack`.
 
@@ -166,7 +168,8 @@ def one_hot(index: int, n: int) -> np.ndarray:
 
 # --- reading -----------------------------------------------------------------
 
-def _select_columns(path, header, time_column, label_columns):
+def _select_columns(path: Path, header: list[str], time_column: Optional[str],
+                    label_columns: Optional[Sequence[str]]) -> tuple[int, list[int]]:
     """Indices of the time column and of the label columns in ``header``."""
     for k, name in enumerate(header):
         if not name:
@@ -193,14 +196,14 @@ def _select_columns(path, header, time_column, label_columns):
     return time_index, label_indices
 
 
-def _column_index(path, header, name, role):
+def _column_index(path: Path, header: list[str], name: str, role: str) -> int:
     if name not in header:
         raise InputError(path, f"no {role} column {name!r}; the columns are "
                                f"{header}")
     return header.index(name)
 
 
-def _parse_number(path, line, column, cell):
+def _parse_number(path: Path, line: int, column: str, cell: str) -> float:
     try:
         return float(cell)
     except ValueError:
@@ -208,7 +211,7 @@ def _parse_number(path, line, column, cell):
                                "not a number") from None
 
 
-def _check_times(path, lines, times):
+def _check_times(path: Path, lines: Sequence[int], times: npt.NDArray[np.float64]) -> None:
     bad = ~np.isfinite(times)
     if bad.any():
         i = int(np.argmax(bad))
@@ -226,7 +229,8 @@ def _check_times(path, lines, times):
                                "(times must strictly increase)")
 
 
-def _check_values(path, lines, names, values):
+def _check_values(path: Path, lines: Sequence[int], names: Sequence[str],
+                  values: np.ndarray) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
         i, j = (int(k) for k in np.argwhere(bad)[0])
@@ -237,7 +241,8 @@ def _check_values(path, lines, names, values):
 
 # --- alignment ---------------------------------------------------------------
 
-def _check_align_args(n_frames, fps, align, interpolation, tolerance):
+def _check_align_args(n_frames: float, fps: float, align: str, interpolation: str,
+                      tolerance: float) -> tuple[int, float, float]:
     if align not in ALIGN_MODES:
         raise ValueError(f"align must be one of {ALIGN_MODES}, not {align!r}")
     if interpolation not in INTERPOLATIONS:
@@ -253,7 +258,7 @@ def _check_align_args(n_frames, fps, align, interpolation, tolerance):
     return int(n_frames), float(fps), float(tolerance)
 
 
-def _check_coverage(track, n_frames, fps, tolerance):
+def _check_coverage(track: LabelTrack, n_frames: int, fps: float, tolerance: float) -> None:
     first, last = float(track.times[0]), float(track.times[-1])
     video_end = (n_frames - 1) / fps
     both = (f"labels cover {first:g}-{last:g} s ({last - first:g} s), the "
@@ -272,7 +277,8 @@ def _check_coverage(track, n_frames, fps, tolerance):
                                      f"past the video's end: {both}")
 
 
-def _align_to_video(track, n_frames, fps, interpolation):
+def _align_to_video(track: LabelTrack, n_frames: int, fps: float,
+                    interpolation: str) -> Alignment:
     frames = np.arange(n_frames, dtype=np.int64)
     stamps = frames / fps
     if interpolation == "linear":
@@ -290,14 +296,14 @@ def _align_to_video(track, n_frames, fps, interpolation):
                      names=list(track.names))
 
 
-def _previous_rows(times, stamps, fps):
+def _previous_rows(times: npt.NDArray[np.float64], stamps: npt.NDArray[np.float64], fps: float) -> npt.NDArray[np.int64]:
     """For each stamp, the last row at or before it (the first row if none)."""
     epsilon = max(TIME_EPSILON, HOLD_FRACTION / fps)
     rows = np.searchsorted(times, stamps + epsilon, side="right") - 1
     return np.clip(rows, 0, len(times) - 1)
 
 
-def _nearest_rows(times, stamps):
+def _nearest_rows(times: npt.NDArray[np.float64], stamps: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """For each stamp, the nearest row; a tie goes to the earlier row."""
     right = np.clip(np.searchsorted(times, stamps), 0, len(times) - 1)
     left = np.clip(right - 1, 0, len(times) - 1)
@@ -306,7 +312,7 @@ def _nearest_rows(times, stamps):
     return np.where(later_is_nearer, right, left)
 
 
-def _align_to_labels(track, n_frames, fps):
+def _align_to_labels(track: LabelTrack, n_frames: int, fps: float) -> Alignment:
     frames = np.floor((track.times + TIME_EPSILON) * fps + 0.5)
     frames = frames.astype(np.int64)
     keep = frames < n_frames

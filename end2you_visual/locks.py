@@ -13,13 +13,19 @@ The lock is ``flock(2)``: the kernel releases it when its holder ends,
 file is removed on release. On systems without ``fcntl`` (Windows) locking
 is a no-op.
 """
+from __future__ import annotations
+
 import os
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    # No fcntl module (Windows): locking is a no-op. mypy types the name as
+    # the module it finds on this platform, hence the ignore.
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["OutputBusy", "OutputLock"]
 
@@ -27,7 +33,7 @@ __all__ = ["OutputBusy", "OutputLock"]
 class OutputBusy(Exception):
     """Another process holds the lock of ``path``; ``pid`` is its process id (or None)."""
 
-    def __init__(self, path, pid):
+    def __init__(self, path: str | os.PathLike[str], pid: int | None) -> None:
         self.path, self.pid = Path(path), pid
         owner = f"another process (pid {pid})" if pid else "another process"
         super().__init__(f"{path}: {owner} is writing this output")
@@ -40,13 +46,13 @@ class OutputLock:
     ``OutputLock(path, wait=False)`` raises :class:`OutputBusy` instead.
     """
 
-    def __init__(self, path, wait=True):
+    def __init__(self, path: str | os.PathLike[str], wait: bool = True) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
         self.wait = wait
-        self._fd = None
+        self._fd: int | None = None
 
-    def owner(self):
+    def owner(self) -> int | None:
         """The pid written in the lock file, or None."""
         try:
             text = self.lock_path.read_text().strip()
@@ -54,12 +60,13 @@ class OutputLock:
             return None
         return int(text) if text.isdigit() else None
 
-    def acquire(self):
+    def acquire(self) -> OutputLock:
         if fcntl is None:
             return self
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            kept = False
             try:
                 flags = fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB)
                 try:
@@ -70,14 +77,14 @@ class OutputLock:
                 # open and our lock: then we hold a lock on nothing; retry.
                 if self._same_file(fd):
                     self._write_pid(fd)
-                    self._fd, fd = fd, None
+                    self._fd, kept = fd, True
                     return self
             finally:
-                if fd is not None:
+                if not kept:
                     os.close(fd)
 
     @staticmethod
-    def _write_pid(fd):
+    def _write_pid(fd: int) -> None:
         """The holder's pid, for others' messages; on a full disk the lock
         (the ``flock``) holds without it."""
         try:
@@ -86,7 +93,7 @@ class OutputLock:
         except OSError:
             pass
 
-    def _same_file(self, fd):
+    def _same_file(self, fd: int) -> bool:
         try:
             current = os.stat(self.lock_path)
         except FileNotFoundError:
@@ -94,7 +101,7 @@ class OutputLock:
         mine = os.fstat(fd)
         return (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino)
 
-    def release(self):
+    def release(self) -> None:
         if self._fd is None:
             return
         try:
@@ -103,9 +110,10 @@ class OutputLock:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
 
-    def __enter__(self):
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         self.release()
         return False

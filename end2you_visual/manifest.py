@@ -1,12 +1,20 @@
 """`generate`'s manifest: one :class:`Result` per output file, written with
 the run's settings and totals to ``manifest.json`` (or
 ``manifest-shard<i>of<n>.json``) in the output folder."""
+from __future__ import annotations
+
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import __version__
 from .files import atomic_write_text
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["MANIFEST", "Result", "write_manifest", "warn_results"]
 
@@ -29,22 +37,24 @@ class Result:
     """
 
     output: str
-    inputs: list
+    inputs: list[str]
     status: str = "written"          # "written", "skipped" or "failed"
     frames: int = 0
     faces_found: int = 0
     sequences: int = 0
-    fps: float = None
+    fps: float | None = None
     seconds: float = 0.0
-    error: str = None
-    warnings: list = field(default_factory=list)
-    decoded_frames: int = None
-    expected_frames: int = None
-    audio_found: bool = None
-    persons: list = None             # --faces all / person column: the people written
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    decoded_frames: int | None = None
+    expected_frames: int | None = None
+    audio_found: bool | None = None
+    persons: list[dict[str, Any]] | None = None            # --faces all / person column: the people written
 
 
-def write_manifest(path, results, settings, source, subjects=None):
+def write_manifest(path: Path, results: Sequence[Result], settings: DataclassInstance,
+                   source: str | os.PathLike[str],
+                   subjects: dict[str, Any] | None = None) -> Path:
     """Write the manifest JSON atomically: settings, totals, the subjects
     known (:func:`~end2you_visual.inputs.assign_subjects`) and one row per output."""
     totals = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
@@ -60,7 +70,8 @@ def write_manifest(path, results, settings, source, subjects=None):
     return path
 
 
-def warn_results(results, manifest, at_most=20):
+def warn_results(results: Sequence[Result], manifest: str | os.PathLike[str],
+                 at_most: int = 20) -> None:
     """One Python warning per result warning (the first ``at_most``)."""
     lines = [w for r in results for w in r.warnings]
     for line in lines[:at_most]:

@@ -36,13 +36,17 @@ Files of different frame rates are fitted and processed together: each
 file's windows and shifts are turned into frames at its own rate. (The
 ``evaluate`` command's files: :mod:`end2you_visual.evaluation`.)
 """
+from __future__ import annotations
+
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 from scipy.ndimage import median_filter
 
 from .ccc import ccc_columns
@@ -62,18 +66,18 @@ FORMAT = "end2you_visual.postprocess.Chain"
 
 # ------------------------------------------------------------ the operations
 
-def window_frames(window_s, fps):
+def window_frames(window_s: float, fps: float) -> int:
     """Nearest odd number of frames (>= 1) to ``window_s * fps``."""
     x = float(window_s) * float(fps)
     return max(1, 2 * int(math.floor((x - 1.0) / 2.0 + 0.5)) + 1)
 
 
-def shift_frames(shift_s, fps):
+def shift_frames(shift_s: float, fps: float) -> int:
     """Nearest whole number of frames (>= 0) to ``shift_s * fps``."""
     return max(0, int(math.floor(float(shift_s) * float(fps) + 0.5)))
 
 
-def apply_median(x, frames):
+def apply_median(x: npt.ArrayLike, frames: int) -> npt.NDArray[np.float64]:
     """Median filter of a 1-D sequence, odd ``frames`` wide, edges repeated."""
     x = np.asarray(x, dtype=np.float64)
     if frames <= 1:
@@ -81,7 +85,7 @@ def apply_median(x, frames):
     return median_filter(x, size=int(frames), mode="nearest")
 
 
-def apply_shift(x, frames):
+def apply_shift(x: npt.ArrayLike, frames: int) -> npt.NDArray[np.float64]:
     """``out[t] = x[t + frames]``; the last ``frames`` values repeat ``x[-1]``."""
     x = np.asarray(x, dtype=np.float64)
     k = int(frames)
@@ -119,7 +123,7 @@ class DimensionChain:
     shift_s: Optional[float] = None
     steps: List[StepResult] = field(default_factory=list)
 
-    def apply(self, series, fps):
+    def apply(self, series: Sequence[npt.ArrayLike], fps: Union[float, Sequence[float]]) -> list[npt.NDArray[np.float64]]:
         """Apply to a list of per-file 1-D arrays at ``fps`` (one rate, or
         one per file); returns new arrays."""
         out = [np.asarray(x, dtype=np.float64) for x in series]
@@ -130,13 +134,14 @@ class DimensionChain:
         if self.bias is not None:
             out = [x + self.bias for x in out]
         if self.scale is not None:
-            out = [self.scale_center + (x - self.scale_center) * self.scale for x in out]
+            centre = cast(float, self.scale_center)  # set with scale
+            out = [centre + (x - centre) * self.scale for x in out]
         if self.shift_s is not None:
             out = [apply_shift(x, shift_frames(self.shift_s, r)) for x, r in zip(out, rates)]
         return out
 
 
-def _rates(fps, n):
+def _rates(fps: Any, n: int) -> list[float]:
     """``fps`` (one rate or one per file) as a list of ``n`` floats."""
     rates = [float(fps)] * n if np.ndim(fps) == 0 else [float(r) for r in fps]
     if len(rates) != n:
@@ -150,23 +155,25 @@ def _rates(fps, n):
 class _Validation:
     """Validation labels of one dimension and the pooled CCC of candidates."""
 
-    def __init__(self, labels, masks):
+    def __init__(self, labels: Sequence[npt.NDArray[np.float64]], masks: Sequence[npt.NDArray[np.bool_]]) -> None:
         self.masks = masks
         self.gt = np.concatenate([y[m] for y, m in zip(labels, masks)])
 
-    def pooled(self, series):
+    def pooled(self, series: Sequence[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
         return np.concatenate([x[m] for x, m in zip(series, self.masks)])
 
-    def ccc(self, series):
+    def ccc(self, series: Sequence[npt.NDArray[np.float64]]) -> float:
         p = self.pooled(series)
         with np.errstate(invalid="ignore", divide="ignore"):
             value = float(ccc_columns(p[:, None], self.gt[:, None])[0])
         return value if math.isfinite(value) else -math.inf
 
 
-def _search(val, series, candidates, op, fps):
+def _search(val: _Validation, series: Sequence[npt.NDArray[np.float64]], candidates: Iterable[float],
+            op: Callable[[npt.NDArray[np.float64], float, float], npt.NDArray[np.float64]], fps: Sequence[float]
+            ) -> tuple[float | None, float, list[npt.NDArray[np.float64]] | None]:
     """(best candidate, its CCC, its series); first best wins ties."""
-    best = (None, -math.inf, None)
+    best: tuple[float | None, float, list[npt.NDArray[np.float64]] | None] = (None, -math.inf, None)
     for c in candidates:
         out = [op(x, c, r) for x, r in zip(series, fps)]
         score = val.ccc(out)
@@ -175,12 +182,14 @@ def _search(val, series, candidates, op, fps):
     return best
 
 
-def _candidates(frames, fps, to_frames):
+def _candidates(frames: Iterable[int], fps: Sequence[float],
+                to_frames: Callable[[float, float], int]) -> list[float]:
     """Candidate settings in seconds: ``frames`` (at the highest rate ``r``
     of ``fps``) / r, dropping those that give every file the same frames
     as an earlier one (so one rate searches exactly ``frames``)."""
     top = max(fps)
-    out, seen = [], set()
+    out: list[float] = []
+    seen: set[tuple[int, ...]] = set()
     for n in frames:
         seconds = n / top
         key = tuple(to_frames(seconds, r) for r in fps)
@@ -190,17 +199,22 @@ def _candidates(frames, fps, to_frames):
     return out
 
 
-def _fit_dimension(name, series, labels, masks, fps, windows_s, shift_range_s, min_gain):
+def _fit_dimension(name: str, series: Sequence[npt.NDArray[np.float64]], labels: Sequence[npt.NDArray[np.float64]],
+                   masks: Sequence[npt.NDArray[np.bool_]], fps: Sequence[float],
+                   windows_s: Iterable[float], shift_range_s: tuple[float, float],
+                   min_gain: float) -> DimensionChain:
     val = _Validation(labels, masks)
     r = max(fps)
     dim = DimensionChain(name=name)
     current = val.ccc(series)
 
-    def record(step, value, score, out):
+    def record(step: str, value: float | None, score: float,
+               out: Sequence[npt.NDArray[np.float64]] | None) -> bool:
         nonlocal current, series
         kept = value is not None and score > current + min_gain
         dim.steps.append(StepResult(step, value, _finite(current), _finite(score), kept))
         if kept:
+            assert out is not None  # a value was tried: its series
             current, series = score, out
         return kept
 
@@ -237,11 +251,13 @@ def _fit_dimension(name, series, labels, masks, fps, windows_s, shift_range_s, m
     return dim
 
 
-def _finite(x):
+def _finite(x: float) -> float:
     return float(x) if math.isfinite(x) else math.nan
 
 
-def _check_fit_inputs(preds, labels, masks):
+def _check_fit_inputs(preds: Sequence[Any], labels: Sequence[Any],
+                      masks: Sequence[Any] | None
+                      ) -> tuple[list[npt.NDArray[np.float64]], list[npt.NDArray[np.float64]], list[npt.NDArray[np.bool_]]]:
     preds = [np.asarray(p, dtype=np.float64) for p in preds]
     labels = [np.asarray(y, dtype=np.float64) for y in labels]
     if not preds:
@@ -286,15 +302,19 @@ class Chain:
     it exactly (floats round-trip), ``table()`` prints the validation CCCs.
     """
     dimensions: List[DimensionChain]
-    fps: object  # the validation data's frame rate, or one per file (a list) if they differ
+    fps: Union[float, List[float]]  # the validation data's frame rate, or one per file (a list) if they differ
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         return [d.name for d in self.dimensions]
 
     @classmethod
-    def fit(cls, preds, labels, fps, names=None, masks=None,
-            windows_s=MEDIAN_WINDOWS_S, shift_range_s=SHIFT_RANGE_S, min_gain=1e-9):
+    def fit(cls, preds: Sequence[npt.ArrayLike], labels: Sequence[npt.ArrayLike], fps: Union[float, Sequence[float]],
+            names: Sequence[str] | None = None,
+            masks: Sequence[npt.ArrayLike | None] | None = None,
+            windows_s: Iterable[float] = MEDIAN_WINDOWS_S,
+            shift_range_s: tuple[float, float] = SHIFT_RANGE_S, min_gain: float = 1e-9
+            ) -> Chain:
         """Search the chain on validation ``preds``/``labels``: lists of
         per-file (T_i, D) arrays (a (T_i,) array is D = 1) at ``fps`` frames
         per second (one rate, or one per file: each file's windows and shifts
@@ -313,7 +333,7 @@ class Chain:
         ]
         return cls(dimensions=dims, fps=rates[0] if len(set(rates)) == 1 else rates)
 
-    def apply(self, preds, fps):
+    def apply(self, preds: Sequence[npt.ArrayLike], fps: Union[float, Sequence[float]]) -> list[npt.NDArray[np.float64]]:
         """Apply to a list of per-file (T_i, D) arrays at ``fps`` (one rate,
         or one per file); returns new float64 arrays of the same shapes."""
         out = []
@@ -329,12 +349,12 @@ class Chain:
             out.append(q[:, 0] if squeeze else q)
         return out
 
-    def to_json(self):
+    def to_json(self) -> str:
         """A JSON string from which :meth:`from_json` rebuilds an equal chain."""
         return json.dumps({"format": FORMAT, "version": 1, **asdict(self)}, indent=2)
 
     @classmethod
-    def from_json(cls, text, path=None):
+    def from_json(cls, text: str | bytes, path: str | os.PathLike[str] | None = None) -> Chain:
         """Rebuild a chain from :meth:`to_json` output (``path`` for errors)."""
         try:
             data = json.loads(text)
@@ -353,19 +373,19 @@ class Chain:
                 raise
             raise InputError(path, f"cannot read chain: {error}") from error
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the JSON atomically."""
         atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> Chain:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
             raise InputError(path, f"cannot read chain: {error}") from error
         return cls.from_json(text, path=path)
 
-    def table(self):
+    def table(self) -> str:
         """The validation CCC before and after each step, as text."""
         lines = [f"{'output':<12} {'step':<7} {'setting':>14} {'CCC before':>10} "
                  f"{'CCC after':>10}  kept"]
@@ -377,7 +397,7 @@ class Chain:
         return "\n".join(lines)
 
 
-def _setting(step):
+def _setting(step: StepResult) -> str:
     if step.value is None:
         return "n/a"
     if step.step in ("median", "shift"):
@@ -387,7 +407,7 @@ def _setting(step):
 
 # ------------------------------------------------------------------- inputs
 
-def fill_gaps(values):
+def fill_gaps(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Fill NaN rows of a (T, D) array per column by holding the last valid
     value (the first valid value before it); all-NaN columns raise."""
     values = np.array(values, dtype=np.float64)

@@ -21,14 +21,19 @@ The same continuous predictions give two pooled CCCs, over **all frames**
 and over the **face frames** (those with ``face_found``): `test` and
 `evaluate` print both, named alike (:func:`frame_cccs`, :func:`ccc_line`).
 """
+from __future__ import annotations
+
 import math
-from typing import Dict, List, Optional, Sequence
+import os
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from .choices import HEAD_LABEL_KIND
 from .errors import InputError
-from .metrics import evaluate_categorical, evaluate_continuous, evaluate_multilabel
+from .metrics import (CategoricalReport, ContinuousReport, MultiLabelReport,
+                      evaluate_categorical, evaluate_continuous, evaluate_multilabel)
 
 __all__ = ["HEAD_LABEL_KIND", "HEAD_FOR_KIND", "FRAME_SETS", "label_kind_of", "head_for_kind",
            "score", "frame_cccs", "ccc_line"]
@@ -39,12 +44,12 @@ HEAD_FOR_KIND = {kind: head for head, kind in HEAD_LABEL_KIND.items()}
 FRAME_SETS = {"all_frames": "all frames", "face_frames": "face frames"}
 
 
-def label_kind_of(head_kind):
+def label_kind_of(head_kind: str) -> str:
     """The label kind (continuous, multilabel, multiclass) of a model head."""
     return HEAD_LABEL_KIND[head_kind]
 
 
-def head_for_kind(label_kind, path=None):
+def head_for_kind(label_kind: str, path: str | os.PathLike[str] | None = None) -> str:
     """The model head for a file's ``label_kind``; unlabelled data cannot train."""
     if label_kind not in HEAD_FOR_KIND:
         raise InputError(path, f"label kind {label_kind!r} cannot be trained on "
@@ -52,7 +57,10 @@ def head_for_kind(label_kind, path=None):
     return HEAD_FOR_KIND[label_kind]
 
 
-def score(predictions, labels, head_kind, masks=None, names=None, files=None):
+def score(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+          head_kind: str, masks: Sequence[npt.ArrayLike] | None = None,
+          names: Sequence[str] | None = None, files: Sequence[str] | None = None
+          ) -> Union[ContinuousReport, CategoricalReport, MultiLabelReport]:
     """The report of ``head_kind``'s metrics (see the module's docstring).
 
     Args:
@@ -96,7 +104,7 @@ def frame_cccs(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         names: the D output names.
     """
     masks = {"all_frames": None, "face_frames": [np.asarray(f, bool) for f in face_found]}
-    out = {}
+    out: Dict[str, Dict[str, Optional[float]]] = {}
     for key, mask in masks.items():
         if mask is not None and not any(m.any() for m in mask):
             out[key] = {n: None for n in names}

@@ -24,6 +24,7 @@ frames that decode, which can differ by a frame or more for broken files;
 callers that need the exact count up front use ``probe_video(path,
 count=True)`` (decodes the whole file once).
 """
+from __future__ import annotations
 
 import math
 import os
@@ -35,8 +36,11 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
+import io
+from typing import Any, Iterator, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InputError
 
@@ -77,7 +81,7 @@ class VideoInfo:
     rotation: int = 0
 
 
-def _probe_header(path):
+def _probe_header(path: str) -> tuple[float, int, int, int, float, int]:
     """fps, frame count, displayed size, duration and rotation from the header."""
     if not os.path.isfile(path):
         raise InputError(path, "file not found")
@@ -119,7 +123,7 @@ def _probe_header(path):
 _ROTATION = re.compile(r"display ?matrix: rotation of (-?[0-9.]+) degrees", re.IGNORECASE)
 
 
-def _ffmpeg_report(path):
+def _ffmpeg_report(path: str) -> str:
     """What ``ffmpeg -i`` says of ``path`` (its streams, side data...): read
     once per probe, for moviepy's parser and for the display rotation."""
     from moviepy.config import FFMPEG_BINARY
@@ -133,7 +137,7 @@ def _ffmpeg_report(path):
     return report.decode("utf-8", "ignore")
 
 
-def _display_rotation(report):
+def _display_rotation(report: str) -> int:
     """The first video stream's display rotation in ffmpeg's ``report``,
     degrees counter-clockwise in {0, 90, 180, 270} (0 without a display matrix)."""
     found = _ROTATION.search(report)
@@ -142,7 +146,7 @@ def _display_rotation(report):
     return int(round(float(found.group(1)) / 90.0)) * 90 % 360
 
 
-def _parse_infos(path, report):
+def _parse_infos(path: str, report: str) -> dict[str, Any]:
     """ffmpeg's view of the file (moviepy's parser of ``report``), fps from
     the base rate."""
     from moviepy.video.io.ffmpeg_reader import FFmpegInfosParser
@@ -158,7 +162,7 @@ def _parse_infos(path, report):
     return infos
 
 
-def _reason(exc):
+def _reason(exc: object) -> str:
     """The informative line of an error (an exception, or ffmpeg's report)."""
     text = str(exc)
     if "failed to read the first frame" in text:
@@ -168,7 +172,7 @@ def _reason(exc):
     return lines[-1] if lines else type(exc).__name__
 
 
-def _choose_fps(base, average):
+def _choose_fps(base: float, average: float) -> float:
     """The video's own rate: the base rate, unless it is implausible.
 
     A base rate far above the average one (more than 1.5 times, or above
@@ -185,7 +189,7 @@ def _choose_fps(base, average):
     return base
 
 
-def probe_video(path, count=False):
+def probe_video(path: str | os.PathLike[str], count: bool = False) -> VideoInfo:
     """Probe a video file: frame rate, frame count, size and duration.
 
     Args:
@@ -209,12 +213,12 @@ def probe_video(path, count=False):
     return info
 
 
-def _rate_arg(fps):
+def _rate_arg(fps: float) -> str:
     # 30000/1001 rather than 29.97002997 so ffmpeg keeps the exact NTSC rate.
     return str(Fraction(fps).limit_denominator(1001))
 
 
-def _ffmpeg_command(info):
+def _ffmpeg_command(info: VideoInfo) -> list[str]:
     from moviepy.config import FFMPEG_BINARY
 
     return [
@@ -228,12 +232,13 @@ def _ffmpeg_command(info):
     ]
 
 
-def _read_into(stream, buffer):
+def _read_into(stream: io.BufferedIOBase, buffer: np.ndarray) -> int:
     """Fill ``buffer`` from ``stream``, looping over short pipe reads.
 
     Returns the number of bytes read (less than its size at end of stream).
     """
-    view = memoryview(buffer).cast("B")
+    # numpy declares its buffer protocol to type checkers on Python >= 3.12 only.
+    view = memoryview(buffer).cast("B")  # type: ignore[arg-type, unused-ignore]
     got = 0
     while got < len(view):
         n = stream.readinto(view[got:])
@@ -262,25 +267,25 @@ class VideoFrames:
         info: its :class:`VideoInfo`, if already probed.
     """
 
-    def __init__(self, path, batch_size=32, info=None):
+    def __init__(self, path: str | os.PathLike[str], batch_size: int = 32, info: VideoInfo | None = None) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.info = info if info is not None else probe_video(path)
         self.batch_size = int(batch_size)
         self.decoded = 0
-        self.decode_error = None
+        self.decode_error: str | None = None
 
     @property
-    def expected(self):
+    def expected(self) -> int:
         """The frame count the header claims (``info.n_frames``, an estimate)."""
         return self.info.n_frames
 
     @property
-    def ends_early(self):
+    def ends_early(self) -> bool:
         """True when decoding stopped, with an error, before the header's count."""
         return self.decode_error is not None and self.decoded < self.expected
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
         info, batch_size = self.info, self.batch_size
         self.decoded, self.decode_error = 0, None
         with tempfile.TemporaryFile() as errlog:
@@ -292,7 +297,8 @@ class VideoFrames:
             )
             start = 0
             finished = False
-            reader = _Prefetcher(proc.stdout, batch_size, (info.height, info.width, 3))
+            stdout = cast(io.BufferedIOBase, proc.stdout)  # PIPE: a buffered reader
+            reader = _Prefetcher(stdout, batch_size, (info.height, info.width, 3))
             try:
                 for frames in reader:
                     yield start, frames
@@ -303,7 +309,7 @@ class VideoFrames:
                 if not finished and proc.poll() is None:
                     proc.kill()  # the caller stopped early: ffmpeg's end is ours
                 reader.close()
-                proc.stdout.close()
+                stdout.close()
                 proc.wait()
             errlog.seek(0)
             message = errlog.read().decode("utf-8", "replace").strip()
@@ -334,14 +340,16 @@ class _Prefetcher:
 
     _END = object()
 
-    def __init__(self, stream, batch_size, shape):
+    def __init__(self, stream: io.BufferedIOBase, batch_size: int,
+                 shape: tuple[int, ...]) -> None:
         self.stream, self.batch_size, self.shape = stream, batch_size, shape
-        self.queue = queue.Queue(maxsize=1)
+        # A batch of frames, an exception or _END.
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self):
+    def _run(self) -> None:
         frame_bytes = int(np.prod(self.shape))
         try:
             while not self.stopped.is_set():
@@ -355,7 +363,7 @@ class _Prefetcher:
             self._put(exc)
         self._put(self._END)
 
-    def _put(self, item):
+    def _put(self, item: object) -> None:
         while not self.stopped.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
@@ -363,7 +371,7 @@ class _Prefetcher:
             except queue.Full:
                 continue
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[npt.NDArray[np.uint8]]:
         while True:
             item = self.queue.get()
             if item is self._END:
@@ -372,12 +380,12 @@ class _Prefetcher:
                 raise item
             yield item
 
-    def close(self):
+    def close(self) -> None:
         self.stopped.set()
         self.thread.join()
 
 
-def _abnormal_end(returncode, decoded, message):
+def _abnormal_end(returncode: int, decoded: int, message: str | None) -> str:
     """The problem of a decoder that did not end normally (exit status ``returncode``)."""
     if returncode < 0:
         try:
@@ -391,7 +399,7 @@ def _abnormal_end(returncode, decoded, message):
             + "; the video was not read to its end, nothing of it is kept")
 
 
-def _last_message(log):
+def _last_message(log: str) -> str | None:
     """ffmpeg's last line without its ``[component @ 0x...]`` prefix, or None."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     if not lines:
@@ -402,12 +410,12 @@ def _last_message(log):
     return last or lines[-1]
 
 
-def _decode(info, batch_size):
+def _decode(info: VideoInfo, batch_size: int) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
     """Yield ``(start, frames)`` from one ffmpeg process; see iter_frame_batches."""
     yield from VideoFrames(info.path, batch_size, info)
 
 
-def iter_frame_batches(path, batch_size=32):
+def iter_frame_batches(path: str | os.PathLike[str], batch_size: int = 32) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
     """Decode a video in batches of frames, streaming.
 
     Frames are sampled at the video's own rate (``probe_video(path).fps``):
@@ -441,7 +449,7 @@ def iter_frame_batches(path, batch_size=32):
     yield from VideoFrames(path, batch_size)
 
 
-def read_image(path):
+def read_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
     """Read a still image as uint8 RGB, shape (H, W, 3).
 
     Grey, palette and RGBA images are converted to RGB (alpha is dropped);

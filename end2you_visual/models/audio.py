@@ -16,6 +16,10 @@ models (this is an independent implementation)::
 :class:`AudioModel` (``build_model(modality="audio")``) adds the LSTM/GRU and
 head of :class:`~end2you_visual.models.VisualModel`.
 """
+from __future__ import annotations
+
+from typing import Sequence, Union
+
 import torch
 from torch import nn
 
@@ -36,9 +40,11 @@ class AudioFrontEnd(nn.Module):
             2.5 ms kernels every 0.3 ms at 16 kHz).
     """
 
-    def __init__(self, channels=DEFAULT_AUDIO_CHANNELS, first_kernel=40, first_stride=5):
+    def __init__(self, channels: Sequence[int] = DEFAULT_AUDIO_CHANNELS, first_kernel: int = 40,
+                 first_stride: int = 5) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
+        layers: list[nn.Module]
         if len(channels) < 2 or min(channels) < 1:
             raise ValueError(f"audio channels need two or more positive counts, got {channels}")
         layers, previous = [], 1
@@ -53,7 +59,7 @@ class AudioFrontEnd(nn.Module):
         self.net = nn.Sequential(*layers)
         self.num_features = 2 * channels[-1]
 
-    def forward(self, audio):
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.dim() != 3:
             raise ValueError(f"expected audio windows (B, T, samples), got {tuple(audio.shape)}")
         b, t, samples = audio.shape
@@ -69,10 +75,11 @@ class AudioModel(TemporalHeadModel):
     ``build_model(**model.config)`` rebuilds it.
     """
 
-    def __init__(self, head="regression", outputs=2, temporal="lstm", hidden_size=256,
-                 num_layers=2, label_names=None, dropout=0.0,
-                 audio_channels=DEFAULT_AUDIO_CHANNELS, audio_kernel=40, audio_stride=5,
-                 audio_rate=16000):
+    def __init__(self, head: str = "regression", outputs: int = 2, temporal: str = "lstm",
+                 hidden_size: int = 256, num_layers: int = 2,
+                 label_names: Sequence[str] | None = None, dropout: float = 0.0,
+                 audio_channels: Sequence[int] = DEFAULT_AUDIO_CHANNELS, audio_kernel: int = 40,
+                 audio_stride: int = 5, audio_rate: int = 16000) -> None:
         super().__init__()
         self.audio = AudioFrontEnd(audio_channels, audio_kernel, audio_stride)
         self.num_features = self.audio.num_features
@@ -83,11 +90,13 @@ class AudioModel(TemporalHeadModel):
             "audio_kernel": int(audio_kernel), "audio_stride": int(audio_stride),
             "audio_rate": int(audio_rate)}
 
-    def features(self, audio):
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
         """Per-frame audio embeddings (B, T, F)."""
         return self.audio(audio)
 
-    def forward(self, audio, state=None, return_state=False, return_features=False):
+    def forward(self, audio: torch.Tensor, state: Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor], None] = None,
+                return_state: bool = False, return_features: bool = False
+                ) -> Union[torch.Tensor, tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None, ...]]:
         """Raw outputs (B, T, outputs); ``state`` / ``return_state`` /
         ``return_features`` as VisualModel's."""
         return self._temporal_head(self.features(audio), state, return_state, return_features)

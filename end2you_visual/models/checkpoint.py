@@ -11,12 +11,17 @@ Format (a dict saved with ``torch.save``)::
 Files are read with ``torch.load(..., weights_only=True)``: a file holding
 pickled Python objects is refused, never executed.
 """
+from __future__ import annotations
+
 import hashlib
+import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any, Mapping, TypeVar
 
 import torch
+from torch import nn
 
 from ..errors import InputError
 from ..files import atomic_file
@@ -24,17 +29,19 @@ from ..framing import Framing
 from .compact import dequantize_state_dict, quantize_state_dict
 from .build import build_model
 
+
 __all__ = ["FORMAT", "VERSION", "safe_torch_load", "save_checkpoint", "read_checkpoint",
            "model_from_checkpoint", "load_checkpoint", "unwrap_model", "state_dict_sha256"]
 
 FORMAT = "end2you-visual-model"
 VERSION = 1
 RESERVED = ("format", "version", "config", "state_dict", "framing")
+_Module = TypeVar("_Module", bound=nn.Module)
 _LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError,
                 TypeError, AttributeError, ImportError, zipfile.BadZipFile)
 
 
-def safe_torch_load(path):
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, errors as InputError."""
     path = Path(path)
     if not path.is_file():
@@ -55,13 +62,13 @@ def safe_torch_load(path):
         raise InputError(path, problem) from err
 
 
-def _last_detail(err):
+def _last_detail(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     details = [line for line in lines if "weights_only" not in line and "torch.load" not in line]
     return (details or lines or [type(err).__name__])[-1]
 
 
-def _check_plain(value, where):
+def _check_plain(value: object, where: str) -> None:
     if value is None or isinstance(value, (str, int, float, bool, torch.Tensor)):
         return
     if isinstance(value, (list, tuple)):
@@ -77,12 +84,13 @@ def _check_plain(value, where):
     raise TypeError(f"{where}: {type(value).__name__} is not a tensor or plain value")
 
 
-def unwrap_model(model):
+def unwrap_model(model: _Module) -> _Module:
     """The model inside a ``torch.compile`` wrapper (else ``model`` itself)."""
     return getattr(model, "_orig_mod", model)
 
 
-def save_checkpoint(model, path, extra=None, compact=False):
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str],
+                    extra: Mapping[str, Any] | None = None, compact: bool = False) -> Path:
     """Write ``model`` (and ``extra``) to ``path`` atomically.
 
     Args:
@@ -97,18 +105,19 @@ def save_checkpoint(model, path, extra=None, compact=False):
     Returns:
         ``path`` as a ``Path``.
     """
-    model = unwrap_model(model)
+    # A model of this package: nn.Module does not declare its config.
+    base: Any = unwrap_model(model)
     extra = dict(extra or {})
     clash = [k for k in extra if k in RESERVED]
     if clash:
         raise ValueError(f"extra may not use the reserved keys {clash}")
     _check_plain(extra, "extra")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in base.state_dict().items()}
     if compact:
         state = quantize_state_dict(state)
-    ckpt = {"format": FORMAT, "version": VERSION, "config": dict(model.config),
+    ckpt = {"format": FORMAT, "version": VERSION, "config": dict(base.config),
             "state_dict": state, **extra}
-    framing = getattr(model, "framing", None)  # how its training crops were cut
+    framing = getattr(base, "framing", None)  # how its training crops were cut
     if framing is not None:
         ckpt["framing"] = framing.as_dict()
     with atomic_file(path) as handle:
@@ -116,7 +125,7 @@ def save_checkpoint(model, path, extra=None, compact=False):
     return Path(path)
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint dict in ``path``, checked for format and version."""
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -133,10 +142,12 @@ def read_checkpoint(path):
     return ckpt
 
 
-def model_from_checkpoint(ckpt, path=None):
+def model_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike[str] | None = None
+                          ) -> nn.Module:
     """Build and fill a model from a :func:`read_checkpoint` dict (``path`` for messages)."""
     try:
-        model = build_model(**ckpt["config"])
+        # Any: nn.Module does not declare the extra and framing set below.
+        model: Any = build_model(**ckpt["config"])
     except (TypeError, ValueError) as err:
         raise InputError(path, f"bad model config {ckpt['config']}: {err}") from err
     try:
@@ -154,7 +165,8 @@ def model_from_checkpoint(ckpt, path=None):
     return model.eval()
 
 
-def load_checkpoint(path, device="cpu"):
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu"
+                    ) -> nn.Module:
     """Load a model saved by :func:`save_checkpoint` (plain or compact).
 
     Returns:
@@ -169,7 +181,7 @@ def load_checkpoint(path, device="cpu"):
     return model_from_checkpoint(read_checkpoint(path), path).to(device)
 
 
-def state_dict_sha256(model):
+def state_dict_sha256(model: nn.Module) -> str:
     """SHA-256 (hex) over a model's tensors, by name (each name's bytes, then
     its tensor's raw bytes, in name order): the same weights give the same
     digest whatever file they came from (any dtype, bf16 included)."""

@@ -12,6 +12,10 @@ most half its channel's scale. The paper model (ResNet-50 + 2-layer LSTM,
 26.4 M parameters) goes from 106 MB to 27 MB. :func:`quantize_state_dict`
 refuses names that already contain ``::``, so the suffixes are unambiguous.
 """
+from __future__ import annotations
+
+from typing import Mapping
+
 import torch
 
 __all__ = ["INT8_SUFFIX", "SCALE_SUFFIX", "quantize_state_dict", "dequantize_state_dict"]
@@ -20,16 +24,16 @@ INT8_SUFFIX = "::int8"
 SCALE_SUFFIX = "::scale"
 
 
-def _quantizable(tensor):
+def _quantizable(tensor: torch.Tensor) -> bool:
     return tensor.is_floating_point() and tensor.dim() >= 2 and tensor.numel() > 0
 
 
-def quantize_state_dict(state_dict):
+def quantize_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A copy of ``state_dict`` with every weight matrix/kernel as int8 + scales (CPU)."""
     clash = [k for k in state_dict if "::" in k]
     if clash:
         raise ValueError(f"names with '::' cannot be stored compact: {clash[:3]}")
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
         if not _quantizable(tensor):
             out[key] = tensor.detach().cpu()
@@ -44,13 +48,14 @@ def quantize_state_dict(state_dict):
     return out
 
 
-def dequantize_state_dict(state_dict, dtype=torch.float32):
+def dequantize_state_dict(state_dict: Mapping[str, torch.Tensor],
+                          dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Restore float tensors (``dtype``) from a :func:`quantize_state_dict` result.
 
     A plain state dict comes back unchanged (as a new dict). An ``::int8``
     entry without its ``::scale`` (or the reverse) raises ``KeyError``.
     """
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
         if key.endswith(SCALE_SUFFIX):
             if key[: -len(SCALE_SUFFIX)] + INT8_SUFFIX not in state_dict:

@@ -16,13 +16,25 @@ These map to this package's ``extractor.*``, ``temporal.*`` and ``head.*``.
 End2You feeds frames in [0, 1] without normalisation (ImageNet mean/std
 only when it started from ImageNet weights), usually 96x96 crops.
 """
+from __future__ import annotations
+
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+
+import torch
 
 from ..errors import InputError
 from .checkpoint import safe_torch_load, unwrap_model
-from .transfer import fits, load_matching
+from .transfer import TransferReport, fits, load_matching
+
+if TYPE_CHECKING:
+    from .visual import VisualModel
 
 __all__ = ["import_end2you", "end2you_config", "end2you_state_dict"]
+
+# A checkpoint file, the dict End2You saves, or its state_dict.
+PathOrState = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
 CNN_PREFIX = "visual_model.model."
 RNN_PREFIX = "rnn.rnn."
@@ -31,14 +43,14 @@ HEAD_PREFIX = "linear."
 SEQUENTIAL_NAMES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3",
                     "7": "layer4"}
 # (bottleneck?, blocks per stage) -> arch
-KNOWN_ARCHS = {
+KNOWN_ARCHS: dict[tuple[bool, tuple[int, ...]], str] = {
     (False, (2, 2, 2, 2)): "resnet18",
     (False, (3, 4, 6, 3)): "resnet34",
     (True, (3, 4, 6, 3)): "resnet50",
 }
 
 
-def end2you_state_dict(path_or_state):
+def end2you_state_dict(path_or_state: PathOrState) -> dict[str, torch.Tensor]:
     """The model ``state_dict`` of an End2You checkpoint, without ``module.`` prefixes.
 
     Args:
@@ -50,7 +62,7 @@ def end2you_state_dict(path_or_state):
     if not isinstance(ckpt, dict):
         raise InputError(path, f"expected an End2You checkpoint dict, got {type(ckpt).__name__}")
     state = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), dict) else ckpt
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         key = str(key)
         while key.startswith("module."):
@@ -62,7 +74,7 @@ def end2you_state_dict(path_or_state):
     return out
 
 
-def _rnn_shape(state):
+def _rnn_shape(state: Mapping[str, torch.Tensor]) -> tuple[str | None, int, int, int] | None:
     """(kind, hidden_size, num_layers, input_size) of the End2You RNN, or None."""
     hh = state.get(RNN_PREFIX + "weight_hh_l0")
     if hh is None or hh.dim() != 2:
@@ -74,7 +86,8 @@ def _rnn_shape(state):
     return kind, hidden, layers, state[RNN_PREFIX + "weight_ih_l0"].shape[1]
 
 
-def end2you_config(path_or_state, head="regression", label_names=None):
+def end2you_config(path_or_state: PathOrState, head: str = "regression",
+                   label_names: Sequence[str] | None = None) -> dict[str, Any]:
     """:func:`build_model` arguments that fit an End2You visual checkpoint.
 
     Infers ``arch`` (resnet18/34/50), ``temporal``, ``hidden_size``,
@@ -91,7 +104,7 @@ def end2you_config(path_or_state, head="regression", label_names=None):
                          f"{blocks} is not one of {sorted(KNOWN_ARCHS.values())}")
     rnn = _rnn_shape(state)
     head_w = state.get(HEAD_PREFIX + "weight")
-    config = {"arch": arch, "head": head, "temporal": "none", "mean": [0.0, 0.0, 0.0],
+    config: dict[str, Any] = {"arch": arch, "head": head, "temporal": "none", "mean": [0.0, 0.0, 0.0],
               "std": [1.0, 1.0, 1.0], "input_size": 96, "label_names": label_names}
     if rnn is not None and rnn[0] is not None:
         config.update(temporal=rnn[0], hidden_size=int(rnn[1]), num_layers=int(rnn[2]))
@@ -100,9 +113,11 @@ def end2you_config(path_or_state, head="regression", label_names=None):
     return config
 
 
-def _map_keys(state, model):
+def _map_keys(state: Mapping[str, torch.Tensor], model: VisualModel
+              ) -> tuple[dict[str, tuple[str, torch.Tensor]], list[tuple[str, str]]]:
     """End2You key -> our key; returns (mapped, unmapped with reasons)."""
-    mapped, unmapped = {}, []
+    mapped: dict[str, tuple[str, torch.Tensor]] = {}
+    unmapped: list[tuple[str, str]] = []
     rnn = _rnn_shape(state)
     ours = None if model.temporal is None else model.config["temporal"]
     for key, tensor in state.items():
@@ -128,7 +143,7 @@ def _map_keys(state, model):
     return mapped, unmapped
 
 
-def import_end2you(path_or_state, model):
+def import_end2you(path_or_state: PathOrState, model: VisualModel) -> TransferReport:
     """Load an End2You visual checkpoint into ``model`` where it fits.
 
     The CNN is loaded (2D kernels are inflated for an I3D ``model``); the
@@ -161,7 +176,8 @@ def import_end2you(path_or_state, model):
     return load_matching(model, mapped, unmapped)
 
 
-def _cnn_problems(mapped, own):
+def _cnn_problems(mapped: Mapping[str, tuple[str, torch.Tensor]],
+                  own: Mapping[str, torch.Tensor]) -> list[str]:
     """Why the mapped End2You CNN cannot fill ``own``'s extractor exactly (empty: it can)."""
     problems = []
     for target, (source, tensor) in mapped.items():
@@ -178,7 +194,7 @@ def _cnn_problems(mapped, own):
     return problems
 
 
-def _guess_arch(state):
+def _guess_arch(state: Mapping[str, torch.Tensor]) -> str:
     try:
         return end2you_config(state)["arch"]
     except (ValueError, InputError):

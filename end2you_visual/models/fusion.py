@@ -14,15 +14,22 @@ State-dict names: ``visual.extractor.*`` (the ResNet, named as a
 VisualModel's ``extractor.*``), ``audio.*``, ``visual_proj.*`` /
 ``audio_proj.*`` (with ``projection``), ``temporal.*``, ``head.*``.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Sequence, Union
+
 import torch
 from torch import nn
 
 from .audio import DEFAULT_AUDIO_CHANNELS, AudioFrontEnd
 from .temporal_head import TemporalHeadModel
-from .transfer import load_matching
+from .transfer import TransferReport, load_matching
 from .visual import VisualModel
 
 __all__ = ["AudioVisualModel"]
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class AudioVisualModel(TemporalHeadModel):
@@ -44,18 +51,22 @@ class AudioVisualModel(TemporalHeadModel):
     windows (B, T, A); returns raw outputs (B, T, outputs).
     """
 
-    def __init__(self, arch="resnet50", head="regression", outputs=2, temporal="lstm",
-                 hidden_size=256, num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5),
-                 std=(0.5, 0.5, 0.5), input_size=150, dropout=0.0, grey=False,
-                 stem="imagenet", projection=0, freeze_visual=False,
-                 audio_channels=DEFAULT_AUDIO_CHANNELS, audio_kernel=40, audio_stride=5,
-                 audio_rate=16000):
+    def __init__(self, arch: str = "resnet50", head: str = "regression", outputs: int = 2,
+                 temporal: str = "lstm", hidden_size: int = 256, num_layers: int = 2,
+                 label_names: Sequence[str] | None = None,
+                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
+                 input_size: int = 150, dropout: float = 0.0, grey: bool = False,
+                 stem: str = "imagenet", projection: int = 0, freeze_visual: bool = False,
+                 audio_channels: Sequence[int] = DEFAULT_AUDIO_CHANNELS, audio_kernel: int = 40,
+                 audio_stride: int = 5, audio_rate: int = 16000) -> None:
         super().__init__()
         self.visual = VisualModel(arch=arch, temporal="none", outputs=1, mean=mean, std=std,
                                   input_size=input_size, grey=grey, stem=stem)
         self.visual.head = nn.Identity()  # only its features are used
         self.audio = AudioFrontEnd(audio_channels, audio_kernel, audio_stride)
         projection = int(projection)
+        self.visual_proj: nn.Module | None
+        self.audio_proj: nn.Module | None
         if projection < 0:
             raise ValueError(f"projection must be 0 (none) or positive, got {projection}")
         if projection:
@@ -84,38 +95,40 @@ class AudioVisualModel(TemporalHeadModel):
             "audio_rate": int(audio_rate),
         }
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         """As ``nn.Module.train``; a frozen visual branch stays in eval mode."""
         super().train(mode)
         if self.freeze_visual:
             self.visual.eval()
         return self
 
-    def visual_features(self, frames):
+    def visual_features(self, frames: torch.Tensor) -> torch.Tensor:
         """Per-frame visual CNN embeddings (B, T, Fv), before any projection."""
         if self.freeze_visual:
             with torch.no_grad():
                 return self.visual.features(frames)
         return self.visual.features(frames)
 
-    def features(self, frames, audio):
+    def features(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Fused per-frame features (B, T, F): the recurrent layers' input."""
         v = self.visual_features(frames)
         a = self.audio(audio.to(v.dtype))
         if a.shape[:2] != v.shape[:2]:
             raise ValueError(f"frames give {tuple(v.shape[:2])} (B, T) but audio "
                              f"{tuple(a.shape[:2])}")
-        if self.visual_proj is not None:
+        if self.visual_proj is not None and self.audio_proj is not None:  # both or neither
             v, a = self.visual_proj(v), self.audio_proj(a)
         return torch.cat([v, a], dim=-1)
 
-    def forward(self, frames, audio, state=None, return_state=False, return_features=False):
+    def forward(self, frames: torch.Tensor, audio: torch.Tensor, state: Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor], None] = None,
+                return_state: bool = False, return_features: bool = False
+                ) -> Union[torch.Tensor, tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None, ...]]:
         """Raw outputs (B, T, outputs); ``state`` / ``return_state`` /
         ``return_features`` (the fused features) as VisualModel's."""
         return self._temporal_head(self.features(frames, audio), state, return_state,
                                    return_features)
 
-    def init_visual(self, source):
+    def init_visual(self, source: nn.Module | Mapping[str, torch.Tensor]) -> TransferReport:
         """Copy a visual model's CNN into the visual branch.
 
         Args:

@@ -34,6 +34,10 @@ exactly those of ``"imagenet"``, so a model trained with the ImageNet stem
 can be continued with it. The stem's parameter names stay ``conv1``/``bn1``,
 so only ``conv1.weight``'s shape differs between stems.
 """
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
@@ -55,7 +59,8 @@ class NarrowResNet(tv_resnet.ResNet):
     numbers of maps differ.
     """
 
-    def __init__(self, block, layers, widths=(8, 16, 32, 64)):
+    def __init__(self, block: type[Union[tv_resnet.BasicBlock, tv_resnet.Bottleneck]],
+                 layers: Sequence[int], widths: Sequence[int] = (8, 16, 32, 64)) -> None:
         nn.Module.__init__(self)
         self._norm_layer = nn.BatchNorm2d
         self.inplanes = widths[0]
@@ -77,16 +82,16 @@ class NarrowResNet(tv_resnet.ResNet):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-def _tiny():
+def _tiny() -> NarrowResNet:
     return NarrowResNet(tv_resnet.BasicBlock, [1, 1, 1, 1])
 
 
-def _half():
+def _half() -> NarrowResNet:
     return NarrowResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], widths=(32, 64, 128, 256))
 
 
 # name -> (constructor returning a torchvision-style ResNet, features per frame)
-ARCHS_2D = {
+ARCHS_2D: dict[str, tuple[Callable[[], tv_resnet.ResNet], int]] = {
     "resnet18": (lambda: tv_resnet.resnet18(weights=None), 512),
     "resnet34": (lambda: tv_resnet.resnet34(weights=None), 512),
     "resnet50": (lambda: tv_resnet.resnet50(weights=None), 2048),
@@ -96,12 +101,12 @@ ARCHS_2D = {
 assert tuple(ARCHS_2D) == choices.ARCHS_2D, "a backbone is named in end2you_visual.choices"
 
 
-def num_features(arch):
+def num_features(arch: str) -> int:
     """Features per frame of the 2D architecture ``arch``."""
     return ARCHS_2D[arch][1]
 
 
-def set_stem(net, stem):
+def set_stem(net: tv_resnet.ResNet, stem: str) -> tv_resnet.ResNet:
     """Give the torchvision-style ResNet ``net`` the stem ``stem`` (see the
     module doc), in place: a new randomly initialised ``conv1`` (same number
     of maps) and, for the small stems, no max-pool. Returns ``net``."""
@@ -120,7 +125,7 @@ def set_stem(net, stem):
     return net
 
 
-def build_resnet(arch, stem="imagenet"):
+def build_resnet(arch: str, stem: str = "imagenet") -> tv_resnet.ResNet:
     """A randomly initialised 2D ResNet ``arch`` with stem ``stem`` mapping
     (N, 3, H, W) -> (N, F)."""
     if arch not in ARCHS_2D:

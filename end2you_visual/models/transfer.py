@@ -5,9 +5,13 @@ a source tensor is copied when its target has the same shape, inflated over
 time when the target is the 3D version of a 2D kernel, and otherwise skipped
 with a reason.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 import torch
+from torch import nn
 
 from .i3d import inflate_weight
 
@@ -25,17 +29,17 @@ class TransferReport:
         missing: target keys that received nothing (they keep their values).
     """
 
-    loaded: list = field(default_factory=list)
-    inflated: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-    missing: list = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    inflated: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, list[Any]]:
         """Plain-type form (JSON-serialisable)."""
         return {"loaded": list(self.loaded), "inflated": list(self.inflated),
                 "skipped": [list(s) for s in self.skipped], "missing": list(self.missing)}
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors ({len(self.inflated)} inflated to 3D), "
                  f"skipped {len(self.skipped)}, left unchanged {len(self.missing)}"]
         lines += [f"  skipped {key}: {reason}" for key, reason in self.skipped]
@@ -43,7 +47,7 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def fits(source, target):
+def fits(source: torch.Tensor, target: torch.Tensor) -> str:
     """'copy', 'inflate' or a reason why ``source`` cannot go into ``target``."""
     if source.shape == target.shape:
         return "copy"
@@ -53,7 +57,8 @@ def fits(source, target):
     return f"shape {tuple(source.shape)} does not fit {tuple(target.shape)}"
 
 
-def load_matching(model, mapped, unmapped=()):
+def load_matching(model: nn.Module, mapped: Mapping[str, tuple[str, torch.Tensor]],
+                  unmapped: Iterable[tuple[str, str]] = ()) -> TransferReport:
     """Copy ``mapped`` (target key -> (source key, tensor)) into ``model``.
 
     Args:
@@ -67,7 +72,7 @@ def load_matching(model, mapped, unmapped=()):
     """
     report = TransferReport(skipped=list(unmapped))
     own = model.state_dict()
-    updates = {}
+    updates: dict[str, torch.Tensor] = {}
     for target_key, (source_key, tensor) in mapped.items():
         if target_key not in own:
             report.skipped.append((source_key, f"no {target_key} in this model"))
