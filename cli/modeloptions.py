@@ -1,5 +1,7 @@
 """The options that `e2y-visual predict` and `extract` share: their inputs, the
 model to run and the output folder."""
+from typing import Callable
+
 import click
 
 from end2you_visual.registry import DEFAULT_MODEL
@@ -7,7 +9,7 @@ from end2you_visual.registry import DEFAULT_MODEL
 __all__ = ["model_run_options"]
 
 
-def model_run_options(inputs, out_help):
+def model_run_options(inputs: str, out_help: str) -> Callable[[Callable], Callable]:
     """Decorator: the INPUTS argument (named ``inputs``: files or folders that
     exist), ``--model`` (a registered name or a checkpoint file, passed as
     ``model_name``; default :data:`~end2you_visual.registry.DEFAULT_MODEL`)
@@ -22,7 +24,7 @@ def model_run_options(inputs, out_help):
                      help=out_help),
     ]
 
-    def apply(command):
+    def apply(command: Callable) -> Callable:
         for decorator in reversed(decorators):
             command = decorator(command)
         return command

@@ -8,8 +8,9 @@ The modules that implement a choice (:mod:`.crops` the crop kinds,
 a table keyed by them is checked against them where it is defined.
 """
 
-__all__ = ["ARCHS", "ARCHS_2D", "CROP_KINDS", "DETECTORS", "FACES", "FILLS", "HEADS", "HEAD_LABEL_KIND",
-           "I3D_PREFIX", "MODALITIES", "PRECISIONS", "STEMS", "TEMPORALS"]
+__all__ = ["ARCHS", "ARCHS_2D", "CROP_KINDS", "DETECTORS", "EXTRACT_FORMATS", "FACES",
+           "FEATURE_DTYPES", "FILLS", "HEADS", "HEAD_LABEL_KIND", "I3D_PREFIX", "MODALITIES",
+           "PRECISIONS", "STEMS", "TEMPORALS"]
 
 # ------------------------------------------------------------------ faces
 #: How a face is cut from a frame (:mod:`end2you_visual.crops`).
@@ -41,3 +42,7 @@ MODALITIES = ("visual", "audio", "audiovisual")
 # --------------------------------------------------------------- inference
 #: Numeric precision of training and inference ("auto": bf16 on CUDA, fp32 on a CPU).
 PRECISIONS = ("auto", "bf16", "fp32")
+#: Output formats of `extract` (:data:`end2you_visual.extract.WRITERS`).
+EXTRACT_FORMATS = ("hdf5", "npy", "csv")
+#: Precision of the features `extract` stores.
+FEATURE_DTYPES = ("float16", "float32")

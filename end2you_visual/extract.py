@@ -17,41 +17,48 @@ Outputs, one per input, in ``out_dir``:
 * ``<stem>.features.csv``: ``sequence, timestamp, face_found, <labels>,
   f0 ... f{F-1}``, empty cells where no face was found.
 
-Frames are read, embedded and written chunk by chunk (``batch_size``
-frames): memory does not grow with the length of the input. Outputs are
-written atomically and never replaced unless ``overwrite``. (A 2D CNN embeds
-each frame alone, so the chunking changes nothing; an I3D CNN looks one
-frame across each chunk's edge, so its embeddings there are close to, not
-equal to, a whole-clip pass.)
+Each format has its writer (:data:`WRITERS`, keyed by the format names of
+:data:`~end2you_visual.choices.EXTRACT_FORMATS`). Frames are read, embedded
+and written chunk by chunk (``batch_size`` frames): memory does not grow
+with the length of the input. Outputs are written atomically
+(:mod:`end2you_visual.files`) and never replaced unless ``overwrite``. (A
+2D CNN embeds each frame alone, so the chunking changes nothing; an I3D CNN
+looks one frame across each chunk's edge, so its embeddings there are close
+to, not equal to, a whole-clip pass.)
 """
 import csv
 import json
 import os
+import shutil
+import tempfile
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Type, Union
 
 import h5py
 import numpy as np
 import torch
 
 from . import __version__
+from .choices import EXTRACT_FORMATS, FEATURE_DTYPES
 from .errors import InputError
-from .files import check_name_length, check_writable, temporary_beside
-from .framing import file_framing, model_framing, resolve_face_settings
-from .models.checkpoint import state_dict_sha256
+from .files import atomic_file, atomic_path, check_name_length, check_writable
+from .framing import file_framing, model_face_settings, resolve_face_settings
 from .ranges import check_number
+from .zoo import ResolvedModel, model_checksum, resolve_model
 
-__all__ = ["FEATURES_FORMAT", "FORMATS", "DTYPES", "ExtractResult", "extract_features",
-           "output_path", "model_checksum"]
+__all__ = ["FEATURES_FORMAT", "FORMATS", "DTYPES", "WRITERS", "ExtractResult",
+           "extract_features", "output_path", "model_checksum"]
 
 FEATURES_FORMAT = "end2you-visual-features"
 FEATURES_VERSION = 1
-FORMATS = {"hdf5": ".features.h5", "npy": ".features.npy", "csv": ".features.csv"}
-DTYPES = ("float16", "float32")
+DTYPES = FEATURE_DTYPES
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 _STR = h5py.string_dtype(encoding="utf-8")
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass
@@ -66,57 +73,41 @@ class ExtractResult:
     faces_found: int
     features: int
     seconds: float
-    face_settings: dict = None
+    face_settings: Optional[Dict[str, Any]] = None
 
 
-def output_path(out_dir, source, fmt="hdf5"):
+def output_path(out_dir: PathLike, source: PathLike, fmt: str = "hdf5") -> Path:
     """``out_dir / <stem of source> + FORMATS[fmt]``."""
     return Path(out_dir) / (Path(source).stem + FORMATS[fmt])
 
 
-def model_checksum(model, path=None):
-    """``("file", sha256 of path)`` for a checkpoint file, else ``("state_dict",
-    sha256 over the model's tensors, by name)``: the same weights give the
-    same checksum whatever file they came from."""
-    if path is not None:
-        from .zoo import sha256_file
-
-        return "file", sha256_file(path)
-    return "state_dict", state_dict_sha256(model)
-
-
-def _resolve_model(model, device):
-    """(visual model in eval mode, name, checksum kind, checksum, config, framing)."""
+def _visual(resolved: ResolvedModel, device: torch.device) -> Any:
+    """The model's visual branch (the model itself, or an audiovisual
+    model's), in eval mode on ``device``; InputError for a model that sees
+    no face."""
     from .models import VisualModel
-    from .models.checkpoint import unwrap_model
 
-    path = None
-    if isinstance(model, (str, os.PathLike)):
-        from .zoo import list_pretrained, load_pretrained
-
-        name = str(model)
-        registered = {w.name: w for w in list_pretrained()}
-        loaded = load_pretrained(model, device="cpu")
-        if name in registered:
-            kind, checksum = "file", registered[name].sha256.lower()
-        else:
-            path = Path(model)
-            kind, checksum = model_checksum(loaded, path)
-        model = loaded
-    else:
-        model = unwrap_model(model)
-        name = f"{model.config.get('arch', 'unnamed')} (in memory)"
-        kind, checksum = model_checksum(model)
-    visual = getattr(model, "visual", model)  # an audiovisual model: its visual branch
+    visual = getattr(resolved.base, "visual", resolved.base)
     if not isinstance(visual, VisualModel):
-        raise InputError(name, f"extract needs a visual or audiovisual model, not "
-                               f"{type(model).__name__}")
-    return (visual.to(device).eval(), name, kind, checksum, model.config,
-            model_framing(model))
+        raise InputError(_name(resolved), f"extract needs a visual or audiovisual model, not "
+                                          f"{type(resolved.base).__name__}")
+    return visual.to(device).eval()
 
 
-def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_size=64,
-                     device="auto", overwrite=False, progress=False, announce=None, **faces):
+def _name(resolved: ResolvedModel) -> str:
+    """The model's name in the outputs: the registered name or checkpoint
+    path as given, else ``"<arch> (in memory)"``."""
+    if resolved.source is not None:
+        return resolved.source
+    return f"{resolved.config.get('arch', 'unnamed')} (in memory)"
+
+
+def extract_features(inputs: Union[PathLike, Iterable[PathLike]],
+                     model: Union[PathLike, torch.nn.Module], out_dir: PathLike,
+                     fmt: str = "hdf5", dtype: str = "float16", batch_size: int = 64,
+                     device: Union[str, torch.device] = "auto", overwrite: bool = False,
+                     progress: bool = False, announce: Optional[Callable[[str], object]] = None,
+                     **faces: Any) -> List[ExtractResult]:
     """Write the per-frame embeddings of ``model`` for each input.
 
     Args:
@@ -155,11 +146,11 @@ def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_
     from .devices import resolve_device
     from .files import expand_paths
 
-    if fmt not in FORMATS:
-        raise InputError("--format", f"must be one of {list(FORMATS)}, got {fmt!r}")
+    if fmt not in WRITERS:
+        raise InputError("--format", f"must be one of {list(WRITERS)}, got {fmt!r}")
     if dtype not in DTYPES:
         raise InputError("--dtype", f"must be one of {list(DTYPES)}, got {dtype!r}")
-    batch_size = check_number("--batch-size", batch_size, 1, integer=True)
+    batch_size = int(check_number("--batch-size", batch_size, 1, integer=True))
     from .inputs import VIDEO_EXTENSIONS
 
     faces = {**faces, "batch_size": batch_size}
@@ -170,13 +161,16 @@ def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_
     targets = [output_path(out_dir, s, fmt) for s in sources]
     _check_targets(sources, targets, overwrite)
     device = resolve_device(device)
-    visual, name, kind, checksum, config, framing = _resolve_model(model, device)
-    settings, line = resolve_face_settings(faces, framing)
-    if line and announce is not None and any(not _is_hdf5(s) for s in sources):
-        announce(line)
+    resolved = resolve_model(model, device)
+    visual, framing = _visual(resolved, device), resolved.framing
+    videos = any(not _is_hdf5(s) for s in sources)
+    settings = model_face_settings(faces, framing, visual.config["input_size"], device,
+                                   announce if videos else None)
+    kind, checksum = resolved.checksum()
     attrs = {"format": FEATURES_FORMAT, "schema_version": FEATURES_VERSION,
-             "model_name": name, "model_checksum": checksum, "model_checksum_of": kind,
-             "model_config": json.dumps(config, default=str), "feature_dtype": dtype,
+             "model_name": _name(resolved), "model_checksum": checksum,
+             "model_checksum_of": kind,
+             "model_config": json.dumps(resolved.config, default=str), "feature_dtype": dtype,
              "num_features": int(visual.num_features), "created_by": f"end2you-visual "
                                                                      f"{__version__}"}
     results = []
@@ -187,16 +181,14 @@ def extract_features(inputs, model, out_dir, fmt="hdf5", dtype="float16", batch_
         else:
             chunks = _people_chunks if settings.faces == "all" else _video_chunks
             stream = chunks(source, visual, device, settings)
-            used = {**settings.face_settings(), "size": int(visual.config["input_size"]),
-                    "device": str(device)}  # what the pipeline ran with
+            used = settings.face_settings()  # what the pipeline ran with
         meta = next(stream)
-        sink = _Sink(target, fmt, dtype, int(visual.num_features), meta,
-                     {**attrs, "source": str(source),
-                      **({} if used is None else {"face_settings": json.dumps(used)})})
-        with sink:
-            for chunk in _bar(stream, meta["frames"], source, progress):
+        with WRITERS[fmt](target, dtype, int(visual.num_features), meta,
+                          {**attrs, "source": str(source),
+                           **({} if used is None else {"face_settings": json.dumps(used)})}
+                          ) as sink:
+            for chunk in _bar(stream, source, progress):
                 sink.append(*chunk)
-            sink.commit()
         results.append(ExtractResult(str(source), str(target), sink.rows, sink.faces,
                                      int(visual.num_features),
                                      time.perf_counter() - started, used))
@@ -219,7 +211,7 @@ def _check_targets(sources, targets, overwrite):
             raise InputError(target, "exists (use --overwrite to replace it)")
 
 
-def _bar(stream, total, source, progress):
+def _bar(stream, source, progress):
     if not progress:
         return stream
     from tqdm.auto import tqdm
@@ -287,21 +279,20 @@ def _people_chunks(source, visual, device, settings):
     rows where the person is not in view). The embeddings are held until
     the video's end (the people are known only then): (frames x features)
     float32 per person."""
-    from .people import PeopleTracker, PersonSeries
+    from .people import PersonSeries
     from .video import iter_frame_batches, probe_video
 
     info = probe_video(str(source))
     settings.check_frame_size(info.width, info.height, source)  # before any decoding
-    tracker = PeopleTracker(settings, fps=info.fps, min_duration=settings.min_duration,
-                            max_gap=settings.max_gap, size=int(visual.config["input_size"]),
-                            device=device)
+    pipeline = settings.pipeline(info.fps, size=int(visual.config["input_size"]),
+                                 device=device, faces="all")
     series, done = PersonSeries(visual.num_features), 0
     for _, frames in iter_frame_batches(str(source), settings.batch_size):
-        for pid, faces in tracker.process(frames).items():
+        for pid, faces in pipeline.track(frames).items():
             series.append(pid, done, _embed(visual, faces.crops, faces.found, device),
                           faces.found)
         done += len(frames)
-    people = tracker.finish()
+    people = pipeline.people()
     stem = Path(source).stem
     yield {"frames": done * len(people), "label_names": [],
            "sequences": [(f"{stem}_person{p.id}", info.fps, done) for p in people],
@@ -312,107 +303,151 @@ def _people_chunks(source, visual, device, settings):
                np.zeros((done, 0), np.float32), q)
 
 
-class _Sink:
-    """One output being written: a temporary file beside it, renamed at commit."""
+class _Writer:
+    """One output being written: ``with Writer(path, ...) as out:``, then
+    :meth:`append` per chunk. The file is written through
+    :mod:`end2you_visual.files` (a temporary file beside ``path``): it
+    appears, complete, when the block ends, and an error leaves nothing.
+    A subclass per format (:data:`WRITERS`) opens its file (:meth:`_open`),
+    writes a chunk's rows (:meth:`_write`) and what follows them
+    (:meth:`_finish`)."""
 
-    def __init__(self, path, fmt, dtype, n_features, meta, attrs):
-        self.path, self.fmt, self.dtype = Path(path), fmt, np.dtype(dtype)
+    suffix = ""  # the output's ending, FORMATS[format]
+
+    def __init__(self, path: PathLike, dtype: str, n_features: int, meta: Dict[str, Any],
+                 attrs: Dict[str, Any]) -> None:
+        self.path, self.dtype = Path(path), np.dtype(dtype)
         self.n_features, self.meta, self.attrs = n_features, meta, attrs
         self.label_names = list(meta["label_names"])
         self.rows = self.faces = 0
-        fd, self.tmp = temporary_beside(self.path)  # the umask's permissions, not 0600
-        os.close(fd)
         self.offsets = [0] * (len(meta["sequences"]) + 1)
-        self._open()
+        self._stack = ExitStack()
 
-    def _open(self):
-        if self.fmt == "hdf5":
-            self.h5 = h5py.File(self.tmp, "w")
-            f = self.n_features
-            self.dsets = {
-                "features": self.h5.create_dataset("features", (0, f), self.dtype,
-                                                   maxshape=(None, f), chunks=(256, f)),
-                "timestamps": self.h5.create_dataset("timestamps", (0,), np.float64,
-                                                     maxshape=(None,), chunks=(4096,)),
-                "face_found": self.h5.create_dataset("face_found", (0,), bool,
-                                                     maxshape=(None,), chunks=(4096,)),
-            }
-            if self.label_names:
-                n = len(self.label_names)
-                self.dsets["labels"] = self.h5.create_dataset(
-                    "labels", (0, n), np.float32, maxshape=(None, n), chunks=(4096, n))
-        elif self.fmt == "npy":
-            self.raw = open(self.tmp.with_suffix(".raw"), "wb")  # header added at commit
-        else:
-            self.csv_handle = open(self.tmp, "w", newline="", encoding="utf-8")
-            self.writer = csv.writer(self.csv_handle)
-            self.writer.writerow(["sequence", "timestamp", "face_found", *self.label_names,
-                                  *(f"f{i}" for i in range(self.n_features))])
+    def __enter__(self) -> "_Writer":
+        with ExitStack() as stack:  # a failed opening leaves nothing behind
+            self._open(stack)
+            self._stack = stack.pop_all()
+        return self
 
-    def append(self, features, timestamps, found, labels, q):
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is not None:  # closed and removed
+            return bool(self._stack.__exit__(exc_type, exc, tb))
+        with self._stack:  # completed, closed and renamed into place
+            self._finish()
+        return False
+
+    def append(self, features: np.ndarray, timestamps: np.ndarray, found: np.ndarray,
+               labels: np.ndarray, q: int) -> None:
+        """Rows of sequence ``q``: features (n, F), their timestamps (n,),
+        face_found (n,) and labels (n, labels)."""
         n = len(features)
-        values = features.astype(self.dtype)
-        if self.fmt == "hdf5":
-            for key, data in (("features", values), ("timestamps", timestamps),
-                              ("face_found", found), ("labels", labels)):
-                if key in self.dsets:
-                    dset = self.dsets[key]
-                    dset.resize(self.rows + n, axis=0)
-                    dset[self.rows:] = data
-        elif self.fmt == "npy":
-            self.raw.write(np.ascontiguousarray(values).tobytes())
-        else:
-            name = self.meta["sequences"][q][0]
-            for i in range(n):
-                cells = [] if not found[i] else [f"{v:.7g}" for v in values[i].astype(np.float64)]
-                self.writer.writerow([name, f"{timestamps[i]:.6f}", int(bool(found[i])),
-                                      *(f"{v:.7g}" for v in labels[i]),
-                                      *(cells or [""] * self.n_features)])
+        self._write(features.astype(self.dtype), timestamps, found, labels, q)
         self.rows += n
         self.faces += int(np.count_nonzero(found))
         self.offsets[q + 1] = self.rows
         for later in range(q + 2, len(self.offsets)):
             self.offsets[later] = self.rows
 
-    def commit(self):
-        if self.fmt == "hdf5":
-            seqs = self.meta["sequences"]
-            group = self.h5.create_group("sequences")
-            group.create_dataset("offsets", data=np.asarray(self.offsets, np.int64))
-            group.create_dataset("name", data=np.asarray([s[0] for s in seqs], dtype=object),
-                                 dtype=_STR)
-            group.create_dataset("fps", data=np.asarray([s[1] for s in seqs], np.float64))
-            self.h5.attrs.update({**self.attrs, "label_names": json.dumps(self.label_names)})
-            self.h5.close()
-        elif self.fmt == "npy":
-            self.raw.close()
-            self._assemble_npy()
-        else:
-            self.csv_handle.close()
-        os.replace(self.tmp, self.path)
+    def _open(self, stack: ExitStack) -> None:
+        raise NotImplementedError
 
-    def _assemble_npy(self):
-        raw = self.tmp.with_suffix(".raw")
+    def _write(self, values: np.ndarray, timestamps: np.ndarray, found: np.ndarray,
+               labels: np.ndarray, q: int) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        pass
+
+
+class _Hdf5Writer(_Writer):
+    """``features``, ``timestamps``, ``face_found``, ``labels``, the
+    ``sequences`` group and the attributes (``docs/format.md``)."""
+
+    suffix = ".features.h5"
+
+    def _open(self, stack: ExitStack) -> None:
+        self.h5 = stack.enter_context(h5py.File(stack.enter_context(atomic_path(self.path)),
+                                                "w"))
+        f = self.n_features
+        self.dsets = {
+            "features": self.h5.create_dataset("features", (0, f), self.dtype,
+                                               maxshape=(None, f), chunks=(256, f)),
+            "timestamps": self.h5.create_dataset("timestamps", (0,), np.float64,
+                                                 maxshape=(None,), chunks=(4096,)),
+            "face_found": self.h5.create_dataset("face_found", (0,), bool,
+                                                 maxshape=(None,), chunks=(4096,)),
+        }
+        if self.label_names:
+            n = len(self.label_names)
+            self.dsets["labels"] = self.h5.create_dataset(
+                "labels", (0, n), np.float32, maxshape=(None, n), chunks=(4096, n))
+
+    def _write(self, values: np.ndarray, timestamps: np.ndarray, found: np.ndarray,
+               labels: np.ndarray, q: int) -> None:
+        for key, data in (("features", values), ("timestamps", timestamps),
+                          ("face_found", found), ("labels", labels)):
+            if key in self.dsets:
+                dset = self.dsets[key]
+                dset.resize(self.rows + len(values), axis=0)
+                dset[self.rows:] = data
+
+    def _finish(self) -> None:
+        seqs = self.meta["sequences"]
+        group = self.h5.create_group("sequences")
+        group.create_dataset("offsets", data=np.asarray(self.offsets, np.int64))
+        group.create_dataset("name", data=np.asarray([s[0] for s in seqs], dtype=object),
+                             dtype=_STR)
+        group.create_dataset("fps", data=np.asarray([s[1] for s in seqs], np.float64))
+        self.h5.attrs.update({**self.attrs, "label_names": json.dumps(self.label_names)})
+
+
+class _NpyWriter(_Writer):
+    """The (N, F) array alone; its rows wait in a scratch file beside the
+    output until their count, which the header states, is known."""
+
+    suffix = ".features.npy"
+
+    def _open(self, stack: ExitStack) -> None:
+        self.out = stack.enter_context(atomic_file(self.path, "wb"))
+        self.raw = stack.enter_context(tempfile.TemporaryFile(dir=self.path.parent))
+
+    def _write(self, values: np.ndarray, timestamps: np.ndarray, found: np.ndarray,
+               labels: np.ndarray, q: int) -> None:
+        self.raw.write(np.ascontiguousarray(values).tobytes())
+
+    def _finish(self) -> None:
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
                   "shape": (self.rows, self.n_features)}
-        with open(self.tmp, "wb") as out, open(raw, "rb") as data:
-            np.lib.format.write_array_header_2_0(out, header)
-            for block in iter(lambda: data.read(1 << 20), b""):
-                out.write(block)
-        raw.unlink()
+        np.lib.format.write_array_header_2_0(self.out, header)
+        self.raw.seek(0)
+        shutil.copyfileobj(self.raw, self.out, 1 << 20)
 
-    def _close_all(self):
-        for handle in (getattr(self, "h5", None), getattr(self, "raw", None),
-                       getattr(self, "csv_handle", None)):
-            if handle is not None:
-                handle.close()
 
-    def __enter__(self):
-        return self
+class _CsvWriter(_Writer):
+    """``sequence, timestamp, face_found, <labels>, f0 ... f{F-1}``, one row
+    per frame; empty feature cells where no face was found."""
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self._close_all()
-            self.tmp.unlink(missing_ok=True)
-            self.tmp.with_suffix(".raw").unlink(missing_ok=True)
-        return False
+    suffix = ".features.csv"
+
+    def _open(self, stack: ExitStack) -> None:
+        handle = stack.enter_context(atomic_file(self.path, "w", newline="", encoding="utf-8"))
+        self.writer = csv.writer(handle)
+        self.writer.writerow(["sequence", "timestamp", "face_found", *self.label_names,
+                              *(f"f{i}" for i in range(self.n_features))])
+
+    def _write(self, values: np.ndarray, timestamps: np.ndarray, found: np.ndarray,
+               labels: np.ndarray, q: int) -> None:
+        name = self.meta["sequences"][q][0]
+        for i in range(len(values)):
+            cells = [] if not found[i] else [f"{v:.7g}" for v in values[i].astype(np.float64)]
+            self.writer.writerow([name, f"{timestamps[i]:.6f}", int(bool(found[i])),
+                                  *(f"{v:.7g}" for v in labels[i]),
+                                  *(cells or [""] * self.n_features)])
+
+
+#: The writer of each output format (``--format``), keyed by the names of
+#: :data:`~end2you_visual.choices.EXTRACT_FORMATS`.
+WRITERS: Dict[str, Type[_Writer]] = {"hdf5": _Hdf5Writer, "npy": _NpyWriter, "csv": _CsvWriter}
+assert tuple(WRITERS) == EXTRACT_FORMATS, "a format is named in end2you_visual.choices"
+#: The output file's ending per format.
+FORMATS = {fmt: writer.suffix for fmt, writer in WRITERS.items()}

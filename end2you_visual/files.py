@@ -10,11 +10,13 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Tuple
+from typing import IO, Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .errors import InputError
 
-__all__ = ["DISK_FULL", "atomic_file", "atomic_write_text", "temporary_beside",
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["DISK_FULL", "atomic_file", "atomic_path", "atomic_write_text", "temporary_beside",
            "default_file_mode",
            "TEMPORARY_EXTRA", "name_limit", "check_name_length", "check_writable", "files_in",
            "expand_paths"]
@@ -34,7 +36,7 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def temporary_beside(path) -> Tuple[int, Path]:
+def temporary_beside(path: PathLike) -> Tuple[int, Path]:
     """``(fd, tmp)``: a new hidden temporary file in ``path``'s folder
     (created), ``.<name>.XXXX.tmp``, open as ``fd``, with the permissions of
     an ordinary new file (:func:`default_file_mode`), not the ``0o600`` of
@@ -52,22 +54,25 @@ def temporary_beside(path) -> Tuple[int, Path]:
 
 
 @contextmanager
-def atomic_file(path, mode="wb", **open_kwargs):
-    """``with atomic_file(path, "w") as handle:`` writes ``path`` atomically.
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """``with atomic_path(path) as tmp:`` writes ``path`` atomically through
+    the file named ``tmp``, for writers that open a file by name (h5py).
 
-    The folder is created. On an exception the temporary file is removed
-    and ``path`` is left as it was; an OSError of the writing (a full disk)
-    is raised naming ``path`` (``err.filename``), so that the command line
-    reports it in one line.
+    ``tmp`` is a new, empty hidden file beside ``path``
+    (:func:`temporary_beside`; the folder is created); when the block ends
+    it replaces ``path``. The block must close what it opened on ``tmp``.
+    On an exception ``tmp`` is removed and ``path`` is left as it was; an
+    OSError of the writing (a full disk) is raised naming ``path``
+    (``err.filename``), so that the command line reports it in one line.
     """
     path = Path(path)
     try:
         fd, tmp = temporary_beside(path)
+        os.close(fd)
     except OSError as err:
         raise _naming(err, path) from None
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
-            yield handle
+        yield tmp
         os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):
@@ -77,19 +82,33 @@ def atomic_file(path, mode="wb", **open_kwargs):
         raise
 
 
+@contextmanager
+def atomic_file(path: PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
+    """``with atomic_file(path, "w") as handle:`` writes ``path`` atomically.
+
+    ``handle`` is the temporary file beside ``path`` opened with ``mode``
+    and ``open_kwargs`` (see :func:`atomic_path`: the folder is created; on
+    an exception ``path`` is left as it was, and an OSError of the writing
+    is raised naming ``path``).
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **open_kwargs) as handle:
+            yield handle
+
+
 def _naming(err, path):
     """``err`` (an OSError of a write, a full disk...) naming ``path``, the
     file the user asked for, not the temporary one or none at all."""
     return type(err)(err.errno, err.strerror or str(err), str(path))
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
     with atomic_file(path, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
 
 
-def name_limit(folder) -> int:
+def name_limit(folder: PathLike) -> int:
     """The longest file name, in bytes, the file system of ``folder`` (or of
     its nearest existing parent) takes: ``PC_NAME_MAX``, 255 where it cannot
     say."""
@@ -102,7 +121,8 @@ def name_limit(folder) -> int:
         return 255
 
 
-def check_name_length(path, source=None, stem=None) -> None:
+def check_name_length(path: PathLike, source: Optional[PathLike] = None,
+                      stem: Optional[str] = None) -> None:
     """Refuse an output ``path`` whose name, with the additions of its
     temporary file (:data:`TEMPORARY_EXTRA`), is longer than the file system
     takes (:func:`name_limit`): checked before any work, so that a long
@@ -122,10 +142,9 @@ def check_name_length(path, source=None, stem=None) -> None:
     needed = len(os.fsencode(path.name)) + TEMPORARY_EXTRA
     if needed <= limit:
         return
-    named = stem is not None and path.name.startswith(stem)
-    ending = path.name[len(stem):] if named else path.suffix
-    advice = ""
-    if named:
+    ending, advice = path.suffix, ""
+    if stem is not None and path.name.startswith(stem):
+        ending = path.name[len(stem):]
         allowed = max(limit - needed + len(os.fsencode(stem)), 0)
         advice = f"; rename it to at most {allowed} bytes before the extension"
     raise InputError(source if source is not None else path,
@@ -134,7 +153,8 @@ def check_name_length(path, source=None, stem=None) -> None:
                      f"of at most {limit} bytes{advice}")
 
 
-def check_writable(path, option="--out", folder=True):
+def check_writable(path: PathLike, option: Optional[str] = "--out",
+                   folder: bool = True) -> None:
     """Raise :class:`~end2you_visual.errors.InputError` (naming ``option`` and
     ``path``) unless ``path`` can be written: a folder (``folder``) or a file
     that exists as one or can be created. Nothing is created; called before
@@ -163,7 +183,7 @@ def _hidden(path, root):
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def files_in(folder, suffixes, recursive=True):
+def files_in(folder: PathLike, suffixes: Iterable[str], recursive: bool = True) -> List[Path]:
     """The files under ``folder`` (``recursive``: in sub-folders too) whose
     suffix is one of ``suffixes`` (any case), sorted; hidden files and
     folders (``.x``, macOS ``._x.mp4``) are skipped."""
@@ -174,7 +194,8 @@ def files_in(folder, suffixes, recursive=True):
                   and not _hidden(p, folder))
 
 
-def expand_paths(paths, suffixes, what, recursive=True):
+def expand_paths(paths: Union[PathLike, Iterable[PathLike]], suffixes: Iterable[str], what: str,
+                 recursive: bool = True) -> List[Path]:
     """Files and folders -> files: a file as given, a folder's
     :func:`files_in` (``suffixes``). The one expansion of "files or folders".
 

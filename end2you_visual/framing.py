@@ -26,13 +26,19 @@ is stored without its ``crop`` (as before it existed), so such checkpoints
 and registry entries stay as they were, readable by older versions.
 """
 import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from .choices import CROP_KINDS
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from .face_settings import FaceSettings
+
 __all__ = ["Framing", "SQUARE_RULES", "SOURCES", "FRAMED_SETTINGS", "file_framing",
-           "data_framing", "model_framing", "resolve_face_settings", "with_model"]
+           "data_framing", "model_framing", "resolve_face_settings", "model_face_settings",
+           "with_model"]
 
 # The crop is the square of side max(w, h) * (1 + margin) centred on the face
 # box (FacePipeline), or a whole image zero-padded to a square of its longer
@@ -45,10 +51,11 @@ SOURCES = ("detected", "whole-image")
 # The FaceSettings fields a model's framing gives a default to (the crop size
 # is the model's input size already; grey is done by the model itself).
 FRAMED_SETTINGS = ("margin", "crop")
-_DESCRIBED = {"detected": "MTCNN face boxes plus the margin",
+_DESCRIBED = {"detected": "{detector} face boxes plus the margin",
               "whole-image": "whole face images packed with generate --skip-detection, "
                              "taken as tight faces",
-              "aligned": "MTCNN's five landmarks aligned on a face template, plus the margin"}
+              "aligned": "{detector}'s five landmarks aligned on a face template, "
+                         "plus the margin"}
 
 
 @dataclass(frozen=True)
@@ -67,25 +74,38 @@ class Framing:
         crop: ``"box"`` (the square around the box, or the whole image) or
             ``"aligned"`` (the face's landmarks warped onto a template,
             :class:`~end2you_visual.faces.FaceSettings`'s ``crop``).
+        detector: the face detector whose boxes (and landmarks) the crops
+            were cut around (its ``name``: ``"mtcnn"``,
+            :class:`~end2you_visual.detectors.MTCNNDetector`); None for
+            whole images. Files and checkpoints written before it was
+            recorded were all made by MTCNN.
     """
 
     margin: float
     square: str = "max-side"
-    size: int = None
+    size: Optional[int] = None
     grey: bool = False
     source: str = "detected"
     crop: str = "box"
+    detector: Optional[str] = "mtcnn"
 
-    def as_dict(self):
+    def __post_init__(self) -> None:
+        if self.source == "whole-image":  # nothing was detected
+            object.__setattr__(self, "detector", None)
+
+    def as_dict(self) -> Dict[str, Any]:
         """Plain values, as checkpoints and registry entries store it (``crop``
-        only when not ``"box"``: older versions then read it too)."""
+        only when not ``"box"``, ``detector`` only when not MTCNN's: older
+        versions then read it too)."""
         raw = asdict(self)
         if raw["crop"] == "box":
             del raw["crop"]
+        if raw["detector"] in ("mtcnn", None):
+            del raw["detector"]
         return raw
 
     @classmethod
-    def from_dict(cls, raw, where):
+    def from_dict(cls, raw: Any, where: Union[str, "os.PathLike[str]", None]) -> "Framing":
         """The Framing of a stored dict; InputError naming ``where`` if it is not one."""
         known = {f.name for f in fields(cls)}
         if not isinstance(raw, dict) or "margin" not in raw or set(raw) - known:
@@ -105,23 +125,27 @@ class Framing:
         if framing.source not in SOURCES:
             raise InputError(where, f"framing source {framing.source!r} is not one of "
                                     f"{list(SOURCES)}")
+        if framing.detector is not None and not isinstance(framing.detector, str):
+            raise InputError(where, f"framing detector must be a name, got {framing.detector!r}")
         if framing.crop not in CROP_KINDS:
             raise InputError(where, f"framing crop {framing.crop!r} is not one of "
                                     f"{list(CROP_KINDS)}")
         return framing
 
-    def same_crops(self, other):
+    def same_crops(self, other: Optional["Framing"]) -> bool:
         """Whether ``other`` cuts faces the same way (margin, square rule, crop kind)."""
         return (other is not None and self.margin == other.margin
-                and self.square == other.square and self.crop == other.crop)
+                and self.square == other.square and self.crop == other.crop
+                and self.detector == other.detector)
 
-    def describe(self):
+    def describe(self) -> str:
         """``"margin 0.0 (whole face images ..., taken as tight faces)"``."""
         kind = "aligned" if self.crop == "aligned" else self.source
-        return f"margin {float(self.margin)} ({_DESCRIBED[kind]})"
+        detector = (self.detector or "").upper()
+        return f"margin {float(self.margin)} ({_DESCRIBED[kind].format(detector=detector)})"
 
 
-def file_framing(seqfile):
+def file_framing(seqfile: Any) -> Optional[Framing]:
     """The :class:`Framing` of one :class:`~end2you_visual.data.SequenceFile`'s
     crops, from the settings `generate` stored in it; None when it does not
     say (End2You files, files written by other tools)."""
@@ -136,11 +160,13 @@ def file_framing(seqfile):
     if margin is None:
         return None
     # Files written before --crop existed hold box crops.
+    # ... and were all cut around MTCNN's boxes before the detector was recorded.
     return Framing.from_dict({"margin": margin, "size": int(seqfile.frame_size),
-                              "crop": settings.get("crop", "box")}, seqfile.path)
+                              "crop": settings.get("crop", "box"),
+                              "detector": settings.get("face_detector", "mtcnn")}, seqfile.path)
 
 
-def data_framing(files):
+def data_framing(files: Iterable[Any]) -> Tuple[Optional[Framing], Optional[str]]:
     """``(Framing or None, note or None)`` of the training files: their
     common framing; None, with a note saying why, when one does not say or
     they differ."""
@@ -149,22 +175,24 @@ def data_framing(files):
     if unknown:
         return None, (f"no face framing recorded (not in {unknown[0]}"
                       + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "") + ")")
-    first = found[0][1]
-    differ = [(f, x) for f, x in found if not first.same_crops(x) or x.source != first.source]
+    framed = [(f, x) for f, x in found if x is not None]  # all of them, now
+    first = framed[0][1]
+    differ = [(f, x) for f, x in framed if not first.same_crops(x) or x.source != first.source]
     if differ:
-        return None, (f"no face framing recorded: {found[0][0].path} holds crops of "
+        return None, (f"no face framing recorded: {framed[0][0].path} holds crops of "
                       f"{first.describe()}, {differ[0][0].path} of {differ[0][1].describe()}")
     return first, None
 
 
-def model_framing(model):
+def model_framing(model: Any) -> Optional[Framing]:
     """The :class:`Framing` a model carries (from its checkpoint or zoo entry),
     or None (a model built in Python, an older checkpoint)."""
     base = getattr(model, "_orig_mod", model)
     return getattr(base, "framing", None)
 
 
-def resolve_face_settings(faces, framing):
+def resolve_face_settings(faces: Mapping[str, Any],
+                          framing: Optional[Framing]) -> Tuple["FaceSettings", Optional[str]]:
     """FaceSettings arguments with the model's framing filling those not given.
 
     Args:
@@ -207,7 +235,21 @@ def resolve_face_settings(faces, framing):
     return settings, f"using the model's framing: {framing.describe()}; {overrides}"
 
 
-def with_model(framing, config):
+def model_face_settings(faces: Mapping[str, Any], framing: Optional[Framing], size: int,
+                        device: object,
+                        announce: Optional[Callable[[str], object]] = None) -> "FaceSettings":
+    """The face settings a model's video crops are cut with (`predict`,
+    `extract`): ``faces`` with the model's ``framing`` filling the margin and
+    crop kind not given (:func:`resolve_face_settings`), the crop ``size``
+    the model's input size, on ``device``. The line about the framing, when
+    there is one, is given to ``announce`` (e.g. ``print``; None: not told)."""
+    settings, line = resolve_face_settings(faces, framing)
+    if line and announce is not None:
+        announce(line)
+    return replace(settings, size=int(size), device=str(device))
+
+
+def with_model(framing: Optional[Framing], config: Mapping[str, Any]) -> Optional[Framing]:
     """``framing`` with the size and grey of a model ``config`` (None stays None,
     and so does a model that sees no frames: an audio model)."""
     if framing is None or "input_size" not in config:

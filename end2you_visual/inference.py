@@ -29,6 +29,8 @@ import queue
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import (Any, Callable, ContextManager, Iterable, List, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 import torch
@@ -51,7 +53,7 @@ __all__ = [
 
 # ------------------------------------------------------------------- precision
 
-def autocast_for(device, precision):
+def autocast_for(device: torch.device, precision: str) -> Callable[[], ContextManager]:
     """The autocast context for ``precision`` on ``device`` (a factory)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -61,7 +63,7 @@ def autocast_for(device, precision):
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def prepare_model(model, device):
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Move ``model`` to ``device`` in eval mode (channels_last on CUDA)."""
     base = unwrap_model(model)
     base.eval().to(device)
@@ -84,19 +86,21 @@ class StreamingPredictor:
     the face pipeline).
     """
 
-    def __init__(self, model, device="auto", precision="auto", activate=True):
+    def __init__(self, model: torch.nn.Module, device: Union[str, torch.device] = "auto",
+                 precision: str = "auto", activate: bool = True) -> None:
         self.device = resolve_device(device)
         self.model = model
-        self.base = prepare_model(model, self.device)
+        self.base: Any = prepare_model(model, self.device)  # a VisualModel, AudioModel...
         self.autocast = autocast_for(self.device, precision)
         self.activate = activate
         self.inputs = model_inputs(self.base)
         self.state = None
 
-    def reset(self):
+    def reset(self) -> None:
         self.state = None
 
-    def __call__(self, frames, audio=None):
+    def __call__(self, frames: Union[np.ndarray, torch.Tensor],
+                 audio: Union[np.ndarray, torch.Tensor, None] = None) -> np.ndarray:
         if "audio" in self.inputs and audio is None:
             raise ValueError("this model takes audio too: predictor(frames, audio)")
         given = {"frames": frames, "audio": audio}
@@ -125,7 +129,8 @@ class _Item:
     stop: int
 
 
-def plan_steps(lengths, lanes, window):
+def plan_steps(lengths: Sequence[int], lanes: int,
+               window: Optional[int]) -> List[List[_Item]]:
     """The forward passes needed for sequences of ``lengths``.
 
     Each step is a list of :class:`_Item` (at most one per lane). Lanes take
@@ -134,16 +139,17 @@ def plan_steps(lengths, lanes, window):
     """
     order = deque(sorted((q for q, n in enumerate(lengths) if n > 0),
                          key=lambda q: (-lengths[q], q)))
-    at = [None] * max(1, int(lanes))
-    steps = []
+    at: List[Optional[Tuple[int, int]]] = [None] * max(1, int(lanes))
+    steps: List[List[_Item]] = []
     while True:
         items = []
         for lane in range(len(at)):
             if at[lane] is None and order:
                 at[lane] = (order.popleft(), 0)
-            if at[lane] is None:
+            current = at[lane]
+            if current is None:
                 continue
-            q, start = at[lane]
+            q, start = current
             stop = lengths[q] if window is None else min(start + int(window), lengths[q])
             items.append(_Item(lane, q, start, stop))
             at[lane] = (q, stop) if stop < lengths[q] else None
@@ -217,9 +223,13 @@ def _check_options(window, lanes=1, precision="auto", prefetch=1, workers=None):
     return window, lanes, prefetch, workers
 
 
-def predict_sequences(model, sequences, window=150, lanes=8, device="auto", precision="auto",
-                      activate=True, workers=None, prefetch=3, static_shapes=False,
-                      progress=None):
+def predict_sequences(model: torch.nn.Module,
+                      sequences: Sequence[Tuple[SequenceFile, SequenceInfo]],
+                      window: Optional[int] = 150, lanes: int = 8,
+                      device: Union[str, torch.device] = "auto", precision: str = "auto",
+                      activate: bool = True, workers: Optional[int] = None, prefetch: int = 3,
+                      static_shapes: bool = False,
+                      progress: Optional[Callable[[int], object]] = None) -> List[np.ndarray]:
     """Predict many sequences of HDF5 files, ``lanes`` of them side by side.
 
     Args:
@@ -254,7 +264,7 @@ def predict_sequences(model, sequences, window=150, lanes=8, device="auto", prec
     window, lanes, prefetch, workers = _check_options(window, lanes, precision, prefetch,
                                                       workers)
     device = resolve_device(device)
-    base = prepare_model(model, device)
+    base: Any = prepare_model(model, device)
     results = [np.zeros((info.length, base.config["outputs"]), np.float32)
                for _, info in sequences]
     lengths = [info.length for _, info in sequences]
@@ -456,8 +466,10 @@ def _as_sequence(source, end2you_fps=None):
     return None
 
 
-def predict_sequence(model, frames_source, window=None, device="auto", precision="auto",
-                     activate=True, end2you_fps=None):
+def predict_sequence(model: torch.nn.Module, frames_source: Any,
+                     window: Optional[int] = None, device: Union[str, torch.device] = "auto",
+                     precision: str = "auto", activate: bool = True,
+                     end2you_fps: Optional[float] = None) -> np.ndarray:
     """Predictions for one whole sequence, ``window`` frames at a time.
 
     Args:
@@ -484,7 +496,8 @@ def predict_sequence(model, frames_source, window=None, device="auto", precision
     predictor = StreamingPredictor(model, device, precision, activate)
     if isinstance(frames_source, (np.ndarray, torch.Tensor)):
         step = max(len(frames_source), 1) if window is None else window
-        chunks = (frames_source[i:i + step] for i in range(0, len(frames_source), step))
+        chunks: Iterable[Any] = (frames_source[i:i + step]
+                                 for i in range(0, len(frames_source), step))
     else:
         chunks = frames_source
     outs = [predictor(chunk) for chunk in chunks]
@@ -496,19 +509,18 @@ def predict_sequence(model, frames_source, window=None, device="auto", precision
 
 # ------------------------------------------------------------------ models
 
-def load_model(model, device):
+def load_model(model: Union[str, "os.PathLike[str]", torch.nn.Module],
+               device: Union[str, torch.device]) -> torch.nn.Module:
     """``model`` itself, or the model a registered name / checkpoint path
-    names, loaded onto ``device``."""
-    if isinstance(model, (str, os.PathLike)):
-        from .zoo import load_pretrained
+    names, loaded onto ``device``
+    (:func:`~end2you_visual.zoo.resolve_model`'s ``model``)."""
+    from .zoo import resolve_model
 
-        return load_pretrained(model, device=str(device))
-    return model
+    return resolve_model(model, device).model
 
 
-def model_title(model):
-    """How plots name ``model``: the registered name or checkpoint path as
-    given, else its architecture (``"resnet18 model"``)."""
-    if isinstance(model, (str, os.PathLike)):
-        return str(model)
-    return f"{unwrap_model(model).config.get('arch', 'a')} model"
+def model_title(model: Union[str, "os.PathLike[str]", torch.nn.Module]) -> str:
+    """How plots name ``model`` (:func:`~end2you_visual.zoo.model_title`)."""
+    from .zoo import model_title as title
+
+    return title(model)

@@ -4,9 +4,12 @@ Matplotlib's Agg canvas is used directly (no pyplot, no display, no global
 backend switch). Files are written atomically: a temporary file in the same
 folder, then ``os.replace``.
 """
+import os
 from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -14,6 +17,8 @@ from .errors import InputError
 from .files import atomic_file
 
 __all__ = ["plot_predictions", "prediction_figure", "plot_confusion", "plot_timeline", "CATEGORICAL"]
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _save(fig, path):
@@ -42,14 +47,17 @@ def _colours(n):
     return [cmap(k % cmap.N) for k in range(n)]
 
 
-def plot_predictions(times, preds, labels, names, path, face_found=None, title=None,
-                     kind="regression"):
+def plot_predictions(times: ArrayLike, preds: ArrayLike, labels: Optional[ArrayLike],
+                     names: Sequence[str], path: PathLike,
+                     face_found: Optional[ArrayLike] = None, title: Optional[str] = None,
+                     kind: str = "regression") -> Path:
     """Write :func:`prediction_figure` as a PNG (atomically); returns the path."""
     return _save(prediction_figure(times, preds, labels, names, face_found, title, kind), path)
 
 
-def prediction_figure(times, preds, labels, names, face_found=None, title=None,
-                      kind="regression"):
+def prediction_figure(times: ArrayLike, preds: ArrayLike, labels: Optional[ArrayLike],
+                      names: Sequence[str], face_found: Optional[ArrayLike] = None,
+                      title: Optional[str] = None, kind: str = "regression") -> Figure:
     """Predictions (and ground truth, unless ``labels`` is None) against time.
 
     Regression outputs (``kind`` ``"regression"`` or ``"continuous"``): one
@@ -67,26 +75,26 @@ def prediction_figure(times, preds, labels, names, face_found=None, title=None,
     Returns:
         A matplotlib :class:`~matplotlib.figure.Figure` (not drawn on screen).
     """
-    times = np.asarray(times, dtype=np.float64)
-    if times.ndim != 1 or times.size == 0:
-        raise InputError(None, f"times must be a non-empty 1-D array, got shape {times.shape}")
-    preds = _columns(preds, times.size, "predictions")
-    labels = None if labels is None else _columns(labels, times.size, "labels")
+    t = np.asarray(times, dtype=np.float64)
+    if t.ndim != 1 or t.size == 0:
+        raise InputError(None, f"times must be a non-empty 1-D array, got shape {t.shape}")
+    values = _columns(preds, t.size, "predictions")
+    truth = None if labels is None else _columns(labels, t.size, "labels")
     names = list(names)
-    if len(names) != preds.shape[1] or (labels is not None and labels.shape != preds.shape):
-        raise InputError(None, f"{len(names)} names, predictions {preds.shape}, labels "
-                               f"{None if labels is None else labels.shape}: they must agree")
+    if len(names) != values.shape[1] or (truth is not None and truth.shape != values.shape):
+        raise InputError(None, f"{len(names)} names, predictions {values.shape}, labels "
+                               f"{None if truth is None else truth.shape}: they must agree")
     face = None if face_found is None else np.asarray(face_found, bool)
-    if face is not None and face.shape != times.shape:
-        raise InputError(None, f"face_found must be {times.shape}, got {face.shape}")
+    if face is not None and face.shape != t.shape:
+        raise InputError(None, f"face_found must be {t.shape}, got {face.shape}")
     if kind not in ("regression", "continuous") + CATEGORICAL:
         raise ValueError(f"kind must be regression, continuous, multiclass or multilabel, "
                          f"not {kind!r}")
-    shown = preds if face is None else np.where(face[:, None], preds, np.nan)
+    shown = values if face is None else np.where(face[:, None], values, np.nan)
     if kind in CATEGORICAL:
-        fig = _categorical_figure(times, shown, labels, names, face, title, kind)
+        fig = _categorical_figure(t, shown, truth, names, face, title, kind)
     else:
-        fig = _continuous_figure(times, shown, labels, names, face, title)
+        fig = _continuous_figure(t, shown, truth, names, face, title)
     return fig
 
 
@@ -214,7 +222,7 @@ def _step(times):
     return float(np.median(np.diff(times))) if times.size > 1 else 1.0
 
 
-def plot_confusion(matrix, class_names, path):
+def plot_confusion(matrix: ArrayLike, class_names: Sequence[str], path: PathLike) -> Path:
     """Confusion matrix (rows = true class, columns = predicted) with counts
     in the cells, coloured by row-normalised recall. Returns the path."""
     m = np.asarray(matrix, dtype=np.float64)
@@ -242,44 +250,8 @@ def plot_confusion(matrix, class_names, path):
     return _save(fig, path)
 
 
-def plot_training_curves(logs, metric, path, labels=None, seconds=True):
-    """Validation ``metric`` per epoch from one or more training ``log.csv`` files.
-
-    Several logs are drawn one after another (a run continued from another's
-    checkpoint), epochs numbered across them; with ``seconds`` the top axis
-    tells the cumulative training time. Writes a PNG atomically.
-    """
-    import csv
-
-    column, epochs, values, times, spans = f"valid_{metric}", [], [], [], []
-    for k, log in enumerate(logs):
-        with open(log, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        if not rows or column not in rows[0]:
-            raise InputError(log, f"no {column!r} column in this training log")
-        start = len(epochs)
-        for row in rows:
-            epochs.append(len(epochs) + 1)
-            values.append(float(row[column]))
-            elapsed = float(row.get("train_seconds") or 0) + float(row.get("valid_seconds") or 0)
-            times.append((times[-1] if times else 0.0) + elapsed)
-        spans.append((start, len(epochs), labels[k] if labels else Path(log).parent.name))
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.add_subplot(1, 1, 1)
-    for start, stop, label in spans:
-        ax.plot(epochs[start:stop], values[start:stop], marker="o", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"validation {metric}")
-    ax.grid(alpha=0.3)
-    if len(spans) > 1:
-        ax.legend()
-    if seconds:
-        ax.set_title(f"{times[-1] / 60:.0f} min in all", fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_timeline(times, found, path, title=None):
+def plot_timeline(times: ArrayLike, found: Mapping[int, ArrayLike], path: PathLike,
+                  title: Optional[str] = None) -> Path:
     """Who is visible when: one row per person, a bar over the frames where
     their face is found. ``found``: ``{person id: bool (T,)}``. Writes a
     PNG to ``path`` (atomically) and returns it."""

@@ -31,23 +31,30 @@ frame's audio window, cut from the video's audio track as ``generate
 --audio`` cuts it (:class:`VideoAudio`); a video without an audio track is
 then an error naming it.
 """
+import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable, List, Optional, Union
 
 import numpy as np
+import torch
 
 from .audio import frame_ranges, frame_windows, has_audio, read_audio, samples_per_frame
 from .devices import resolve_device
 from .errors import InputError
 from .files import check_name_length, check_writable, expand_paths
-from .framing import model_framing, resolve_face_settings
-from .inference import StreamingPredictor, load_model, model_title
+from .face_settings import FaceSettings
+from .framing import model_face_settings, resolve_face_settings
+from .inference import StreamingPredictor
 from .models.build import model_inputs
 from .models.checkpoint import unwrap_model
 from .predictions import unique_stems, write_prediction_csv
+from .zoo import resolve_model
 
 __all__ = ["PredictionResult", "predict_video", "predict_videos", "find_videos"]
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass
@@ -81,20 +88,20 @@ class PredictionResult:
     time: np.ndarray
     predictions: np.ndarray
     face_found: np.ndarray
-    csv_path: Path = None
-    plot_path: Path = None
+    csv_path: Optional[Path] = None
+    plot_path: Optional[Path] = None
     seconds: float = 0.0
-    face_settings: object = None
-    person: dict = None
-    people: list = None
-    timeline_path: Path = None
+    face_settings: Optional[FaceSettings] = None
+    person: Optional[dict] = None
+    people: Optional[List["PredictionResult"]] = None
+    timeline_path: Optional[Path] = None
 
     @property
-    def n_frames(self):
+    def n_frames(self) -> int:
         return len(self.time)
 
     @property
-    def faces_found(self):
+    def faces_found(self) -> int:
         return int(self.face_found.sum())
 
 
@@ -171,9 +178,13 @@ class VideoAudio:
                              self.samples)
 
 
-def predict_video(video_path, model, out_dir=None, device="auto", precision="auto",
-                  plot=True, pipeline=None, stem=None, progress=False, overwrite=False,
-                  model_name=None, announce=None, **faces):
+def predict_video(video_path: PathLike, model: Union[PathLike, torch.nn.Module],
+                  out_dir: Optional[PathLike] = None, device: Union[str, torch.device] = "auto",
+                  precision: str = "auto", plot: bool = True, pipeline: Any = None,
+                  stem: Optional[str] = None, progress: bool = False, overwrite: bool = False,
+                  model_name: Optional[str] = None,
+                  announce: Optional[Callable[[str], object]] = None,
+                  **faces: Any) -> PredictionResult:
     """Per-frame predictions of ``model`` for one video.
 
     Args:
@@ -219,21 +230,21 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
     stem = stem or Path(video_path).stem
     if out_dir is not None:
         check_predict_out(out_dir, [stem], overwrite, [video_path])
-    title = f"{Path(video_path).name} · model {model_name or model_title(model)}"
-    model = load_model(model, device)
+    resolved = resolve_model(model, device)
+    title = f"{Path(video_path).name} · model {model_name or resolved.title}"
+    model = resolved.model
     size, base = _input_size(model)
-    settings, line = resolve_face_settings(faces, model_framing(model))
+    settings = model_face_settings(faces, resolved.framing, size, device,
+                                   announce if pipeline is None else None)
     # What the pipeline runs with (a pipeline given has its own settings).
-    ran_with = replace(settings, size=size, device=str(device)) if pipeline is None else None
-    if line and announce is not None and ran_with is not None:
-        announce(line)
+    ran_with = settings if pipeline is None else None
     info = probe_video(video_path)
     if pipeline is None:
-        ran_with.check_frame_size(info.width, info.height, video_path)  # before any decoding
-        if ran_with.faces == "all":
-            return _predict_people(video_path, model, base, ran_with, info, device, precision,
+        settings.check_frame_size(info.width, info.height, video_path)  # before any decoding
+        if settings.faces == "all":
+            return _predict_people(video_path, model, base, settings, info, device, precision,
                                    out_dir, stem, overwrite, plot, title, progress, started)
-        pipeline = ran_with.pipeline(info.fps)
+        pipeline = settings.pipeline(info.fps)
     elif pipeline.size != size:
         raise ValueError(f"the pipeline crops {pipeline.size} px faces, the model expects {size}")
     pipeline.reset()
@@ -244,11 +255,11 @@ def predict_video(video_path, model, out_dir=None, device="auto", precision="aut
     preds, found = [], []
     try:
         for _, frames in iter_frame_batches(video_path, settings.batch_size):
-            faces = pipeline.process(frames)
-            out = predictor(faces.crops, audio.next(len(frames)) if audio else None)
-            out[~faces.found] = np.nan  # no face: no prediction
+            batch = pipeline.process(frames)
+            out = predictor(batch.crops, audio.next(len(frames)) if audio else None)
+            out[~batch.found] = np.nan  # no face: no prediction
             preds.append(out)
-            found.append(faces.found.copy())
+            found.append(batch.found.copy())
             if bar is not None:
                 bar.update(len(frames))
     finally:
@@ -327,7 +338,7 @@ def _bar(progress, info, path):
     return tqdm(total=info.n_frames, desc=Path(path).name, unit="frame", leave=False)
 
 
-def find_videos(paths):
+def find_videos(paths: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
     """Video files among ``paths`` (files, and folders searched recursively;
     hidden files skipped)."""
     from .inputs import VIDEO_EXTENSIONS
@@ -335,8 +346,11 @@ def find_videos(paths):
     return expand_paths(paths, VIDEO_EXTENSIONS, "video files")
 
 
-def predict_videos(videos, model, out_dir, device="auto", overwrite=False, announce=None,
-                   **options):
+def predict_videos(videos: Union[PathLike, Iterable[PathLike]],
+                   model: Union[PathLike, torch.nn.Module], out_dir: PathLike,
+                   device: Union[str, torch.device] = "auto", overwrite: bool = False,
+                   announce: Optional[Callable[[str], object]] = None,
+                   **options: Any) -> List[PredictionResult]:
     """:func:`predict_video` for each of ``videos`` (files or folders) into ``out_dir``.
 
     The device, ``out_dir`` (writable; no outputs of these videos' stems
@@ -354,11 +368,10 @@ def predict_videos(videos, model, out_dir, device="auto", overwrite=False, annou
     check_predict_out(out_dir, stems, overwrite, paths)
     for p in paths:  # an unreadable video stops the run before any work
         probe_video(p)
-    name = model_title(model)
-    model = load_model(model, device)
+    resolved = resolve_model(model, device)
     results = []
     for i, (p, s) in enumerate(zip(paths, stems)):
-        results.append(predict_video(p, model, out_dir, device=device, stem=s,
-                                     overwrite=overwrite, model_name=name,
+        results.append(predict_video(p, resolved.model, out_dir, device=device, stem=s,
+                                     overwrite=overwrite, model_name=resolved.title,
                                      announce=announce if i == 0 else None, **options))
     return results

@@ -1,6 +1,7 @@
 """`predict --faces all`: per-frame predictions for every person of a video.
 
-The video is streamed once through :class:`~end2you_visual.people.PeopleTracker`;
+The video is streamed once through the face pipeline with ``faces="all"`` (its
+tracker a :class:`~end2you_visual.people.PeopleTracker`);
 each person's crops go through the model with their own recurrent state
 (from the batch where they are first seen). Per person kept (seen for
 ``min_duration``), ``out_dir`` receives ``<stem>.person<id>.csv`` and
@@ -8,14 +9,18 @@ each person's crops go through the model with their own recurrent state
 ``<stem>.people.png``: a timeline of who is visible when. The rows of a
 person are every frame of the video (empty cells where they are not in view).
 """
+import os
 from pathlib import Path
-from typing import List
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
+import torch
 
+from .face_settings import FaceSettings
 from .inference import StreamingPredictor
-from .people import PeopleTracker, PersonSeries
+from .people import PersonSeries
 from .predictions import write_prediction_csv
+from .video import VideoInfo
 
 __all__ = ["person_stem", "timeline_path", "predict_people"]
 
@@ -25,25 +30,26 @@ def person_stem(stem: str, person_id: int) -> str:
     return f"{stem}.person{person_id}"
 
 
-def timeline_path(out_dir, stem: str) -> Path:
+def timeline_path(out_dir: Union[str, "os.PathLike[str]"], stem: str) -> Path:
     """The timeline plot of the video ``stem``."""
     return Path(out_dir) / f"{stem}.people.png"
 
 
-def predict_people(model, base, settings, info, device, precision, batches, audio=None,
-                   progress=None) -> List[dict]:
+def predict_people(model: torch.nn.Module, base: Any, settings: FaceSettings, info: VideoInfo,
+                   device: Union[str, torch.device], precision: str,
+                   batches: Iterable[Tuple[int, np.ndarray]], audio: Any = None,
+                   progress: Optional[Callable[[int], object]] = None) -> List[dict]:
     """Predictions per person: a list of ``{"person": Person, "predictions":
     (T, outputs) float32 (NaN where not found), "face_found": (T,) bool}``,
     one per person kept, by id. ``batches`` yields the video's frame batches;
     ``audio`` (a :class:`~end2you_visual.predict.VideoAudio`) gives an
     audiovisual model its windows."""
-    tracker = PeopleTracker(settings, fps=info.fps, min_duration=settings.min_duration,
-                            max_gap=settings.max_gap)
+    pipeline = settings.pipeline(info.fps, faces="all")
     predictors, series = {}, PersonSeries(base.config["outputs"])
     done = 0
     for _, frames in batches:
         windows = audio.next(len(frames)) if audio is not None else None
-        for pid, faces in tracker.process(frames).items():
+        for pid, faces in pipeline.track(frames).items():
             if pid not in predictors:
                 predictors[pid] = StreamingPredictor(model, device, precision, activate=True)
             out = predictors[pid](faces.crops, windows)
@@ -53,10 +59,12 @@ def predict_people(model, base, settings, info, device, precision, batches, audi
         if progress is not None:
             progress(len(frames))
     return [{"person": p, "predictions": series.values(p.id), "face_found": series.found(p.id)}
-            for p in tracker.finish()]
+            for p in pipeline.people()]
 
 
-def write_people(out_dir, stem, times, people, base, plot, title) -> dict:
+def write_people(out_dir: Union[str, "os.PathLike[str]"], stem: str, times: np.ndarray,
+                 people: List[dict], base: Any, plot: bool,
+                 title: str) -> Dict[int, Tuple[Path, Optional[Path]]]:
     """The CSV (and plot) of each person and the video's timeline; returns
     ``{person id: (csv path, plot path or None)}``."""
     from .plots import plot_predictions, plot_timeline

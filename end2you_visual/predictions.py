@@ -22,22 +22,25 @@ and `evaluate` reads.
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
 
 from . import __version__
 from .errors import InputError
-from .files import atomic_write_text, expand_paths
+from .files import atomic_path, atomic_write_text, expand_paths
 
 __all__ = [
     "PREDICTIONS_FORMAT", "PREDICTIONS_VERSION", "TOP_CLASS", "SequencePrediction",
     "SeriesFile", "read_prediction_csv", "read_prediction_csvs", "write_prediction_csv",
     "top_classes", "csv_paths", "write_predictions_h5", "load_predictions", "unique_stems",
 ]
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 PREDICTIONS_FORMAT = "end2you-visual-predictions"
 PREDICTIONS_VERSION = 1
@@ -55,13 +58,14 @@ class SequencePrediction:
     time: np.ndarray      # (T,) seconds
     predictions: np.ndarray  # (T, outputs), activated
     face_found: np.ndarray   # (T,) bool
-    labels: np.ndarray = None  # (T, outputs) targets in output order, or None
+    labels: Optional[np.ndarray] = None  # (T, outputs) targets in output order, or None
     split: str = ""       # the input CSV's split of the sequence ("" if none)
 
 
 # ------------------------------------------------------------------ CSV files
 
-def top_classes(values, names, face_found=None):
+def top_classes(values: Any, names: Sequence[str],
+                face_found: Optional[Any] = None) -> List[str]:
     """Per row, the name of the output with the highest value (a categorical
     model's top class), or ``""`` where no face was found or the row holds
     no finite value."""
@@ -74,14 +78,15 @@ def top_classes(values, names, face_found=None):
     return [str(names[k]) if ok else "" for k, ok in zip(top, valid)]
 
 
-def write_prediction_csv(path, time, names, values, face_found=None, top_class=False):
+def write_prediction_csv(path: PathLike, time: Any, names: Sequence[str], values: Any,
+                         face_found: Optional[Any] = None, top_class: bool = False) -> None:
     """Write a prediction CSV atomically: ``time``, the outputs ``names``,
     ``face_found`` (1/0) when given and, with ``top_class``, a
     :data:`TOP_CLASS` column of :func:`top_classes`. Numbers are written
     with ``repr`` precision; NaN values become empty cells."""
     lines = [",".join(["time", *names] + (["face_found"] if face_found is not None else [])
                       + ([TOP_CLASS] if top_class else []))]
-    tops = top_classes(values, names, face_found) if top_class else None
+    tops = top_classes(values, names, face_found) if top_class else []
     for i in range(len(time)):
         cells = [repr(float(time[i]))]
         cells += ["" if math.isnan(v) else repr(float(v)) for v in values[i]]
@@ -104,11 +109,11 @@ class SeriesFile:
     face_found: Optional[np.ndarray] = None
 
     @property
-    def stem(self):
+    def stem(self) -> str:
         return self.path.stem
 
     @property
-    def fps(self):
+    def fps(self) -> float:
         """Frames per second from the time column: (T - 1) / duration,
         rounded to 6 decimals (so 0.04 s steps give exactly 25.0)."""
         return round((len(self.time) - 1) / float(self.time[-1] - self.time[0]), 6)
@@ -118,7 +123,7 @@ _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 _FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
 
 
-def read_prediction_csv(path, outputs=None):
+def read_prediction_csv(path: PathLike, outputs: Optional[Sequence[str]] = None) -> SeriesFile:
     """Read a per-file prediction CSV: a header with ``time``, the output
     columns and optionally ``face_found`` (1/0, true/false) and ``top_class``
     (skipped). ``outputs`` selects output columns (default: all other
@@ -159,8 +164,8 @@ def read_prediction_csv(path, outputs=None):
         time[i] = _number(path, line, "time", r[t_col], allow_empty=False)
         for j, c in enumerate(cols):
             values[i, j] = _number(path, line, names[j], r[c], allow_empty=True)
-        if face_col:
-            face[i] = _flag(path, line, r[header.index(face_col)])
+        if face is not None:
+            face[i] = _flag(path, line, r[header.index("face_found")])
     _check_uniform_time(path, time)
     return SeriesFile(path=path, time=time, names=names, values=values, face_found=face)
 
@@ -197,7 +202,7 @@ def _check_uniform_time(path, time):
                                f"vs the median {med:g} s); one row per frame is needed")
 
 
-def csv_paths(paths):
+def csv_paths(paths: Union[PathLike, Iterable[PathLike]]) -> List[Path]:
     """The CSV files among ``paths`` (files, and ``*.csv`` of folders,
     hidden files skipped); their stems must be unique."""
     out = expand_paths(paths, (".csv",), "CSV files", recursive=False)
@@ -208,7 +213,8 @@ def csv_paths(paths):
     return out
 
 
-def read_prediction_csvs(paths, outputs=None):
+def read_prediction_csvs(paths: Union[PathLike, Iterable[PathLike]],
+                         outputs: Optional[Sequence[str]] = None) -> List[SeriesFile]:
     """Read prediction CSVs from files and/or folders (``*.csv``, sorted);
     returns a list of :class:`SeriesFile`. All files must have the same
     output columns. Stems must be unique."""
@@ -222,9 +228,12 @@ def read_prediction_csvs(paths, outputs=None):
 
 # --------------------------------------------------------------- predictions.h5
 
-def write_predictions_h5(path, results, label_names, head, label_kind, window, model_config):
-    """Write :class:`SequencePrediction` s ``results`` to ``path`` (HDF5)."""
-    with h5py.File(path, "w") as h5:
+def write_predictions_h5(path: PathLike, results: Sequence[SequencePrediction],
+                         label_names: Sequence[str], head: str, label_kind: str,
+                         window: Optional[int], model_config: Dict[str, Any]) -> None:
+    """Write :class:`SequencePrediction` s ``results`` to ``path`` (HDF5),
+    atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         offsets = np.cumsum([0] + [len(r.time) for r in results]).astype(np.int64)
         d = len(label_names)
 
@@ -256,7 +265,7 @@ def write_predictions_h5(path, results, label_names, head, label_kind, window, m
         })
 
 
-def load_predictions(path):
+def load_predictions(path: PathLike) -> Tuple[List[str], List[SequencePrediction]]:
     """The sequences of a ``predictions.h5`` written by `test`.
 
     Returns:
@@ -298,7 +307,7 @@ def _clean(text):
     return "__".join(p for p in text.split("/") if p not in ("", ".", "..")) or "sequence"
 
 
-def unique_stems(names, prefixes=None):
+def unique_stems(names: Sequence[str], prefixes: Optional[Sequence[str]] = None) -> List[str]:
     """A unique, file-system-safe output stem per name.
 
     Path separators become ``__``; with ``prefixes`` (e.g. the HDF5 files'

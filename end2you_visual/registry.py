@@ -9,6 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from .errors import InputError
 from .files import atomic_write_text
@@ -67,30 +68,30 @@ class Weights:
     file: str
     sha256: str
     url: str = ""
-    head: str = None
-    outputs: int = None
-    label_names: list = None
-    input_size: int = None
-    mean: list = None
-    std: list = None
+    head: Optional[str] = None
+    outputs: Optional[int] = None
+    label_names: Optional[list] = None
+    input_size: Optional[int] = None
+    mean: Optional[list] = None
+    std: Optional[list] = None
     build: dict = field(default_factory=dict)
-    framing: dict = None
+    framing: Optional[dict] = None
     training_data: str = ""
     recipe: str = ""
     licence: str = ""
     description: str = ""
     metrics: dict = field(default_factory=dict)
-    size_bytes: int = None
+    size_bytes: Optional[int] = None
 
-    def as_dict(self):
+    def as_dict(self) -> Dict[str, Any]:
         """The entry as it is written in ``registry.json``."""
         return dataclasses.asdict(self)
 
-    def face_framing(self):
+    def face_framing(self) -> Optional[Framing]:
         """The entry's :class:`~end2you_visual.framing.Framing`, or None."""
         return None if self.framing is None else Framing.from_dict(self.framing, self.name)
 
-    def config(self):
+    def config(self) -> Dict[str, Any]:
         """The ``build_model`` arguments this entry states."""
         config = dict(self.build)
         if config.get("modality") != "audio":  # an audio entry's arch is "audio", not a CNN
@@ -103,7 +104,7 @@ class Weights:
 
 # --- where things are -------------------------------------------------------
 
-def shipped_dir():
+def shipped_dir() -> Path:
     """The zoo that ships with the package: the package data folder
     ``end2you_visual.pretrained`` (``pretrained/`` of the repository, mapped
     in setup.cfg), whatever ``$E2Y_VISUAL_PRETRAINED`` says."""
@@ -116,13 +117,13 @@ def shipped_dir():
     return Path(pretrained.__file__).resolve().parent
 
 
-def pretrained_dir():
+def pretrained_dir() -> Path:
     """``$E2Y_VISUAL_PRETRAINED`` when set, else the shipped zoo (``end2you_visual/pretrained``)."""
     env = os.environ.get("E2Y_VISUAL_PRETRAINED")
     return Path(env).expanduser() if env else shipped_dir()
 
 
-def home_dir():
+def home_dir() -> Path:
     """Your zoo folder: ``$E2Y_VISUAL_HOME``, default ``~/.cache/end2you-visual``.
 
     :func:`~end2you_visual.zoo.fetch` puts weights here; :func:`~end2you_visual.zoo.export` publishes here (unless
@@ -133,12 +134,12 @@ def home_dir():
     return Path(env).expanduser() if env else Path.home() / ".cache" / "end2you-visual"
 
 
-def cache_dir():
+def cache_dir() -> Path:
     """Where :func:`~end2you_visual.zoo.fetch` puts weights: :func:`home_dir`."""
     return home_dir()
 
 
-def export_dir():
+def export_dir() -> Path:
     """Where :func:`~end2you_visual.zoo.export` writes: ``$E2Y_VISUAL_PRETRAINED`` when set, else :func:`home_dir`."""
     return pretrained_dir() if os.environ.get("E2Y_VISUAL_PRETRAINED") else home_dir()
 
@@ -151,17 +152,17 @@ def _folders():
     return folders
 
 
-def registry_paths():
+def registry_paths() -> List[Path]:
     """The registries read, in order: the pretrained folder's, then the home folder's."""
     return [folder / "registry.json" for folder in _folders()]
 
 
-def registry_path():
+def registry_path() -> Path:
     """The registry :func:`~end2you_visual.zoo.export` and :func:`~end2you_visual.zoo.register_weights` write (in :func:`export_dir`)."""
     return export_dir() / "registry.json"
 
 
-def looked_in():
+def looked_in() -> str:
     """Where the registries are, for error messages."""
     return "; ".join(f"{p}" + ("" if p.is_file() else " (absent)") for p in registry_paths())
 
@@ -172,7 +173,7 @@ _FIELDS = {f.name for f in dataclasses.fields(Weights)}
 _REQUIRED = ("name", "arch", "file", "sha256")
 
 
-def parse_entry(raw, path):
+def parse_entry(raw: Any, path: Union[str, "os.PathLike[str]"]) -> Weights:
     if not isinstance(raw, dict):
         raise InputError(path, f"registry entry {raw!r} is not an object")
     missing = [k for k in _REQUIRED if not raw.get(k)]
@@ -185,7 +186,7 @@ def parse_entry(raw, path):
     return Weights(**raw)
 
 
-def read_registry_file(path):
+def read_registry_file(path: Path) -> List[Weights]:
     if not path.is_file():
         return []
     try:
@@ -210,12 +211,12 @@ def _read_registry():
     return entries
 
 
-def list_pretrained():
+def list_pretrained() -> List[Weights]:
     """All registered :class:`Weights`: the pretrained folder's, then the home folder's."""
     return _read_registry()
 
 
-def get_weights(name):
+def get_weights(name: str) -> Weights:
     """The :class:`Weights` named ``name`` (``InputError`` listing the known names if none)."""
     entries = _read_registry()
     for weights in entries:
@@ -226,14 +227,14 @@ def get_weights(name):
                            f"(registries: {looked_in()})")
 
 
-def candidate_paths(weights):
+def candidate_paths(weights: Weights) -> List[Path]:
     file = Path(weights.file)
     if file.is_absolute():
         return [file]
     return [folder / file for folder in _folders()]
 
 
-def locate(weights):
+def locate(weights: Union[Weights, str]) -> Path:
     """Path of the weight file of ``weights`` (a :class:`Weights` or a name).
 
     Raises:
@@ -250,7 +251,7 @@ def locate(weights):
                       f"{looked}. Get them with: {FETCH_HINT.format(name=weights.name)}{source}")
 
 
-def sha256_file(path, chunk=1 << 20):
+def sha256_file(path: Union[str, "os.PathLike[str]"], chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of the file at ``path``."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -259,7 +260,7 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def write_registry(entries):
+def write_registry(entries: Iterable[Weights]) -> None:
     """Rewrite :func:`registry_path` atomically with ``entries`` (:class:`Weights`)."""
     data = {"format": REGISTRY_FORMAT, "version": REGISTRY_VERSION,
             "models": [w.as_dict() for w in entries]}

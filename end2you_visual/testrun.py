@@ -17,29 +17,34 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
-from .data import name_labels, open_files
+from .data import SequenceFile, name_labels, open_files
 from .devices import resolve_device
 from .errors import InputError
 from .files import check_writable
-from .inference import _check_options, load_model, model_title, predict_sequences
+from .inference import _check_options, predict_sequences
 from .ranges import check_choice, check_number
 from .inputs import SPLIT_NAMES
 from .models.checkpoint import unwrap_model
 from .predictions import SequencePrediction, unique_stems, write_prediction_csv, write_predictions_h5
 from .scoring import frame_cccs, label_kind_of, score
+from .zoo import resolve_model
 
 __all__ = ["run_test", "TestResult", "check_model_fits", "check_test_out", "earlier_outputs",
            "SPLITS"]
 
 SPLITS = ("all", "train", "valid", "test")
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 # ---------------------------------------------------------------- checks
 
-def check_model_fits(model, files):
+def check_model_fits(model: torch.nn.Module,
+                     files: Sequence[SequenceFile]) -> List[Optional[np.ndarray]]:
     """Per file, the label columns matching the model's outputs (None: unlabelled).
 
     A labelled file must have the label kind of the model's head
@@ -50,10 +55,10 @@ def check_model_fits(model, files):
     Raises:
         InputError: naming the first file that does not fit.
     """
-    base = unwrap_model(model)
+    base: Any = unwrap_model(model)
     names, head = base.label_names, base.head_kind
     kind = label_kind_of(head)
-    columns = []
+    columns: List[Optional[np.ndarray]] = []
     for f in files:
         if f.label_kind == "none" or not f.label_names:
             columns.append(None)
@@ -105,22 +110,22 @@ class TestResult:
     csv_paths: list
     predictions_path: Path
     label_paths: list = field(default_factory=list)  # labels/<sequence>.csv
-    metrics_path: Path = None         # None when no file has labels
-    metrics: dict = None              # the content of metrics.json
+    metrics_path: Optional[Path] = None  # None when no file has labels
+    metrics: Optional[dict] = None    # the content of metrics.json
     plot_paths: list = field(default_factory=list)
     seconds: float = 0.0              # model time (reading + inference)
     warnings: list = field(default_factory=list)
 
     @property
-    def frames(self):
+    def frames(self) -> int:
         return sum(len(s.time) for s in self.sequences)
 
     @property
-    def frames_per_second(self):
+    def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
-def earlier_outputs(out_dir):
+def earlier_outputs(out_dir: PathLike) -> List[Path]:
     """The files of an earlier :func:`run_test` in ``out_dir`` (the only
     files ``overwrite=True`` removes): ``predictions/*.csv``,
     ``labels/*.csv``, ``predictions.h5``, ``metrics.json``, ``plots/*.png``."""
@@ -135,7 +140,7 @@ def earlier_outputs(out_dir):
     return found
 
 
-def check_test_out(out_dir, overwrite=False):
+def check_test_out(out_dir: PathLike, overwrite: bool = False) -> List[Path]:
     """Refuse an ``out_dir`` that cannot be written, or that holds an earlier
     test run's outputs (unless ``overwrite``): a finished run is never
     replaced, nor mixed with a new one, unless asked.
@@ -153,10 +158,16 @@ def check_test_out(out_dir, overwrite=False):
     return old
 
 
-def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_face=True,
-             plot=False, lanes=8, precision="auto", max_plots=100, end2you_fps=None,
-             workers=None, static_shapes=False, progress=None, overwrite=False, split="all",
-             label_names=None):
+def run_test(model: Union[PathLike, torch.nn.Module],
+             data_paths: Union[PathLike, Iterable[PathLike]], out_dir: PathLike,
+             window: Optional[int] = 150, device: Union[str, torch.device] = "auto",
+             include_no_face: bool = True, plot: bool = False, lanes: int = 8,
+             precision: str = "auto", max_plots: int = 100,
+             end2you_fps: Optional[float] = None, workers: Optional[int] = None,
+             static_shapes: bool = False,
+             progress: Union[bool, Callable[[int], object], None] = None,
+             overwrite: bool = False, split: str = "all",
+             label_names: Optional[Sequence[str]] = None) -> TestResult:
     """Predict every sequence of HDF5 files and score the predictions.
 
     Writes into ``out_dir``:
@@ -225,9 +236,9 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
     device = resolve_device(device)
     out_dir = Path(out_dir)
     check_test_out(out_dir, overwrite)
-    title = model_title(model)
-    model = load_model(model, device)
-    base = unwrap_model(model)
+    resolved = resolve_model(model, device)
+    model, title = resolved.model, resolved.title
+    base: Any = resolved.base
     files = open_files(data_paths, end2you_fps=end2you_fps)
     if label_names is not None:
         name_labels(files, label_names)
@@ -240,14 +251,15 @@ def run_test(model, data_paths, out_dir, window=150, device="auto", include_no_f
 
     bar = _bar(sum(info.length for _, info in sequences)) if progress is True else None
     started = time.perf_counter()
-    preds = [None] * len(sequences)
+    preds: List[Any] = [None] * len(sequences)
     try:
         for size in sorted({f.frame_size for f, _ in sequences}):
             index = [q for q, (f, _) in enumerate(sequences) if f.frame_size == size]
             out = predict_sequences(model, [sequences[q] for q in index], window=window,
                                     lanes=lanes, device=device, precision=precision,
                                     workers=workers, static_shapes=static_shapes,
-                                    progress=bar.update if bar is not None else progress)
+                                    progress=bar.update if bar is not None else
+                                    (progress if callable(progress) else None))
             for q, p in zip(index, out):
                 preds[q] = p
     finally:

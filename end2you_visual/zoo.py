@@ -24,13 +24,20 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union, cast
+
+import torch
+from torch import nn
 
 from .errors import InputError
-from .files import check_writable
+from .files import atomic_path, check_writable
+from .framing import Framing, model_framing
 from .models import (build_model, dequantize_state_dict, end2you_config, import_end2you,
                      load_checkpoint, quantize_state_dict, save_checkpoint)
-from .models.checkpoint import model_from_checkpoint, read_checkpoint
+from .models.checkpoint import (model_from_checkpoint, read_checkpoint, state_dict_sha256,
+                                unwrap_model)
 from .registry import (DEFAULT_MODEL, FETCH_HINT, ChecksumError, Weights, WeightsNotFoundError,
                        cache_dir, candidate_paths, export_dir, get_weights, home_dir,
                        list_pretrained, locate, looked_in, parse_entry, pretrained_dir,
@@ -39,13 +46,16 @@ from .registry import (DEFAULT_MODEL, FETCH_HINT, ChecksumError, Weights, Weight
 
 __all__ = [
     "Weights", "WeightsNotFoundError", "ChecksumError", "DEFAULT_MODEL",
-    "load_pretrained", "list_pretrained", "get_weights", "locate", "fetch", "register_weights",
+    "load_pretrained", "resolve_model", "ResolvedModel", "model_title", "model_checksum",
+    "list_pretrained", "get_weights", "locate", "fetch", "register_weights",
     "export",
     "pretrained_dir", "home_dir", "cache_dir", "export_dir", "registry_path", "registry_paths",
     "sha256_file",
     "quantize_state_dict", "dequantize_state_dict", "import_end2you", "end2you_config",
     "build_model", "save_checkpoint", "load_checkpoint",
 ]
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 # --- checking files -----------------------------------------------------------
@@ -73,20 +83,20 @@ def _check_matches(weights, config, path):
 
 # --- loading ----------------------------------------------------------------
 
-def _load_registered(name):
-    # the first copy (pretrained folder, then cache) whose SHA-256 matches
-    weights = get_weights(name)
+def _load_registered(weights):
+    """``(model, path)``: the model of ``weights`` from the first copy
+    (pretrained folder, then cache) whose SHA-256 matches."""
     existing = [p for p in candidate_paths(weights) if p.is_file()] or [locate(weights)]
     verified = [p for p in existing if sha256_file(p) == weights.sha256.lower()]
     if not verified:
-        _verify(existing[0], weights.sha256, name)
+        _verify(existing[0], weights.sha256, weights.name)
     path = verified[0]
     ckpt = read_checkpoint(path)
     _check_matches(weights, ckpt["config"], path)
     model = model_from_checkpoint(ckpt, path)
     model.framing = _entry_framing(weights, model.framing, path)
     model.weights = weights
-    return model
+    return model, path
 
 
 def _entry_framing(weights, framing, path):
@@ -100,7 +110,25 @@ def _entry_framing(weights, framing, path):
     return stated if stated is not None else framing
 
 
-def load_pretrained(name_or_path, outputs=None, head=None, label_names=None, device="cpu"):
+def _load(name_or_path):
+    """``(model, Weights or None, path)`` of a registered name or a checkpoint
+    file, on the CPU; the registries are read once."""
+    registered = {w.name: w for w in list_pretrained()}
+    weights = registered.get(str(name_or_path))
+    if weights is not None:
+        model, path = _load_registered(weights)
+        return model, weights, path
+    if Path(name_or_path).is_file():
+        return load_checkpoint(name_or_path), None, Path(name_or_path)
+    known = ", ".join(sorted(registered)) or "none"
+    raise InputError(name_or_path, "neither a registered pretrained model (registered: "
+                                   f"{known}; registries: {looked_in()}) "
+                                   "nor a checkpoint file")
+
+
+def load_pretrained(name_or_path: PathLike, outputs: Optional[int] = None,
+                    head: Optional[str] = None, label_names: Optional[list] = None,
+                    device: Union[str, torch.device] = "cpu") -> nn.Module:
     """A pretrained :class:`~end2you_visual.models.VisualModel`, in eval mode.
 
     Args:
@@ -118,16 +146,7 @@ def load_pretrained(name_or_path, outputs=None, head=None, label_names=None, dev
         InputError: unknown name, missing file (:class:`WeightsNotFoundError`),
             checksum mismatch (:class:`ChecksumError`), unsafe or wrong file.
     """
-    names = {w.name for w in list_pretrained()}
-    if str(name_or_path) in names:
-        model = _load_registered(str(name_or_path))
-    elif Path(name_or_path).is_file():
-        model = load_checkpoint(name_or_path)
-    else:
-        known = ", ".join(sorted(names)) or "none"
-        raise InputError(name_or_path, "neither a registered pretrained model (registered: "
-                                       f"{known}; registries: {looked_in()}) "
-                                       "nor a checkpoint file")
+    model = _load(name_or_path)[0]
     config = model.config
     new_kind = head is not None and head != config["head"]
     new_size = outputs is not None and outputs != config["outputs"]
@@ -138,13 +157,103 @@ def load_pretrained(name_or_path, outputs=None, head=None, label_names=None, dev
     return model.to(device).eval()
 
 
+def model_title(model: Union[PathLike, nn.Module]) -> str:
+    """How plots name ``model``: the registered name or checkpoint path as
+    given, else its architecture (``"resnet18 model"``)."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    base: Any = unwrap_model(model)
+    return f"{base.config.get('arch', 'a')} model"
+
+
+def model_checksum(model: nn.Module, path: Optional[PathLike] = None) -> Tuple[str, str]:
+    """``("file", sha256 of path)`` for a checkpoint file, else ``("state_dict",
+    sha256 over the model's tensors, by name)``: the same weights give the
+    same checksum whatever file they came from."""
+    if path is not None:
+        return "file", sha256_file(path)
+    return "state_dict", state_dict_sha256(model)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model as :func:`resolve_model` finds it, with what the commands say of it.
+
+    Attributes:
+        model: the model, in eval mode and on the device asked for when it
+            was loaded; a model given in memory is as given (a
+            ``torch.compile`` wrapper stays one).
+        title: how plots name it (:func:`model_title`): the registered name
+            or checkpoint path as given, else its architecture
+            (``"resnet18 model"``).
+        source: the registered name or checkpoint path as given; None for a
+            model given in memory.
+        weights: its registry entry when it is registered, else None.
+        path: the checkpoint file read (a registered model's verified copy);
+            None for a model given in memory.
+        framing: how its training crops were cut
+            (:func:`~end2you_visual.framing.model_framing`), or None.
+    """
+
+    model: nn.Module
+    title: str
+    source: Optional[str] = None
+    weights: Optional[Weights] = None
+    path: Optional[Path] = None
+    framing: Optional[Framing] = None
+
+    @property
+    def base(self) -> nn.Module:
+        """The model inside a ``torch.compile`` wrapper (else the model)."""
+        return unwrap_model(self.model)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The model's ``build_model`` arguments."""
+        return cast(Dict[str, Any], self.base.config)
+
+    def checksum(self) -> Tuple[str, str]:
+        """``(kind, hex SHA-256)``: ``"file"`` for a registered model (its
+        entry's, which the file was checked against) or a checkpoint file,
+        ``"state_dict"`` over the tensors of a model given in memory (see
+        :func:`model_checksum`)."""
+        if self.weights is not None:
+            return "file", self.weights.sha256.lower()
+        return model_checksum(self.base, self.path)
+
+
+def resolve_model(model: Union[PathLike, nn.Module],
+                  device: Union[str, torch.device] = "cpu") -> ResolvedModel:
+    """The model `predict`, `extract` and `test` run, and what they say of it.
+
+    Args:
+        model: a registered name (:func:`list_pretrained`; its file found
+            and checksum-verified), the path of a checkpoint file
+            (``save_checkpoint``, a training ``best.pt``), or a model,
+            returned as it is (not moved, its train/eval mode kept: the
+            engines do that).
+        device: where a loaded model goes (in eval mode).
+
+    Returns:
+        A :class:`ResolvedModel`; the registries are read once.
+
+    Raises:
+        InputError: as :func:`load_pretrained`.
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        return ResolvedModel(model, model_title(model), framing=model_framing(model))
+    loaded, weights, path = _load(model)
+    return ResolvedModel(loaded.to(device).eval(), model_title(model), str(model), weights,
+                         path, model_framing(loaded))
+
+
 # --- getting and adding weights --------------------------------------------
 
 def _is_url(source):
     return urllib.parse.urlparse(str(source)).scheme in ("http", "https", "file", "ftp")
 
 
-def fetch(name, source=None, force=False):
+def fetch(name: str, source: Optional[PathLike] = None, force: bool = False) -> Path:
     """Copy (path) or download (URL) the weights of ``name`` into :func:`home_dir`.
 
     The file is written to a temporary name, its SHA-256 checked against the
@@ -168,15 +277,14 @@ def fetch(name, source=None, force=False):
         raise InputError(None, f"no known address for the weights of {name!r}; pass one: "
                                + FETCH_HINT.format(name=name))
     dest = Path(weights.file) if Path(weights.file).is_absolute() else cache_dir() / weights.file
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
-        with _open_source(source) as reader:
-            _copy_to(reader, source, tmp, dest)
-        _verify(tmp, weights.sha256, name, source=source)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _open_source(source) as reader:  # a source that cannot be read: nothing is created
+        try:
+            with atomic_path(dest) as tmp:
+                _copy_to(reader, source, tmp)
+                _verify(tmp, weights.sha256, name, source=source)
+        except OSError as err:  # named dest by atomic_path, never the temporary file
+            raise InputError(dest, f"cannot write the fetched file: "
+                                   f"{err.strerror or err}") from err
     return dest
 
 
@@ -197,25 +305,22 @@ def _open_source(source):
         raise InputError(source, f"cannot read: {err.strerror or err}") from err
 
 
-def _copy_to(reader, source, tmp, dest):
-    """Copies ``reader`` into ``tmp``: read errors name ``source``, write errors
-    ``dest`` (never the temporary ``.part`` file)."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as out:
-            while True:
-                try:
-                    block = reader.read(1 << 20)
-                except OSError as err:
-                    raise InputError(source, f"cannot read: {err.strerror or err}") from err
-                if not block:
-                    break
-                out.write(block)
-    except OSError as err:
-        raise InputError(dest, f"cannot write the fetched file: {err.strerror or err}") from err
+def _copy_to(reader, source, tmp):
+    """Copies ``reader`` into ``tmp``: read errors are InputErrors naming
+    ``source``; write errors are the OSErrors of the writing."""
+    with open(tmp, "wb") as out:
+        while True:
+            try:
+                block = reader.read(1 << 20)
+            except OSError as err:
+                raise InputError(source, f"cannot read: {err.strerror or err}") from err
+            if not block:
+                break
+            out.write(block)
 
 
-def register_weights(name, path, replace=False, **meta):
+def register_weights(name: str, path: PathLike, replace: bool = False,
+                     **meta: Any) -> Weights:
     """Add (or with ``replace``, update) a registry entry for checkpoint ``path``.
 
     Reads the checkpoint (safely) for arch, head, outputs, label names,
@@ -276,8 +381,9 @@ def _validation_metrics(ckpt):
     return found
 
 
-def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
-           metrics=None, **meta):
+def export(checkpoint: PathLike, name: str, path: Optional[PathLike] = None,
+           compact: bool = True, grey: Optional[bool] = None, replace: bool = False,
+           metrics: Optional[dict] = None, **meta: Any) -> Weights:
     """Publish a trained checkpoint in the zoo: the last step of a zoo recipe.
 
     Writes the model (without optimiser or training state, with the framing
@@ -303,9 +409,9 @@ def export(checkpoint, name, path=None, compact=True, grey=None, replace=False,
         The new :class:`Weights`.
     """
     ckpt = read_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, checkpoint)
+    model: Any = model_from_checkpoint(ckpt, checkpoint)
     if grey is not None and bool(grey) != bool(model.config.get("grey", False)):
-        rebuilt = build_model(**{**model.config, "grey": bool(grey)})
+        rebuilt: Any = build_model(**{**model.config, "grey": bool(grey)})
         rebuilt.load_state_dict(model.state_dict())
         rebuilt.framing = (None if model.framing is None
                            else dataclasses.replace(model.framing, grey=bool(grey)))

@@ -223,6 +223,23 @@ def test_framing_carries_the_crop_kind(aligned_file, tmp_path):
         f"{box} of margin 0.2 (MTCNN face boxes plus the margin)")
 
 
+def test_framing_names_the_detector_that_made_the_crops(aligned_file, tmp_path):
+    with h5py.File(aligned_file) as h5:  # generate records the pipeline's detector
+        assert json.loads(h5.attrs["settings"])["face_detector"] == "mtcnn"
+    assert file_framing(SequenceFile(aligned_file)).detector == "mtcnn"
+    other = Framing(margin=0.2, detector="retinaface")
+    assert other.as_dict()["detector"] == "retinaface"
+    assert Framing.from_dict(other.as_dict(), "x") == other
+    assert other.describe() == "margin 0.2 (RETINAFACE face boxes plus the margin)"
+    assert not other.same_crops(Framing(margin=0.2))
+    # MTCNN's framings are stored as before the detector was recorded.
+    assert "detector" not in Framing(margin=0.2).as_dict()
+    assert Framing.from_dict({"margin": 0.2}, "x").detector == "mtcnn"
+    assert Framing(margin=0.0, source="whole-image").detector is None
+    with pytest.raises(InputError, match="framing detector must be a name"):
+        Framing.from_dict({"margin": 0.2, "detector": 3}, "x")
+
+
 def test_resolve_face_settings_takes_the_crop_kind_from_the_framing():
     aligned = Framing(margin=0.2, crop="aligned")
     settings, line = resolve_face_settings({}, aligned)

@@ -239,3 +239,44 @@ def test_hdf5_crops_framed_otherwise_than_the_model_are_warned_of(tmp_path, writ
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         extract_features([path], framed, tmp_path / "again", device="cpu")
+
+
+# ------------------------------------------------------- one writer per format (issue 25)
+
+def test_one_writer_per_format_named_in_choices():
+    from end2you_visual import extract
+    from end2you_visual.choices import EXTRACT_FORMATS, FEATURE_DTYPES
+    from end2you_visual.cli.extract import extract as command
+
+    assert tuple(extract.WRITERS) == EXTRACT_FORMATS == ("hdf5", "npy", "csv")
+    assert extract.FORMATS == {"hdf5": ".features.h5", "npy": ".features.npy",
+                               "csv": ".features.csv"}
+    assert extract.DTYPES == FEATURE_DTYPES == ("float16", "float32")
+    options = {p.name: p for p in command.params}
+    assert tuple(options["fmt"].type.choices) == EXTRACT_FORMATS
+    assert tuple(options["dtype"].type.choices) == FEATURE_DTYPES
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "npy", "csv"])
+def test_a_failed_extraction_leaves_nothing_behind(dataset, model, tmp_path, monkeypatch, fmt):
+    from end2you_visual import extract
+
+    real, calls = extract._embed, []
+
+    def embed(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return real(*args)
+    monkeypatch.setattr(extract, "_embed", embed)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        extract_features(dataset, model, out, fmt=fmt, batch_size=4, device="cpu")
+    assert list(out.iterdir()) == []  # no output, no temporary or scratch file
+    old = out / f"clips{extract.FORMATS[fmt]}"
+    old.write_bytes(b"earlier")
+    calls.clear()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        extract_features(dataset, model, out, fmt=fmt, batch_size=4, device="cpu",
+                         overwrite=True)
+    assert [p.name for p in out.iterdir()] == [old.name] and old.read_bytes() == b"earlier"

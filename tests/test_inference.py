@@ -389,7 +389,7 @@ def test_an_earlier_run_is_refused_then_replaced_only_with_overwrite(tmp_path, w
 def test_bad_devices_and_outputs_fail_before_any_work(tmp_path, monkeypatch, write_h5):
     path = write_h5(tmp_path / "a.h5", [4])
     calls = []
-    monkeypatch.setattr(testrun, "load_model", lambda *a: calls.append(a))
+    monkeypatch.setattr(testrun, "resolve_model", lambda *a: calls.append(a))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match=r"^--device: 'cuda' asked for, but CUDA is not "):
         run_test(tiny(), [path], tmp_path / "out", device="cuda")
@@ -564,3 +564,14 @@ def test_run_test_with_window_0_predicts_whole_sequences(tmp_path, write_h5):
     (seq1,) = [p for p in preds if p.sequence == "seq1"]
     ref = whole(model, SequenceFile(path).read(1).frames)
     np.testing.assert_allclose(seq1.predictions, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_run_test_progress_false_or_a_callable(tmp_path, write_h5):
+    path = write_h5(tmp_path / "a.h5", [5, 3])
+    model = tiny()
+    quiet = run_test(model, [path], tmp_path / "quiet", window=2, device="cpu", progress=False)
+    counted = []
+    told = run_test(model, [path], tmp_path / "told", window=2, device="cpu",
+                    progress=counted.append)
+    assert quiet.frames == told.frames == 8 and sum(counted) == 8
+    assert (tmp_path / "quiet" / "predictions.h5").is_file()

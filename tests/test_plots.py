@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from end2you_visual.errors import InputError
-from end2you_visual.plots import plot_confusion, plot_predictions, plot_training_curves
+from end2you_visual.plots import plot_confusion, plot_predictions
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -48,20 +48,6 @@ def test_plot_confusion(tmp_path):
     assert _png_size(path) == (430, 280)  # (1 + 0.6 x 3 classes + 1.5, 1 + 0.6 x 3) inches
     with pytest.raises(InputError):
         plot_confusion([[1, 2]], ["a"], tmp_path / "bad.png")
-
-
-def test_training_curves_from_logs(tmp_path):
-    for run, accs in (("a", [0.4, 0.5]), ("b", [0.55])):
-        (tmp_path / run).mkdir()
-        rows = "\n".join(f"{e},{a},100,10" for e, a in enumerate(accs, 1))
-        (tmp_path / run / "log.csv").write_text(
-            "epoch,valid_accuracy,train_seconds,valid_seconds\n" + rows + "\n")
-    logs = [tmp_path / "a" / "log.csv", tmp_path / "b" / "log.csv"]
-    out = plot_training_curves(logs, "accuracy", tmp_path / "curve.png")
-    assert Image.open(out).format == "PNG"
-    with pytest.raises(InputError, match="valid_ccc"):
-        plot_training_curves(logs, "ccc", tmp_path / "x.png")
-    assert not (tmp_path / "x.png").exists()
 
 
 EMOTIONS = ["anger", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

@@ -218,7 +218,7 @@ def test_earlier_outputs_are_refused_then_replaced_with_overwrite(checkpoint, tm
 def test_bad_device_or_out_fails_before_any_work(checkpoint, tmp_path, monkeypatch):
     from end2you_visual import predict as module
 
-    monkeypatch.setattr(module, "load_model", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(module, "resolve_model", lambda *a: pytest.fail("model loaded"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match=r"^--device: 'cuda' asked for"):
         predict_videos([SINGLE], checkpoint, tmp_path / "out", device="cuda")
@@ -281,6 +281,24 @@ def test_a_model_crops_with_its_framing_unless_a_margin_is_given(framed, checkpo
     # A given margin equal to the framing's needs no word.
     predict_video(SINGLE, framed, margin=MARGIN, **run)
     assert margins[-1] == MARGIN and len(lines) == 2
+
+
+def test_predict_and_extract_share_one_framing_to_face_settings_step():
+    from end2you_visual.framing import model_face_settings
+
+    framing, lines = Framing(margin=MARGIN, size=24), []
+    settings = model_face_settings({"margin": None, "detect_every": 8}, framing, 24,
+                                   torch.device("cpu"), lines.append)
+    assert (settings.margin, settings.crop, settings.size, settings.device) == (
+        MARGIN, "box", 24, "cpu")
+    assert settings.detect_every == 8 and lines == [FRAMING_LINE]
+    given = model_face_settings({"margin": 0.3}, framing, 48, "cpu", lines.append)
+    assert (given.margin, given.size) == (0.3, 48) and lines[1:] == [
+        "margin 0.3 as given; the model's framing is margin 0.05 (MTCNN face boxes plus the "
+        "margin)"]
+    # No framing (an older checkpoint), or no one to tell: nothing said.
+    assert model_face_settings({}, None, 24, "cpu", lines.append).margin == 0.2
+    assert model_face_settings({}, framing, 24, "cpu").margin == MARGIN and len(lines) == 2
 
 
 def test_cli_predict_says_it_uses_the_models_framing(framed, checkpoint, tmp_path, monkeypatch):

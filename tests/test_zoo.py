@@ -551,3 +551,117 @@ def test_an_entry_and_its_file_must_agree_on_the_framing(places, tmp_path):
         zoo.list_pretrained()
     assert str(err.value) == (f"{registry}: registry entry 'm': framing margin must be a "
                               "number >= 0, got -1")
+
+
+# ------------------------------------------------ one way to resolve a model (issue 25)
+
+def _count_registry_reads(monkeypatch):
+    """The registry files read from now on (a list, one path per read)."""
+    from end2you_visual import registry
+
+    reads, real = [], registry.read_registry_file
+
+    def read(path):
+        reads.append(path)
+        return real(path)
+    monkeypatch.setattr(registry, "read_registry_file", read)
+    return reads
+
+
+def test_resolve_model_by_name_reads_the_registry_once(registered, places, monkeypatch):
+    from end2you_visual.framing import Framing
+    from end2you_visual.models.checkpoint import state_dict_sha256
+
+    model, path, entry = registered
+    reads = _count_registry_reads(monkeypatch)
+    resolved = zoo.resolve_model("tiny_emotions", "cpu")
+    assert reads == zoo.registry_paths()  # each registry file once: pretrained, then home
+    assert (resolved.title, resolved.source, resolved.path) == ("tiny_emotions", "tiny_emotions",
+                                                                path)
+    assert resolved.weights == entry and resolved.model.weights == entry
+    assert resolved.checksum() == ("file", zoo.sha256_file(path))
+    assert resolved.config == resolved.model.config and resolved.base is resolved.model
+    assert not resolved.model.training and resolved.framing is None
+    assert state_dict_sha256(resolved.model) == state_dict_sha256(model)
+    reads.clear()
+    zoo.load_pretrained("tiny_emotions")
+    assert reads == zoo.registry_paths()
+    # The framing comes with it (the entry's, else the file's).
+    framed = tiny_model()
+    framed.framing = Framing(margin=0.1)
+    zoo.register_weights("framed", save_checkpoint(framed, places[0] / "framed.pt"))
+    assert zoo.resolve_model("framed").framing == Framing(margin=0.1)
+
+
+def test_resolve_model_of_a_checkpoint_file_and_of_a_model(registered, tmp_path):
+    from end2you_visual.models.checkpoint import state_dict_sha256
+
+    model, path, _ = registered
+    other = save_checkpoint(tiny_model(hidden_size=4), tmp_path / "other.pt")
+    resolved = zoo.resolve_model(other)
+    assert (resolved.title, resolved.source, resolved.path, resolved.weights) == (
+        str(other), str(other), other, None)
+    assert resolved.checksum() == ("file", zoo.sha256_file(other))
+    assert resolved.config["hidden_size"] == 4 and not resolved.model.training
+
+    given = tiny_model().train()  # a model given is returned as it is
+    resolved = zoo.resolve_model(given, "cpu")
+    assert resolved.model is given and given.training
+    assert (resolved.title, resolved.source, resolved.path, resolved.weights) == (
+        "resnet_tiny model", None, None, None)
+    assert resolved.checksum() == ("state_dict", state_dict_sha256(given))
+    assert zoo.model_checksum(given) == resolved.checksum()
+    assert zoo.model_checksum(given, path) == ("file", zoo.sha256_file(path))
+
+
+def test_resolve_model_refuses_what_load_pretrained_refuses(registered, tmp_path):
+    with pytest.raises(InputError) as resolved:
+        zoo.resolve_model(tmp_path / "nothing.pt")
+    with pytest.raises(InputError) as loaded:
+        zoo.load_pretrained(tmp_path / "nothing.pt")
+    assert str(resolved.value) == str(loaded.value)
+    assert str(resolved.value).startswith(f"{tmp_path / 'nothing.pt'}: neither a registered "
+                                          "pretrained model (registered: tiny_emotions;")
+
+
+def test_inference_load_model_and_model_title_are_resolve_model(registered):
+    from end2you_visual.inference import load_model, model_title
+    from end2you_visual.models.checkpoint import state_dict_sha256
+
+    model, _, _ = registered
+    loaded = load_model("tiny_emotions", "cpu")
+    assert state_dict_sha256(loaded) == state_dict_sha256(model) and not loaded.training
+    assert load_model(model, "cpu") is model
+    assert model_title("tiny_emotions") == "tiny_emotions"
+    assert model_title(model) == zoo.model_title(model) == "resnet_tiny model"
+
+
+def test_extract_names_a_registered_model_by_its_entry(registered, tmp_path, write_sequences):
+    import h5py
+    import numpy as np
+
+    from end2you_visual.extract import extract_features
+
+    _, path, entry = registered
+    data = write_sequences(tmp_path / "d.h5", [3], lambda q, n, rng: (
+        np.zeros((n, 32, 32, 3), np.uint8), np.zeros((n, 1))), names=["arousal"],
+        kind="continuous", size=32)
+    with pytest.warns(UserWarning, match="32 px crops, the model was trained on 150 px"):
+        (result,) = extract_features([data], "tiny_emotions", tmp_path / "out", device="cpu")
+    with h5py.File(result.output) as h5:
+        assert h5.attrs["model_name"] == "tiny_emotions"
+        assert h5.attrs["model_checksum"] == entry.sha256 == zoo.sha256_file(path)
+        assert h5.attrs["model_checksum_of"] == "file"
+
+
+def test_fetch_that_cannot_write_names_the_destination(registered, places, tmp_path):
+    _, path, _ = registered
+    _, home = places
+    source = tmp_path / "elsewhere.pt"
+    path.rename(source)
+    home.write_text("a file where the home folder should be")
+    with pytest.raises(InputError) as err:
+        zoo.fetch("tiny_emotions", source=str(source))
+    assert str(err.value) == (f"{home / 'tiny_emotions.pt'}: cannot write the fetched file: "
+                              "File exists")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.pt", "home", "pretrained"]
