@@ -11,6 +11,7 @@
 * :class:`Augmenter`: batched resize + random crop + brightness/saturation.
 """
 import importlib
+from typing import Any
 
 # name -> module (relative to this package) that defines it, imported on first
 # use: the settings (config) need no torch, so ``--help`` and recipe checks
@@ -38,11 +39,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _NAMES:
         return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted({*__all__, *globals()})

@@ -1,22 +1,34 @@
 """Checkpoints and logs of a training run: the checks of ``out_dir`` and of
-a run to resume (which settings may change), ``last.pt`` / ``best.pt``,
-``log.csv``, ``train.log`` and TensorBoard; a part of
-:class:`~end2you_visual.training.Trainer`.
+a run to resume (which settings may change), and :class:`Checkpointing`,
+the part of :class:`~end2you_visual.training.Trainer` that writes
+``last.pt`` / ``best.pt``, ``log.csv``, ``train.log`` and TensorBoard.
 """
+from __future__ import annotations
+
 import logging
 import os
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from ..errors import InputError
 from ..locks import OutputBusy, OutputLock
 from ..models import read_checkpoint, save_checkpoint
 from . import distributed
 from .config import option_name
+from .distributed import DistInfo
 from .state import TensorBoard, rng_state, set_rng_state, write_csv_atomic
 
-__all__ = ['Checkpointing', 'check_out_dir', 'check_existing_run', 'resume_changes', 'RESUME_FREE', 'RESUME_APPLIED', 'LAST', 'BEST', 'LOG_CSV', 'LOG_TXT', 'RUN_FILES']
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+__all__ = ['Checkpointing', 'RunLock', 'check_out_dir', 'check_existing_run', 'read_resume',
+           'resume_changes', 'RESUME_FREE', 'RESUME_APPLIED', 'LAST', 'BEST', 'LOG_CSV',
+           'LOG_TXT', 'RUN_FILES']
 
 logger = logging.getLogger("end2you_visual.training")
 
@@ -36,7 +48,7 @@ LAST, BEST, LOG_CSV, LOG_TXT = "last.pt", "best.pt", "log.csv", "train.log"
 RUN_FILES = (BEST, LAST, LOG_CSV)  # an out_dir holding one of these holds a run
 
 
-def check_out_dir(out_dir):
+def check_out_dir(out_dir: str | Path) -> None:
     """InputError unless ``out_dir`` is (or can be made) a writable folder."""
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
@@ -57,13 +69,13 @@ class RunLog(logging.FileHandler):
     the command line), instead of logging's ``--- Logging error ---`` page
     on every later line."""
 
-    def handleError(self, record):
+    def handleError(self, record: logging.LogRecord) -> None:
         err = sys.exc_info()[1]
         if isinstance(err, OSError):
             raise OSError(err.errno, err.strerror or str(err), self.baseFilename) from None
         super().handleError(record)
 
-    def close(self):
+    def close(self) -> None:
         try:
             super().close()
         except OSError:  # its last flush, on a full disk: the run already failed
@@ -83,10 +95,10 @@ class RunLock:
     removed again when the run fails before writing anything into it.
     """
 
-    def __init__(self, out_dir):
+    def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self._created = not self.out_dir.exists()
-        self._lock = None
+        self._lock: OutputLock | None = None
         if int(os.environ.get("RANK", 0)) != 0:
             return
         lock = OutputLock(self.out_dir / "run", wait=False)
@@ -98,7 +110,7 @@ class RunLock:
                                            "it to end, or choose another --out") from None
         self._lock = lock
 
-    def release(self, failed=False):
+    def release(self, failed: bool = False) -> None:
         """Release the lock; after a failed start, remove a folder made for it and left empty."""
         if self._lock is None:
             return
@@ -111,7 +123,8 @@ class RunLock:
                 pass
 
 
-def check_existing_run(out_dir, resume=False, overwrite=False):
+def check_existing_run(out_dir: str | Path, resume: bool = False,
+                       overwrite: bool = False) -> list[str]:
     """Refuse to start a new run over a run in ``out_dir`` unless told to
     ``resume`` it or ``overwrite`` it; returns the run's files found."""
     out_dir = Path(out_dir)
@@ -129,7 +142,8 @@ def check_existing_run(out_dir, resume=False, overwrite=False):
                               "choose another --out)")
 
 
-def resume_changes(old, config):
+def resume_changes(old: Mapping[str, Any], config: TrainConfig
+                   ) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
     """Compare a resumed run's settings ``old`` (a dict) with ``config``.
 
     Returns ``(applied, refused)``: lists of ``(name, old value, new value)``;
@@ -156,89 +170,91 @@ def resume_changes(old, config):
     return applied, refused
 
 
+def read_resume(last_path: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint ``last_path`` to resume (None for a new run: no
+    ``config.resume``, or no such file); a changed setting that the resumed
+    run cannot honour is refused here, before any work."""
+    if not (config.resume and last_path.is_file()):
+        return None
+    ckpt = read_checkpoint(last_path)
+    if not isinstance(ckpt.get("training"), dict):
+        raise InputError(last_path, "not a training checkpoint (no training state)")
+    _, refused = resume_changes(ckpt["training"].get("config", {}), config)
+    if refused:
+        raise InputError(last_path, "the run being resumed used other settings: "
+                         + "; ".join(f"{option_name(k)} {a!r} -> {b!r}"
+                                     for k, a, b in refused)
+                         + f". Resume with the run's settings (only "
+                           f"{', '.join(RESUME_APPLIED)} may change), or start a new "
+                           "run with another --out or --overwrite")
+    return ckpt
+
+
 class Checkpointing:
-    """Checkpoints and logs of :class:`~end2you_visual.training.Trainer` (a
-    mixin): the run to resume, ``last.pt`` / ``best.pt``, ``log.csv``,
-    ``train.log`` and TensorBoard."""
+    """The files of a run in ``out_dir``: ``last.pt`` / ``best.pt``,
+    ``log.csv``, ``train.log`` and TensorBoard; a part of
+    :class:`~end2you_visual.training.Trainer`.
 
-    def _read_resume(self):
-        """The checkpoint to resume (None for a new run); a changed setting
-        that the resumed run cannot honour is refused here, before any work."""
-        if not (self.config.resume and self.last_path.is_file()):
-            return None
-        ckpt = read_checkpoint(self.last_path)
-        if not isinstance(ckpt.get("training"), dict):
-            raise InputError(self.last_path, "not a training checkpoint (no training state)")
-        _, refused = resume_changes(ckpt["training"].get("config", {}), self.config)
-        if refused:
-            raise InputError(self.last_path, "the run being resumed used other settings: "
-                             + "; ".join(f"{option_name(k)} {a!r} -> {b!r}"
-                                         for k, a, b in refused)
-                             + f". Resume with the run's settings (only "
-                               f"{', '.join(RESUME_APPLIED)} may change), or start a new "
-                               "run with another --out or --overwrite")
-        return ckpt
+    ``config``: the run's settings (saved with it; ``overwrite`` and
+    ``tensorboard`` read); ``model``: what the checkpoints hold; ``dist``:
+    only the main process writes, every process's random state is saved;
+    ``replacing``: the files of an earlier run that ``--overwrite``
+    replaces. Its state: ``history`` (the rows of ``log.csv``, one per
+    epoch) and the global random-number states.
+    """
 
-    def _training_state(self, epoch):
+    def __init__(self, out_dir: Path, *, config: TrainConfig, model: torch.nn.Module,
+                 dist: DistInfo, replacing: Sequence[str] = ()) -> None:
+        self.out_dir = Path(out_dir)
+        self.last_path, self.best_path = self.out_dir / LAST, self.out_dir / BEST
+        self.config, self.model, self.dist = config, model, dist
+        self.replacing = list(replacing)
+        self.history: list[dict[str, Any]] = []
+        self._tb: TensorBoard | None = None
+        self._log_handler: RunLog | None = None
+
+    # ----------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """``rng`` (every process's global random states; every process
+        takes part), ``world_size``, ``history`` and ``config``."""
         rngs = distributed.gather_objects(rng_state(), self.dist)
-        return {
-            "epoch": epoch, "best_score": self.best_score, "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs, "stopped": self.stopped, "metric": self.metric,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "augment": self.augment.state_dict() if self.augment is not None else None,
-            "rng": rngs, "world_size": self.dist.world_size,
-            "history": self.history, "config": self.config.to_dict(),
-            "teacher": self.teacher_record,
-            "projection": (self.projection.state_dict() if self.projection is not None
-                           else None),
-        }
+        return {"rng": rngs, "world_size": self.dist.world_size, "history": self.history,
+                "config": self.config.to_dict()}
 
-    def _restore(self, state):
-        if self.projection is not None:
-            self.projection.load_state_dict(state["projection"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        applied, _ = resume_changes(state.get("config", {}), self.config)
-        for group in self.optimizer.param_groups:  # the saved state holds the old ones
-            for name in ("lr", "weight_decay"):
-                if any(k == name for k, _, _ in applied):
-                    group[name] = getattr(self.config, name)
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.augment is not None and state.get("augment") is not None:
-            self.augment.load_state_dict(state["augment"])
-        self.start_epoch = int(state["epoch"]) + 1
-        self.best_score, self.best_epoch = state["best_score"], int(state["best_epoch"])
-        self.bad_epochs, self.stopped = int(state["bad_epochs"]), state.get("stopped")
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint's ``training`` dict: its history, and
+        this process's random states (the first process's when the number of
+        processes changed). Load it last: nothing may draw a random number
+        between it and the first step."""
         self.history = list(state["history"])
-        if state.get("metric") != self.metric:
-            raise InputError(self.last_path, f"the run being resumed selects by "
-                                             f"{state.get('metric')!r}, not {self.metric!r}")
-        if applied:
-            self._notes.append(f"resuming with changed settings, applied from epoch "
-                               f"{self.start_epoch}: " + ", ".join(f"{k} {a!r} -> {b!r}"
-                                                                   for k, a, b in applied))
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0])
-        self._notes.append(f"resuming {self.last_path} after epoch {state['epoch']} (best "
-                           f"{self.metric} {self.best_score} at epoch {self.best_epoch})")
 
-    def _save(self, epoch, improved, metrics):
-        state = self._training_state(epoch)  # every process takes part (RNG gather)
+    # ----------------------------------------------------------------- files
+
+    def save(self, epoch: int, training: Mapping[str, Any], improved: bool,
+             metrics: Mapping[str, float], metric: str) -> None:
+        """Write ``last.pt`` (the model and the ``training`` state),
+        ``best.pt`` when the epoch ``improved`` (with its ``metrics``, scored
+        by ``metric``) and ``log.csv``; on the main process only."""
         if not self.dist.is_main:
             return
         if improved:
             save_checkpoint(self.model, self.best_path, extra={
-                "epoch": epoch, "metric": self.metric, "score": metrics[self.metric],
-                "metrics": metrics, "train_config": self.config.to_dict()})
-        save_checkpoint(self.model, self.last_path, extra={"training": state})
+                "epoch": epoch, "metric": metric, "score": metrics[metric],
+                "metrics": dict(metrics), "train_config": self.config.to_dict()})
+        save_checkpoint(self.model, self.last_path, extra={"training": dict(training)})
         write_csv_atomic(self.out_dir / LOG_CSV, self.history)
 
-    def _start_logs(self):
+    def start_logs(self) -> None:
+        """Make ``out_dir`` (removing the run that ``--overwrite`` replaces),
+        open ``train.log`` and TensorBoard; on the main process only."""
         if not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self._replacing and self.config.overwrite:
+        removed = self.replacing and self.config.overwrite
+        if removed:
             self._remove_old_run()
         self._log_handler = RunLog(self.out_dir / LOG_TXT)
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -246,41 +262,27 @@ class Checkpointing:
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)
         self._tb = TensorBoard(self.out_dir / "tensorboard", self.config.tensorboard)
+        if removed:
+            logger.info("--overwrite: replaced the run in %s (%s)", self.out_dir,
+                        ", ".join(self.replacing))
 
-    def _remove_old_run(self):
+    def _remove_old_run(self) -> None:
         """--overwrite: the earlier run's files go before this run writes any."""
         for name in (*RUN_FILES, LOG_TXT):
             (self.out_dir / name).unlink(missing_ok=True)
         if (self.out_dir / "tensorboard").is_dir():
             shutil.rmtree(self.out_dir / "tensorboard")
-        self._notes.insert(0, f"--overwrite: replaced the run in {self.out_dir} "
-                              f"({', '.join(self._replacing)})")
 
-    def _describe(self):
-        cfg = self.config
-        lines = [self.split.describe(),
-                 f"{len(self.train_set)} training windows ({len(self.indices)} per epoch), "
-                 f"{len(self.valid_set)} validation windows of {cfg.window} frames "
-                 f"({self.frame_size}x{self.frame_size})",
-                 f"model {_model_text(self.model.config)}, "
-                 f"{self.head} head {self.label_names}; loss {self.loss_kind}, "
-                 f"select by validation {self.metric} "
-                 f"({'lower' if self.lower_is_better else 'higher'} is better)",
-                 f"device {self.device}, {self.auto['precision']}, "
-                 f"{self.dist.world_size} process(es), augment {self.auto['augment']}"]
-        if self.frame_weights is not None:
-            weights = [w * self.frame_weights.scale for w in self.frame_weights.label_weights]
-            lines.append("frame weights: " + ", ".join(
-                f"{n} {w:.4g}" for n, w in zip(self.label_names, weights)))
-        if self.resample_report is not None:
-            lines.append("re-sampling (frames per label):\n" + self.resample_report.table())
-        for line in lines:
-            logger.info(line)
+    def log_epoch(self, row: Mapping[str, Any], epoch: int) -> None:
+        """``row``'s numbers to TensorBoard (when it is open)."""
+        if self._tb is not None:
+            self._tb.log(row, epoch)
 
-
-def _model_text(config):
-    """"resnet18 / lstm", "audio / lstm", "audiovisual resnet18 / gru"."""
-    modality = config.get("modality", "visual")
-    arch = config.get("arch", "")
-    name = arch if modality == "visual" else f"{modality} {arch}".strip()
-    return f"{name} / {config['temporal']}"
+    def close(self) -> None:
+        """Close TensorBoard and ``train.log``."""
+        if self._tb is not None:
+            self._tb.close()
+        if self._log_handler is not None:
+            logger.removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None

@@ -22,7 +22,20 @@ for resume, not part of the model), against the teacher's.
 
 The checkpoint records the teacher's name and the SHA-256 of its weights; a
 resumed run refuses a teacher whose weights differ.
+
+The data side (which training files are unlabelled, their windows, the
+sampler that mixes them in) is :func:`split_unlabelled`,
+:func:`unlabelled_windows` and :func:`training_sampler`, used by
+:mod:`.preparation`; the run's part is :class:`Distillation` (the teacher,
+the projection, the loss; its entries of ``last.pt``).
 """
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from ..data import WindowDataset
@@ -31,172 +44,186 @@ from ..inputs import TEST_NAMES
 from ..models.checkpoint import state_dict_sha256
 from ..models.temporal_head import default_label_names
 from .losses import distillation_loss, feature_loss
-from .sampler import MixedWindowSampler, WindowSampler, unlabelled_count
+from .sampler import MixedWindowSampler, WindowSampler
 
-__all__ = ["Distillation"]
+if TYPE_CHECKING:
+    from ..data import SequenceFile
+    from .config import TrainConfig
+    from .preparation import RunModel
+    from .steps import LossFn
+
+__all__ = ["Distillation", "split_unlabelled", "unlabelled_windows", "training_sampler",
+           "UNLABELLED"]
 
 UNLABELLED = "none"  # the label_kind of files generated without labels
 
 
+# -------------------------------------------------------------------- data
+
+def split_unlabelled(train_files: Sequence[SequenceFile], valid_files: Sequence[SequenceFile],
+                     teacher: str | None) -> tuple[list[SequenceFile], list[SequenceFile]]:
+    """``(labelled training files, unlabelled ones)``; unlabelled files
+    need a ``teacher``, cannot validate and cannot be all the training data."""
+    for f in valid_files:
+        if f.label_kind == UNLABELLED:
+            raise InputError(f.path, "holds no labels, so it cannot validate (--valid "
+                                     "files need labels)")
+    unlabelled = [f for f in train_files if f.label_kind == UNLABELLED]
+    labelled = [f for f in train_files if f.label_kind != UNLABELLED]
+    if unlabelled and not teacher:
+        raise InputError(unlabelled[0].path, "holds no labels (label kind none): train on "
+                                             "it with a --teacher, whose outputs are then "
+                                             "its targets (docs/distillation.md), or "
+                                             "generate it with label files")
+    if unlabelled and not labelled:
+        raise InputError(unlabelled[0].path, "holds no labels, and neither does any other "
+                                             "training file: unlabelled sequences are "
+                                             "mixed with labelled ones, which define the "
+                                             "labels and validate; add labelled files")
+    return labelled, unlabelled
+
+
+def unlabelled_windows(files: Sequence[SequenceFile], window: int, stride: int | None,
+                       audio: bool) -> WindowDataset | None:
+    """The windows of the unlabelled training ``files`` (None without any),
+    their test sequences left out."""
+    if not files:
+        return None
+    return WindowDataset(list(files), window, stride,
+                         sequence_filter=lambda s: str(s.metadata.get("split", "")).strip()
+                         .lower() not in TEST_NAMES, audio=audio)
+
+
+def training_sampler(indices: Sequence[int], first_unlabelled: int,
+                     unlabelled: WindowDataset | None, count: int,
+                     **kwargs: Any) -> WindowSampler:
+    """The training WindowSampler over the labelled window ``indices``,
+    drawing ``count`` of the ``unlabelled`` windows (numbered from
+    ``first_unlabelled`` on) into each epoch."""
+    if unlabelled is None:
+        return WindowSampler(indices, **kwargs)
+    pool = range(first_unlabelled, first_unlabelled + len(unlabelled))
+    return MixedWindowSampler(indices, pool, count, **kwargs)
+
+
+# -------------------------------------------------------------------- part
+
 class Distillation:
-    """Distillation in :class:`~end2you_visual.training.Trainer` (a mixin):
-    the unlabelled training files and their windows, the teacher, the loss."""
+    """The teacher's part of a run: its outputs on the student's inputs,
+    the loss that mixes them with the labels, and the feature projection.
 
-    # ------------------------------------------------------------------ data
+    Without a teacher (``teacher`` None) it does nothing and the step loop
+    uses the label loss alone. ``config``: its ``teacher`` (name),
+    ``distill_weight``, ``temperature``, ``feature_weight`` and ``out_dir``
+    are read when used; ``head``: the run's head kind; ``loss_fn``: the
+    label loss; ``autocast``: the teacher runs under the run's precision;
+    ``record``: ``{name, sha256}`` of the teacher, kept in ``last.pt``;
+    ``columns``: the teacher's outputs for the run's labels (None: all,
+    in order); ``projection``: the learned map of the student's embeddings
+    to the teacher's (None without feature matching). Build one with
+    :meth:`load`.
+    """
 
-    def _split_unlabelled(self, train_files, valid_files):
-        """``(labelled training files, unlabelled ones)``; unlabelled files
-        need a teacher, cannot validate and cannot be all the training data."""
-        for f in valid_files:
-            if f.label_kind == UNLABELLED:
-                raise InputError(f.path, "holds no labels, so it cannot validate (--valid "
-                                         "files need labels)")
-        unlabelled = [f for f in train_files if f.label_kind == UNLABELLED]
-        labelled = [f for f in train_files if f.label_kind != UNLABELLED]
-        if unlabelled and not self.config.teacher:
-            raise InputError(unlabelled[0].path, "holds no labels (label kind none): train on "
-                                                 "it with a --teacher, whose outputs are then "
-                                                 "its targets (docs/distillation.md), or "
-                                                 "generate it with label files")
-        if unlabelled and not labelled:
-            raise InputError(unlabelled[0].path, "holds no labels, and neither does any other "
-                                                 "training file: unlabelled sequences are "
-                                                 "mixed with labelled ones, which define the "
-                                                 "labels and validate; add labelled files")
-        return labelled, unlabelled
+    def __init__(self, config: TrainConfig, *, head: str, loss_fn: LossFn,
+                 autocast: AbstractContextManager[Any], teacher: RunModel | None = None,
+                 record: dict[str, str] | None = None, columns: torch.Tensor | None = None,
+                 projection: torch.nn.Linear | None = None) -> None:
+        self.config, self.head, self.loss_fn, self.autocast = config, head, loss_fn, autocast
+        self.teacher, self.record, self.columns = teacher, record, columns
+        self.projection = projection
+        # what runs the projection in the step: itself, or its DDP wrapper
+        self.projection_net: torch.nn.Module | None = projection
 
-    def _prepare_unlabelled(self):
-        """The unlabelled windows (``unlabelled_set``) and how many of them
-        each epoch draws (``unlabelled_count``); after the labelled ones."""
-        cfg = self.config
-        self.unlabelled_set, self.unlabelled_count = None, 0
-        if not self.unlabelled_files:
-            return
-        ds = WindowDataset(self.unlabelled_files, cfg.window, cfg.stride,
-                           sequence_filter=lambda s: str(s.metadata.get("split", "")).strip()
-                           .lower() not in TEST_NAMES, audio=self.uses_audio)
-        if self.uses_audio:
-            self._check_audio_windows(self.train_set, self.valid_set, ds)
-        self.unlabelled_set = ds
-        self.unlabelled_count = unlabelled_count(len(self.indices), len(ds),
-                                                 cfg.unlabelled_share)
-        self._notes.append(f"{len(ds)} unlabelled windows in {len(self.unlabelled_files)} "
-                           f"file(s): {self.unlabelled_count} per epoch beside "
-                           f"{len(self.indices)} labelled ones, learning the teacher's outputs "
-                           "only")
-
-    def _train_sampler(self, **kwargs):
-        """The training WindowSampler, drawing the unlabelled windows in."""
-        if self.unlabelled_set is None:
-            return WindowSampler(self.indices, **kwargs)
-        first = len(self.train_set)
-        pool = range(first, first + len(self.unlabelled_set))
-        return MixedWindowSampler(self.indices, pool, self.unlabelled_count, **kwargs)
-
-    # --------------------------------------------------------------- teacher
-
-    def _load_teacher(self):
-        """The teacher on the device (eval, no gradient), or None; sets
-        ``teacher_record`` ({name, sha256}) for the checkpoint."""
+    @classmethod
+    def load(cls, config: TrainConfig, *, student: RunModel, head: str,
+             label_names: Sequence[str], frame_size: int, audio_rate: float | None,
+             device: torch.device, loss_fn: LossFn, autocast: AbstractContextManager[Any],
+             notes: list[str]) -> Distillation:
+        """The part for ``config.teacher`` (a zoo name or checkpoint; none:
+        a part without a teacher): the teacher loaded and checked against
+        the run (``head``, ``label_names``, the data's ``frame_size`` and
+        ``audio_rate``), on ``device`` in eval mode without gradient, and
+        the projection from ``student``'s embeddings when
+        ``config.feature_weight``; what it did is added to ``notes``. The
+        global random state is left as it was."""
+        part = cls(config, head=head, loss_fn=loss_fn, autocast=autocast)
+        if not config.teacher:
+            return part
         from ..zoo import load_pretrained  # the zoo reads its registry: only when asked
 
-        cfg = self.config
-        self.teacher_record, self._teacher_columns = None, None
-        if not cfg.teacher:
-            return None
         with torch.random.fork_rng(devices=[]):  # building it draws no numbers of the run
-            teacher = load_pretrained(cfg.teacher)
-        self._check_teacher(teacher)
-        self.teacher_record = {"name": str(cfg.teacher), "sha256": state_dict_sha256(teacher)}
-        self._check_resumed_teacher()
-        teacher = teacher.to(self.device).eval().requires_grad_(False)
-        if cfg.channels_last:
+            teacher = load_pretrained(config.teacher)
+        part.columns = _check_teacher(teacher, config, head, label_names, frame_size,
+                                      audio_rate, device, notes)
+        part.record = {"name": str(config.teacher), "sha256": state_dict_sha256(teacher)}
+        teacher = teacher.to(device).eval().requires_grad_(False)
+        if config.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
-        self._notes.append(f"distilling from {cfg.teacher} ({teacher.head_kind} head "
-                           f"{teacher.label_names}): loss = {1 - cfg.distill_weight:g} x label "
-                           f"loss + {cfg.distill_weight:g} x distillation loss, temperature "
-                           f"{cfg.temperature:g}")
-        return teacher
+        notes.append(f"distilling from {config.teacher} ({teacher.head_kind} head "
+                     f"{teacher.label_names}): loss = {1 - config.distill_weight:g} x label "
+                     f"loss + {config.distill_weight:g} x distillation loss, temperature "
+                     f"{config.temperature:g}")
+        part.teacher = teacher
+        part.projection = part.projection_net = _make_projection(config, student, teacher,
+                                                                 device, notes)
+        return part
 
-    def _check_teacher(self, teacher):
-        cfg, c = self.config, teacher.config
-        modality = c.get("modality", "visual")  # visual, audio, audiovisual: "an"
-        if modality != cfg.modality:
-            raise InputError(cfg.teacher, f"is an {modality} model, but the teacher sees the "
-                                          f"student's inputs: this run's --modality is "
-                                          f"{cfg.modality}")
-        if teacher.head_kind != self.head:
-            raise InputError(cfg.teacher, f"has a {teacher.head_kind} head; its outputs are the "
-                                          f"targets of this run's {self.head} head")
-        if modality != "visual" and int(c["audio_rate"]) != int(round(self.audio_rate)):
-            raise InputError(cfg.teacher, f"hears {c['audio_rate']} Hz audio; the data's is "
-                                          f"{self.audio_rate:g} Hz")
-        columns = self._teacher_output_columns(teacher)
-        if columns is not None:
-            self._teacher_columns = torch.tensor(columns, device=self.device)
-        if "input_size" in c and c["input_size"] != self.frame_size:
-            self._notes.append(f"teacher {cfg.teacher} was trained on {c['input_size']}x"
-                               f"{c['input_size']} crops; it sees the data's {self.frame_size}x"
-                               f"{self.frame_size}")
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimiser trains besides the student: the projection's parameters."""
+        return list(self.projection.parameters()) if self.projection is not None else []
 
-    def _teacher_output_columns(self, teacher):
-        """The teacher's outputs for the run's labels, by name: None when
-        they are its outputs in order, else their indices."""
-        names, wanted = teacher.label_names, list(self.label_names)
-        if names == wanted:
-            return None
-        if names == default_label_names(len(names)) and len(names) == len(wanted):
-            self._notes.append(f"teacher {self.config.teacher}'s outputs are unnamed: taken to "
-                               f"be {wanted}, in order")
-            return None
-        missing = [n for n in wanted if n not in names]
-        if missing or (self.head == "multiclass" and len(names) != len(wanted)):
-            raise InputError(self.config.teacher,
-                             f"its outputs {names} do not fit this run's labels {wanted}"
-                             + (f" (missing {missing})" if missing else
-                                " (a multiclass teacher needs the run's classes, no others)"))
-        return [names.index(n) for n in wanted]
+    def distribute(self, device_ids: list[int] | None) -> None:
+        """Run the projection under DistributedDataParallel (multi-process runs)."""
+        if self.projection is not None:
+            self.projection_net = torch.nn.parallel.DistributedDataParallel(
+                self.projection, device_ids=device_ids)
 
-    def _check_resumed_teacher(self):
-        ckpt = self._resume_ckpt
-        before = (ckpt or {}).get("training", {}).get("teacher")
-        if before and before.get("sha256") != self.teacher_record["sha256"]:
+    # ----------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """``teacher`` (``{name, sha256}`` or None) and ``projection`` (its
+        state dict, or None)."""
+        return {"teacher": self.record,
+                "projection": (self.projection.state_dict() if self.projection is not None
+                               else None)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint's ``training`` dict: an InputError when
+        the run was trained with a teacher whose weights differ."""
+        before = state.get("teacher")
+        if self.record is not None and before and before.get("sha256") != self.record["sha256"]:
             raise InputError(self.config.teacher, f"its weights differ from those of the "
-                                                  f"teacher the run in {self.out_dir} was "
+                                                  f"teacher the run in "
+                                                  f"{Path(self.config.out_dir)} was "
                                                   f"trained with (SHA-256 "
                                                   f"{before.get('sha256', '')[:12]}..., now "
-                                                  f"{self.teacher_record['sha256'][:12]}...)")
+                                                  f"{self.record['sha256'][:12]}...)")
+        if self.projection is not None:
+            self.projection.load_state_dict(state["projection"])
 
     # ------------------------------------------------------------------ loss
 
-    def _make_projection(self, student):
-        """The learned map from the student's per-frame embeddings to the
-        teacher's (``nn.Linear``) on the device, or None without feature
-        matching. Its initialisation draws from its own seeded generator,
-        so the run's random numbers are those of a run without it."""
-        cfg = self.config
-        if self.teacher is None or not cfg.feature_weight:
-            return None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            projection = torch.nn.Linear(student.num_features, self.teacher.num_features)
-        self._notes.append(f"matching the teacher's {self.teacher.num_features} features per "
-                           f"frame from the student's {student.num_features} through a learned "
-                           f"projection, weight {cfg.feature_weight:g}")
-        return projection.to(self.device)
-
     @torch.no_grad()
-    def teacher_outputs(self, inputs, features=False):
+    def teacher_outputs(self, inputs: tuple[torch.Tensor, ...], features: bool = False
+                        ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The teacher's raw outputs (B, T, L) on the (augmented) ``inputs``;
         with ``features``, ``(outputs, embeddings (B, T, F))``."""
+        if self.teacher is None:
+            raise RuntimeError("this run has no teacher")
         with self.autocast:
-            out = self.teacher(*inputs, return_features=features)
-        out, feats = out if features else (out, None)
-        if self._teacher_columns is not None:
-            out = out.index_select(-1, self._teacher_columns)
-        return (out, feats) if features else out
+            result = self.teacher(*inputs, return_features=features)
+        if not features:
+            return self._run_columns(result)
+        out, feats = result
+        return self._run_columns(out), feats
 
-    def distilled_loss(self, inputs, out, labels, mask, labelled=None, features=None):
+    def _run_columns(self, out: torch.Tensor) -> torch.Tensor:
+        """The teacher's outputs ``out`` (B, T, L') for the run's labels (B, T, L)."""
+        return out if self.columns is None else out.index_select(-1, self.columns)
+
+    def loss(self, inputs: tuple[torch.Tensor, ...], out: torch.Tensor, labels: torch.Tensor,
+             mask: torch.Tensor, labelled: torch.Tensor | None = None,
+             features: torch.Tensor | None = None) -> torch.Tensor:
         """``(1 - w) * label loss + w * distillation loss`` of the student's
         outputs ``out`` (module doc), plus ``f * feature loss`` of its
         per-frame embeddings ``features`` (B, T, F) when given (feature
@@ -212,6 +239,72 @@ class Distillation:
         w = cfg.distill_weight
         loss = (1 - w) * self.loss_fn(out, labels, label_mask) + w * distill
         if features is not None:
+            assert self.projection is not None and self.projection_net is not None
             projected = self.projection_net(features.to(self.projection.weight.dtype))
             loss = loss + cfg.feature_weight * feature_loss(projected, teacher_features, mask)
         return loss
+
+
+# --------------------------------------------------------------- teacher checks
+
+def _check_teacher(teacher: RunModel, config: TrainConfig, head: str,
+                   label_names: Sequence[str], frame_size: int, audio_rate: float | None,
+                   device: torch.device, notes: list[str]) -> torch.Tensor | None:
+    """An InputError unless ``teacher`` sees what the student sees and says
+    what it says; returns the teacher's output columns of the run's labels
+    on ``device`` (None: its outputs in order)."""
+    c = teacher.config
+    modality = c.get("modality", "visual")  # visual, audio, audiovisual: "an"
+    if modality != config.modality:
+        raise InputError(config.teacher, f"is an {modality} model, but the teacher sees the "
+                                         f"student's inputs: this run's --modality is "
+                                         f"{config.modality}")
+    if teacher.head_kind != head:
+        raise InputError(config.teacher, f"has a {teacher.head_kind} head; its outputs are the "
+                                         f"targets of this run's {head} head")
+    if (modality != "visual" and audio_rate is not None
+            and int(c["audio_rate"]) != int(round(audio_rate))):
+        raise InputError(config.teacher, f"hears {c['audio_rate']} Hz audio; the data's is "
+                                         f"{audio_rate:g} Hz")
+    columns = _teacher_output_columns(teacher, config.teacher, head, label_names, notes)
+    if "input_size" in c and c["input_size"] != frame_size:
+        notes.append(f"teacher {config.teacher} was trained on {c['input_size']}x"
+                     f"{c['input_size']} crops; it sees the data's {frame_size}x"
+                     f"{frame_size}")
+    return torch.tensor(columns, device=device) if columns is not None else None
+
+
+def _teacher_output_columns(teacher: RunModel, name: str | None, head: str,
+                            label_names: Sequence[str], notes: list[str]) -> list[int] | None:
+    """The teacher's outputs for the run's labels, by name: None when
+    they are its outputs in order, else their indices."""
+    names, wanted = teacher.label_names, list(label_names)
+    if names == wanted:
+        return None
+    if names == default_label_names(len(names)) and len(names) == len(wanted):
+        notes.append(f"teacher {name}'s outputs are unnamed: taken to be {wanted}, in order")
+        return None
+    missing = [n for n in wanted if n not in names]
+    if missing or (head == "multiclass" and len(names) != len(wanted)):
+        raise InputError(name,
+                         f"its outputs {names} do not fit this run's labels {wanted}"
+                         + (f" (missing {missing})" if missing else
+                            " (a multiclass teacher needs the run's classes, no others)"))
+    return [names.index(n) for n in wanted]
+
+
+def _make_projection(config: TrainConfig, student: RunModel, teacher: RunModel,
+                     device: torch.device, notes: list[str]) -> torch.nn.Linear | None:
+    """The learned map from the student's per-frame embeddings to the
+    teacher's (``nn.Linear``) on ``device``, or None without feature
+    matching. Its initialisation draws from its own seeded generator, so
+    the run's random numbers are those of a run without it."""
+    if not config.feature_weight:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        projection = torch.nn.Linear(student.num_features, teacher.num_features)
+    notes.append(f"matching the teacher's {teacher.num_features} features per "
+                 f"frame from the student's {student.num_features} through a learned "
+                 f"projection, weight {config.feature_weight:g}")
+    return projection.to(device)

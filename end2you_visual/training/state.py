@@ -3,32 +3,60 @@
 Everything is tensors and plain values so that checkpoints load with
 ``torch.load(..., weights_only=True)``: random-number states are stored as
 tensors and lists, never as pickled objects.
+
+:class:`Stateful` is what a part of the :class:`~end2you_visual.training.Trainer`
+that carries state over a resume provides: its entries of ``last.pt``'s
+``training`` dict, and their restoration.
 """
+from __future__ import annotations
+
 import csv
 import io
 import math
 import random
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 
 from ..files import atomic_write_text
 
-__all__ = ["rng_state", "set_rng_state", "seed_everything", "write_csv_atomic", "TensorBoard"]
+__all__ = ["Stateful", "rng_state", "set_rng_state", "seed_everything", "write_csv_atomic",
+           "TensorBoard"]
 
 
-def seed_everything(seed):
+class Stateful(Protocol):
+    """A part of a training run whose state a resume restores.
+
+    ``last.pt``'s ``training`` dict is flat (one key per entry, the format
+    of every ``last.pt`` written so far): :meth:`state_dict` returns the
+    part's own entries of it, :meth:`load_state_dict` reads them back from
+    the whole dict.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        """This part's entries of the checkpoint's ``training`` dict."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore this part from a checkpoint's ``training`` dict."""
+        ...
+
+
+def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def rng_state():
+def rng_state() -> dict[str, Any]:
     """The global RNG states (Python, NumPy, torch CPU, every CUDA device)."""
     version, keys, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state())
     cuda = []
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         cuda = [s.clone() for s in torch.cuda.get_rng_state_all()]
@@ -43,7 +71,7 @@ def rng_state():
     }
 
 
-def set_rng_state(state):
+def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore :func:`rng_state`'s output (CUDA states when the devices match)."""
     py = state["python"]
     random.setstate((py["version"], tuple(int(k) for k in py["keys"].tolist()), py["gauss"]))
@@ -56,7 +84,7 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(cuda)
 
 
-def _cell(value):
+def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -64,9 +92,10 @@ def _cell(value):
     return str(value)
 
 
-def write_csv_atomic(path, rows):
+def write_csv_atomic(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write ``rows`` (dicts) as CSV: columns in first-seen order; tmp + rename."""
-    columns = []
+    rows = list(rows)
+    columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
     buf = io.StringIO()
@@ -82,7 +111,7 @@ class TensorBoard:
     """Scalars to TensorBoard when the ``tensorboard`` package is importable
     (else nothing is written)."""
 
-    def __init__(self, log_dir, enabled=True):
+    def __init__(self, log_dir: str | Path, enabled: bool = True) -> None:
         self.writer = None
         if not enabled:
             return
@@ -92,7 +121,7 @@ class TensorBoard:
             return
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
-    def log(self, row, step):
+    def log(self, row: Mapping[str, Any], step: int) -> None:
         if self.writer is None:
             return
         for key, value in row.items():
@@ -100,7 +129,7 @@ class TensorBoard:
                 self.writer.add_scalar(key.replace("_", "/", 1), value, step)
         self.writer.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
