@@ -10,7 +10,7 @@ a table keyed by them is checked against them where it is defined.
 
 __all__ = ["ARCHS", "ARCHS_2D", "CROP_KINDS", "DETECTORS", "EXTRACT_FORMATS", "FACES",
            "FEATURE_DTYPES", "FILLS", "HEADS", "HEAD_LABEL_KIND", "I3D_PREFIX", "MODALITIES",
-           "PRECISIONS", "STEMS", "TEMPORALS"]
+           "PRECISIONS", "STEMS", "TEMPORALS", "COMPRESSIONS", "SPLITS"]
 
 # ------------------------------------------------------------------ faces
 #: How a face is cut from a frame (:mod:`end2you_visual.crops`).
@@ -42,7 +42,13 @@ MODALITIES = ("visual", "audio", "audiovisual")
 # --------------------------------------------------------------- inference
 #: Numeric precision of training and inference ("auto": bf16 on CUDA, fp32 on a CPU).
 PRECISIONS = ("auto", "bf16", "fp32")
+#: The sequences `test` predicts: all, or one split (:func:`end2you_visual.testrun.run_test`).
+SPLITS = ("all", "train", "valid", "test")
 #: Output formats of `extract` (:data:`end2you_visual.extract.WRITERS`).
 EXTRACT_FORMATS = ("hdf5", "npy", "csv")
 #: Precision of the features `extract` stores.
 FEATURE_DTYPES = ("float16", "float32")
+
+# ------------------------------------------------------------------ generate
+#: HDF5 compression of generated frames (None, the default, is none).
+COMPRESSIONS = ("gzip", "lzf")

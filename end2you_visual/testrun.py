@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -27,18 +27,18 @@ from .devices import resolve_device
 from .errors import InputError
 from .files import check_writable
 from .inference import _check_options, predict_sequences
+from .choices import SPLITS
 from .ranges import check_choice, check_number
 from .inputs import SPLIT_NAMES
 from .models.checkpoint import unwrap_model
 from .predictions import SequencePrediction, unique_stems, write_prediction_csv, write_predictions_h5
-from .scoring import frame_cccs, label_kind_of, score
+from .scoring import FRAME_SETS, ccc_line, frame_cccs, label_kind_of, score
 from .zoo import resolve_model
 
-__all__ = ["run_test", "TestResult", "check_model_fits", "check_test_out", "earlier_outputs",
-           "SPLITS"]
-
-SPLITS = ("all", "train", "valid", "test")
 PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["run_test", "TestResult", "check_model_fits", "check_test_out", "earlier_outputs",
+           "format_headline", "SPLITS"]
 
 
 # ---------------------------------------------------------------- checks
@@ -123,6 +123,10 @@ class TestResult:
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+    def headline(self) -> str:
+        """The lines `test` prints of the metrics (:func:`format_headline`)."""
+        return format_headline(self.metrics)
 
 
 def earlier_outputs(out_dir: PathLike) -> List[Path]:
@@ -344,6 +348,31 @@ def _metrics(results, base, kind, include_no_face, window):
                                     [r.labels for r in labelled],
                                     [r.face_found for r in labelled], names)
     return summary
+
+
+def format_headline(metrics: Optional[Dict[str, Any]]) -> str:
+    """The few lines `test` prints of a run's metrics (the content of its
+    ``metrics.json``, :attr:`TestResult.metrics`):
+
+    * continuous labels: the pooled CCC per output over all frames and over
+      the face frames, one :func:`~end2you_visual.scoring.ccc_line` each
+      (``CCC (all frames): arousal 0.5000, valence 0.2500``);
+    * multiclass: ``accuracy 0.7500, UAR 0.6667, macro F1 0.6000``;
+    * multilabel: ``macro AUC 0.8, macro F1 0.5`` (JSON numbers: ``null``
+      where undefined);
+    * no scored frame: the reason (``metrics["error"]``), else ``no metrics``.
+    """
+    metrics = metrics or {}
+    report = metrics.get("metrics")
+    if not report:
+        return metrics.get("error", "no metrics")
+    if metrics["label_kind"] == "continuous":
+        return "\n".join(ccc_line("CCC", frames, metrics["ccc"][frames]) for frames in FRAME_SETS)
+    if metrics["label_kind"] == "multiclass":
+        return (f"accuracy {report['accuracy']:.4f}, UAR {report['uar']:.4f}, "
+                f"macro F1 {report['macro_f1']:.4f}")
+    return (f"macro AUC {json.dumps(report['macro_auc'])}, "
+            f"macro F1 {json.dumps(report['macro_f1'])}")
 
 
 def _write_outputs(out_dir, results, base, metrics, plot, max_plots, seconds, warned, kind,

@@ -254,7 +254,7 @@ def spy_on_pipelines(monkeypatch, stub=False):
 
     def pipeline(self, *args, **kwargs):
         made = StubPipeline() if stub else real(self, *args, **kwargs)
-        margins.append(self.margin if stub else made.margin)
+        margins.append(self.margin if stub else made.cropper.margin)
         return made
     monkeypatch.setattr(FaceSettings, "pipeline", pipeline)
     return margins
