@@ -1,10 +1,7 @@
 """`e2y-visual evaluate`: fit or apply the post-processing chain
 (a thin front end over :mod:`end2you_visual.evaluation`)."""
-import json
-
 import click
 
-from end2you_visual.files import atomic_write_text, check_writable
 from end2you_visual.labels import INTERPOLATIONS
 
 
@@ -39,38 +36,16 @@ def evaluate(pred_paths, label_paths, interpolation, chain_path, out, outputs, m
     centring, scaling, time shift; each kept only if it raises validation
     CCC) on validation predictions and labels, or apply a saved chain to
     test predictions with --apply."""
-    from end2you_visual.evaluation import (apply_chain_to_csvs, check_new_file,
-                                           fit_chain_from_csvs)
-    from end2you_visual.postprocess import Chain
+    from end2you_visual.evaluation import evaluate as run_evaluate
 
-    if chain_path is None and not label_paths:
-        raise click.UsageError("fitting a chain needs --labels (or use --apply)")
-    if chain_path is not None and outputs:
-        raise click.UsageError("--outputs is taken from the chain with --apply")
-    if metrics_path and not label_paths:
-        raise click.UsageError("--metrics needs --labels")
-    # Outputs are checked before any work: writable, and no finished one replaced unasked.
-    if chain_path is None:
-        check_new_file(out, "--out", overwrite)
-    else:
-        check_writable(out, "--out")
-    if metrics_path:
-        check_new_file(metrics_path, "--metrics", overwrite)
-    if chain_path is None:
-        chain, before, after = fit_chain_from_csvs(
-            pred_paths, label_paths, outputs.split(",") if outputs else None, interpolation)
-        chain.save(out)
-        click.echo(chain.table())
+    result = run_evaluate(pred_paths, out, label_paths, chain=chain_path,
+                          outputs=outputs.split(",") if outputs else None,
+                          interpolation=interpolation, metrics_path=metrics_path,
+                          overwrite=overwrite)
+    if result.fitted:
+        click.echo(result.chain.table())
         click.echo(f"wrote {out}")
     else:
-        chain = Chain.load(chain_path)
-        written, before, after = apply_chain_to_csvs(
-            chain, pred_paths, out, label_paths or None, overwrite=overwrite,
-            interpolation=interpolation)
-        click.echo(f"wrote {len(written)} file(s) to {out}")
-    if before is not None:
-        for line in before.lines("CCC before") + after.lines("CCC after"):
-            click.echo(line)
-        if metrics_path:
-            atomic_write_text(metrics_path, json.dumps(
-                {"before": before.to_dict(), "after": after.to_dict()}, indent=2) + "\n")
+        click.echo(f"wrote {len(result.written)} file(s) to {out}")
+    for line in result.ccc_lines():
+        click.echo(line)

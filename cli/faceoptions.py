@@ -1,7 +1,8 @@
-"""Click options made from :class:`end2you_visual.faces.FaceSettings` (as
+"""Click options made from :class:`end2you_visual.face_settings.FaceSettings` (as
 `train` makes its options from ``TrainConfig``): one definition of each face
 setting, its default, range and help, for `generate`, `predict` and `extract`."""
 import dataclasses
+from typing import Any, Callable, Collection, Dict
 
 import click
 
@@ -9,10 +10,13 @@ from end2you_visual.face_settings import FaceSettings
 from end2you_visual.framing import FRAMED_SETTINGS
 
 
-def _option(f, framed=False):
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _option(f: "dataclasses.Field[Any]", framed: bool = False) -> Decorator:
     meta = f.metadata
-    low, high, integer, low_open, high_open = meta["range"]
-    kwargs = {"default": f.default, "help": meta["help"], "show_default": f.default is not None}
+    kwargs: Dict[str, Any] = {"default": f.default, "help": meta["help"],
+                              "show_default": f.default is not None}
     if framed and f.name in FRAMED_SETTINGS:
         # Not given (None): the model's framing decides, else the usual default.
         kwargs.update(default=None,
@@ -21,12 +25,11 @@ def _option(f, framed=False):
     if meta["choices"] is not None:
         kwargs["type"] = click.Choice(list(meta["choices"]))
     elif f.type in (int, float):
-        kind = click.IntRange if integer else click.FloatRange
-        kwargs["type"] = kind(min=low, max=high, min_open=low_open, max_open=high_open)
+        kwargs["type"] = meta["range"].click_type()
     return click.option(meta["option"], f.name, **kwargs)
 
 
-def face_options(exclude=(), framed=False):
+def face_options(exclude: Collection[str] = (), framed: bool = False) -> Decorator:
     """A decorator adding one option per FaceSettings field (but ``exclude``).
 
     ``framed``: for commands that run a model (`predict`, `extract`), the
@@ -35,7 +38,7 @@ def face_options(exclude=(), framed=False):
     """
     chosen = [f for f in dataclasses.fields(FaceSettings) if f.name not in exclude]
 
-    def decorate(command):
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         for f in reversed(chosen):
             command = _option(f, framed)(command)
         return command

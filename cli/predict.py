@@ -2,6 +2,8 @@
 (a thin front end over :func:`end2you_visual.predict.predict_videos`)."""
 import click
 
+from end2you_visual.choices import PRECISIONS
+
 from .faceoptions import face_options
 from .modeloptions import model_run_options
 
@@ -9,7 +11,7 @@ from .modeloptions import model_run_options
 @click.command()
 @model_run_options("videos", "Output folder: <video>.csv and <video>.png per video.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto",
               show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
 @face_options(exclude=("size", "device"), framed=True)
 @click.option("--no-plot", is_flag=True, help="Write only the CSVs.")

@@ -1,23 +1,9 @@
 """`e2y-visual test`: predictions and metrics on HDF5 data
 (a thin front end over :func:`end2you_visual.testrun.run_test`)."""
-import json
-
 import click
 
-
-def _headline(metrics):
-    from end2you_visual.scoring import FRAME_SETS, ccc_line
-
-    report = metrics.get("metrics")
-    if not report:
-        return metrics.get("error", "no metrics")
-    if metrics["label_kind"] == "continuous":
-        return "\n".join(ccc_line("CCC", frames, metrics["ccc"][frames])
-                         for frames in FRAME_SETS)
-    if metrics["label_kind"] == "multiclass":
-        return f"accuracy {report['accuracy']:.4f}, UAR {report['uar']:.4f}, " \
-               f"macro F1 {report['macro_f1']:.4f}"
-    return f"macro AUC {json.dumps(report['macro_auc'])}, macro F1 {json.dumps(report['macro_f1'])}"
+from end2you_visual.choices import PRECISIONS, SPLITS
+from end2you_visual.ranges import COUNT, WINDOW
 
 
 @click.command()
@@ -27,18 +13,18 @@ def _headline(metrics):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: predictions/*.csv, labels/*.csv, predictions.h5, "
                    "metrics.json, plots/.")
-@click.option("--split", type=click.Choice(["all", "train", "valid", "test"]), default="all",
+@click.option("--split", type=click.Choice(list(SPLITS)), default="all",
               show_default=True,
               help="Only the sequences of this split (the split column of generate's "
                    "input CSV; valid also takes val, dev, devel...).")
 @click.option("--overwrite", is_flag=True,
               help="Replace the outputs of an earlier test run in --out (else refused).")
-@click.option("--window", default=150, show_default=True, type=click.IntRange(min=0),
+@click.option("--window", default=150, show_default=True, type=WINDOW.click_type(),
               help="Frames per forward pass, state carried across windows (0: whole sequences).")
-@click.option("--lanes", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--lanes", default=8, show_default=True, type=COUNT.click_type(),
               help="Sequences predicted side by side.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto",
               show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
 @click.option("--exclude-no-face", is_flag=True,
               help="Score only frames where a face was found.")
@@ -68,7 +54,7 @@ def test(data, model_name, out_dir, split, overwrite, window, lanes, device, pre
     if result.label_paths:
         click.echo(f"wrote {len(result.label_paths)} label CSV file(s) to {out_dir}/labels")
     if result.metrics is not None:
-        click.echo(_headline(result.metrics))
+        click.echo(result.headline())
         click.echo(f"wrote {result.metrics_path}")
     if result.plot_paths:
         click.echo(f"wrote {len(result.plot_paths)} plot(s) to {out_dir}/plots")

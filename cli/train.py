@@ -1,5 +1,4 @@
 """`e2y-visual train`: a thin front end over :func:`end2you_visual.training.train`."""
-import dataclasses
 import logging
 import os
 import shlex
@@ -8,26 +7,27 @@ import sys
 import click
 
 from end2you_visual.recipes import find_recipe
-from end2you_visual.training.config import RANGES, TrainConfig, read_toml
+from end2you_visual.training.config import CHOICES, RANGES, TrainConfig
 
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
-_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-             for f in dataclasses.fields(TrainConfig)}
+_DEFAULTS = TrainConfig().to_dict()
 
 
 def _opt(*decls, field_name=None, help="", **kwargs):
     """A click option whose default is None (= not given: the recipe or
-    TrainConfig decides); the help shows TrainConfig's default."""
+    TrainConfig decides); the help shows TrainConfig's default. A setting
+    with a range (``RANGES``) or a list of words (``CHOICES``) gets them as
+    its type."""
     name = field_name or decls[0].split("/")[0].lstrip("-").replace("-", "_")
     default = _DEFAULTS.get(name)
     shown = ("auto" if default is None and name == "augment" else
              ",".join(map(str, default)) if isinstance(default, list) else default)
     text = f"{help} [default: {shown}]" if shown not in (None, "") else help
-    if name in RANGES and kwargs.get("type") in (int, float):  # the settings' own ranges
-        low, low_in, high, high_in = RANGES[name]
-        kind = click.IntRange if kwargs["type"] is int else click.FloatRange
-        kwargs["type"] = kind(min=low, max=high, min_open=not low_in, max_open=not high_in)
+    if name in RANGES:
+        kwargs["type"] = RANGES[name].click_type()
+    elif name in CHOICES:
+        kwargs["type"] = click.Choice(list(CHOICES[name]))
     return click.option(*decls, default=None, help=text, **kwargs)
 
 
@@ -48,76 +48,71 @@ OPTIONS = [
     _opt("--out", "out_dir", field_name="out_dir", help="Output folder (checkpoints, logs)."),
     _opt("--labels", "label_names", field_name="label_names", callback=_csv(),
          help="Comma-separated labels to train on (default: all the data's)."),
-    _opt("--split-by", type=click.Choice(["auto", "files", "split", "subject", "sequence"]),
-         help="How to hold out validation data."),
-    _opt("--valid-fraction", type=float, help="Share of subjects/sequences held out."),
-    _opt("--window", type=int, help="Frames per training window."),
-    _opt("--stride", type=int, help="Step between training windows (default: window)."),
+    _opt("--split-by", help="How to hold out validation data."),
+    _opt("--valid-fraction", help="Share of subjects/sequences held out."),
+    _opt("--window", help="Frames per training window."),
+    _opt("--stride", help="Step between training windows (default: window)."),
     _opt("--skip-no-face/--keep-no-face", help="Leave frames without a face out of loss/metrics."),
     _opt("--init", help="Zoo model name or checkpoint to fine-tune (head replaced)."),
     _opt("--keep-head/--new-head", help="Keep the init model's head when it fits the data."),
     _opt("--arch", help="CNN of a new model (resnet50, resnet18, resnet18_half, i3d_resnet18...)."),
-    _opt("--temporal", type=click.Choice(["lstm", "gru", "none"]), help="Recurrent layers."),
-    _opt("--hidden-size", type=int, help="Recurrent hidden size."),
-    _opt("--num-layers", type=int, help="Recurrent layers."),
-    _opt("--dropout", type=float, help="Dropout on features and between layers."),
+    _opt("--temporal", help="Recurrent layers."),
+    _opt("--hidden-size", help="Recurrent hidden size."),
+    _opt("--num-layers", help="Recurrent layers."),
+    _opt("--dropout", help="Dropout on features and between layers."),
     _opt("--grey/--colour", help="A new model sees its input as grey (for grey images)."),
-    _opt("--stem", type=click.Choice(["imagenet", "small", "small1", "nopool"]),
+    _opt("--stem",
          help="CNN stem of a new model (small: 3x3/2 conv, no max-pool, for 48-64 px crops)."),
-    _opt("--modality", type=click.Choice(["visual", "audio", "audiovisual"]),
+    _opt("--modality",
          help="Inputs: face crops, audio (needs generate --audio) or both, fused per frame."),
-    _opt("--projection", type=int,
+    _opt("--projection",
          help="Audiovisual: project each modality to this size before fusing (0: none)."),
     _opt("--freeze-visual/--train-visual",
          help="Audiovisual: keep the visual CNN (e.g. from --init) fixed."),
-    _opt("--head", type=click.Choice(["auto", "regression", "multilabel", "multiclass"]),
-         help="Output head (auto: from the data's label kind)."),
-    _opt("--loss", type=click.Choice(["auto", "ccc", "mse", "bce", "ce"]), help="Loss."),
-    _opt("--label-weighting", type=click.Choice(["auto", "inverse", "none"]),
-         help="Frame weights for bce/ce (inverse: 1 / label frame count)."),
+    _opt("--head", help="Output head (auto: from the data's label kind)."),
+    _opt("--loss", help="Loss."),
+    _opt("--label-weighting", help="Frame weights for bce/ce (inverse: 1 / label frame count)."),
     _opt("--class-weights", callback=_csv(float), help="Comma-separated per-label weights."),
     _opt("--teacher", help="Zoo model name or checkpoint whose outputs the student learns too "
                            "(same modality, head, labels; docs/distillation.md)."),
-    _opt("--distill-weight", type=float,
+    _opt("--distill-weight",
          help="Distillation: loss = (1 - this) x label loss + this x distillation loss."),
-    _opt("--temperature", type=float,
+    _opt("--temperature",
          help="Distillation: divides student and teacher logits (the loss x T^2)."),
-    _opt("--feature-weight", type=float,
+    _opt("--feature-weight",
          help="Distillation: weight of matching the teacher's per-frame embeddings through a "
               "learned projection (0: off)."),
-    _opt("--unlabelled-share", type=float,
+    _opt("--unlabelled-share",
          help="Distillation: share of each epoch's windows drawn from unlabelled files "
               "(default: each unlabelled window once)."),
     _opt("--resample/--no-resample", help="Repeat windows with rare labels and no frequent ones."),
-    _opt("--rare-threshold", type=float,
+    _opt("--rare-threshold",
          help="Rare below this many frames (a fraction of the frames when < 1)."),
-    _opt("--resample-repeats", type=int, help="Extra copies of each qualifying window."),
+    _opt("--resample-repeats", help="Extra copies of each qualifying window."),
     _opt("--resample-ignore", callback=_csv(),
          help="Comma-separated labels never counted as frequent (e.g. neutral)."),
     _opt("--augment/--no-augment", help="Resize + random crop (+ flip) + brightness/saturation."),
-    _opt("--resize", type=int, help="Side before the random crop (default: size*170/150)."),
-    _opt("--brightness", type=float, help="Brightness factor range 1 +- this."),
-    _opt("--saturation", type=float, help="Saturation factor range 1 +- this."),
-    _opt("--hflip", type=float, help="Probability of mirroring a window left to right."),
-    _opt("--lr", type=float, help="Adam learning rate."),
-    _opt("--weight-decay", type=float, help="Adam weight decay."),
-    _opt("--batch-size", type=int, help="Windows per batch (per process)."),
-    _opt("--valid-batch-size", type=int,
-         help="Windows per validation batch (default: batch size)."),
-    _opt("--epochs", type=int, help="Most epochs."),
-    _opt("--patience", type=int, help="Stop after this many epochs without improvement."),
+    _opt("--resize", help="Side before the random crop (default: size*170/150)."),
+    _opt("--brightness", help="Brightness factor range 1 +- this."),
+    _opt("--saturation", help="Saturation factor range 1 +- this."),
+    _opt("--hflip", help="Probability of mirroring a window left to right."),
+    _opt("--lr", help="Adam learning rate."),
+    _opt("--weight-decay", help="Adam weight decay."),
+    _opt("--batch-size", help="Windows per batch (per process)."),
+    _opt("--valid-batch-size", help="Windows per validation batch (default: batch size)."),
+    _opt("--epochs", help="Most epochs."),
+    _opt("--patience", help="Stop after this many epochs without improvement."),
     _opt("--metric", help="Validation metric that picks the best model: ccc, pearson, rmse, "
                           "mae, accuracy, uar, f1, auc, loss (auto: by head)."),
-    _opt("--grad-clip", type=float, help="Clip the gradient norm to this (0: off)."),
-    _opt("--scheduler", type=click.Choice(["none", "cosine"]), help="Learning-rate schedule."),
-    _opt("--max-steps-per-epoch", type=int, help="Cut epochs short (quick runs)."),
-    _opt("--seed", type=int, help="Seed of the split, the model and the shuffling."),
+    _opt("--grad-clip", help="Clip the gradient norm to this (0: off)."),
+    _opt("--scheduler", help="Learning-rate schedule."),
+    _opt("--max-steps-per-epoch", help="Cut epochs short (quick runs)."),
+    _opt("--seed", help="Seed of the split, the model and the shuffling."),
     _opt("--device", help="auto, cpu, cuda, cuda:1..."),
-    _opt("--precision", type=click.Choice(["auto", "bf16", "fp32"]),
-         help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    _opt("--precision", help="auto: bf16 autocast on CUDA, fp32 on CPU."),
     _opt("--channels-last/--no-channels-last", help="channels_last memory for the CNN."),
     _opt("--compile/--no-compile", help="torch.compile the model."),
-    _opt("--num-workers", type=int, help="DataLoader worker processes."),
+    _opt("--num-workers", help="DataLoader worker processes."),
     _opt("--resume/--no-resume", help="Continue the run in --out from its last.pt."),
     _opt("--overwrite/--no-overwrite",
          help="Replace the run in --out (without --resume or this, a run there is refused)."),
@@ -171,13 +166,9 @@ def train(data, recipe, **options):
     from end2you_visual.training.trainer import NonFiniteLossError, train as run_train
 
     path = find_recipe(recipe) if recipe else None
-    values = read_toml(path) if path else {}
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
              if v is not None and v != ()}
-    values.update(given)
-    if data:
-        values["train"] = list(data)
-    config = TrainConfig.from_dict(values, source=path)
+    config = TrainConfig.from_toml(path, **given, train=list(data) if data else None)
     _setup_logging()
     try:
         result = run_train(config)

@@ -13,16 +13,21 @@ Undefined values are NaN in the dataclasses and ``None`` in ``to_dict()``
 with no true samples, the AUC of a label with only one class present, the
 F1 of a label that is neither true nor predicted anywhere.
 """
+from __future__ import annotations
+
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from scipy.stats import rankdata
 
 from .ccc import ccc_columns
 from .errors import InputError
+
+#: Per-file arrays: one array (one file), or a sequence of them.
+Arrays = Union[np.ndarray, Sequence[Any]]
 
 __all__ = [
     "pearson", "rmse", "mae", "RegressionScores", "ContinuousReport",
@@ -47,7 +52,7 @@ def _jsonable(obj):
 
 
 class _Serializable:
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """A plain dict (``json.dumps``-able, NaN -> None)."""
         return _jsonable(self)
 
@@ -68,7 +73,7 @@ def _pair(x, y, path=None):
     return x, y
 
 
-def pearson(x, y):
+def pearson(x: Any, y: Any) -> float:
     """Pearson correlation of two 1-D sequences (NaN if either is constant)."""
     x, y = _pair(x, y)
     dx, dy = x - x.mean(), y - y.mean()
@@ -76,13 +81,13 @@ def pearson(x, y):
     return float((dx * dy).sum() / den) if den > 0 else math.nan
 
 
-def rmse(x, y):
+def rmse(x: Any, y: Any) -> float:
     """Root mean squared error of two equal-length sequences."""
     x, y = _pair(x, y)
     return float(np.sqrt(np.mean((x - y) ** 2)))
 
 
-def mae(x, y):
+def mae(x: Any, y: Any) -> float:
     """Mean absolute error of two equal-length sequences."""
     x, y = _pair(x, y)
     return float(np.mean(np.abs(x - y)))
@@ -122,7 +127,7 @@ class ContinuousReport(_Serializable):
     per_file: Dict[str, Dict[str, RegressionScores]]
 
     @property
-    def headline(self):
+    def headline(self) -> Dict[str, float]:
         """Pooled CCC per dimension."""
         return {n: self.pooled[n].ccc for n in self.names}
 
@@ -165,7 +170,9 @@ def _checked_file(pred, label, mask, path):
     return pred, label, keep
 
 
-def evaluate_continuous(preds, labels, names=None, masks=None, files=None):
+def evaluate_continuous(preds: Arrays, labels: Arrays, names: Optional[Sequence[str]] = None,
+                        masks: Optional[Sequence[Any]] = None,
+                        files: Optional[Sequence[Any]] = None) -> ContinuousReport:
     """Continuous metrics per file and pooled over all files.
 
     ``preds``/``labels``: one (T, D) array or a list of per-file (T_i, D)
@@ -247,13 +254,14 @@ def _class_indices(pred, target, num_classes):
     return pred, target, num_classes
 
 
-def confusion_matrix(pred, target, num_classes=None):
+def confusion_matrix(pred: Any, target: Any, num_classes: Optional[int] = None) -> np.ndarray:
     """(C, C) int64 counts, rows = true class, columns = predicted class."""
     pred, target, c = _class_indices(pred, target, num_classes)
     return np.bincount(target * c + pred, minlength=c * c).reshape(c, c)
 
 
-def evaluate_categorical(pred, target, num_classes=None, class_names=None):
+def evaluate_categorical(pred: Any, target: Any, num_classes: Optional[int] = None,
+                         class_names: Optional[Sequence[str]] = None) -> CategoricalReport:
     """Accuracy, UAR, macro F1, per-class recall and the confusion matrix.
 
     ``pred``: (N,) class indices or (N, C) scores (argmax is taken);
@@ -286,7 +294,7 @@ def evaluate_categorical(pred, target, num_classes=None, class_names=None):
 
 # --------------------------------------------------------------- multi-label
 
-def roc_auc(scores, labels):
+def roc_auc(scores: Any, labels: Any) -> float:
     """ROC AUC from ranks (Mann-Whitney U), ties counted as one half.
 
     AUC = (sum of the positives' average ranks - P (P + 1) / 2) / (P N),
@@ -328,7 +336,8 @@ class MultiLabelReport(_Serializable):
     n: int
 
 
-def evaluate_multilabel(scores, targets, threshold=0.5, label_names=None):
+def evaluate_multilabel(scores: Any, targets: Any, threshold: float = 0.5,
+                        label_names: Optional[Sequence[str]] = None) -> MultiLabelReport:
     """Multi-label scores: ``scores`` (N, L) (e.g. sigmoid outputs) and 0/1
     ``targets`` (N, L). A label is predicted where score >= threshold."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -342,7 +351,8 @@ def evaluate_multilabel(scores, targets, threshold=0.5, label_names=None):
     label_names = [str(i) for i in range(n_labels)] if label_names is None else list(label_names)
     if len(label_names) != n_labels:
         raise InputError(None, f"{len(label_names)} label names for {n_labels} labels")
-    auc, f1 = {}, {}
+    auc: Dict[str, float] = {}
+    f1: Dict[str, float] = {}
     for j, name in enumerate(label_names):
         auc[name] = roc_auc(scores[:, j], targets[:, j])
         truth = targets[:, j].astype(bool)
@@ -351,7 +361,7 @@ def evaluate_multilabel(scores, targets, threshold=0.5, label_names=None):
         den = int(truth.sum()) + int(guess.sum())
         f1[name] = 2.0 * tp / den if den else math.nan
 
-    def nanmean(values):
+    def nanmean(values: Iterable[float]) -> float:
         v = [x for x in values if not math.isnan(x)]
         return float(np.mean(v)) if v else math.nan
 

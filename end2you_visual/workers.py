@@ -11,14 +11,17 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from types import FrameType
+from typing import Iterator, Optional
 
 __all__ = ["init_worker", "sigterm_raises", "end_workers", "Stopped"]
 
 _PR_SET_PDEATHSIG = 1
 
 
-def init_worker(parent_pid):
+def init_worker(parent_pid: int) -> None:
     """In each worker: end when the parent process ends, whatever ends it.
 
     On Linux the kernel sends SIGTERM when the parent dies (prctl
@@ -37,7 +40,7 @@ def init_worker(parent_pid):
                      name="e2y-watch-parent").start()
 
 
-def _watch_parent(parent_pid, every=1.0):
+def _watch_parent(parent_pid: int, every: float = 1.0) -> None:
     while os.getppid() == parent_pid:
         time.sleep(every)
     os._exit(1)
@@ -48,14 +51,14 @@ class Stopped(SystemExit):
 
 
 @contextmanager
-def sigterm_raises():
+def sigterm_raises() -> Iterator[None]:
     """While inside, SIGTERM raises :class:`Stopped` (so that the workers can be
     ended) instead of ending the process at once; main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: Optional[FrameType]) -> None:
         raise Stopped(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -65,7 +68,7 @@ def sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
-def end_workers(pool):
+def end_workers(pool: ProcessPoolExecutor) -> None:
     """Terminate a pool's worker processes now and wait for them to go."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     for process in processes:

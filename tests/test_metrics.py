@@ -156,3 +156,27 @@ def test_score_is_the_one_dispatch_from_head_to_metrics():
     assert multi.f1 == {"p": 1.0, "q": 1.0}
     with pytest.raises(ValueError, match="head_kind must be one of"):
         score(preds, labels, "ranking")
+
+
+# ------------------------------------------------ test's headline (issue 25)
+
+def test_the_headline_of_each_label_kind():
+    from end2you_visual.testrun import TestResult, format_headline
+
+    continuous = {"label_kind": "continuous", "metrics": {"pooled": {}},
+                  "ccc": {"all_frames": {"arousal": 0.5, "valence": None},
+                          "face_frames": {"arousal": 0.25, "valence": float("nan")}}}
+    assert format_headline(continuous) == ("CCC (all frames): arousal 0.5000, valence n/a\n"
+                                           "CCC (face frames): arousal 0.2500, valence n/a")
+    multiclass = {"label_kind": "multiclass",
+                  "metrics": {"accuracy": 0.75, "uar": 2 / 3, "macro_f1": 0.6}}
+    assert format_headline(multiclass) == "accuracy 0.7500, UAR 0.6667, macro F1 0.6000"
+    multilabel = {"label_kind": "multilabel", "metrics": {"macro_auc": 0.8, "macro_f1": None}}
+    assert format_headline(multilabel) == "macro AUC 0.8, macro F1 null"
+    excluded = {"label_kind": "continuous", "metrics": None,
+                "error": "every labelled frame is excluded (no face found)"}
+    assert format_headline(excluded) == "every labelled frame is excluded (no face found)"
+    assert format_headline(None) == format_headline({}) == "no metrics"
+    result = TestResult(out_dir=None, label_names=[], sequences=[], csv_paths=[],
+                        predictions_path=None, metrics=multiclass)
+    assert result.headline() == "accuracy 0.7500, UAR 0.6667, macro F1 0.6000"

@@ -325,3 +325,21 @@ def test_grey_model_sees_colour_as_its_luma():
         grey_frames = frames[..., :1].expand(-1, -1, -1, -1, 3)
         torch.testing.assert_close(grey(grey_frames), colour(grey_frames), atol=1e-5, rtol=1e-5)
     assert grey.config["grey"] is True and build_model(**grey.config).grey
+
+
+def test_build_model_is_defined_once_and_takes_the_visual_models_arguments_in_order():
+    from end2you_visual.models import VisualModel, build, visual
+
+    assert not hasattr(visual, "build_model")  # one definition, in models.build
+    torch.manual_seed(0)
+    model = build.build_model("resnet_tiny", "multiclass", 3, "gru", 4, 1)
+    assert type(model) is VisualModel
+    assert {k: model.config[k] for k in ("arch", "head", "outputs", "temporal", "hidden_size",
+                                         "num_layers")} == {
+        "arch": "resnet_tiny", "head": "multiclass", "outputs": 3, "temporal": "gru",
+        "hidden_size": 4, "num_layers": 1}
+    assert build_model(**model.config).config == model.config
+    with pytest.raises(TypeError):
+        build_model("resnet_tiny", modality="visual", channels=3)  # not a visual argument
+    with pytest.raises(ValueError, match="unknown modality 'video'"):
+        build_model(modality="video")

@@ -302,6 +302,31 @@ def test_recipe_values_of_the_right_type_pass(tmp_path):
     cfg.check()
 
 
+def test_from_toml_without_a_recipe_is_the_defaults_and_the_overrides():
+    cfg = TrainConfig.from_toml(None, train=["d.h5"], epochs=3, lr=None)
+    assert cfg == TrainConfig(train=["d.h5"], epochs=3)  # lr None: not given
+    with pytest.raises(InputError) as err:
+        TrainConfig.from_toml(None, epochs="3")
+    assert str(err.value) == 'epochs: expected an integer, got "3"'
+
+
+def test_the_cli_reads_its_recipe_through_from_toml(tmp_path, monkeypatch):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("epochs = 7\nlr = 0.5\n")
+    calls = []
+
+    def record(path, **overrides):
+        calls.append((path, overrides))
+        raise InputError(path, "stop here")
+
+    monkeypatch.setattr(TrainConfig, "from_toml", record)
+    res = CliRunner().invoke(cli, ["train", str(tmp_path), "--config", str(recipe),
+                                   "--lr", "0.25", "--valid", str(tmp_path)])
+    assert res.exit_code == 1 and f"Error: {recipe}: stop here" in res.output
+    assert calls == [(recipe, {"lr": 0.25, "valid": [str(tmp_path)],
+                               "train": [str(tmp_path)]})]
+
+
 # ------------------------------------------------------------- 5. ranges
 
 @pytest.mark.parametrize("change, message", [

@@ -1,8 +1,8 @@
 """The visual model: per-frame CNN -> recurrent layers -> linear head.
 
-Paper model (``build_model()`` defaults): ResNet-50 on 150x150 face crops,
-2048 features per frame, a 2-layer LSTM over time, and a fully connected
-output layer. Shapes::
+Paper model (:func:`~end2you_visual.models.build_model` defaults): ResNet-50
+on 150x150 face crops, 2048 features per frame, a 2-layer LSTM over time,
+and a fully connected output layer. Shapes::
 
     frames   (B, T, 3, H, W)  or  (B, T, H, W, 3) uint8
     CNN      (B*T, 3, H, W) -> (B*T, F)         2D ResNet, frame by frame
@@ -11,6 +11,10 @@ output layer. Shapes::
     LSTM/GRU (B, T, F) -> (B, T, hidden_size)   skipped when temporal="none"
     head     (B, T, outputs)                    raw: logits for classification
 """
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence, Union
+
 import torch
 from torch import nn
 
@@ -18,12 +22,9 @@ from ..choices import ARCHS, I3D_PREFIX
 from .i3d import inflate_resnet
 from .resnet import STEMS, build_resnet, num_features
 from .temporal_head import HEADS, TEMPORALS, TemporalHeadModel, _check_head, default_label_names
-from .transfer import load_matching
+from .transfer import TransferReport, load_matching
 
-__all__ = ["VisualModel", "build_model", "ARCHS", "HEADS", "STEMS", "TEMPORALS",
-           "default_label_names"]
-
-
+__all__ = ["VisualModel", "ARCHS", "HEADS", "STEMS", "TEMPORALS", "default_label_names"]
 
 def _triple(values, what):
     values = [float(v) for v in values]
@@ -40,8 +41,9 @@ def _is_channels_last(x):
 class VisualModel(TemporalHeadModel):
     """CNN feature extractor + optional LSTM/GRU + linear head.
 
-    Build it with :func:`build_model`; ``build_model(**model.config)`` makes
-    an identical (untrained) model.
+    Build it with :func:`end2you_visual.models.build_model` (its arguments are
+    this class's, documented there); ``build_model(**model.config)`` makes an
+    identical (untrained) model.
 
     Input frames, always 5D with batch B and time T:
 
@@ -61,12 +63,15 @@ class VisualModel(TemporalHeadModel):
         temporal: ``nn.LSTM``/``nn.GRU`` (batch_first) or ``None``.
         head: ``nn.Linear``.
         num_features: F, CNN features per frame.
-        config: plain dict of the :func:`build_model` arguments.
+        config: plain dict of the ``build_model`` arguments.
     """
 
-    def __init__(self, arch="resnet50", head="regression", outputs=2, temporal="lstm",
-                 hidden_size=256, num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5),
-                 std=(0.5, 0.5, 0.5), input_size=150, dropout=0.0, grey=False, stem="imagenet"):
+    def __init__(self, arch: str = "resnet50", head: str = "regression", outputs: int = 2,
+                 temporal: str = "lstm", hidden_size: int = 256, num_layers: int = 2,
+                 label_names: Optional[Sequence[str]] = None,
+                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
+                 input_size: int = 150, dropout: float = 0.0, grey: bool = False,
+                 stem: str = "imagenet") -> None:
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; choose one of {sorted(STEMS)}")
@@ -99,7 +104,7 @@ class VisualModel(TemporalHeadModel):
             "dropout": head_config["dropout"], "grey": self.grey, "stem": stem,
         }
 
-    def to(self, *args, **kwargs):
+    def to(self, *args: Any, **kwargs: Any) -> "VisualModel":
         """``nn.Module.to``; ``memory_format=torch.channels_last`` also works for I3D.
 
         An I3D model's kernels are 5D, so channels-last there means
@@ -128,7 +133,7 @@ class VisualModel(TemporalHeadModel):
             x = (x * self.luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std, b, t
 
-    def features(self, x):
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame CNN embeddings (B, T, F) of frames ``x`` (see class doc)."""
         x, b, t = self._normalise(x)
         if self.is_3d:
@@ -136,7 +141,8 @@ class VisualModel(TemporalHeadModel):
             return self.extractor(clip).transpose(1, 2)  # (B, T, F)
         return self.extractor(x).unflatten(0, (b, t))  # (B, T, F)
 
-    def forward(self, x, state=None, return_state=False, return_features=False):
+    def forward(self, x: torch.Tensor, state: Any = None, return_state: bool = False,
+                return_features: bool = False) -> Any:
         """Raw outputs (B, T, outputs) of frames ``x``.
 
         Args:
@@ -162,20 +168,22 @@ class VisualModel(TemporalHeadModel):
         """
         return self._temporal_head(self.features(x), state, return_state, return_features)
 
-    def with_stem(self, stem):
+    def with_stem(self, stem: str) -> "VisualModel":
         """A new model like this one with the CNN stem ``stem`` (see
-        :func:`build_model`), holding this model's weights wherever their
-        shapes still fit: all of them between ``imagenet`` and ``nopool``
-        (only the max-pool differs), all but the stem convolution otherwise
-        (a new random one). This one is left unchanged."""
-        model = build_model(**{**self.config, "stem": stem})
+        :func:`end2you_visual.models.build_model`), holding this model's
+        weights wherever their shapes still fit: all of them between
+        ``imagenet`` and ``nopool`` (only the max-pool differs), all but the
+        stem convolution otherwise (a new random one). This one is left
+        unchanged."""
+        model = VisualModel(**{**self.config, "stem": stem})
         fresh = model.state_dict()
         state = {key: value if value.shape == fresh[key].shape else fresh[key]
                  for key, value in self.state_dict().items()}
         model.load_state_dict(state)
         return model.to(self.head.weight.device).train(self.training)
 
-    def inflate_from_2d(self, source):
+    def inflate_from_2d(self, source: Union[nn.Module, Mapping[str, torch.Tensor]]
+                        ) -> TransferReport:
         """Load 2D weights into this I3D model, inflating kernels over time.
 
         Args:
@@ -196,42 +204,3 @@ class VisualModel(TemporalHeadModel):
                 continue
             mapped["extractor." + key if bare else key] = (key, tensor)
         return load_matching(self, mapped, unmapped)
-
-
-def build_model(arch="resnet50", head="regression", outputs=2, temporal="lstm", hidden_size=256,
-                num_layers=2, label_names=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                input_size=150, dropout=0.0, grey=False, stem="imagenet"):
-    """Build a randomly initialised :class:`VisualModel`.
-
-    Args:
-        arch: CNN: ``resnet18``, ``resnet34``, ``resnet50``, ``i3d_resnet18``,
-            ``i3d_resnet50`` (any 2D arch with the ``i3d_`` prefix),
-            ``resnet18_half`` (half the maps: a fast CPU student), or
-            ``resnet_tiny`` / ``i3d_resnet_tiny`` (8-64 maps, for tests).
-        head: ``regression`` (identity), ``multilabel`` (sigmoid) or
-            ``multiclass`` (softmax); the model returns raw outputs.
-        outputs: number of outputs (2 for arousal/valence, 8 emotions...).
-        temporal: ``lstm``, ``gru`` or ``none`` (frame-level: the head on each
-            frame's CNN features, e.g. for image datasets).
-        hidden_size, num_layers: of the recurrent layers.
-        label_names: output names (default ``output_i``).
-        mean, std: per-channel normalisation of [0, 1] RGB input.
-        input_size: side of the square face crops the model expects
-            (informational: the pool is adaptive).
-        dropout: on CNN features, between recurrent layers and before the head.
-        grey: convert RGB input to grey (BT.601 luma, copied to the 3 channels)
-            before normalising: for models trained on grey images (FER2013),
-            so that colour video is seen as they were trained.
-        stem: the CNN's first layers: ``imagenet`` (torchvision's 7x7
-            stride-2 convolution + max-pool: 48 px -> 12 px before the
-            residual stages), ``small`` (3x3 stride 2, no max-pool: 48 -> 24),
-            ``small1`` (3x3 stride 1, no max-pool: 48 -> 48) or ``nopool``
-            (the ImageNet 7x7 stride-2 convolution, no max-pool: 48 -> 24;
-            same weights as ``imagenet``, to continue such a model), for
-            small face crops. A config without ``stem`` (older checkpoints) means
-            ``imagenet``.
-    """
-    return VisualModel(arch=arch, head=head, outputs=outputs, temporal=temporal,
-                       hidden_size=hidden_size, num_layers=num_layers, label_names=label_names,
-                       mean=mean, std=std, input_size=input_size, dropout=dropout, grey=grey,
-                       stem=stem)

@@ -20,19 +20,28 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..errors import InputError
 from ..choices import ARCHS, HEADS as MODEL_HEADS, MODALITIES, PRECISIONS, STEMS, TEMPORALS
+from ..ranges import COUNT, INDEX, NON_NEGATIVE, POSITIVE, Range
 
-__all__ = ["TrainConfig", "RANGES", "METRICS", "LOWER_IS_BETTER", "metric_is_lower_better",
-           "resolve_auto"]
+__all__ = ["TrainConfig", "RANGES", "CHOICES", "METRICS", "LOWER_IS_BETTER",
+           "SPLIT_BY", "HEADS", "LOSSES", "WEIGHTINGS", "SCHEDULERS",
+           "metric_is_lower_better", "resolve_auto", "read_toml", "option_name"]
 
 SPLIT_BY = ("auto", "files", "split", "subject", "sequence")
 HEADS = ("auto",) + MODEL_HEADS
 LOSSES = ("auto", "ccc", "mse", "bce", "ce")
 WEIGHTINGS = ("auto", "inverse", "none")
 SCHEDULERS = ("none", "cosine")
+#: The settings that take one of a list of words, and the list (check()
+#: refuses any other word; the CLI makes each a click.Choice).
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "split_by": SPLIT_BY, "head": HEADS, "loss": LOSSES, "label_weighting": WEIGHTINGS,
+    "precision": PRECISIONS, "scheduler": SCHEDULERS, "temporal": TEMPORALS,
+    "stem": tuple(STEMS), "modality": MODALITIES,
+}
 
 # Validation metrics each head reports (the CSV holds them all); "loss" too.
 METRICS = {
@@ -46,7 +55,7 @@ DEFAULT_LOSS = {"regression": "ccc", "multiclass": "ce", "multilabel": "bce"}
 LOSSES_FOR_HEAD = {"regression": ("ccc", "mse"), "multiclass": ("ce",), "multilabel": ("bce",)}
 
 
-def metric_is_lower_better(metric):
+def metric_is_lower_better(metric: str) -> bool:
     """True for metrics where a smaller value is better (loss, rmse, mae)."""
     return metric in LOWER_IS_BETTER
 
@@ -216,11 +225,13 @@ class TrainConfig:
             self.label_names = [n.strip() for n in self.label_names.split(",") if n.strip()]
 
     @classmethod
-    def field_names(cls):
+    def field_names(cls) -> List[str]:
+        """The settings' names, in the order of the fields."""
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values, source=None):
+    def from_dict(cls, values: Mapping[str, Any],
+                  source: Union[str, os.PathLike, None] = None) -> "TrainConfig":
         """A config from a dict; unknown keys are an InputError naming them."""
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
@@ -235,27 +246,27 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_toml(cls, path, **overrides):
-        """Read a TOML recipe; ``overrides`` (not None) replace its values."""
-        values = read_toml(path)
+    def from_toml(cls, path: Union[str, os.PathLike, None],
+                  **overrides: Any) -> "TrainConfig":
+        """Read a TOML recipe (``path``; None: no recipe, the defaults);
+        ``overrides`` (not None) replace its values. An unknown key or a
+        value of the wrong type is an InputError naming ``path``."""
+        values = read_toml(path) if path is not None else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values, source=path)
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """Plain types only (fits a weights-only checkpoint and JSON)."""
         return dataclasses.asdict(self)
 
-    def check(self):
+    def check(self) -> None:
         """Static checks of the settings (no data read); raises InputError
         naming the option (and recipe key) of the first bad value."""
         for f in dataclasses.fields(self):
             problem = _type_problem(getattr(self, f.name), _FIELD_TYPES[f.name])
             if problem:
                 raise InputError(option_name(f.name), problem)
-        for name, choices in (("split_by", SPLIT_BY), ("head", HEADS), ("loss", LOSSES),
-                              ("label_weighting", WEIGHTINGS), ("precision", PRECISIONS),
-                              ("scheduler", SCHEDULERS), ("temporal", TEMPORALS),
-                              ("stem", tuple(STEMS)), ("modality", MODALITIES)):
+        for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise InputError(option_name(name), f"must be one of {', '.join(choices)}; "
                                                     f"got {getattr(self, name)!r}")
@@ -268,11 +279,11 @@ class TrainConfig:
                                          f"{sorted(all_metrics)} (or auto)")
         if not self.train:
             raise InputError(None, "no training data given")
-        for name, bounds in RANGES.items():
+        for name, allowed in RANGES.items():
             value = getattr(self, name)
-            if value is not None and not _in_range(value, *bounds):
+            if value is not None and not allowed.contains(value):
                 raise InputError(option_name(name),
-                                 f"must be {_range_text(*bounds)}, got {_show(value)}")
+                                 f"must be {allowed.text()}, got {_show(value)}")
         for weight in self.class_weights or ():
             if not (math.isfinite(weight) and weight >= 0):
                 raise InputError(option_name("class_weights"),
@@ -294,36 +305,38 @@ class TrainConfig:
 # CLI spellings of the fields whose option is not --<field-with-dashes>.
 _OPTIONS = {"out_dir": "--out", "label_names": "--labels", "train": "DATA"}
 
-# Allowed ranges: name -> (low, low included, high, high included); None: open.
-# check() applies them to every config; the CLI gives them to click as well.
-RANGES = {
-    "valid_fraction": (0, False, 1, False),
-    "window": (1, True, None, None),
-    "stride": (1, True, None, None),
-    "hidden_size": (1, True, None, None),
-    "num_layers": (1, True, None, None),
-    "projection": (0, True, None, None),
-    "dropout": (0, True, 1, False),
-    "distill_weight": (0, True, 1, True),
-    "temperature": (0, False, None, None),
-    "feature_weight": (0, True, None, None),
-    "unlabelled_share": (0, True, 1, False),
-    "rare_threshold": (0, False, None, None),
-    "resample_repeats": (0, True, None, None),
-    "resize": (1, True, None, None),
-    "brightness": (0, True, 1, False),
-    "saturation": (0, True, 1, False),
-    "hflip": (0, True, 1, True),
-    "lr": (0, False, None, None),
-    "weight_decay": (0, True, None, None),
-    "batch_size": (1, True, None, None),
-    "valid_batch_size": (1, True, None, None),
-    "epochs": (1, True, None, None),
-    "patience": (1, True, None, None),
-    "grad_clip": (0, True, None, None),
-    "max_steps_per_epoch": (1, True, None, None),
-    "seed": (0, True, None, None),
-    "num_workers": (0, True, None, None),
+# Allowed ranges of the numeric settings (a None value is not checked).
+# check() applies them to every config; the CLI builds its options' types
+# from them (Range.click_type).
+_FRACTION = Range(0, 1, high_open=True)  # [0, 1)
+RANGES: Dict[str, Range] = {
+    "valid_fraction": Range(0, 1, low_open=True, high_open=True),
+    "window": COUNT,
+    "stride": COUNT,
+    "hidden_size": COUNT,
+    "num_layers": COUNT,
+    "projection": INDEX,
+    "dropout": _FRACTION,
+    "distill_weight": Range(0, 1),
+    "temperature": POSITIVE,
+    "feature_weight": NON_NEGATIVE,
+    "unlabelled_share": _FRACTION,
+    "rare_threshold": POSITIVE,
+    "resample_repeats": INDEX,
+    "resize": COUNT,
+    "brightness": _FRACTION,
+    "saturation": _FRACTION,
+    "hflip": Range(0, 1),
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "batch_size": COUNT,
+    "valid_batch_size": COUNT,
+    "epochs": COUNT,
+    "patience": COUNT,
+    "grad_clip": NON_NEGATIVE,
+    "max_steps_per_epoch": COUNT,
+    "seed": INDEX,
+    "num_workers": INDEX,
 }
 
 
@@ -340,25 +353,11 @@ def _suggest(key):
     return close[0] if close else None
 
 
-def option_name(name):
+def option_name(name: str) -> str:
     """How a setting is named in messages: its CLI option, and its recipe key
     when that is spelled differently (``--grad-clip (grad_clip)``)."""
     option = _OPTIONS.get(name, "--" + name.replace("_", "-"))
     return option if option.lstrip("-") == name else f"{option} ({name})"
-
-
-def _in_range(value, low, low_in, high, high_in):
-    if not math.isfinite(value):
-        return False
-    if low is not None and (value < low if low_in else value <= low):
-        return False
-    return high is None or (value <= high if high_in else value < high)
-
-
-def _range_text(low, low_in, high, high_in):
-    if high is None:
-        return f"{'>=' if low_in else '>'} {low}"
-    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
 
 
 def _show(value):
@@ -409,7 +408,7 @@ def _type_problem(value, annotation):
     return f"expected {_KIND_WORDS[annotation]}, got {_show(value)}"
 
 
-def read_toml(path):
+def read_toml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """A recipe's settings as one flat dict (``[sections]`` are flattened)."""
     path = Path(path)
     try:
@@ -426,7 +425,8 @@ def read_toml(path):
                                f"{err.start})") from err
     except tomllib.TOMLDecodeError as err:
         raise InputError(path, _toml_problem(err)) from err
-    flat, where = {}, {}
+    flat: Dict[str, Any] = {}
+    where: Dict[str, str] = {}
     for key, value in data.items():
         items = value.items() if isinstance(value, dict) else [(key, value)]
         for k, v in items:
@@ -469,7 +469,8 @@ def _refuse_categorical_settings(config, path):
                                "none --no-resample)")
 
 
-def resolve_auto(config, label_kind, device_type, path=None):
+def resolve_auto(config: TrainConfig, label_kind: str, device_type: str,
+                 path: Union[str, os.PathLike, None] = None) -> Dict[str, Any]:
     """The ``auto`` settings decided for data of ``label_kind`` on ``device_type``.
 
     Returns a dict: head, loss, metric, weighting, augment, precision. Raises
