@@ -49,8 +49,7 @@ from .sampler import MixedWindowSampler, WindowSampler
 if TYPE_CHECKING:
     from ..data import SequenceFile
     from .config import TrainConfig
-    from .preparation import RunModel
-    from .steps import LossFn
+    from .parts import LossFn, RunModel
 
 __all__ = ["Distillation", "split_unlabelled", "unlabelled_windows", "training_sampler",
            "UNLABELLED"]

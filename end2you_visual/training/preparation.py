@@ -24,6 +24,7 @@ from .distill import split_unlabelled, unlabelled_windows
 from .distributed import DistInfo
 from .loader import WindowBatches
 from .losses import FrameWeights, inverse_frequency_weights
+from .parts import RunModel
 from .sampler import (ResampleReport, WindowSampler, resample_windows, sequence_labels,
                       unlabelled_count, window_label_counts)
 from .split import Split, split_sequences
@@ -31,12 +32,7 @@ from .split import Split, split_sequences
 if TYPE_CHECKING:
     from .config import TrainConfig
 
-__all__ = ['RunData', 'RunModel', 'prepare_data', 'prepare_model', 'make_loader',
-           'check_audio_windows']
-
-# The run's model: a VisualModel, AudioModel or AudioVisualModel (a
-# RunModel with its settings in ``config``); Any until they are typed.
-RunModel = Any
+__all__ = ['RunData', 'prepare_data', 'prepare_model', 'make_loader', 'check_audio_windows']
 
 
 @dataclass

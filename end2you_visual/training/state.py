@@ -3,10 +3,6 @@
 Everything is tensors and plain values so that checkpoints load with
 ``torch.load(..., weights_only=True)``: random-number states are stored as
 tensors and lists, never as pickled objects.
-
-:class:`Stateful` is what a part of the :class:`~end2you_visual.training.Trainer`
-that carries state over a resume provides: its entries of ``last.pt``'s
-``training`` dict, and their restoration.
 """
 from __future__ import annotations
 
@@ -16,33 +12,14 @@ import math
 import random
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from ..files import atomic_write_text
 
-__all__ = ["Stateful", "rng_state", "set_rng_state", "seed_everything", "write_csv_atomic",
-           "TensorBoard"]
-
-
-class Stateful(Protocol):
-    """A part of a training run whose state a resume restores.
-
-    ``last.pt``'s ``training`` dict is flat (one key per entry, the format
-    of every ``last.pt`` written so far): :meth:`state_dict` returns the
-    part's own entries of it, :meth:`load_state_dict` reads them back from
-    the whole dict.
-    """
-
-    def state_dict(self) -> dict[str, Any]:
-        """This part's entries of the checkpoint's ``training`` dict."""
-        ...
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore this part from a checkpoint's ``training`` dict."""
-        ...
+__all__ = ["rng_state", "set_rng_state", "seed_everything", "write_csv_atomic", "TensorBoard"]
 
 
 def seed_everything(seed: int) -> None:

@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
 
 from . import distributed
 from .distributed import DistInfo
+from .parts import Batch, LossFn
 from .subnormals import zero_subnormals_
 
 if TYPE_CHECKING:
@@ -30,15 +31,10 @@ if TYPE_CHECKING:
     from .config import TrainConfig
     from .distill import Distillation
 
-__all__ = ['ToDevice', 'StepLoop', 'NonFiniteLossError', 'SYNC_EVERY', 'Batch', 'LossFn']
+__all__ = ['ToDevice', 'StepLoop', 'NonFiniteLossError', 'SYNC_EVERY']
 
 
 SYNC_EVERY = 20  # steps between host syncs (NaN check, subnormals on CPU)
-
-# A device batch: (inputs by modality, labels (B, T, L), mask (B, T), labelled (B,) or None)
-Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
-# A loss f(out (B, T, L), labels (B, T, L), mask (B, T)) -> scalar tensor
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class NonFiniteLossError(RuntimeError):

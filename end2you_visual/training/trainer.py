@@ -68,10 +68,11 @@ from .config import TrainConfig
 from .distill import Distillation, training_sampler
 from .distributed import DistInfo
 from .losses import make_loss
-from .preparation import RunData, RunModel, make_loader, prepare_data, prepare_model
+from .parts import Batch, LossFn, RunModel
+from .preparation import RunData, make_loader, prepare_data, prepare_model
 from .sampler import WindowSampler
 from .state import seed_everything
-from .steps import Batch, LossFn, NonFiniteLossError, StepLoop, ToDevice
+from .steps import NonFiniteLossError, StepLoop, ToDevice
 from .subnormals import flush_denormals
 from .validation import EarlyStopping, SequenceOutputs, Validation
 

@@ -23,7 +23,8 @@ from ..models.checkpoint import unwrap_model
 from ..scoring import score
 from . import distributed
 from .distributed import DistInfo
-from .steps import LossFn, NonFiniteLossError, ToDevice
+from .parts import LossFn
+from .steps import NonFiniteLossError, ToDevice
 
 __all__ = ['Validation', 'EarlyStopping']
 
