@@ -108,3 +108,11 @@ def test_the_resnet50_recipe_model_fits_the_zoo_size_limit(tmp_path):
                         temporal=cfg.temporal, grey=cfg.grey, input_size=150)
     path = save_checkpoint(model, tmp_path / "r50.pt", compact=True)
     assert path.stat().st_size <= 25_000_000   # the zoo's limit for a weight file
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_a_valid_config(recipe):
+    """A recipe is one TOML file (docs/development.md): each one shipped loads
+    and passes the config's checks."""
+    cfg = TrainConfig.from_toml(recipe, train=["data/"])
+    cfg.check()
