@@ -36,12 +36,16 @@ def evaluate(pred_paths, label_paths, interpolation, chain_path, out, outputs, m
     centring, scaling, time shift; each kept only if it raises validation
     CCC) on validation predictions and labels, or apply a saved chain to
     test predictions with --apply."""
+    from end2you_visual.errors import ArgumentConflict
     from end2you_visual.evaluation import evaluate as run_evaluate
 
-    result = run_evaluate(pred_paths, out, label_paths, chain=chain_path,
-                          outputs=outputs.split(",") if outputs else None,
-                          interpolation=interpolation, metrics_path=metrics_path,
-                          overwrite=overwrite)
+    try:
+        result = run_evaluate(pred_paths, out, label_paths, chain=chain_path,
+                              outputs=outputs.split(",") if outputs else None,
+                              interpolation=interpolation, metrics_path=metrics_path,
+                              overwrite=overwrite)
+    except ArgumentConflict as err:
+        raise click.UsageError(str(err)) from None
     if result.fitted:
         click.echo(result.chain.table())
         click.echo(f"wrote {out}")

@@ -32,11 +32,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ArgumentConflict, InputError
 from .files import atomic_write_text, check_writable
 from .labels import INTERPOLATIONS, align_labels, read_labels
 from .postprocess import Chain, fill_gaps
@@ -120,21 +120,24 @@ def pair_with_labels(preds: Sequence[SeriesFile],
     return out
 
 
-def _masks(files):
+def _masks(files: Sequence[SeriesFile]) -> List[np.ndarray]:
     return [np.ones(len(f.time), bool) if f.face_found is None else f.face_found for f in files]
 
 
-def _filled(f):
+def _filled(f: SeriesFile) -> np.ndarray:
     try:
         return fill_gaps(f.values)
     except InputError as error:
         raise InputError(f.path, error.problem) from None
 
 
-def _report(preds, labels, names, masks, stems):
-    return FrameReports(
-        face_frames=score(preds, labels, "regression", masks=masks, names=names, files=stems),
-        all_frames=score(preds, labels, "regression", names=names, files=stems))
+def _report(preds: Sequence[np.ndarray], labels: Sequence[np.ndarray], names: Sequence[str],
+            masks: Sequence[np.ndarray], stems: Sequence[str]) -> FrameReports:
+    return FrameReports(  # a regression head's report is continuous
+        face_frames=cast(ContinuousReport, score(preds, labels, "regression", masks=masks,
+                                                 names=names, files=stems)),
+        all_frames=cast(ContinuousReport, score(preds, labels, "regression", names=names,
+                                                files=stems)))
 
 
 def fit_chain_from_csvs(pred_paths: Union[PathLike, Sequence[PathLike]],
@@ -288,18 +291,18 @@ def evaluate(pred_paths: Union[PathLike, Sequence[PathLike]], out: PathLike,
     finished one is replaced unless ``overwrite``.
 
     Raises:
-        InputError: arguments that do not go together (fitting without
-            labels, ``outputs`` with a chain to apply, ``metrics_path``
-            without labels), an output that cannot be written or exists, a
-            bad file.
+        ArgumentConflict: arguments that do not go together (fitting
+            without labels, ``outputs`` with a chain to apply,
+            ``metrics_path`` without labels); an InputError.
+        InputError: an output that cannot be written or exists, a bad file.
     """
     pred_paths, label_paths = _path_list(pred_paths), _path_list(label_paths)
     if chain is None and not label_paths:
-        raise InputError("--labels", "fitting a chain needs labels (or use --apply)")
+        raise ArgumentConflict("fitting a chain needs --labels (or use --apply)")
     if chain is not None and outputs:
-        raise InputError("--outputs", "is taken from the chain with --apply")
+        raise ArgumentConflict("--outputs is taken from the chain with --apply")
     if metrics_path is not None and not label_paths:
-        raise InputError("--metrics", "needs --labels")
+        raise ArgumentConflict("--metrics needs --labels")
     check_choice("--interpolation", interpolation, INTERPOLATIONS)
     if chain is None:
         check_new_file(out, "--out", overwrite)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy.stats import rankdata
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     """Dataclass/containers -> plain JSON types, NaN and inf -> None."""
     if dataclasses.is_dataclass(obj):
         return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -59,7 +59,7 @@ class _Serializable:
 
 # ---------------------------------------------------------------- continuous
 
-def _pair(x, y, path=None):
+def _pair(x: Any, y: Any, path: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != y.shape:
@@ -103,7 +103,7 @@ class RegressionScores(_Serializable):
     n_frames: int
 
 
-def _scores(x, y):
+def _scores(x: np.ndarray, y: np.ndarray) -> RegressionScores:
     """RegressionScores of two finite 1-D float64 arrays (possibly empty)."""
     if x.size == 0:
         return RegressionScores(math.nan, math.nan, math.nan, math.nan, 0)
@@ -132,7 +132,7 @@ class ContinuousReport(_Serializable):
         return {n: self.pooled[n].ccc for n in self.names}
 
 
-def _as_file_list(arrays, what):
+def _as_file_list(arrays: Arrays, what: str) -> List[Any]:
     if isinstance(arrays, np.ndarray):
         arrays = [arrays]
     arrays = list(arrays)
@@ -141,7 +141,7 @@ def _as_file_list(arrays, what):
     return arrays
 
 
-def _as_2d(a, path, what):
+def _as_2d(a: Any, path: str, what: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     if a.ndim == 1:
         a = a[:, None]
@@ -150,7 +150,8 @@ def _as_2d(a, path, what):
     return a
 
 
-def _checked_file(pred, label, mask, path):
+def _checked_file(pred: Any, label: Any, mask: Any, path: str
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One file's (pred, label, keep) after the checks in the module doc."""
     pred = _as_2d(pred, path, "predictions")
     label = _as_2d(label, path, "labels")
@@ -228,7 +229,8 @@ class CategoricalReport(_Serializable):
     n: int
 
 
-def _class_indices(pred, target, num_classes):
+def _class_indices(pred: Any, target: Any, num_classes: Optional[int]
+                   ) -> Tuple[np.ndarray, np.ndarray, int]:
     pred = np.asarray(pred)
     target = np.asarray(target)
     if pred.ndim == 2:                                   # scores -> argmax

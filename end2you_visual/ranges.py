@@ -142,7 +142,8 @@ def check_number(option: Optional[str], value: Any, minimum: Optional[Number] = 
     return int(number) if integer else float(number)
 
 
-def _describe(minimum, maximum, min_open, max_open):
+def _describe(minimum: Optional[Number], maximum: Optional[Number], min_open: bool,
+              max_open: bool) -> str:
     if minimum is None and maximum is None:
         return "any number"
     if maximum is None:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from end2you_visual.cli.main import cli
-from end2you_visual.errors import InputError
+from end2you_visual.errors import ArgumentConflict, InputError
 from end2you_visual.evaluation import Evaluation, evaluate, fit_chain_from_csvs
 from end2you_visual.postprocess import Chain
 from end2you_visual.predictions import write_prediction_csv
@@ -62,19 +62,35 @@ def test_apply_takes_a_chain_or_its_file(csvs):
     assert json.loads((csvs / "applied.json").read_text())["after"]["names"] == AV
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({}, "--labels: fitting a chain needs labels (or use --apply)"),
-    ({"chain": "c.json", "outputs": ["arousal"]},
-     "--outputs: is taken from the chain with --apply"),
-    ({"chain": "c.json", "metrics_path": "m.json"}, "--metrics: needs --labels"),
-    ({"label_paths": ["labels"], "interpolation": "cubic"},
-     "--interpolation: must be one of ['previous', 'nearest', 'linear'], got 'cubic'"),
-])
-def test_arguments_that_do_not_go_together_are_refused_before_any_work(csvs, kwargs, message):
-    kwargs = {k: ([csvs / p for p in v] if k == "label_paths" else v) for k, v in kwargs.items()}
-    with pytest.raises(InputError) as err:
+CONFLICTS = [
+    ({}, [], "fitting a chain needs --labels (or use --apply)"),
+    ({"chain": "c.json", "outputs": ["arousal"]}, ["--apply", "c.json", "--outputs", "arousal"],
+     "--outputs is taken from the chain with --apply"),
+    ({"chain": "c.json", "metrics_path": "m.json"}, ["--apply", "c.json", "--metrics", "m.json"],
+     "--metrics needs --labels"),
+]
+
+
+@pytest.mark.parametrize("kwargs, argv, message", CONFLICTS)
+def test_arguments_that_do_not_go_together_are_refused_before_any_work(csvs, kwargs, argv,
+                                                                       message):
+    (csvs / "c.json").write_text("{}\n")
+    with pytest.raises(ArgumentConflict) as err:
         evaluate([csvs / "pred"], csvs / "out.json", **kwargs)
-    assert str(err.value) == message
+    assert str(err.value) == message and isinstance(err.value, InputError)
+    # The command line: a usage error (status 2), the same message.
+    res = CliRunner().invoke(cli, ["evaluate", "--pred", str(csvs / "pred"),
+                                   "--out", str(csvs / "out.json")]
+                             + [str(csvs / a) if a.endswith(".json") else a for a in argv])
+    assert res.exit_code == 2 and res.output.endswith(f"Error: {message}\n"), res.output
+    assert "Usage: " in res.output and not (csvs / "out.json").exists()
+
+
+def test_an_unknown_interpolation_is_refused_before_any_work(csvs):
+    with pytest.raises(InputError) as err:
+        evaluate([csvs / "pred"], csvs / "out.json", [csvs / "labels"], interpolation="cubic")
+    assert str(err.value) == ("--interpolation: must be one of ['previous', 'nearest', "
+                              "'linear'], got 'cubic'")
     assert not (csvs / "out.json").exists()
 
 

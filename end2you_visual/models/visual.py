@@ -13,7 +13,7 @@ and a fully connected output layer. Shapes::
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -26,14 +26,14 @@ from .transfer import TransferReport, load_matching
 
 __all__ = ["VisualModel", "ARCHS", "HEADS", "STEMS", "TEMPORALS", "default_label_names"]
 
-def _triple(values, what):
+def _triple(values: Sequence[float], what: str) -> List[float]:
     values = [float(v) for v in values]
     if len(values) != 3:
         raise ValueError(f"{what} needs 3 values (R, G, B), got {values}")
     return values
 
 
-def _is_channels_last(x):
+def _is_channels_last(x: torch.Tensor) -> bool:
     """(B, T, H, W, 3) frames: uint8 with 3 last, or 3 last and not 3 at dim 2."""
     return x.shape[-1] == 3 and (x.dtype == torch.uint8 or x.shape[2] != 3)
 
@@ -65,6 +65,10 @@ class VisualModel(TemporalHeadModel):
         num_features: F, CNN features per frame.
         config: plain dict of the ``build_model`` arguments.
     """
+
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+    luma: torch.Tensor
 
     def __init__(self, arch: str = "resnet50", head: str = "regression", outputs: int = 2,
                  temporal: str = "lstm", hidden_size: int = 256, num_layers: int = 2,
@@ -115,7 +119,7 @@ class VisualModel(TemporalHeadModel):
             kwargs["memory_format"] = torch.channels_last_3d if self.is_3d else torch.channels_last
         return super().to(*args, **kwargs)
 
-    def _normalise(self, x):
+    def _normalise(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
         """5D frames -> (B*T, 3, H, W) normalised float (layout kept), plus B, T."""
         if x.dim() != 5:
             raise ValueError("expected frames (B, T, 3, H, W) or (B, T, H, W, 3), "
