@@ -148,10 +148,10 @@ class Distillation:
         part = cls(config, head=head, loss_fn=loss_fn, autocast=autocast)
         if not config.teacher:
             return part
-        from ..zoo import load_pretrained  # the zoo reads its registry: only when asked
+        from ..zoo import resolve_model  # the zoo reads its registry: only when asked
 
         with torch.random.fork_rng(devices=[]):  # building it draws no numbers of the run
-            teacher = load_pretrained(config.teacher)
+            teacher = resolve_model(config.teacher).model  # on the CPU until checked
         part.columns = _check_teacher(teacher, config, head, label_names, frame_size,
                                       audio_rate, device, notes)
         part.record = {"name": str(config.teacher), "sha256": state_dict_sha256(teacher)}
