@@ -34,7 +34,7 @@ import math
 import os
 import re
 import subprocess
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -45,10 +45,7 @@ from .ranges import check_number
 __all__ = ["DEFAULT_RATE", "AUDIO_MODES", "has_audio", "iter_audio", "read_audio",
            "frame_ranges", "samples_per_frame", "frame_windows", "AudioStore",
            "read_audio_windows", "end2you_audio_windows", "audio_found", "check_rate",
-           "audio_settings", "audio_track_found", "store_audio_track"]
-
-if TYPE_CHECKING:
-    from .hdf5 import SequenceWriter
+           "audio_settings", "audio_track_found", "store_audio_track", "AudioSink"]
 
 DEFAULT_RATE = 16000
 AUDIO_MODES = ("required", "optional")
@@ -284,7 +281,15 @@ def audio_track_found(path: str | os.PathLike[str], mode: str | None) -> bool | 
     return found
 
 
-def store_audio_track(writer: SequenceWriter, path: str | os.PathLike[str], rate: int) -> None:
+class AudioSink(Protocol):
+    """Where :func:`store_audio_track` streams a track: a
+    :class:`~end2you_visual.hdf5.SequenceWriter` with an open sequence."""
+
+    def append_audio(self, samples: npt.ArrayLike) -> None:
+        """Append mono float32 samples to the open sequence's track."""
+
+
+def store_audio_track(writer: AudioSink, path: str | os.PathLike[str], rate: int) -> None:
     """Stream the audio track of ``path`` into ``writer``'s open sequence."""
     for chunk in iter_audio(path, rate):
         writer.append_audio(chunk)
