@@ -4,6 +4,7 @@ import math
 import subprocess
 import wave
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import imageio_ffmpeg
@@ -62,6 +63,8 @@ def silent_video(tmp_path_factory):
 
 class _NoDetector:
     """Stands in for the face pipeline (audio is what these tests check)."""
+
+    face_detector = SimpleNamespace(name="none")  # what generate records of it
 
     def __init__(self, size):
         self.size = size
