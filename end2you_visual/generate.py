@@ -50,7 +50,8 @@ from .labels import (ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, Alignment, Label
 from .locks import OutputBusy, OutputLock
 from .manifest import MANIFEST, Result, warn_results, write_manifest
 from .preview import ContactSheet, frame_tile
-from .ranges import check_number
+from .choices import COMPRESSIONS
+from .ranges import COUNT, NON_NEGATIVE, POSITIVE
 from .workers import end_workers, init_worker, sigterm_raises
 
 if TYPE_CHECKING:
@@ -107,19 +108,19 @@ class GenerateSettings(FaceSettings):
     def check(self) -> GenerateSettings:
         """Raise InputError, naming its option, for the first setting out of range."""
         self.check_faces()
-        self.tolerance = check_number("--tolerance", self.tolerance, 0)
+        self.tolerance = NON_NEGATIVE.check("--tolerance", self.tolerance)
         if self.subject_pattern is not None:
             try:
                 re.compile(self.subject_pattern)
             except re.error as err:
                 raise InputError("--subject-pattern", f"not a regular expression: {err}") from None
-        self.image_fps = check_number("--image-fps", self.image_fps, 0, min_open=True)
-        self.shard_size = int(check_number("--shard-size", self.shard_size, 1, integer=True))
+        self.image_fps = POSITIVE.check("--image-fps", self.image_fps)
+        self.shard_size = int(COUNT.check("--shard-size", self.shard_size))
         self.audio_rate = audio_settings(self.audio, self.audio_rate)
         for option, value, choices in (("--align", self.align, ALIGN_MODES),
                                        ("--interpolation", self.interpolation, INTERPOLATIONS),
                                        ("--compression", self.compression,
-                                        (None, "gzip", "lzf"))):
+                                        (None, *COMPRESSIONS))):
             if value not in choices:
                 raise InputError(option, f"must be one of {list(choices)}, got {value!r}")
         return self
@@ -439,7 +440,7 @@ def generate(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], se
 
     settings = (settings or GenerateSettings()).check()
     resolve_device(settings.device)
-    workers = int(check_number("--workers", workers, 1, integer=True))
+    workers = int(COUNT.check("--workers", workers))
     out_dir = Path(out_dir)
     items, label_names = discover_inputs(source, layout)
     subjects = assign_subjects(items, settings.subject_pattern,

@@ -42,7 +42,7 @@ from .errors import InputError
 from .framereader import FrameReader
 from .models.build import model_inputs
 from .models.checkpoint import unwrap_model
-from .ranges import check_choice, check_number, check_window
+from .ranges import COUNT, check_choice, check_window
 
 __all__ = [
     "StreamingPredictor", "predict_sequence", "predict_sequences", "plan_steps",
@@ -215,11 +215,11 @@ def _check_options(window, lanes=1, precision="auto", prefetch=1, workers=None):
     """The prediction options checked as the CLI checks them (InputError
     naming the option); ``window`` 0 or None: whole sequences (None)."""
     window = check_window(window)
-    lanes = check_number("--lanes", lanes, 1, integer=True)
+    lanes = COUNT.check("--lanes", lanes)
     check_choice("--precision", precision, PRECISIONS)
-    prefetch = check_number("prefetch", prefetch, 1, integer=True)
+    prefetch = COUNT.check("prefetch", prefetch)
     if workers is not None:
-        workers = check_number("workers", workers, 1, integer=True)
+        workers = COUNT.check("workers", workers)
     return window, lanes, prefetch, workers
 
 
