@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -128,7 +129,8 @@ def test_predict_and_extract_default_to_the_most_accurate_cpu_model():
     best = max(cpu, key=lambda m: m["metrics"]["fer2013_valid_accuracy"])
     assert DEFAULT_MODEL == best["name"] == "resnet18-small-fer2013-cpu"
     for command in ("predict", "extract"):
-        option = next(p for p in cli.commands[command].params if p.name == "model_name")
+        loaded = cli.get_command(click.Context(cli), command)  # commands load when used
+        option = next(p for p in loaded.params if p.name == "model_name")
         assert option.default == DEFAULT_MODEL and not option.required
         res = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
         assert f"[default: {DEFAULT_MODEL}]" in res.output
