@@ -27,7 +27,7 @@ Two kinds of crop (``crop_kind``, the ``--crop`` option):
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -138,7 +138,7 @@ class FaceCropper:
                              for row, square in zip(rows, squares)])
         return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
-    def _crop_one(self, frame, square):
+    def _crop_one(self, frame: np.ndarray, square: np.ndarray) -> torch.Tensor:
         """:meth:`crop` of one frame (H, W, 3) around ``square`` (4,): float
         (3, size, size), ``roi_align``'s crop (``sampling_ratio=0``,
         ``aligned=True``: ceil(side / size) bilinear samples a side per
@@ -203,7 +203,7 @@ class FaceCropper:
                 pick = np.flatnonzero(samples[part] == k)
                 side = self.size * int(k)
                 grid = F.affine_grid(theta[torch.as_tensor(s + pick)].to(self.device),
-                                     (len(pick), 3, side, side), align_corners=False)
+                                     [len(pick), 3, side, side], align_corners=False)
                 y = F.grid_sample(x[torch.as_tensor(pick, device=self.device)], grid,
                                   mode="bilinear", padding_mode="zeros", align_corners=False)
                 if k > 1:
@@ -246,7 +246,8 @@ def fill_missing(crops: np.ndarray, found: np.ndarray, last: Optional[np.ndarray
     return None if last is None else last.copy()
 
 
-def pixels_around(frame, square, device="cpu"):
+def pixels_around(frame: np.ndarray, square: np.ndarray,
+                  device: Union[str, torch.device] = "cpu") -> Tuple[torch.Tensor, np.ndarray]:
     """The pixels of ``frame`` (H, W, 3) uint8 that a crop around ``square``
     (4,) float32 reads: the square and 2 px around it, within the frame, as
     a uint8 tensor (h, w, 3) on ``device``, and the square in its
@@ -262,7 +263,7 @@ def pixels_around(frame, square, device="cpu"):
     return x, square - np.array([x0, y0, x0, y0], np.float32)
 
 
-def roi_align_crop(x, square, size):
+def roi_align_crop(x: torch.Tensor, square: np.ndarray, size: int) -> torch.Tensor:
     """``roi_align``'s crop (``aligned=True``, ``sampling_ratio=0``) of
     ``square`` (4,) in the pixels ``x`` (h, w, 3): float (3, size, size)."""
     roi = torch.from_numpy(np.concatenate([[0], square]).astype(np.float32))[None]
@@ -270,7 +271,7 @@ def roi_align_crop(x, square, size):
                      output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)[0]
 
 
-def weighted_crop(x, square, size):
+def weighted_crop(x: torch.Tensor, square: np.ndarray, size: int) -> torch.Tensor:
     """:func:`roi_align_crop` computed axis by axis (:func:`roi_align_weights`):
     ``x`` weighted along its rows, then its columns; float (3, size, size)."""
     h, w = x.shape[:2]
@@ -279,16 +280,18 @@ def weighted_crop(x, square, size):
     return x.permute(2, 1, 0)  # (size x, size y, 3) -> (3, size y, size x)
 
 
-def _weigh_axis(x, index, weights):
+def _weigh_axis(x: torch.Tensor, index: np.ndarray, weights: np.ndarray) -> torch.Tensor:
     """``x`` (n, ...) weighted along its first axis: (size, ...), output ``i``
     the sum of ``x[index[i]]`` times ``weights[i]`` (:func:`roi_align_weights`)."""
     size, band = index.shape
-    index, weights = torch.from_numpy(index).to(x.device), torch.from_numpy(weights).to(x.device)
-    rows = x.reshape(len(x), -1).index_select(0, index.reshape(-1)).view(size, band, -1)
-    return torch.bmm(weights[:, None, :], rows).view(size, *x.shape[1:])
+    index_t = torch.from_numpy(index).to(x.device)
+    weights_t = torch.from_numpy(weights).to(x.device)
+    rows = x.reshape(len(x), -1).index_select(0, index_t.reshape(-1)).view(size, band, -1)
+    return torch.bmm(weights_t[:, None, :], rows).view(size, *x.shape[1:])
 
 
-def roi_align_weights(start, end, size, extent):
+def roi_align_weights(start: float, end: float, size: int, extent: int
+                      ) -> Tuple[np.ndarray, np.ndarray]:
     """The weights by which torchvision's ``roi_align`` (``aligned=True``,
     ``sampling_ratio=0``, ``spatial_scale=1``) reads one axis, for the region
     ``[start, end)`` of an axis of ``extent`` pixels cut to ``size`` pixels.
@@ -325,7 +328,7 @@ def roi_align_weights(start, end, size, extent):
     return index, (weights.sum(axis=1) / grid).astype(np.float32)
 
 
-def similarity_transform(source, target):
+def similarity_transform(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The similarity transforms (rotation, uniform scale, shift; no
     reflection) that best map point sets ``source`` onto ``target``, in
     least squares (Umeyama's estimate, in 2-D closed form).
@@ -352,7 +355,7 @@ def similarity_transform(source, target):
     return torch.cat([rotation, shift[..., None]], dim=-1)
 
 
-def template_points(size, margin=0.0):
+def template_points(size: int, margin: float = 0.0) -> np.ndarray:
     """:data:`TEMPLATE_112` placed in a size x size crop with ``margin``:
     float64 (5, 2) crop pixels. The crop spans ``112 * (1 + margin)``
     template units, the template's 112 x 112 frame centred in it."""
@@ -360,7 +363,7 @@ def template_points(size, margin=0.0):
     return (TEMPLATE_112 + 56.0 * margin) * (size / side)
 
 
-def _normalised(to_frame, size, h, w):
+def _normalised(to_frame: torch.Tensor, size: int, h: int, w: int) -> torch.Tensor:
     """Transforms crop pixels -> frame pixels (m, 2, 3) as ``affine_grid``'s
     theta: output coordinates in [-1, 1] -> input coordinates in [-1, 1]
     (``align_corners=False``: -1 and 1 are the outer edges of the first and
@@ -373,7 +376,8 @@ def _normalised(to_frame, size, h, w):
     return torch.cat([linear, shift[..., None]], dim=-1)
 
 
-def _float_frames(frames, rows, device):
+def _float_frames(frames: np.ndarray, rows: np.ndarray, device: torch.device
+                  ) -> Iterator[Tuple[int, torch.Tensor]]:
     """The frames of ``rows`` as float tensors (c, 3, H, W) on ``device``, a
     chunk at a time (of at most _CROP_PIXEL_BUDGET pixels): ``(first, x)``."""
     h, w = frames.shape[1:3]
@@ -383,7 +387,7 @@ def _float_frames(frames, rows, device):
         yield s, x.permute(0, 3, 1, 2).float()
 
 
-def _check_frames(frames):
+def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (n, H, W, 3), got shape {frames.shape}")
@@ -392,7 +396,7 @@ def _check_frames(frames):
     return frames
 
 
-def resize_only(frames, size=150):
+def resize_only(frames: np.ndarray, size: int = 150) -> np.ndarray:
     """Resize frames that are already face crops (e.g. FER2013) to size x size.
 
     No detection. Non-square frames are first zero-padded to a square

@@ -17,6 +17,9 @@ Shapes: ``frames`` uint8 (n, H, W, 3) RGB; boxes ``x1, y1, x2, y2`` and
 landmarks ``x, y`` in pixels of the frames given; landmarks are five points
 in MTCNN's order (eyes, nose tip, mouth corners, left and right as seen).
 """
+from __future__ import annotations
+
+import os
 from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
@@ -48,7 +51,8 @@ class FaceDetector(Protocol):
         """For each frame, the face at its expected box (n, 4): the refined
         boxes (n, 4), probabilities (n,) and landmarks (n, 5, 2)."""
 
-    def check_frame_size(self, width: int, height: int, path=None) -> None:
+    def check_frame_size(self, width: int, height: int,
+                         path: Union[str, os.PathLike[str], None] = None) -> None:
         """Raise InputError when no face can be searched for in such frames."""
 
 
@@ -89,7 +93,8 @@ class MTCNNDetector:
             min_face_size=detector_min_face(self.min_face_size, self.detect_scale),
             thresholds=list(self.thresholds), device=self.device).eval())
 
-    def check_frame_size(self, width: int, height: int, path=None) -> None:
+    def check_frame_size(self, width: int, height: int,
+                         path: Union[str, os.PathLike[str], None] = None) -> None:
         check_frame_size(width, height, self.min_face_size, self.detect_scale, path)
 
     def detect(self, frames: np.ndarray) -> List[Detections]:
@@ -97,6 +102,7 @@ class MTCNNDetector:
         results = []
         for s in range(0, len(frames), self.batch_size):
             chunk = frames[s:s + self.batch_size]
+            batch: Union[np.ndarray, torch.Tensor]  # frames, or downscaled
             if self.detect_scale is None:
                 batch, scale = chunk, np.ones(4, np.float32)
             else:
@@ -116,7 +122,7 @@ class MTCNNDetector:
                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         return refine_boxes(frames, boxes, self.mtcnn.onet, self.device)
 
-    def _downscale(self, frames):
+    def _downscale(self, frames: np.ndarray) -> Tuple[torch.Tensor, np.ndarray]:
         """Frames (n, H, W, 3) uint8 -> float tensor (n, h, w, 3) and the
         factors (4,) by which ``x1, y1, x2, y2`` shrank."""
         h, w = frames.shape[1:3]

@@ -5,11 +5,18 @@ command line builds its options from these fields at once.
 :mod:`end2you_visual.faces` builds the pipeline from them
 (:meth:`FaceSettings.pipeline`).
 """
+import os
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 from .choices import CROP_KINDS, DETECTORS, FACES, FILLS
 from .errors import InputError
 from .ranges import Range
+
+if TYPE_CHECKING:
+    import torch
+
+    from .faces import FacePipeline
 
 #: The settings of :class:`~end2you_visual.people.PeopleTracker`, not FacePipeline's.
 PEOPLE_SETTINGS = ("faces", "min_duration", "max_gap")
@@ -26,7 +33,7 @@ PARTS = {
     "cropper": ("size", "margin", "crop", "fill", "device"),
 }
 
-__all__ = ["PARTS", "PEOPLE_SETTINGS", "FaceSettings", "check_setting", "check_frame_size", "detector_min_face",
+__all__ = ["NUMERIC_SETTINGS", "PARTS", "PEOPLE_SETTINGS", "FaceSettings", "check_setting", "settings_record", "check_frame_size", "detector_min_face",
            "MAX_SIZE", "MAX_MARGIN", "MAX_BATCH", "MTCNN_MIN_WINDOW"]
 
 MTCNN_MIN_WINDOW = 12.0
@@ -38,14 +45,16 @@ MAX_MARGIN = 10.0
 MAX_BATCH = 4096
 
 
-def detector_min_face(min_face_size, detect_scale):
+def detector_min_face(min_face_size: float, detect_scale: Optional[float]) -> float:
     """The smallest face MTCNN is asked for, in the pixels it searches."""
     if detect_scale is None:
         return min_face_size
     return max(min_face_size * detect_scale, MTCNN_MIN_WINDOW)
 
 
-def check_frame_size(width, height, min_face_size=20, detect_scale=None, path=None):
+def check_frame_size(width: int, height: int, min_face_size: float = 20,
+                     detect_scale: Optional[float] = None,
+                     path: Union[str, "os.PathLike[str]", None] = None) -> None:
     """Raise InputError (naming ``path``, else "frames") when no face can be
     searched for in frames of ``width`` x ``height`` pixels: a
     ``min_face_size`` larger than the frame, or a ``detect_scale`` that
@@ -66,7 +75,21 @@ def check_frame_size(width, height, min_face_size=20, detect_scale=None, path=No
     raise InputError(path if path is not None else "frames", problem)
 
 
-def check_setting(name, value):
+def settings_record(settings: "FaceSettings", face_detector: Optional[str] = None
+                    ) -> Dict[str, Any]:
+    """What an output records of the settings that made it: the fields of
+    ``settings`` (a FaceSettings or a dataclass extending it) and, when
+    faces were detected, the name of the detector (``face_detector``,
+    e.g. ``"mtcnn"``) as ``"face_detector"``."""
+    from dataclasses import asdict
+
+    record = asdict(settings)
+    if face_detector is not None:
+        record["face_detector"] = face_detector
+    return record
+
+
+def check_setting(name: str, value: Any) -> Any:
     """``value`` if it is a valid value of the FaceSettings field ``name``
     (a number as its field's type), else InputError naming its option. The
     one check of each face setting: FaceSettings and the pipeline's parts
@@ -77,13 +100,14 @@ def check_setting(name, value):
             raise InputError(meta["option"], f"must be one of {list(meta['choices'])}, "
                                              f"got {value!r}")
         return value
-    if _FIELDS[name].type in ("int", "float", int, float) and value is not None:
+    if name in NUMERIC_SETTINGS and value is not None:
         return meta["range"].check(meta["option"], value)
     return value
 
 
-def _setting(default, option, help, low=None, high=None, *, integer=False, low_open=False,
-             high_open=False, choices=None):
+def _setting(default: Any, option: str, help: str, low: Optional[float] = None,
+             high: Optional[float] = None, *, integer: bool = False, low_open: bool = False,
+             high_open: bool = False, choices: Optional[Sequence[str]] = None) -> Any:
     """A :class:`FaceSettings` field: its default, command-line option, help and
     range (a :class:`~end2you_visual.ranges.Range`) or choices."""
     return field(default=default, metadata={
@@ -118,7 +142,7 @@ class FaceSettings:
                                1, MAX_BATCH, integer=True)
     detect_every: int = _setting(1, "--detect-every", "Detect on every k-th frame and "
                                  "interpolate the track in between.", 1, integer=True)
-    detect_scale: float = _setting(None, "--detect-scale", "Detect on frames scaled by this "
+    detect_scale: Optional[float] = _setting(None, "--detect-scale", "Detect on frames scaled by this "
                                    "factor (e.g. 0.5 for 1080p).", 0, 1, low_open=True)
     min_face_size: int = _setting(20, "--min-face-size", "Smallest face searched for, in "
                                   "pixels.", 1, integer=True)
@@ -144,30 +168,33 @@ class FaceSettings:
     def __post_init__(self) -> None:
         self.check_faces()
 
-    def check_faces(self):
+    def check_faces(self) -> "FaceSettings":
         """Raise InputError, naming its option, for the first face setting out of range."""
         for f in fields(FaceSettings):
             setattr(self, f.name, check_setting(f.name, getattr(self, f.name)))
         return self
 
-    def check_frame_size(self, width, height, path=None):
+    def check_frame_size(self, width: int, height: int,
+                         path: Union[str, "os.PathLike[str]", None] = None) -> None:
         """Raise InputError naming ``path`` when these settings can search no
         face in its ``width`` x ``height`` frames (see :func:`check_frame_size`)."""
         check_frame_size(width, height, self.min_face_size, self.detect_scale, path)
 
-    def face_settings(self):
+    def face_settings(self) -> Dict[str, Any]:
         """Only the face pipeline's settings, as a dict of FacePipeline arguments
         (not the people tracker's: ``faces``, ``min_duration``, ``max_gap``)."""
         return {f.name: getattr(self, f.name) for f in fields(FaceSettings)
                 if f.name not in PEOPLE_SETTINGS}
 
-    def part(self, name):
+    def part(self, name: str) -> Dict[str, Any]:
         """The settings of one part of the face pipeline, as a dict of its
         constructor's arguments: ``"detector"``, ``"tracker"`` or
         ``"cropper"`` (:data:`PARTS`)."""
         return {key: getattr(self, key) for key in PARTS[name]}
 
-    def pipeline(self, fps=None, size=None, device=None, faces=None):
+    def pipeline(self, fps: Optional[float] = None, size: Optional[int] = None,
+                 device: Union[str, "torch.device", None] = None,
+                 faces: Optional[str] = None) -> "FacePipeline":
         """The :class:`~end2you_visual.faces.FacePipeline` of these settings for
         a video at ``fps`` (``size``, ``device``, ``faces`` override the
         settings', e.g. by a model's input size): the main subject's, or
@@ -181,3 +208,6 @@ class FaceSettings:
 
 
 _FIELDS = {f.name: f for f in fields(FaceSettings)}
+#: The numeric settings: those with a range (bounded on a side).
+NUMERIC_SETTINGS = {name for name, f in _FIELDS.items() if f.metadata["choices"] is None
+            and (f.metadata["range"].low is not None or f.metadata["range"].high is not None)}

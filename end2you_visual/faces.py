@@ -86,7 +86,7 @@ thread, then the cropper on each face it follows.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -97,6 +97,7 @@ from .devices import one_cpu_thread, resolve_device
 from .face_batch import FaceBatch
 from .face_settings import FaceSettings, check_frame_size
 from .ranges import check_number
+from .people import Person, PeopleTracker
 from .tracking import MAIN, FaceTracker, SubjectTracker, SubjectTracking
 
 __all__ = ["FaceBatch", "FacePipeline", "FaceSettings", "check_frame_size", "crop_image",
@@ -226,8 +227,9 @@ class FacePipeline:
         self.tracker: FaceTracker = self._make_tracker(
             thresholds, max_lost, match_distance, acquire_prob, refresh_every, search_every)
 
-    def _make_tracker(self, thresholds, max_lost, match_distance, acquire_prob,
-                      refresh_every, search_every) -> FaceTracker:
+    def _make_tracker(self, thresholds: Sequence[float], max_lost: Optional[int],
+                      match_distance: float, acquire_prob: float,
+                      refresh_every: Optional[int], search_every: Optional[int]) -> FaceTracker:
         """The tracker part of :attr:`settings` (``faces``): the main subject's or
         every person's; the durations in frames of ``fps``."""
         fps = self.fps
@@ -237,8 +239,6 @@ class FacePipeline:
             search_every = max(1, round(0.2 * fps)) if fps else 5
         tracker = self.settings.part("tracker")
         if tracker["faces"] == "all":
-            from .people import PeopleTracker  # people imports this module
-
             return PeopleTracker(
                 self._face_detector, fps=fps or 25.0, smoothing=tracker["smoothing"],
                 detect_every=tracker["detect_every"], min_duration=tracker["min_duration"],
@@ -266,9 +266,10 @@ class FacePipeline:
         self.tracker.face_detector = detector
 
     @property
-    def mtcnn(self):
+    def mtcnn(self) -> Any:
         """facenet-pytorch's MTCNN of :attr:`face_detector`."""
-        return self._face_detector.mtcnn
+        # MTCNNDetector's attribute, not part of the FaceDetector interface
+        return getattr(self._face_detector, "mtcnn")
 
     @property
     def size(self) -> int:
@@ -291,7 +292,8 @@ class FacePipeline:
         self.tracker.reset()
         self.cropper.reset()
 
-    def check_frame_size(self, width: int, height: int, path=None) -> None:
+    def check_frame_size(self, width: int, height: int,
+                         path: Union[str, os.PathLike[str], None] = None) -> None:
         """See :func:`check_frame_size` (the detector's settings)."""
         self._face_detector.check_frame_size(width, height, path)
 
@@ -330,10 +332,10 @@ class FacePipeline:
             raise ValueError('process follows the main subject; with faces="all" use track')
         return self.track(frames)[MAIN]
 
-    def people(self) -> list:
+    def people(self) -> List[Person]:
         """With ``faces="all"``: the people kept so far (seen on at least
         ``min_duration``), a list of :class:`~end2you_visual.people.Person`."""
-        if self.settings.faces != "all":
+        if not isinstance(self.tracker, PeopleTracker):
             raise ValueError('people are followed with faces="all"')
         return self.tracker.finish()
 
@@ -397,7 +399,8 @@ class FacePipeline:
         return self.cropper.square_boxes(boxes)
 
 
-def crop_image(image, pipeline: Optional[FacePipeline] = None, **kwargs) -> FaceBatch:
+def crop_image(image: Union[np.ndarray, str, os.PathLike[str]],
+               pipeline: Optional[FacePipeline] = None, **kwargs: Any) -> FaceBatch:
     """Crop the most prominent face of a still image.
 
     Args:

@@ -19,10 +19,12 @@ Each sequence's metadata holds the person (``person``: id,
 ``first_frame``, ``last_frame``, ``frames``, ``mean_x``, ``mean_y``); the
 manifest row lists them under ``persons``.
 """
+from __future__ import annotations
+
+import os
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import h5py
 import numpy as np
@@ -30,12 +32,18 @@ from tqdm.auto import tqdm
 
 from .audio import store_audio_track
 from .errors import InputError
+from .face_settings import settings_record
 from .hdf5 import SequenceWriter
 from .manifest import Result
 from .preview import save_contact_sheet
 
 if TYPE_CHECKING:
+    from .face_batch import FaceBatch
+    from .generate import GenerateSettings, _RowPlan
+    from .inputs import InputItem
+    from .labels import LabelTrack
     from .people import Person
+    from .video import VideoFrames
 
 __all__ = ["PERSON_COLUMN", "PERSON_SIDES", "choose_person", "generate_people"]
 
@@ -49,15 +57,18 @@ _SAME_SIDE = 0.02
 _ROWS_COPIED = 256  # rows per copy from a temporary file into the output
 _SHEET_COLUMNS = 8
 _SHEET_CANDIDATES = 32  # tiles kept per person while streaming, 8 shown
+# A contact-sheet tile: (crop, face found or None for an empty cell, caption).
+_Tile = Tuple[np.ndarray, Optional[bool], str]
+_T = TypeVar("_T")
 
 
-def wanted_person(item) -> Optional[str]:
+def wanted_person(item: InputItem) -> Optional[str]:
     """The input CSV's ``person`` for ``item`` ("" and "main": None, the main subject)."""
     value = str(item.metadata.get(PERSON_COLUMN, "") or "").strip().lower()
     return None if value in ("", "main") else value
 
 
-def check_person_value(value, where) -> None:
+def check_person_value(value: Optional[str], where: Union[str, os.PathLike[str]]) -> None:
     """InputError naming ``where`` unless ``value`` is main, left, right or an id >= 1."""
     if value is None or value in PERSON_SIDES or (value.isdigit() and int(value) >= 1):
         return
@@ -68,17 +79,21 @@ def check_person_value(value, where) -> None:
 class _PersonRows:
     """One person's rows, written to a temporary file as they come."""
 
-    def __init__(self, path, settings, names, kind, times, labels):
-        self.writer = SequenceWriter(path, settings.size, names, kind, asdict(settings),
+    def __init__(self, path: Path, settings: GenerateSettings, names: Sequence[str], kind: str,
+                 times: Union[np.ndarray, Sequence[float]], labels: Optional[np.ndarray],
+                 detector: str) -> None:
+        self.writer = SequenceWriter(path, settings.size, names, kind,
+                                     settings_record(settings, detector),
                                      settings.compression)
         self.writer.begin_sequence("person", fps=0.0)
-        self.centres = []  # (frame index, box centre x) where found
+        self.centres: List[Tuple[int, float]] = []  # (frame index, box centre x) where found
         if len(times):  # seen late: the rows before hold no face
             n = len(times)
             self.writer.append(np.zeros((n, settings.size, settings.size, 3), np.uint8),
                                np.asarray(times), labels, np.zeros(n, bool))
 
-    def append(self, faces, rows, times, labels, frame_indices):
+    def append(self, faces: FaceBatch, rows: np.ndarray, times: np.ndarray,
+               labels: Optional[np.ndarray], frame_indices: np.ndarray) -> None:
         if not len(rows):
             return
         self.writer.append(faces.crops[rows], times, labels, faces.found[rows],
@@ -90,7 +105,7 @@ class _PersonRows:
                                  centres[found].tolist()))
 
 
-def record_decoding(result, item, video, plan) -> None:
+def record_decoding(result: Result, item: InputItem, video: VideoFrames, plan: _RowPlan) -> None:
     """What decoding ``video`` found, into ``result``: the frames decoded
     and expected, a warning when it ended early, the label rows dropped
     after its end (``plan.check_coverage``: an InputError when the labels
@@ -107,8 +122,9 @@ def record_decoding(result, item, video, plan) -> None:
                                "video's end dropped")
 
 
-def choose_person(people: List["Person"], wanted: str, centres: Dict[int, list],
-                  span, width: int, where) -> "Person":
+def choose_person(people: List[Person], wanted: str, centres: Dict[int, list],
+                  span: Tuple[int, int], width: int, where: Union[str, os.PathLike[str]]
+                  ) -> Person:
     """The person a label file's ``person`` names.
 
     Args:
@@ -140,7 +156,7 @@ def choose_person(people: List["Person"], wanted: str, centres: Dict[int, list],
     if not means:
         raise InputError(where, f"person {wanted}: nobody is visible during its labels' "
                                 f"time span (frames {first}-{last})")
-    order = sorted(means, key=means.get, reverse=wanted == "right")
+    order = sorted(means, key=means.__getitem__, reverse=wanted == "right")
     if len(order) > 1 and abs(means[order[0]] - means[order[1]]) < _SAME_SIDE:
         a, b = sorted(order[:2])
         raise InputError(where, f"person {wanted}: people {a} and {b} are equally far "
@@ -151,8 +167,11 @@ def choose_person(people: List["Person"], wanted: str, centres: Dict[int, list],
     return next(p for p in people if p.id == chosen)
 
 
-def generate_people(item, out_path, settings, plan, names, kind, track, result, video,
-                    preview_path=None, progress=False) -> Result:
+def generate_people(item: InputItem, out_path: Union[str, os.PathLike[str]],
+                    settings: GenerateSettings, plan: _RowPlan, names: List[str], kind: str,
+                    track: Optional[LabelTrack], result: Result, video: VideoFrames,
+                    preview_path: Union[str, os.PathLike[str], None] = None,
+                    progress: bool = False) -> Result:
     """Write ``item``'s people to ``out_path`` (see the module docstring);
     ``plan``, ``names``, ``kind``, ``track``, ``result`` and ``video`` as
     :func:`~end2you_visual.generate.generate_video` made them."""
@@ -161,9 +180,10 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
     wanted = wanted_person(item)
     pipeline = settings.pipeline(info.fps, faces="all")
     out_path = Path(out_path)
-    temp = {}
-    times_so_far, labels_so_far = [], []
-    tiles = {}
+    temp: Dict[int, _PersonRows] = {}
+    times_so_far: List[np.ndarray] = []
+    labels_so_far: List[np.ndarray] = []
+    tiles: Dict[int, List[_Tile]] = {}
     total_rows = len(track.times) if track is not None and settings.align == "labels" \
         else info.n_frames
     every = max(1, -(-total_rows // _SHEET_CANDIDATES))  # rows between candidate tiles
@@ -171,16 +191,16 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
                disable=not progress, leave=False)
     try:
         for start, frames in video:
-            people = pipeline.track(frames)
+            batches = pipeline.track(frames)  # {person id: FaceBatch}
             rows, times, labels, first = plan.rows(start, len(frames))
-            for pid, faces in people.items():
+            for pid, faces in batches.items():
                 if pid not in temp:
                     before_labels = np.concatenate(labels_so_far) if labels_so_far and \
                         labels is not None else None
                     temp[pid] = _PersonRows(
                         out_path.with_name(f".{out_path.stem}.person{pid}.h5"), settings,
                         names, kind, np.concatenate(times_so_far) if times_so_far else [],
-                        before_labels)
+                        before_labels, pipeline.face_detector.name)
                 temp[pid].append(faces, rows, times, labels, start + rows)
                 for k, row in enumerate(rows):  # the sheet shows each person's own frames
                     if preview_path is not None and (first + k) % every == 0 and \
@@ -208,7 +228,8 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
         if not selected:
             result.warnings.append(f"{item.raw}: no person was seen for --min-duration "
                                    f"{settings.min_duration:g} s; the file holds no sequence")
-        _assemble(out_path, settings, names, kind, item, result, selected, temp)
+        _assemble(out_path, settings, names, kind, item, result, selected, temp,
+                  pipeline.face_detector.name)
     finally:
         for rows_of in temp.values():
             rows_of.writer.abort()
@@ -224,14 +245,14 @@ def generate_people(item, out_path, settings, plan, names, kind, track, result, 
     return result
 
 
-def _evenly(items, n):
+def _evenly(items: List[_T], n: int) -> List[_T]:
     """``n`` of ``items`` evenly spaced (all of them when fewer)."""
     if len(items) <= n:
         return items
     return [items[k] for k in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def _row(tiles, size):
+def _row(tiles: List[_Tile], size: int) -> List[_Tile]:
     """One contact-sheet row of a person: 8 of their tiles, evenly spaced,
     padded with empty cells."""
     row = _evenly(tiles, _SHEET_COLUMNS)
@@ -239,14 +260,17 @@ def _row(tiles, size):
     return row + [blank] * (_SHEET_COLUMNS - len(row))
 
 
-def _assemble(out_path, settings, names, kind, item, result, selected, temp):
+def _assemble(out_path: Path, settings: GenerateSettings, names: List[str], kind: str,
+              item: InputItem, result: Result, selected: List[Tuple[Person, str]],
+              temp: Dict[int, _PersonRows], detector: str) -> None:
     """Copy the selected people's temporary files into the output, one
     sequence each, and commit it."""
-    with SequenceWriter(out_path, settings.size, names, kind, asdict(settings),
+    with SequenceWriter(out_path, settings.size, names, kind, settings_record(settings, detector),
                         settings.compression,
                         audio_rate=settings.audio_rate if settings.audio else None) as writer:
         for person, name in selected:
             metadata = {**item.metadata, "person": person.to_dict()}
+            assert result.fps is not None  # the output's rate, set by generate_video
             writer.begin_sequence(name, item.raw, result.fps, item.label_file, metadata)
             with h5py.File(temp[person.id].writer.path, "r") as source:
                 n = len(source["timestamps"])

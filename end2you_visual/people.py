@@ -52,7 +52,7 @@ A person seen on fewer than ``min_duration`` seconds of frames is dropped at
 returns every candidate, the caller keeps those :meth:`finish` lists.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 import numpy as np
 
@@ -114,7 +114,7 @@ def appearance(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     return _unit(np.concatenate(parts))
 
 
-def _histogram(patch):
+def _histogram(patch: np.ndarray) -> np.ndarray:
     """The square-rooted, unit-length joint RGB histogram of ``patch``."""
     if patch.size == 0:
         return np.zeros(_BINS ** 3)
@@ -223,8 +223,8 @@ class PeopleTracker:
         self.tracks: Dict[int, _Track] = {}
         self._next_id = 1
         self._next_index = 0
-        self._last_full = None
-        self._last_search = None
+        self._last_full: Optional[int] = None
+        self._last_search: Optional[int] = None
         self.full_detections = 0
         self._frame_size = (1, 1)  # width, height of the frames (for mean positions)
 
@@ -260,9 +260,11 @@ class PeopleTracker:
         return people
 
     # ------------------------------------------------------------ detection
-    def _detect_rows(self, frames, rows, cuts, start):
+    def _detect_rows(self, frames: np.ndarray, rows: List[int], cuts: np.ndarray,
+                     start: int) -> None:
         """Detect and track the detection rows of one batch, in order."""
-        pending = []  # rows skipped while nobody is tracked, searched once a face is found
+        # rows skipped while nobody is tracked, searched once a face is found
+        pending: List[int] = []
         i = 0
         while i < len(rows):
             row = rows[i]
@@ -285,16 +287,16 @@ class PeopleTracker:
             self._full(frames, row, index, cuts[row], found)
             i += 1
 
-    def _tracked(self):
+    def _tracked(self) -> List[_Track]:
         """The people in view: active and found at their last detection frame."""
         return [t for t in self.tracks.values() if t.active and t.lost == 0
                 and t.state is not None]
 
-    def _tracking(self):
+    def _tracking(self) -> bool:
         """Someone is tracked (or was missing for at most ``max_gap``)."""
         return any(t.active for t in self.tracks.values())
 
-    def _search_now(self, index, cut):
+    def _search_now(self, index: int, cut: bool) -> bool:
         """Whether frame ``index`` is searched whole: at a cut, at the first
         frame and every ``refresh_every`` frames (a newcomer is found there),
         and every ``search_every`` frames while somebody active is missing
@@ -308,7 +310,7 @@ class PeopleTracker:
         due = self._last_search is None or index - self._last_search >= self.search_every
         return due and (missing or not self._tracked())
 
-    def _refine(self, frames, group, cuts, start):
+    def _refine(self, frames: np.ndarray, group: List[int], cuts: np.ndarray, start: int) -> int:
         """O-Net on every person in view, where each is expected, in the
         frames of ``group`` (one call); a person it does not confirm
         (probability below 0.95, or outside the gates) is missing there.
@@ -318,12 +320,13 @@ class PeopleTracker:
         expected = []
         for row in group:
             for t in live:
+                assert t.state is not None  # in view (_tracked)
                 e = t.state[0].copy()
                 e[:2] += t.state[1] * (start + row - t.last_index)
                 expected.append(_to_xyxy(e))
         rows = np.repeat(np.asarray(group), len(live))
         boxes, probs, points = self.face_detector.refine(frames[rows], np.stack(expected))
-        missed = set()
+        missed: Set[int] = set()
         for g, row in enumerate(group):
             index = start + row
             if g and self._search_now(index, cuts[row]):
@@ -340,7 +343,8 @@ class PeopleTracker:
                     missed.add(t.id)
         return len(group)
 
-    def _full(self, frames, row, index, cut, found=None):
+    def _full(self, frames: np.ndarray, row: int, index: int, cut: bool,
+              found: Optional[Detections] = None) -> None:
         """MTCNN on the whole frame (``found``: its result, when already
         run), then association (positions, or appearance after a cut) and
         new people."""
@@ -374,7 +378,8 @@ class PeopleTracker:
                 self._miss(t, index)
         self._new_people(frames[row], index, boxes, probs, points, taken)
 
-    def _new_people(self, frame, index, boxes, probs, points, taken):
+    def _new_people(self, frame: np.ndarray, index: int, boxes: np.ndarray, probs: np.ndarray,
+                    points: np.ndarray, taken: Set[int]) -> None:
         """Detections no tracked person explains: a person seen before (by
         appearance), or a new one.
 
@@ -393,8 +398,9 @@ class PeopleTracker:
             if gone else np.zeros((len(new), 0))
         match = _unambiguous(sim, self.relink_similarity, _RELINK_MARGIN)
         for k, d in enumerate(new):
-            if match[k] is not None:
-                track = gone[match[k]]
+            relinked = match[k]
+            if relinked is not None:
+                track = gone[relinked]
                 track.active, track.lost, track.state = True, 0, None
                 track.segment += 1
             else:
@@ -404,7 +410,7 @@ class PeopleTracker:
             self._accept(track, index, boxes[d], probs[d], points[d], frame=frame,
                          descriptor=descriptors[k])
 
-    def _miss(self, track, index):
+    def _miss(self, track: _Track, index: int) -> None:
         """``track`` not found at frame ``index``: lost since its last
         detection; no smoothing or motion across the loss (as the main
         subject's); ended after ``max_gap``."""
@@ -415,14 +421,14 @@ class PeopleTracker:
             track.active = False
 
     # ------------------------------------------------------------ tracking
-    def _expected(self, track, index):
+    def _expected(self, track: _Track, index: int) -> np.ndarray:
         if track.state is None:
             return _to_cxcywh(track.box)
         e = track.state[0].copy()
         e[:2] += track.state[1] * (index - track.last_index)
         return e
 
-    def _match_cost(self, track, boxes, index):
+    def _match_cost(self, track: _Track, boxes: np.ndarray, index: int) -> np.ndarray:
         """Distance of each detection to where ``track`` expects its face,
         relative to the face's size; inf outside the gates."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -431,7 +437,9 @@ class PeopleTracker:
         return match_costs(self._expected(track, index), boxes,
                            max(1, index - track.last_index), self.match_distance)
 
-    def _accept(self, track, index, box, prob, points, frame=None, descriptor=None):
+    def _accept(self, track: _Track, index: int, box: np.ndarray, prob: float,
+                points: Optional[np.ndarray], frame: Optional[np.ndarray] = None,
+                descriptor: Optional[np.ndarray] = None) -> None:
         """Take a detection as ``track``'s at frame ``index`` (smoothed as
         the main subject's box is)."""
         box = np.asarray(box, np.float64)
@@ -442,6 +450,7 @@ class PeopleTracker:
         observed = _to_cxcywh(box)
         smoothing = self.smoothing
         if continuous:
+            assert track.state is not None  # continuous: tracked with a state
             track.state = filter_step(self._expected(track, index), track.state[1], observed,
                                       gap, smoothing)
         else:
@@ -464,8 +473,8 @@ class PeopleTracker:
                                smoothed_points))
 
     # -------------------------------------------------------------- outputs
-    def _outputs(self, frames, start):
-        out = {}
+    def _outputs(self, frames: np.ndarray, start: int) -> Dict[int, FaceBatch]:
+        out: Dict[int, FaceBatch] = {}
         for t in self.tracks.values():
             batch = empty_batch(len(frames), 0)
             keys = t.keys
@@ -514,11 +523,11 @@ class PersonSeries:
         return np.concatenate(self._found[pid])
 
 
-def _unambiguous(sim, threshold, margin):
+def _unambiguous(sim: np.ndarray, threshold: float, margin: float) -> List[Optional[int]]:
     """Per row of ``sim`` (new faces x people gone), the column it matches
     or None: its best column, at least ``threshold`` and ahead by ``margin``
     of the rest of its row and of its column."""
-    out = [None] * len(sim)
+    out: List[Optional[int]] = [None] * len(sim)
     for k in range(len(sim)):
         if not sim.shape[1]:
             break
@@ -530,6 +539,6 @@ def _unambiguous(sim, threshold, margin):
     return out
 
 
-def _unit(v):
+def _unit(v: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(v)
     return v / norm if norm else v

@@ -54,15 +54,15 @@ _CUT_HISTOGRAM = 0.12
 _CUT_DIFFERENCE = 0.08
 
 
-def _area(boxes):
+def _area(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
-def _to_cxcywh(box):
+def _to_cxcywh(box: np.ndarray) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]])
 
 
-def _to_xyxy(c):
+def _to_xyxy(c: np.ndarray) -> np.ndarray:
     return np.array([c[0] - c[2] / 2, c[1] - c[3] / 2, c[0] + c[2] / 2, c[1] + c[3] / 2])
 
 
@@ -71,7 +71,8 @@ class _Key:
 
     __slots__ = ("index", "box", "prob", "segment", "points")
 
-    def __init__(self, index, box=None, prob=0.0, segment=-1, points=None):
+    def __init__(self, index: int, box: Optional[np.ndarray] = None, prob: float = 0.0,
+                 segment: int = -1, points: Optional[np.ndarray] = None) -> None:
         self.index = index  # frame index in the video
         self.box = box  # float64 (4,) or None (no face)
         self.prob = prob
@@ -79,7 +80,7 @@ class _Key:
         self.points = points  # float64 (5, 2) landmarks, or None (no face, none given)
 
 
-def fill_rows(out, keys, start):
+def fill_rows(out: FaceBatch, keys: List[_Key], start: int) -> None:
     """Write a track's detection-frame results (``keys``, _Key objects in
     order) into the rows of ``out`` (a FaceBatch whose row 0 is frame
     ``start``), and between two keys of one continuous stretch the boxes,
@@ -89,6 +90,7 @@ def fill_rows(out, keys, start):
             row = a.index - start
             out.boxes[row], out.probs[row], out.found[row] = a.box, a.prob, True
             if a.points is not None:
+                assert out.landmarks is not None  # a tracker's rows (empty_batch) have landmarks
                 out.landmarks[row] = a.points
         if b is None or a.box is None or b.box is None or a.segment != b.segment:
             continue
@@ -99,10 +101,12 @@ def fill_rows(out, keys, start):
             out.probs[row] = (1 - t) * a.prob + t * b.prob
             out.found[row] = True
             if a.points is not None and b.points is not None:
+                assert out.landmarks is not None
                 out.landmarks[row] = (1 - t) * a.points + t * b.points
 
 
-def match_costs(expected, boxes, gap, match_distance):
+def match_costs(expected: np.ndarray, boxes: np.ndarray, gap: float, match_distance: float
+                ) -> np.ndarray:
     """How far each detection is from where a track expects its face: the
     centre distance relative to the face's size (max(w, h) of ``expected``,
     ``cx, cy, w, h``), inf outside the gates: farther than ``match_distance``
@@ -119,7 +123,8 @@ def match_costs(expected, boxes, gap, match_distance):
     return np.where(ok, distance, np.inf)
 
 
-def filter_step(expected, velocity, observed, gap, smoothing):
+def filter_step(expected: np.ndarray, velocity: np.ndarray, observed: np.ndarray, gap: float,
+                smoothing: float) -> Tuple[np.ndarray, np.ndarray]:
     """One step of the alpha-beta (constant velocity) filter that smooths a
     track: the new ``(position, velocity)`` after observing ``observed``
     where ``expected`` was predicted, ``gap`` frames after the last step.
@@ -138,6 +143,8 @@ class FaceTracker(Protocol):
 
     #: Frames of this video searched whole by the detector (a statistic).
     full_detections: int
+    #: The detector it runs (the pipeline's).
+    face_detector: FaceDetector
 
     def reset(self) -> None:
         """Forget the current video."""
@@ -178,7 +185,8 @@ class SubjectTracker:
         self.segment = -1  # id of the current continuous track segment
         self.lost = 0  # frames since the subject was last seen
         self.state: Optional[Tuple[np.ndarray, np.ndarray]] = None  # ((cx, cy, w, h), (vx, vy))
-        self._points_state = None  # landmark filter state ((5, 2), (5, 2) per frame) or None
+        # landmark filter state ((5, 2), (5, 2) per frame) or None
+        self._points_state: Optional[Tuple[np.ndarray, np.ndarray]] = None
         self.last_key: Optional[_Key] = None  # the last detection frame's result
 
     @property
@@ -195,7 +203,8 @@ class SubjectTracker:
         self.last_key = self._step(index, boxes, probs, points)
         return self.last_key
 
-    def _step(self, index, boxes, probs, points):
+    def _step(self, index: int, boxes: np.ndarray, probs: np.ndarray,
+              points: Optional[np.ndarray]) -> _Key:
         gap = index - self.last_key.index if self.last_key is not None else 1
         if self.box is not None:
             j = self.match(boxes, gap)
@@ -223,6 +232,7 @@ class SubjectTracker:
         frame: (cx, cy, w, h), moved by its velocity while tracked, its last
         detection while lost."""
         if self.state is None:
+            assert self.box is not None  # asked only while there is a subject
             return _to_cxcywh(self.box)
         expected = self.state[0].copy()
         expected[:2] += self.state[1] * gap
@@ -245,7 +255,8 @@ class SubjectTracker:
             return None
         return int(np.argmin(cost))
 
-    def _accept(self, index, box, prob, gap, continuous, points=None):
+    def _accept(self, index: int, box: np.ndarray, prob: float, gap: int, continuous: bool,
+                points: Optional[np.ndarray] = None) -> _Key:
         """Take a detection as the subject's; returns the smoothed _Key.
 
         Smoothing is an alpha-beta (constant velocity) filter on the box
@@ -265,7 +276,8 @@ class SubjectTracker:
         return _Key(index, _to_xyxy(self.state[0]), float(prob), self.segment,
                     self._accept_points(points, gap, continuous))
 
-    def _accept_points(self, points, gap, continuous):
+    def _accept_points(self, points: Optional[np.ndarray], gap: int, continuous: bool
+                       ) -> Optional[np.ndarray]:
         """The subject's smoothed landmarks (5, 2) after a detection with
         ``points`` (None: none, and the landmark track restarts)."""
         if points is None:
@@ -407,7 +419,8 @@ class SubjectTracking:
         self.full_detections += 1
         keys.append(self.subject.step(index, *found))
 
-    def _track_guided(self, frames, key_rows, cuts, start, keys):
+    def _track_guided(self, frames: np.ndarray, key_rows: List[int], cuts: np.ndarray, start: int,
+                      keys: List[_Key]) -> None:
         """Detect and track the key rows with ``detector="tracked"``.
 
         While the subject is tracked, groups of key rows are refined by
@@ -425,6 +438,8 @@ class SubjectTracking:
                 i = self._search_untracked(frames, key_rows, i, cuts, start, keys, pending)
                 continue
             if self._can_refine(start + key_rows[i], cuts[key_rows[i]]):
+                # the subject is in view: found at a detection frame, its track smoothed
+                assert subject.last_key is not None and subject.state is not None
                 group_id = (start + key_rows[i]) // _REFINE_GROUP
                 if self._anchor is None or self._anchor[0] != group_id:
                     self._anchor = (group_id, subject.last_key.index, *subject.state)
@@ -460,7 +475,8 @@ class SubjectTracking:
                 self._untracked = 0 if subject.in_view else self._untracked + 1
                 i += 1
 
-    def _search_untracked(self, frames, key_rows, i, cuts, start, keys, pending):
+    def _search_untracked(self, frames: np.ndarray, key_rows: List[int], i: int, cuts: np.ndarray,
+                          start: int, keys: List[_Key], pending: List[int]) -> int:
         """While no face is in view (none tracked, or the tracked one lost):
         search the whole frame of row
         ``key_rows[i]`` only at a cut, every ``search_every`` frames and on
@@ -487,13 +503,13 @@ class SubjectTracking:
             self._full(start + r, detected, keys)
         return i + 1
 
-    def _can_refine(self, index, cut):
+    def _can_refine(self, index: int, cut: bool) -> bool:
         """Whether frame ``index`` can be refined where the track expects the face."""
         return (self.subject.in_view and self.subject.state is not None
                 and not cut and self._last_full is not None
                 and index - self._last_full < self.refresh_every)
 
-    def _refine_track(self, frames, rows, start):
+    def _refine_track(self, frames: np.ndarray, rows: List[int], start: int) -> List[Detections]:
         """The detector's refinement where the subject is expected in ``rows``.
 
         The expected place is the anchor's (the smoothed track at the
@@ -506,6 +522,7 @@ class SubjectTracking:
         ``detect`` does, in frame pixels: the refined box when its
         probability passes ``refine_threshold``, else none.
         """
+        assert self._anchor is not None  # placed by _track_guided before refining
         _, anchor, position, velocity = self._anchor
         offsets = np.array([start + row - anchor for row in rows], np.float64)[:, None]
         expected = np.tile(position, (len(rows), 1))
