@@ -6,7 +6,7 @@ from typing import Any, Callable, Collection, Dict
 
 import click
 
-from end2you_visual.face_settings import FaceSettings
+from end2you_visual.face_settings import NUMERIC_SETTINGS, FaceSettings
 from end2you_visual.framing import FRAMED_SETTINGS
 
 
@@ -24,7 +24,7 @@ def _option(f: "dataclasses.Field[Any]", framed: bool = False) -> Decorator:
                                    f"else {f.default}")
     if meta["choices"] is not None:
         kwargs["type"] = click.Choice(list(meta["choices"]))
-    elif f.type in (int, float):
+    elif f.name in NUMERIC_SETTINGS:
         kwargs["type"] = meta["range"].click_type()
     return click.option(meta["option"], f.name, **kwargs)
 
