@@ -114,15 +114,16 @@ def stage_people(path, device, batch, detect_every=1):
     """The people tracker (``--faces all``) on decoded frames: every person
     detected, tracked and cropped. Also returns what it found."""
     from end2you_visual.face_settings import FaceSettings
+    from end2you_visual.faces import FacePipeline
     from end2you_visual.video import probe_video
 
     frames = _decoded(path)
     fps = probe_video(path).fps
     settings = FaceSettings(device=device, batch_size=batch, detect_every=detect_every,
                             faces="all")
-    settings.pipeline(fps).track(frames[:batch])  # warm-up
+    FacePipeline.from_settings(settings, fps).track(frames[:batch])  # warm-up
     _sync(device)
-    pipeline = settings.pipeline(fps)
+    pipeline = FacePipeline.from_settings(settings, fps)
     start = time.perf_counter()
     for k in range(0, len(frames), batch):
         pipeline.track(frames[k:k + batch])

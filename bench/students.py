@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from end2you_visual.faces import FacePipeline
 from end2you_visual.framing import model_framing, resolve_face_settings
 from end2you_visual.inference import StreamingPredictor, load_model
 from end2you_visual.models.checkpoint import unwrap_model
@@ -39,7 +40,7 @@ def clip_crops(clip, model, batch):
     base = unwrap_model(model)
     settings, _ = resolve_face_settings({"batch_size": batch}, model_framing(model))
     settings = replace(settings, size=base.config["input_size"], device="cpu")
-    pipeline = settings.pipeline(probe_video(clip).fps)
+    pipeline = FacePipeline.from_settings(settings, probe_video(clip).fps)
     crops = [pipeline.process(frames).crops.copy() for _, frames in iter_frame_batches(clip, batch)]
     return np.concatenate(crops)
 

@@ -36,7 +36,8 @@ import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Type, Union
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type,
+                    Union)
 
 import h5py
 import numpy as np
@@ -45,8 +46,9 @@ import torch
 from . import __version__
 from .choices import EXTRACT_FORMATS, FEATURE_DTYPES
 from .errors import InputError
+from .face_settings import FaceSettings
 from .files import atomic_file, atomic_path, check_name_length, check_writable
-from .framing import file_framing, model_face_settings, resolve_face_settings
+from .framing import Framing, file_framing, model_face_settings, resolve_face_settings
 from .ranges import check_number
 from .zoo import ResolvedModel, model_checksum, resolve_model
 
@@ -59,6 +61,10 @@ DTYPES = FEATURE_DTYPES
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 _STR = h5py.string_dtype(encoding="utf-8")
 PathLike = Union[str, "os.PathLike[str]"]
+# What the chunk generators yield: first the input's description (a dict:
+# frames, label_names, sequences...), then (features, timestamps, found,
+# labels, q) tuples of numpy arrays and the sequence's index.
+_Stream = Iterator[Any]
 
 
 @dataclass
@@ -176,6 +182,7 @@ def extract_features(inputs: Union[PathLike, Iterable[PathLike]],
     results = []
     for source, target in zip(sources, targets):
         started = time.perf_counter()
+        used: Optional[Dict[str, Any]]
         if _is_hdf5(source):
             stream, used = _hdf5_chunks(source, visual, batch_size, device, framing), None
         else:
@@ -195,12 +202,12 @@ def extract_features(inputs: Union[PathLike, Iterable[PathLike]],
     return results
 
 
-def _is_hdf5(source):
+def _is_hdf5(source: PathLike) -> bool:
     return Path(source).suffix.lower() in _HDF5_SUFFIXES
 
 
-def _check_targets(sources, targets, overwrite):
-    seen = {}
+def _check_targets(sources: Sequence[Path], targets: Sequence[Path], overwrite: bool) -> None:
+    seen: Dict[Path, Path] = {}
     for source, target in zip(sources, targets):
         check_name_length(target, source, Path(source).stem)
         if target in seen:
@@ -211,7 +218,7 @@ def _check_targets(sources, targets, overwrite):
             raise InputError(target, "exists (use --overwrite to replace it)")
 
 
-def _bar(stream, source, progress):
+def _bar(stream: _Stream, source: PathLike, progress: bool) -> Iterable[Any]:
     if not progress:
         return stream
     from tqdm.auto import tqdm
@@ -220,7 +227,8 @@ def _bar(stream, source, progress):
 
 
 @torch.inference_mode()
-def _embed(visual, crops, found, device):
+def _embed(visual: Any, crops: np.ndarray, found: np.ndarray, device: torch.device
+           ) -> np.ndarray:
     """(n, F) float32 embeddings of uint8 crops; NaN rows where ``found`` is False."""
     out = np.full((len(crops), visual.num_features), np.nan, np.float32)
     rows = np.arange(len(crops)) if visual.is_3d else np.flatnonzero(found)
@@ -231,7 +239,8 @@ def _embed(visual, crops, found, device):
     return out
 
 
-def _hdf5_chunks(source, visual, batch_size, device, framing):
+def _hdf5_chunks(source: PathLike, visual: Any, batch_size: int, device: torch.device,
+                 framing: Optional[Framing]) -> _Stream:
     """First the input's description, then (features, timestamps, found, labels, q) chunks."""
     from .data import SequenceFile
 
@@ -250,18 +259,21 @@ def _hdf5_chunks(source, visual, batch_size, device, framing):
         for q, info in enumerate(file.sequences):
             for start in range(0, info.length, batch_size):
                 clip = file.read(info, start, start + batch_size)
+                assert clip.frames is not None  # read with its frames
                 yield (_embed(visual, clip.frames, clip.face_found, device), clip.timestamps,
                        clip.face_found, clip.labels, q)
     finally:
         file.close()
 
 
-def _video_chunks(source, visual, device, settings):
+def _video_chunks(source: PathLike, visual: Any, device: torch.device,
+                  settings: FaceSettings) -> _Stream:
+    from .faces import FacePipeline
     from .video import iter_frame_batches, probe_video
 
     batch_size = settings.batch_size
     info = probe_video(str(source))
-    pipeline = settings.pipeline(info.fps, size=int(visual.config["input_size"]),
+    pipeline = FacePipeline.from_settings(settings, info.fps, size=int(visual.config["input_size"]),
                                  device=device)
     settings.check_frame_size(info.width, info.height, source)  # before any decoding
     yield {"frames": info.n_frames, "label_names": [],
@@ -273,18 +285,20 @@ def _video_chunks(source, visual, device, settings):
                np.zeros((len(frames), 0), np.float32), 0)
 
 
-def _people_chunks(source, visual, device, settings):
+def _people_chunks(source: PathLike, visual: Any, device: torch.device,
+                   settings: FaceSettings) -> _Stream:
     """:func:`_video_chunks` for every person (``faces="all"``): one sequence
     per person kept, ``<stem>_person<id>``, every frame of the video (NaN
     rows where the person is not in view). The embeddings are held until
     the video's end (the people are known only then): (frames x features)
     float32 per person."""
+    from .faces import FacePipeline
     from .people import PersonSeries
     from .video import iter_frame_batches, probe_video
 
     info = probe_video(str(source))
     settings.check_frame_size(info.width, info.height, source)  # before any decoding
-    pipeline = settings.pipeline(info.fps, size=int(visual.config["input_size"]),
+    pipeline = FacePipeline.from_settings(settings, info.fps, size=int(visual.config["input_size"]),
                                  device=device, faces="all")
     series, done = PersonSeries(visual.num_features), 0
     for _, frames in iter_frame_batches(str(source), settings.batch_size):

@@ -3,20 +3,16 @@ the check of a video's frame size against them; no torch here, so the
 command line builds its options from these fields at once.
 
 :mod:`end2you_visual.faces` builds the pipeline from them
-(:meth:`FaceSettings.pipeline`).
+(:meth:`FacePipeline.from_settings <end2you_visual.faces.FacePipeline.from_settings>`).
 """
 import os
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from .choices import CROP_KINDS, DETECTORS, FACES, FILLS
 from .errors import InputError
 from .ranges import Range
 
-if TYPE_CHECKING:
-    import torch
-
-    from .faces import FacePipeline
 
 #: The settings of :class:`~end2you_visual.people.PeopleTracker`, not FacePipeline's.
 PEOPLE_SETTINGS = ("faces", "min_duration", "max_gap")
@@ -123,9 +119,9 @@ class FaceSettings:
     ``metadata["option"]``, ``["help"]``, ``["range"]``, ``["choices"]``).
 
     A number out of its range raises :class:`~end2you_visual.errors.InputError`
-    naming the option, at construction. :meth:`pipeline` builds the
-    :class:`FacePipeline` (``size``/``device`` may be overridden, e.g. by a
-    model's input size).
+    naming the option, at construction.
+    :meth:`FacePipeline.from_settings <end2you_visual.faces.FacePipeline.from_settings>`
+    builds the pipeline of these settings.
     """
 
     size: int = _setting(150, "--size", "Side of the square crops.", 1, MAX_SIZE, integer=True)
@@ -192,19 +188,6 @@ class FaceSettings:
         ``"cropper"`` (:data:`PARTS`)."""
         return {key: getattr(self, key) for key in PARTS[name]}
 
-    def pipeline(self, fps: Optional[float] = None, size: Optional[int] = None,
-                 device: Union[str, "torch.device", None] = None,
-                 faces: Optional[str] = None) -> "FacePipeline":
-        """The :class:`~end2you_visual.faces.FacePipeline` of these settings for
-        a video at ``fps`` (``size``, ``device``, ``faces`` override the
-        settings', e.g. by a model's input size): the main subject's, or
-        with ``faces="all"`` every person's."""
-        from .faces import FacePipeline  # torch: imported when a pipeline is made
-
-        args = {f.name: getattr(self, f.name) for f in fields(FaceSettings)}
-        args.update({k: v for k, v in (("size", size), ("device", device), ("faces", faces))
-                     if v is not None})
-        return FacePipeline(fps=fps, **args)
 
 
 _FIELDS = {f.name: f for f in fields(FaceSettings)}

@@ -86,7 +86,8 @@ thread, then the cropper on each face it follows.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import fields
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -226,6 +227,21 @@ class FacePipeline:
             **{**self.settings.part("detector"), "device": device}, thresholds=thresholds)
         self.tracker: FaceTracker = self._make_tracker(
             thresholds, max_lost, match_distance, acquire_prob, refresh_every, search_every)
+
+    @classmethod
+    def from_settings(cls, settings: FaceSettings, fps: Optional[float] = None,
+                      size: Optional[int] = None,
+                      device: Union[str, torch.device, None] = None,
+                      faces: Optional[str] = None) -> FacePipeline:
+        """The pipeline of ``settings`` (a :class:`FaceSettings`, or a
+        dataclass extending it: its face settings) for a video at ``fps``;
+        ``size``, ``device`` and ``faces`` override the settings' (e.g. a
+        model's input size): the main subject's, or with ``faces="all"``
+        every person's."""
+        args: Dict[str, Any] = {f.name: getattr(settings, f.name) for f in fields(FaceSettings)}
+        args.update({k: v for k, v in (("size", size), ("device", device), ("faces", faces))
+                     if v is not None})
+        return cls(fps=fps, **args)
 
     def _make_tracker(self, thresholds: Sequence[float], max_lost: Optional[int],
                       match_distance: float, acquire_prob: float,

@@ -26,7 +26,7 @@ import re
 import tempfile
 import time
 import warnings
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -227,8 +227,10 @@ def generate_video(item: InputItem, out_path: str | os.PathLike[str], settings: 
     if settings.faces == "all" or wanted_person(item) is not None:
         return generate_people(item, out_path, settings, plan, names, kind, track, result,
                                video, preview_path, progress)
+    from .faces import FacePipeline  # torch: imported when faces are detected
+
     sheet = ContactSheet(preview_path, expected)
-    pipeline = settings.pipeline(info.fps)
+    pipeline = FacePipeline.from_settings(settings, info.fps)
     bar = tqdm(total=info.n_frames, desc=Path(item.raw).name, unit="frame",
                disable=not progress, leave=False)
     with SequenceWriter(out_path, settings.size, names, kind,
@@ -302,8 +304,11 @@ def generate_image_shard(items: Sequence[InputItem], label_names: Sequence[str],
 
     An item that cannot be read is skipped and listed in the Result's warnings.
     """
+    from .faces import FacePipeline  # torch: imported when faces are detected
+
     started = time.perf_counter()
-    pipeline = None if settings.skip_detection else settings.pipeline(settings.image_fps)
+    pipeline = None if settings.skip_detection else \
+        FacePipeline.from_settings(settings, settings.image_fps)
     result = Result(str(out_path), [str(i.raw) for i in items], fps=settings.image_fps)
     sheet = ContactSheet(preview_path, len(items))
     detector = None if pipeline is None else pipeline.face_detector.name

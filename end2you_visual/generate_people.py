@@ -175,10 +175,12 @@ def generate_people(item: InputItem, out_path: Union[str, os.PathLike[str]],
     """Write ``item``'s people to ``out_path`` (see the module docstring);
     ``plan``, ``names``, ``kind``, ``track``, ``result`` and ``video`` as
     :func:`~end2you_visual.generate.generate_video` made them."""
+    from .faces import FacePipeline  # torch: imported when faces are detected
+
     started = time.perf_counter()
     info = video.info
     wanted = wanted_person(item)
-    pipeline = settings.pipeline(info.fps, faces="all")
+    pipeline = FacePipeline.from_settings(settings, info.fps, faces="all")
     out_path = Path(out_path)
     temp: Dict[int, _PersonRows] = {}
     times_so_far: List[np.ndarray] = []

@@ -9,7 +9,7 @@ tracker gives for its one face. A :class:`~end2you_visual.faces.FacePipeline`
 with ``faces="all"`` composes it with the detector (MTCNN's cascade and its
 O-Net refinement) and the cropper::
 
-    pipeline = FaceSettings(faces="all").pipeline(fps=info.fps)
+    pipeline = FacePipeline(faces="all", fps=info.fps)
     for start, frames in iter_frame_batches(path):
         batch = pipeline.track(frames)       # {person id: FaceBatch of n rows}
     persons = pipeline.people()              # who was seen, when, where

@@ -35,7 +35,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Union
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import torch
@@ -45,12 +46,16 @@ from .devices import resolve_device
 from .errors import InputError
 from .files import check_name_length, check_writable, expand_paths
 from .face_settings import FaceSettings
+from .faces import FacePipeline
 from .framing import model_face_settings, resolve_face_settings
 from .inference import StreamingPredictor
 from .models.build import model_inputs
 from .models.checkpoint import unwrap_model
 from .predictions import unique_stems, write_prediction_csv
 from .zoo import resolve_model
+
+if TYPE_CHECKING:  # the video module is imported when a video is read
+    from .video import VideoInfo
 
 __all__ = ["PredictionResult", "predict_video", "predict_videos", "find_videos"]
 
@@ -105,11 +110,11 @@ class PredictionResult:
         return int(self.face_found.sum())
 
 
-def _outputs(out_dir, stem):
+def _outputs(out_dir: PathLike, stem: str) -> List[Path]:
     return [Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.png"]
 
 
-def _people_outputs(out_dir, stem):
+def _people_outputs(out_dir: PathLike, stem: str) -> List[Path]:
     """The per-person outputs of an earlier ``faces="all"`` run for ``stem``."""
     from .predict_people import person_stem, timeline_path
 
@@ -119,7 +124,8 @@ def _people_outputs(out_dir, stem):
     return sorted(found) + [p for p in [timeline_path(out_dir, stem)] if p.exists()]
 
 
-def check_predict_out(out_dir, stems, overwrite=False, videos=None):
+def check_predict_out(out_dir: PathLike, stems: Sequence[str], overwrite: bool = False,
+                      videos: Optional[Sequence[PathLike]] = None) -> List[Path]:
     """Refuse an ``out_dir`` that cannot be written, or that holds outputs
     (``<stem>.csv``, ``<stem>.png``) of these ``stems`` unless ``overwrite``,
     or output names longer than the file system takes (with their temporary
@@ -146,8 +152,10 @@ def check_predict_out(out_dir, stems, overwrite=False, videos=None):
     return old
 
 
-def _input_size(model):
-    base = unwrap_model(model)
+def _input_size(model: torch.nn.Module) -> Tuple[int, Any]:
+    """The model's input size and the model inside a ``torch.compile``
+    wrapper (Any: a VisualModel... whose ``config`` nn.Module does not declare)."""
+    base: Any = unwrap_model(model)
     if "frames" not in model_inputs(base):
         raise InputError(None, "an audio model predicts from generated files (e2y-visual "
                                "test); predict is for models that see the face")
@@ -163,7 +171,7 @@ class VideoAudio:
     ``[i / fps, (i + 1) / fps)``, as in ``generate --audio``). The track is
     decoded once, whole (about 230 MB per hour at 16 kHz)."""
 
-    def __init__(self, path, fps, rate):
+    def __init__(self, path: PathLike, fps: float, rate: float) -> None:
         if not has_audio(path):
             raise InputError(path, "has no audio track, which this model needs (it was "
                                    "trained on audio)")
@@ -171,7 +179,7 @@ class VideoAudio:
         self.fps, self.rate, self.done = float(fps), int(rate), 0
         self.samples = samples_per_frame(self.fps, self.rate)
 
-    def next(self, n):
+    def next(self, n: int) -> np.ndarray:
         times = (self.done + np.arange(n)) / self.fps
         self.done += n
         return frame_windows(self.waveform, frame_ranges(times, self.fps, self.rate),
@@ -244,7 +252,7 @@ def predict_video(video_path: PathLike, model: Union[PathLike, torch.nn.Module],
         if settings.faces == "all":
             return _predict_people(video_path, model, base, settings, info, device, precision,
                                    out_dir, stem, overwrite, plot, title, progress, started)
-        pipeline = settings.pipeline(info.fps)
+        pipeline = FacePipeline.from_settings(settings, info.fps)
     elif pipeline.size != size:
         raise ValueError(f"the pipeline crops {pipeline.size} px faces, the model expects {size}")
     pipeline.reset()
@@ -252,7 +260,8 @@ def predict_video(video_path: PathLike, model: Union[PathLike, torch.nn.Module],
     audio = VideoAudio(video_path, info.fps, base.config["audio_rate"]) if (
         "audio" in predictor.inputs) else None
     bar = _bar(progress, info, video_path)
-    preds, found = [], []
+    preds: List[np.ndarray] = []
+    found: List[np.ndarray] = []
     try:
         for _, frames in iter_frame_batches(video_path, settings.batch_size):
             batch = pipeline.process(frames)
@@ -288,8 +297,11 @@ def predict_video(video_path: PathLike, model: Union[PathLike, torch.nn.Module],
     return result
 
 
-def _predict_people(video_path, model, base, settings, info, device, precision, out_dir, stem,
-                    overwrite, plot, title, progress, started):
+def _predict_people(video_path: PathLike, model: torch.nn.Module, base: Any,
+                    settings: FaceSettings, info: "VideoInfo", device: torch.device,
+                    precision: str, out_dir: Optional[PathLike], stem: str, overwrite: bool,
+                    plot: bool, title: str, progress: bool, started: float
+                    ) -> PredictionResult:
     """:func:`predict_video` with ``faces="all"`` (:mod:`end2you_visual.predict_people`)."""
     from .predict_people import predict_people, timeline_path, write_people
     from .video import iter_frame_batches
@@ -309,10 +321,11 @@ def _predict_people(video_path, model, base, settings, info, device, precision, 
     anyone = np.zeros(n, bool)
     for entry in people:
         anyone |= entry["face_found"]
+    kept: List[PredictionResult] = []  # result.people
     result = PredictionResult(Path(video_path), base.label_names, info.fps, times,
                               np.full((n, base.config["outputs"]), np.nan, np.float32), anyone,
-                              face_settings=settings, people=[])
-    written = {}
+                              face_settings=settings, people=kept)
+    written: Dict[int, Tuple[Path, Optional[Path]]] = {}
     if out_dir is not None:
         for old in check_predict_out(out_dir, [stem], overwrite):
             old.unlink()
@@ -322,7 +335,7 @@ def _predict_people(video_path, model, base, settings, info, device, precision, 
     for entry in people:
         pid = entry["person"].id
         csv_path, plot_path = written.get(pid, (None, None))
-        result.people.append(PredictionResult(
+        kept.append(PredictionResult(
             Path(video_path), base.label_names, info.fps, times, entry["predictions"],
             entry["face_found"], csv_path, plot_path, face_settings=settings,
             person=entry["person"].to_dict()))
@@ -330,7 +343,8 @@ def _predict_people(video_path, model, base, settings, info, device, precision, 
     return result
 
 
-def _bar(progress, info, path):
+def _bar(progress: bool, info: "VideoInfo", path: PathLike) -> Any:
+    """A tqdm bar over the video's frames (tqdm has no type hints), or None."""
     if not progress:
         return None
     from tqdm import tqdm

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .face_settings import FaceSettings
+from .faces import FacePipeline
 from .inference import StreamingPredictor
 from .people import PersonSeries
 from .predictions import write_prediction_csv
@@ -25,8 +26,9 @@ from .video import VideoInfo
 __all__ = ["person_stem", "timeline_path", "predict_people"]
 
 
-def person_stem(stem: str, person_id: int) -> str:
-    """The output stem of one person of the video ``stem``."""
+def person_stem(stem: str, person_id: Union[int, str]) -> str:
+    """The output stem of one person of the video ``stem`` (``person_id``
+    ``"*"``: the glob pattern of every person's)."""
     return f"{stem}.person{person_id}"
 
 
@@ -44,7 +46,7 @@ def predict_people(model: torch.nn.Module, base: Any, settings: FaceSettings, in
     one per person kept, by id. ``batches`` yields the video's frame batches;
     ``audio`` (a :class:`~end2you_visual.predict.VideoAudio`) gives an
     audiovisual model its windows."""
-    pipeline = settings.pipeline(info.fps, faces="all")
+    pipeline = FacePipeline.from_settings(settings, info.fps, faces="all")
     predictors, series = {}, PersonSeries(base.config["outputs"])
     done = 0
     for _, frames in batches:

@@ -21,7 +21,7 @@ box: smoothed by the box centre's filter, interpolated as the box is.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 

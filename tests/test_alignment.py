@@ -14,7 +14,7 @@ from end2you_visual.cli.main import cli
 from end2you_visual.crops import TEMPLATE_112, similarity_transform, template_points
 from end2you_visual.data import SequenceFile
 from end2you_visual.errors import InputError
-from end2you_visual.faces import FaceBatch, FacePipeline, FaceSettings
+from end2you_visual.faces import FaceBatch, FacePipeline
 from end2you_visual.framing import Framing, data_framing, file_framing, resolve_face_settings
 from end2you_visual.generate import GenerateSettings, generate
 from end2you_visual.hdf5 import SequenceWriter
@@ -275,10 +275,10 @@ class StubFaces:
 def test_predict_and_extract_crop_as_the_model_was_trained(tmp_path, monkeypatch):
     kinds = []
 
-    def pipeline(self, fps=None, size=None, device=None):
-        kinds.append(self.crop)
+    def pipeline(settings, fps=None, size=None, device=None, faces=None):
+        kinds.append(settings.crop)
         return StubFaces()
-    monkeypatch.setattr(FaceSettings, "pipeline", pipeline)
+    monkeypatch.setattr(FacePipeline, "from_settings", pipeline)
     torch.manual_seed(0)
     model = build_model("resnet_tiny", outputs=2, hidden_size=8, num_layers=1, input_size=24)
     model.framing = Framing(margin=0.2, size=24, crop="aligned")

@@ -16,7 +16,7 @@ from end2you_visual import audio
 from end2you_visual.cli.main import cli
 from end2you_visual.data import SequenceFile, WindowDataset
 from end2you_visual.errors import InputError
-from end2you_visual.faces import FaceBatch
+from end2you_visual.faces import FaceBatch, FacePipeline
 from end2you_visual.generate import GenerateSettings, generate
 
 DATA = Path(__file__).parent / "data"
@@ -78,8 +78,8 @@ class _NoDetector:
 
 @pytest.fixture
 def no_detector(monkeypatch):
-    monkeypatch.setattr(GenerateSettings, "pipeline",
-                        lambda self, fps=None, size=None, device=None: _NoDetector(self.size))
+    monkeypatch.setattr(FacePipeline, "from_settings", lambda settings, fps=None, size=None,
+                        device=None, faces=None: _NoDetector(settings.size))
 
 
 def _by_hand(i, fps=FPS, rate=RATE):
@@ -252,7 +252,7 @@ def test_a_failure_while_storing_audio_leaves_nothing_and_a_rerun_writes(tmp_pat
     assert failed.status == "failed" and "could not decode its audio" in failed.error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
     monkeypatch.undo()
-    monkeypatch.setattr(GenerateSettings, "pipeline",
-                        lambda self, fps=None, size=None, device=None: _NoDetector(self.size))
+    monkeypatch.setattr(FacePipeline, "from_settings", lambda settings, fps=None, size=None,
+                        device=None, faces=None: _NoDetector(settings.size))
     (again,) = generate(DATA / "single_face.mp4", tmp_path, settings, progress=False)
     assert again.status == "written" and SequenceFile(again.output).has_audio

@@ -137,7 +137,7 @@ def test_audio_model_is_refused(dataset, tmp_path):
 
 
 def test_videos_go_through_the_face_pipeline(model, tmp_path, monkeypatch):
-    from end2you_visual.faces import FaceBatch, FaceSettings
+    from end2you_visual.faces import FaceBatch, FacePipeline
 
     class EveryOtherFace:  # stands in for MTCNN: a grey crop, a face on even frames
         def process(self, frames):
@@ -146,8 +146,8 @@ def test_videos_go_through_the_face_pipeline(model, tmp_path, monkeypatch):
             return FaceBatch(crops=crops, boxes=np.zeros((n, 4), np.float32),
                              found=np.arange(n) % 2 == 0, probs=np.ones(n, np.float32))
 
-    monkeypatch.setattr(FaceSettings, "pipeline", lambda self, fps=None, size=None,
-                        device=None: EveryOtherFace())
+    monkeypatch.setattr(FacePipeline, "from_settings", lambda settings, fps=None, size=None,
+                        device=None, faces=None: EveryOtherFace())
     video = Path(__file__).parent / "data" / "single_face.mp4"
     (result,) = extract_features([video], model, tmp_path, dtype="float32", batch_size=24,
                                  device="cpu")
@@ -167,13 +167,13 @@ def test_videos_go_through_the_face_pipeline(model, tmp_path, monkeypatch):
 
 def test_videos_are_cropped_with_the_models_framing_unless_a_margin_is_given(tmp_path,
                                                                             monkeypatch):
-    from end2you_visual.faces import FaceBatch, FaceSettings
+    from end2you_visual.faces import FaceBatch, FacePipeline
     from end2you_visual.framing import Framing
 
     margins = []
 
-    def pipeline(self, fps=None, size=None, device=None):
-        margins.append(self.margin)
+    def pipeline(settings, fps=None, size=None, device=None, faces=None):
+        margins.append(settings.margin)
 
         class Faces:  # stands in for MTCNN: a corner of each frame, a face in each
             def process(self, frames):
@@ -183,7 +183,7 @@ def test_videos_are_cropped_with_the_models_framing_unless_a_margin_is_given(tmp
                                  probs=np.ones(n, np.float32))
         return Faces()
 
-    monkeypatch.setattr(FaceSettings, "pipeline", pipeline)
+    monkeypatch.setattr(FacePipeline, "from_settings", pipeline)
     torch.manual_seed(0)
     framed = build_model("resnet_tiny", outputs=2, hidden_size=8, input_size=32)
     framed.framing = Framing(margin=0.0, size=32, source="whole-image")

@@ -488,7 +488,7 @@ def test_generate_and_predict_take_their_face_options_from_one_definition():
     assert {f.name for f in dataclasses.fields(GenerateSettings)} >= set(fields)
     with pytest.raises(InputError, match=r"^--smoothing: must be in \[0, 1\), got 1"):
         FaceSettings(smoothing=1)
-    assert FaceSettings(margin=0.5).pipeline(fps=25, size=48).settings.margin == 0.5
+    assert FacePipeline.from_settings(FaceSettings(margin=0.5), fps=25, size=48).settings.margin == 0.5
 
 
 # ------------------------------------------- a decoder killed mid-video (issue 24)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from end2you_visual.face_settings import FaceSettings
+from end2you_visual.faces import FacePipeline
 from end2you_visual.people import RELINK_SIMILARITY, appearance
 from end2you_visual.video import iter_frame_batches, probe_video
 
@@ -20,7 +20,7 @@ def track(path, batch_size=16, **kwargs):
     """Run the people pipeline (faces="all") over a video: (people kept, {id: found (T,)},
     {id: boxes (T, 4)}, frames)."""
     info = probe_video(path)
-    pipeline = FaceSettings(size=24, faces="all").pipeline(info.fps)
+    pipeline = FacePipeline(size=24, faces="all", fps=info.fps)
     found, boxes, frames = {}, {}, []
     for start, batch in iter_frame_batches(path, batch_size):
         frames.append(batch)
@@ -43,7 +43,6 @@ def iou(a, b):
 def best_full_detection(frames, x0, x1):
     """MTCNN's most probable box in the columns [x0, x1) of each frame, in
     frame pixels."""
-    from end2you_visual.faces import FacePipeline
 
     detector = FacePipeline(size=8)
     boxes = []
@@ -113,7 +112,6 @@ def test_appearance_tells_the_same_person_from_another():
     """The threshold sits between the same person's frames and another's."""
     def descriptors(name, crop):
         frames = np.concatenate([f for _, f in iter_frame_batches(CLIPS / name, 32)])[::20]
-        from end2you_visual.faces import FacePipeline
 
         detector = FacePipeline(size=8)
         out = []

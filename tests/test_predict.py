@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from end2you_visual.errors import InputError
-from end2you_visual.faces import FaceBatch, FaceSettings
+from end2you_visual.faces import FaceBatch, FacePipeline
 from end2you_visual.framing import Framing
 from end2you_visual.inference import predict_sequence
 from end2you_visual.models import build_model, read_checkpoint, save_checkpoint
@@ -250,13 +250,13 @@ def framed(tmp_path_factory):
 def spy_on_pipelines(monkeypatch, stub=False):
     """The margins of the face pipelines predict makes (real ones, or StubPipelines)."""
     margins = []
-    real = FaceSettings.pipeline
+    real = FacePipeline.from_settings
 
-    def pipeline(self, *args, **kwargs):
-        made = StubPipeline() if stub else real(self, *args, **kwargs)
-        margins.append(self.margin if stub else made.cropper.margin)
+    def pipeline(settings, *args, **kwargs):
+        made = StubPipeline() if stub else real(settings, *args, **kwargs)
+        margins.append(settings.margin if stub else made.cropper.margin)
         return made
-    monkeypatch.setattr(FaceSettings, "pipeline", pipeline)
+    monkeypatch.setattr(FacePipeline, "from_settings", pipeline)
     return margins
 
 

@@ -176,7 +176,7 @@ def test_detector_option():
     with pytest.raises(InputError, match="--detector"):
         FaceSettings(detector="fast")
     assert FaceSettings().detector == "tracked"
-    assert FaceSettings(detector="full").pipeline(fps=25).settings.detector == "full"
+    assert FacePipeline.from_settings(FaceSettings(detector="full"), fps=25).settings.detector == "full"
 
 
 # ------------------------- frames without a face cost less (issue 23, item 5)
@@ -311,13 +311,13 @@ def test_each_part_is_built_from_its_slice_of_the_settings():
                             smoothing=0.25, detector="full", min_face_size=30, batch_size=4)
     for part, cls in (("cropper", FaceCropper), ("detector", MTCNNDetector)):
         assert set(settings.part(part)) <= set(inspect.signature(cls).parameters), part
-    pipeline = settings.pipeline(fps=25)
+    pipeline = FacePipeline.from_settings(settings, fps=25)
     assert (pipeline.cropper.size, pipeline.cropper.margin, pipeline.cropper.crop_kind,
             pipeline.cropper.fill) == (48, 0.5, "aligned", "zeros")
     assert (pipeline.face_detector.min_face_size, pipeline.face_detector.batch_size) == (30, 4)
     assert (pipeline.tracker.detect_every, pipeline.tracker.detector,
             pipeline.tracker.subject.smoothing) == (2, "full", 0.25)
-    assert isinstance(FaceSettings(faces="all").pipeline(fps=25).tracker, PeopleTracker)
+    assert isinstance(FacePipeline(faces="all", fps=25).tracker, PeopleTracker)
 
 
 @pytest.mark.parametrize("make", [lambda: FaceCropper(margin=-1), lambda: FacePipeline(margin=-1),
