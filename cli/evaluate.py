@@ -1,5 +1,7 @@
 """`e2y-visual evaluate`: fit or apply the post-processing chain
 (a thin front end over :mod:`end2you_visual.evaluation`)."""
+from __future__ import annotations
+
 import click
 
 from end2you_visual.labels import INTERPOLATIONS
@@ -30,8 +32,9 @@ from end2you_visual.labels import INTERPOLATIONS
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing chain file, processed CSVs or metrics file "
                    "(else refused).")
-def evaluate(pred_paths, label_paths, interpolation, chain_path, out, outputs, metrics_path,
-             overwrite):
+def evaluate(pred_paths: tuple[str, ...], label_paths: tuple[str, ...], interpolation: str,
+             chain_path: str | None, out: str, outputs: str | None, metrics_path: str | None,
+             overwrite: bool) -> None:
     """Fit the validation-chosen post-processing chain (median filter,
     centring, scaling, time shift; each kept only if it raises validation
     CCC) on validation predictions and labels, or apply a saved chain to

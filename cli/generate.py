@@ -1,5 +1,8 @@
 """`e2y-visual generate`: a thin front end over :func:`end2you_visual.generate.generate`."""
+from __future__ import annotations
+
 import sys
+from typing import Any
 
 import click
 
@@ -61,8 +64,9 @@ from .faceoptions import face_options
 @click.option("--preview", is_flag=True,
               help="Write a PNG contact sheet per output: sampled face crops (green) and "
                    "frames without a face (red).")
-def generate(source, out_dir, layout, workers, num_shards, shard_index, overwrite, preview,
-             label_columns, compression, **options):
+def generate(source: str, out_dir: str, layout: str, workers: int, num_shards: int | None,
+             shard_index: int | None, overwrite: bool, preview: bool, label_columns: str | None,
+             compression: str, **options: Any) -> None:
     """Turn videos or image folders (SOURCE: an input CSV of raw_file,label_file,
     a folder, or one video) into HDF5 face-crop sequences with aligned labels."""
     shard = default_shard(num_shards, shard_index)

@@ -4,8 +4,11 @@ One way to fail: the library raises :class:`~end2you_visual.errors.InputError`
 (bad files, options, recipes, devices, outputs) and the group turns it into
 ``Error: <file or option>: <problem>`` and exit status 1, never a traceback.
 """
+from __future__ import annotations
+
 import importlib
 import warnings
+from typing import Any, TextIO
 
 import click
 
@@ -13,11 +16,13 @@ from end2you_visual import __version__
 from end2you_visual.errors import InputError
 
 
-def _one_line_warning(message, category, filename, lineno, line=None):
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, line: str | None = None) -> str:
     return f"Warning: {message}\n"
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
     click.echo(_one_line_warning(message, category, filename, lineno, line), err=True,
                nl=False)
 
@@ -26,10 +31,10 @@ class _Group(click.Group):
     """A click group whose commands report user errors and warnings in one line,
     listed in the order of the workflow (not alphabetically)."""
 
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx, name):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         # A command's module is imported when that command is used (or its
         # --help asked): the group's own --help imports none of them.
         if name not in COMMANDS:
@@ -41,12 +46,12 @@ class _Group(click.Group):
             self.add_command(command)
         return self.commands[name]
 
-    def format_commands(self, ctx, formatter):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # The short help is known without importing the commands.
         with formatter.section("Commands"):
             formatter.write_dl([(name, SHORT_HELP[name]) for name in COMMANDS])
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         warnings.formatwarning = _one_line_warning  # also for forked worker processes
         with warnings.catch_warnings():
             # Shown by the group itself (stderr), even where the warnings
@@ -64,7 +69,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="e2y-visual")
-def cli():
+def cli() -> None:
     """End2You-style facial affect recognition in real-world video.
 
     The commands below are listed in the order of the workflow;
@@ -88,7 +93,7 @@ SHORT_HELP = {
 COMMANDS = {name: name for name in SHORT_HELP}
 
 
-def main():
+def main() -> None:
     cli()
 
 

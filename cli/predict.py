@@ -1,5 +1,9 @@
 """`e2y-visual predict`: per-frame predictions and a plot for your own videos
 (a thin front end over :func:`end2you_visual.predict.predict_videos`)."""
+from __future__ import annotations
+
+from typing import Any, Dict, cast
+
 import click
 
 from end2you_visual.choices import PRECISIONS
@@ -17,7 +21,8 @@ from .modeloptions import model_run_options
 @click.option("--no-plot", is_flag=True, help="Write only the CSVs.")
 @click.option("--overwrite", is_flag=True,
               help="Replace earlier outputs of these videos in --out (else refused).")
-def predict(videos, model_name, out_dir, device, precision, no_plot, overwrite, **faces):
+def predict(videos: tuple[str, ...], model_name: str, out_dir: str, device: str, precision: str,
+            no_plot: bool, overwrite: bool, **faces: Any) -> None:
     """Per-frame predictions of a model for VIDEOS (files or folders): one CSV
     per video (time, outputs, face_found, and top_class for a categorical
     model; empty cells where no face was found) and a plot of the outputs
@@ -35,5 +40,6 @@ def predict(videos, model_name, out_dir, device, precision, no_plot, overwrite, 
         click.echo(f"{r.video}: {r.n_frames} frames, {len(r.people)} people, "
                    f"{r.seconds:.1f} s -> {r.timeline_path or 'no timeline (--no-plot)'}")
         for p in r.people:
-            click.echo(f"  person {p.person['id']}: face in {p.faces_found} frames, "
-                       f"mean position x {p.person['mean_x']:.2f} -> {p.csv_path}")
+            person = cast(Dict[str, Any], p.person)  # each of people has its person
+            click.echo(f"  person {person['id']}: face in {p.faces_found} frames, "
+                       f"mean position x {person['mean_x']:.2f} -> {p.csv_path}")

@@ -1,5 +1,7 @@
 """`e2y-visual test`: predictions and metrics on HDF5 data
 (a thin front end over :func:`end2you_visual.testrun.run_test`)."""
+from __future__ import annotations
+
 import click
 
 from end2you_visual.choices import PRECISIONS, SPLITS
@@ -35,8 +37,9 @@ from end2you_visual.ranges import COUNT, WINDOW
               help="Comma-separated names of the label columns of End2You HDF5 files "
                    "(they call them label_0, label_1...), in column order, e.g. "
                    "arousal,valence.")
-def test(data, model_name, out_dir, split, overwrite, window, lanes, device, precision,
-         exclude_no_face, plot, end2you_fps, label_names):
+def test(data: tuple[str, ...], model_name: str, out_dir: str, split: str, overwrite: bool,
+         window: int, lanes: int, device: str, precision: str, exclude_no_face: bool,
+         plot: bool, end2you_fps: float | None, label_names: str | None) -> None:
     """Predict every sequence of the HDF5 files or folders DATA with a model,
     write per-sequence prediction CSVs (the input of `e2y-visual evaluate`),
     and score them when the data has labels."""

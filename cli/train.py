@@ -1,8 +1,12 @@
 """`e2y-visual train`: a thin front end over :func:`end2you_visual.training.train`."""
+from __future__ import annotations
+
 import logging
 import os
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, TextIO
 
 import click
 
@@ -13,8 +17,11 @@ INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIG
 
 _DEFAULTS = TrainConfig().to_dict()
 
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
-def _opt(*decls, field_name=None, help="", **kwargs):
+
+def _opt(*decls: str, field_name: str | None = None, help: str = "",
+         **kwargs: Any) -> Decorator:
     """A click option whose default is None (= not given: the recipe or
     TrainConfig decides); the help shows TrainConfig's default. A setting
     with a range (``RANGES``) or a list of words (``CHOICES``) gets them as
@@ -31,8 +38,10 @@ def _opt(*decls, field_name=None, help="", **kwargs):
     return click.option(*decls, default=None, help=text, **kwargs)
 
 
-def _csv(kind=str):
-    def convert(ctx, param, value):
+def _csv(kind: Callable[[str], Any] = str
+         ) -> Callable[[click.Context, click.Parameter, str | None], list[Any] | None]:
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None
+                ) -> list[Any] | None:
         if value is None:
             return None
         try:
@@ -121,7 +130,7 @@ OPTIONS = [
 ]
 
 
-def _with_options(func):
+def _with_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(OPTIONS):
         func = option(func)
     return func
@@ -132,15 +141,15 @@ class _StderrHandler(logging.StreamHandler):
     test runner swaps it per call; a stream kept from an earlier call is closed)."""
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value):
+    def stream(self, value: Any) -> None:
         pass
 
 
-def _setup_logging():
+def _setup_logging() -> None:
     logger = logging.getLogger("end2you_visual.training")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
@@ -155,7 +164,7 @@ def _setup_logging():
               help="TOML recipe: a file, or a shipped recipe's name (e2y-visual zoo "
                    "recipes: pretrain, finetune...); options given here override it.")
 @_with_options
-def train(data, recipe, **options):
+def train(data: tuple[str, ...], recipe: str | None, **options: Any) -> None:
     """Train on HDF5 DATA (files or folders): categorical pretraining or CCC
     fine-tuning, decided by the data's labels (see docs/training.md).
 
@@ -188,7 +197,8 @@ def train(data, recipe, **options):
                    f"{result.best_path}")
 
 
-def resume_command(ctx, data, recipe, given, out_dir):
+def resume_command(ctx: click.Context, data: Sequence[str], recipe: str | None,
+                   given: Mapping[str, Any], out_dir: str) -> str:
     """The command line that continues this run: its data, recipe and options,
     then ``--out OUT_DIR --resume``."""
     words = ["e2y-visual", "train", *data]

@@ -1,6 +1,10 @@
 """`e2y-visual zoo`: list, inspect, fetch and export pretrained models (over end2you_visual.zoo)."""
+from __future__ import annotations
+
 import json
+import os
 from pathlib import Path
+from typing import Any, cast
 
 import click
 
@@ -9,7 +13,7 @@ from end2you_visual.errors import InputError
 from end2you_visual.recipes import shipped_recipes
 
 
-def _status(weights):
+def _status(weights: registry.Weights) -> str:
     try:
         return str(registry.locate(weights))
     except InputError:
@@ -17,7 +21,7 @@ def _status(weights):
 
 
 @click.group()
-def zoo():
+def zoo() -> None:
     """List, inspect, fetch and export pretrained models."""
 
 
@@ -25,7 +29,7 @@ HEADER = ("name", "arch", "head/outputs", "training data", "file")
 
 
 @zoo.command("list")
-def list_models():
+def list_models() -> None:
     """Registered models: name, arch, head/outputs, training data, where the file is."""
     entries = registry.list_pretrained()
     if not entries:
@@ -39,7 +43,7 @@ def list_models():
 
 
 @zoo.command()
-def recipes():
+def recipes() -> None:
     """Shipped training recipes: the name `train --config` takes, and what each is for."""
     for recipe in shipped_recipes():
         click.echo(f"{recipe.name}\t{recipe.description}")
@@ -47,7 +51,7 @@ def recipes():
 
 @zoo.command()
 @click.argument("name")
-def info(name):
+def info(name: str) -> None:
     """Everything the registry says about NAME, and where its file is."""
     weights = registry.get_weights(name)
     click.echo(json.dumps({**weights.as_dict(), "location": _status(weights)}, indent=2))
@@ -58,7 +62,7 @@ def info(name):
 @click.option("--from", "source", metavar="PATH_OR_URL",
               help="Where to copy or download the file from (default: the registry's url).")
 @click.option("--force", is_flag=True, help="Fetch even if a verified copy is already there.")
-def fetch(name, source, force):
+def fetch(name: str, source: str | None, force: bool) -> None:
     """Copy/download NAME's weights into the home folder and verify their SHA-256.
 
     The home folder is $E2Y_VISUAL_HOME (default ~/.cache/end2you-visual).
@@ -88,8 +92,9 @@ def fetch(name, source, force):
                    "best-epoch validation metrics].")
 @click.option("--replace", is_flag=True,
               help="Update an entry of the same name (and overwrite its weight file).")
-def export(checkpoint, name, out, compact, grey, recipe, training_data, licence, description,
-           metrics_file, replace):
+def export(checkpoint: str, name: str, out: str | None, compact: bool, grey: bool | None,
+           recipe: str, training_data: str, licence: str, description: str,
+           metrics_file: str | None, replace: bool) -> None:
     """Publish a trained CHECKPOINT (e.g. runs/x/best.pt) in the zoo as NAME.
 
     The weights and their entry go to the home folder, $E2Y_VISUAL_HOME
@@ -102,11 +107,12 @@ def export(checkpoint, name, out, compact, grey, recipe, training_data, licence,
                            replace=replace, metrics=metrics, recipe=recipe,
                            training_data=training_data, licence=licence,
                            description=description)
-    click.echo(f"{entry.name}: {registry.locate(entry)} ({entry.size_bytes / 1e6:.1f} MB, "
+    size = cast(int, entry.size_bytes)  # export records the file's size
+    click.echo(f"{entry.name}: {registry.locate(entry)} ({size / 1e6:.1f} MB, "
                f"sha256 {entry.sha256[:12]}...) registered in {registry.registry_path()}")
 
 
-def _read_metrics(path):
+def _read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         metrics = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

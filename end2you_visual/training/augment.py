@@ -17,6 +17,11 @@ torchvision's ``adjust_brightness`` / ``adjust_saturation`` do.
 The random numbers come from the augmenter's own CPU generator, seeded, so a
 resumed run continues the same draws (its state is in the checkpoint).
 """
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +30,7 @@ __all__ = ["Augmenter", "default_resize"]
 GREY = (0.299, 0.587, 0.114)
 
 
-def default_resize(size):
+def default_resize(size: int) -> int:
     """The paper's 170 for 150, scaled: ``round(size * 170 / 150)``."""
     return int(round(size * 170 / 150))
 
@@ -38,7 +43,8 @@ class Augmenter:
     in memory.
     """
 
-    def __init__(self, size, resize=None, brightness=0.2, saturation=0.2, seed=0, hflip=0.0):
+    def __init__(self, size: int, resize: int | None = None, brightness: float = 0.2,
+                 saturation: float = 0.2, seed: int = 0, hflip: float = 0.0) -> None:
         self.size = int(size)
         self.resize = default_resize(size) if resize is None else int(resize)
         if self.resize < self.size:
@@ -49,20 +55,20 @@ class Augmenter:
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
         self.generator = torch.Generator().manual_seed(int(seed))
-        self._grey_weights = {}
+        self._grey_weights: dict[torch.device, torch.Tensor] = {}
 
-    def _grey(self, device):
+    def _grey(self, device: torch.device) -> torch.Tensor:
         if device not in self._grey_weights:
             self._grey_weights[device] = torch.tensor(GREY, device=device)
         return self._grey_weights[device]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
-    def __call__(self, frames):
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         b, t, s, _, c = frames.shape
         r, out = self.resize, self.size
         # A fifth number only when mirroring, so runs without it draw as before.

@@ -16,7 +16,7 @@ import difflib
 import math
 import os
 import re
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from ..errors import InputError
 from ..choices import ARCHS, HEADS as MODEL_HEADS, MODALITIES, PRECISIONS, STEMS, TEMPORALS
 from ..ranges import COUNT, INDEX, NON_NEGATIVE, POSITIVE, Range
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.9/3.10: tomli (the same parser) when installed; else read_toml says so
+    try:
+        import tomli as tomllib
+    except ImportError:
+        tomllib = None
 
 __all__ = ["TrainConfig", "RANGES", "CHOICES", "METRICS", "LOWER_IS_BETTER",
            "SPLIT_BY", "HEADS", "LOSSES", "WEIGHTINGS", "SCHEDULERS",
@@ -213,7 +221,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("train", "valid", "resample_ignore"):
             value = getattr(self, name)
             value = [] if value is None else [value] if isinstance(value, (str, Path)) else value
@@ -340,7 +348,7 @@ RANGES: Dict[str, Range] = {
 }
 
 
-def _suggest(key):
+def _suggest(key: str) -> Optional[str]:
     """The setting an unknown recipe key probably means (an option's spelling,
     ``out`` or ``labels``, or a near miss), or None."""
     spelled = str(key).replace("-", "_").lstrip("_")
@@ -360,7 +368,7 @@ def option_name(name: str) -> str:
     return option if option.lstrip("-") == name else f"{option} ({name})"
 
 
-def _show(value):
+def _show(value: Any) -> str:
     """A value as a recipe spells it: true/false, "text", [lists], numbers."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -375,7 +383,7 @@ _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 _KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-def _scalar_ok(value, kind):
+def _scalar_ok(value: Any, kind: Any) -> bool:
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
@@ -387,7 +395,7 @@ def _scalar_ok(value, kind):
     return True
 
 
-def _type_problem(value, annotation):
+def _type_problem(value: Any, annotation: Any) -> Optional[str]:
     """None when ``value`` fits the field type ``annotation``, else what is wrong
     ("expected an integer, got true"). bool is not taken for an int or a float."""
     args = typing.get_args(annotation)
@@ -418,6 +426,9 @@ def read_toml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise InputError(path, "no such recipe file") from err
     except IsADirectoryError as err:
         raise InputError(path, "is a folder, not a TOML recipe") from err
+    if tomllib is None:
+        raise InputError(path, "reading a TOML recipe needs Python 3.11 or later "
+                               "(or the tomli package on Python 3.9 and 3.10)")
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError as err:
@@ -437,11 +448,11 @@ def read_toml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return flat
 
 
-def _section(key, value):
+def _section(key: str, value: Any) -> str:
     return f"[{key}]" if isinstance(value, dict) else "the top level"
 
 
-def _toml_problem(err):
+def _toml_problem(err: ValueError) -> str:
     """A TOML syntax error as "line N, column C: what" (a duplicate key says so)."""
     message = str(err)
     found = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -453,7 +464,8 @@ def _toml_problem(err):
     return f"not valid TOML: {where}: {what}" if where else f"not valid TOML: {what}"
 
 
-def _refuse_categorical_settings(config, path):
+def _refuse_categorical_settings(config: TrainConfig,
+                                 path: Union[str, os.PathLike, None]) -> None:
     """One InputError for every setting of categorical training (the
     ``pretrain`` recipe's) given for continuous labels, naming the shipped
     recipe that fits them (``finetune``)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -230,7 +230,7 @@ class Distillation:
         files (None: all labelled)."""
         cfg = self.config
         if features is None:
-            target = self.teacher_outputs(inputs)
+            target = cast(torch.Tensor, self.teacher_outputs(inputs))  # no features: outputs
         else:
             target, teacher_features = self.teacher_outputs(inputs, features=True)
         label_mask = mask if labelled is None else mask & labelled[:, None]

@@ -7,14 +7,19 @@
 each process trains on ``cuda:LOCAL_RANK``. Without those variables
 everything here is a no-op for one process.
 """
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "setup", "teardown", "gather_objects", "all_reduce_sum",
            "broadcast_buffers"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,15 +32,15 @@ class DistInfo:
     created: bool = False  # this module created the process group
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return self.world_size > 1
 
     @property
-    def is_main(self):
+    def is_main(self) -> bool:
         return self.rank == 0
 
 
-def setup(device_type):
+def setup(device_type: str) -> DistInfo:
     """Join the process group described by torchrun's variables, if any.
 
     ``device_type`` ("cuda" or "cpu") picks the backend: NCCL or gloo.
@@ -54,29 +59,29 @@ def setup(device_type):
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, created=True)
 
 
-def teardown(info):
+def teardown(info: DistInfo) -> None:
     """Leave the process group if :func:`setup` created it."""
     if info.created and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def gather_objects(obj, info):
+def gather_objects(obj: T, info: DistInfo) -> list[T]:
     """A list of every process's ``obj`` (``[obj]`` for one process)."""
     if not info.enabled:
         return [obj]
-    out = [None] * info.world_size
+    out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
 
 
-def all_reduce_sum(tensor, info):
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum ``tensor`` over processes, in place; returns it."""
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
-def broadcast_buffers(module, info, src=0):
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
     """Copy process ``src``'s buffers (BatchNorm statistics) to every process.
 
     DDP broadcasts them only at the start of each training forward pass, so

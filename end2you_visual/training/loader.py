@@ -18,14 +18,22 @@ task per batch.
 ``len(ds)`` on: their labels are zeros, and the batch then holds
 ``labelled`` (B,), False for them (True for the windows of ``ds``).
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+if TYPE_CHECKING:
+    from ..data import WindowDataset
+
 __all__ = ["WindowBatches"]
 
 
-def _empty(shape, dtype):
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor; in shared memory inside a DataLoader worker
     (as ``default_collate`` does), so sending it to the main process copies nothing."""
     if get_worker_info() is None:
@@ -38,7 +46,7 @@ def _empty(shape, dtype):
 class WindowBatches(torch.utils.data.Dataset):
     """A WindowDataset served a batch at a time: ``self[list_of_indices]``."""
 
-    def __init__(self, windows, unlabelled=None):
+    def __init__(self, windows: WindowDataset, unlabelled: WindowDataset | None = None) -> None:
         if windows.window is None:
             raise ValueError("WindowBatches needs fixed-length windows (window=None given)")
         if unlabelled is not None and unlabelled.window != windows.window:
@@ -46,18 +54,19 @@ class WindowBatches(torch.utils.data.Dataset):
         self.windows = windows
         self.unlabelled = unlabelled
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.windows) + (len(self.unlabelled) if self.unlabelled is not None else 0)
 
-    def _source(self, index):
+    def _source(self, index: int) -> tuple[WindowDataset, int, bool]:
         """(WindowDataset, its window index, labelled) of window ``index``."""
         if index < len(self.windows):
             return self.windows, index, True
-        return self.unlabelled, index - len(self.windows), False
+        # Past the labelled windows: there are unlabelled ones (__len__).
+        return cast("WindowDataset", self.unlabelled), index - len(self.windows), False
 
-    def __getitem__(self, indices):
+    def __getitem__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         ds = self.windows
-        width, size = ds.window, ds.frame_size
+        width, size = cast(int, ds.window), ds.frame_size  # fixed-length (__init__)
         n_labels = len(ds.label_names)
         b = len(indices)
         frames = _empty((b, width, size, size, 3), torch.uint8)
@@ -68,18 +77,20 @@ class WindowBatches(torch.utils.data.Dataset):
         start = torch.empty(b, dtype=torch.int64)
         labelled = torch.ones(b, dtype=torch.bool)
         if ds.audio:
-            audio = torch.zeros((b, width, ds.audio_samples), dtype=torch.float32)
+            audio = torch.zeros((b, width, cast(int, ds.audio_samples)), dtype=torch.float32)
             audio_found = torch.zeros((b, width), dtype=torch.bool)
         for k, index in enumerate(indices):
             source, index, has_labels = self._source(index)
             labelled[k] = has_labels
             file, info, first, stop = source.locate(index)
             clip = file.read(info, first, stop, audio=ds.audio)
-            n = len(clip.frames)
+            pixels = cast(np.ndarray, clip.frames)  # read with frames
+            n = len(pixels)
             if ds.audio:
-                audio[k, :n, :clip.audio.shape[1]] = torch.from_numpy(clip.audio)
+                samples = cast(np.ndarray, clip.audio)  # read with audio
+                audio[k, :n, :samples.shape[1]] = torch.from_numpy(samples)
                 audio_found[k, :n] = bool(clip.audio_found)
-            frames[k, :n] = torch.from_numpy(clip.frames)
+            frames[k, :n] = torch.from_numpy(pixels)
             if n < width:
                 frames[k, n:] = 0
             if has_labels:

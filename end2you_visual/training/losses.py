@@ -43,13 +43,21 @@ mapped by a learned projection, against the teacher's: the squared
 difference, the mean over the teacher's features, averaged over the masked
 frames (FitNets, Romero et al. 2015, on the final embeddings).
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..ccc import ccc_loss
+from .parts import LossFn
+
+if TYPE_CHECKING:
+    from ..data import WindowDataset
 
 __all__ = ["FrameWeights", "inverse_frequency_weights", "make_loss",
            "distillation_loss", "feature_loss"]
@@ -66,11 +74,11 @@ class FrameWeights:
     device.
     """
 
-    label_weights: list
+    label_weights: list[float]
     none_weight: float = 1.0
     scale: float = 1.0
 
-    def raw(self, labels):
+    def raw(self, labels: np.ndarray) -> np.ndarray:
         """NumPy: unscaled weights of frames ``labels`` (..., L)."""
         labels = np.asarray(labels)
         present = labels >= PRESENT
@@ -78,7 +86,7 @@ class FrameWeights:
             axis=-1, initial=0.0)
         return np.where(present.any(axis=-1), w, self.none_weight)
 
-    def _on(self, device):
+    def _on(self, device: torch.device) -> torch.Tensor:
         # Cached per device: a host-to-device copy every step would sync the host.
         cache = self.__dict__.setdefault("_device_weights", {})
         if device not in cache:
@@ -86,7 +94,7 @@ class FrameWeights:
                                             device=device)
         return cache[device]
 
-    def __call__(self, labels):
+    def __call__(self, labels: torch.Tensor) -> torch.Tensor:
         """Torch: weights (B, T) of frames ``labels`` (B, T, L), float32."""
         present = labels >= PRESENT
         lw = self._on(labels.device)
@@ -94,12 +102,14 @@ class FrameWeights:
         w = torch.where(present.any(dim=-1), w, torch.full_like(w, self.none_weight))
         return w * self.scale
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"label_weights": [float(w) for w in self.label_weights],
                 "none_weight": float(self.none_weight), "scale": float(self.scale)}
 
 
-def inverse_frequency_weights(seq_labels, dataset, indices, columns=None):
+def inverse_frequency_weights(seq_labels: Sequence[tuple[np.ndarray, np.ndarray]],
+                              dataset: WindowDataset, indices: Sequence[int],
+                              columns: Sequence[int] | None = None) -> FrameWeights:
     """:class:`FrameWeights` with ``1 / n_e`` per label, mean frame weight 1.
 
     Args:
@@ -111,7 +121,7 @@ def inverse_frequency_weights(seq_labels, dataset, indices, columns=None):
 
     Labels that no training frame carries get weight 0 (they never occur).
     """
-    def frames_of(i):
+    def frames_of(i: int) -> np.ndarray:
         q, start = dataset.windows[i]
         labels, valid = seq_labels[q]
         lab = labels if columns is None else labels[:, columns]
@@ -120,7 +130,8 @@ def inverse_frequency_weights(seq_labels, dataset, indices, columns=None):
         return lab[start:stop][keep]
 
     # Counts: each window's valid frames, as often as the window is used.
-    counts, n_none = None, 0.0
+    counts: np.ndarray | None = None
+    n_none = 0.0
     for i in indices:
         present = frames_of(i) >= PRESENT
         counts = present.sum(axis=0) + (0 if counts is None else counts)
@@ -138,34 +149,34 @@ def inverse_frequency_weights(seq_labels, dataset, indices, columns=None):
     return weights
 
 
-def _masked_mean(values, mask):
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(values.dtype)
     return (values * m).sum() / m.sum().clamp(min=1.0)
 
 
-def make_loss(kind, frame_weights=None):
+def make_loss(kind: str, frame_weights: FrameWeights | None = None) -> LossFn:
     """A loss ``f(out, labels, mask) -> scalar`` of kind ccc/mse/bce/ce (module doc).
 
     ``frame_weights``: a :class:`FrameWeights` (bce, ce) or None (all 1).
     """
-    def weights(labels, mask):
+    def weights(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         w = mask.to(torch.float32)
         return w if frame_weights is None else w * frame_weights(labels)
 
-    def ccc(out, labels, mask):
+    def ccc(out: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return ccc_loss(out.float(), labels.float(), mask)
 
-    def mse(out, labels, mask):
+    def mse(out: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         err = (out.float() - labels.float()).pow(2).mean(dim=-1)
         return _masked_mean(err, mask)
 
-    def bce(out, labels, mask):
+    def bce(out: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         per = F.binary_cross_entropy_with_logits(out.float(), labels.float(), reduction="none")
         w = weights(labels, mask)
         den = mask.to(torch.float32).sum().clamp(min=1.0) * out.shape[-1]
         return (per * w.unsqueeze(-1)).sum() / den
 
-    def ce(out, labels, mask):
+    def ce(out: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         has_class = labels.amax(dim=-1) >= PRESENT
         mask = mask & has_class
         target = labels.argmax(dim=-1)
@@ -174,13 +185,14 @@ def make_loss(kind, frame_weights=None):
         w = weights(labels, mask)
         return (per * w).sum() / mask.to(torch.float32).sum().clamp(min=1.0)
 
-    losses = {"ccc": ccc, "mse": mse, "bce": bce, "ce": ce}
+    losses: dict[str, LossFn] = {"ccc": ccc, "mse": mse, "bce": bce, "ce": ce}
     if kind not in losses:
         raise ValueError(f"unknown loss {kind!r}; choose one of {sorted(losses)}")
     return losses[kind]
 
 
-def feature_loss(projected, teacher, mask=None):
+def feature_loss(projected: torch.Tensor, teacher: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """The student's projected embeddings against the teacher's (module
     doc), a scalar.
 
@@ -203,7 +215,9 @@ def feature_loss(projected, teacher, mask=None):
     return _masked_mean(per, mask)
 
 
-def distillation_loss(student, teacher, head, temperature=1.0, mask=None):
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, head: str,
+                      temperature: float = 1.0, mask: torch.Tensor | None = None
+                      ) -> torch.Tensor:
     """The student's outputs against the teacher's (module doc), a scalar.
 
     Args:

@@ -19,12 +19,19 @@ Re-sampling (the paper's imbalance fix, on windows, never single frames):
 :class:`ResampleReport` gives the per-label frame counts before and after
 (the paper's Table 4) as a dict and as a printed table.
 """
+from __future__ import annotations
+
 import dataclasses
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..data import Clip, WindowDataset
 
 __all__ = ["sequence_labels", "window_label_counts", "ResampleReport",
            "resample_windows", "WindowSampler", "MixedWindowSampler", "unlabelled_count"]
@@ -32,13 +39,14 @@ __all__ = ["sequence_labels", "window_label_counts", "ResampleReport",
 PRESENT = 0.5
 
 
-def sequence_labels(dataset, skip_no_face=False):
+def sequence_labels(dataset: WindowDataset, skip_no_face: bool = False
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per sequence of a WindowDataset: (labels (n, L) float32, valid (n,) bool).
 
     Reads labels only (no pixels): each file's rows in one read (an image
     shard holds thousands of one-frame sequences), then cut per sequence.
     """
-    rows = {}
+    rows: dict[int, Clip] = {}
     for fi in sorted({fi for fi, _ in dataset.sequences}):
         f = dataset.files[fi]
         whole = dataclasses.replace(f.sequences[0], index=-1, start=0, length=f.n_frames)
@@ -53,7 +61,9 @@ def sequence_labels(dataset, skip_no_face=False):
     return out
 
 
-def window_label_counts(dataset, seq_labels, columns=None):
+def window_label_counts(dataset: WindowDataset,
+                        seq_labels: Sequence[tuple[np.ndarray, np.ndarray]],
+                        columns: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Frames carrying each label in each window, and valid frames per window.
 
     Args:
@@ -92,19 +102,19 @@ class ResampleReport:
     windows per epoch; ``qualifying``: windows that were repeated.
     """
 
-    label_names: list
-    before: dict
-    after: dict
-    rare: list = field(default_factory=list)
-    frequent: list = field(default_factory=list)
-    ignored: list = field(default_factory=list)
+    label_names: list[str]
+    before: dict[str, int]
+    after: dict[str, int]
+    rare: list[str] = field(default_factory=list)
+    frequent: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
     threshold: float = 0.0
     windows_before: int = 0
     windows_after: int = 0
     qualifying: int = 0
     repeats: int = 0
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"label_names": list(self.label_names), "before": dict(self.before),
                 "after": dict(self.after), "rare": list(self.rare),
                 "frequent": list(self.frequent), "ignored": list(self.ignored),
@@ -112,7 +122,7 @@ class ResampleReport:
                 "windows_after": self.windows_after, "qualifying": self.qualifying,
                 "repeats": self.repeats}
 
-    def table(self):
+    def table(self) -> str:
         """A plain-text table: label, frames before, after, factor, role."""
         width = max([5] + [len(n) for n in self.label_names])
         lines = [f"{'label':<{width}}  {'before':>10}  {'after':>10}  {'x':>5}  role",
@@ -128,15 +138,17 @@ class ResampleReport:
                      f"rare below {self.threshold:,.0f} frames")
         return "\n".join(lines)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.table()
 
 
-def _counts_dict(names, counts):
+def _counts_dict(names: Iterable[str], counts: Iterable[Any]) -> dict[str, int]:
     return {n: int(c) for n, c in zip(names, counts)}
 
 
-def resample_windows(counts, frames, label_names, rare_threshold=0.1, repeats=4, ignore=()):
+def resample_windows(counts: np.ndarray, frames: np.ndarray, label_names: Iterable[str],
+                     rare_threshold: float = 0.1, repeats: int = 4, ignore: Iterable[str] = ()
+                     ) -> tuple[list[int], ResampleReport]:
     """Window indices for one epoch with rare-label windows repeated.
 
     Args:
@@ -186,7 +198,8 @@ class WindowSampler(torch.utils.data.Sampler):
     ``DistributedSampler`` does); without it (validation) nothing is repeated.
     """
 
-    def __init__(self, indices, shuffle=True, seed=0, rank=0, world_size=1, pad=True):
+    def __init__(self, indices: Iterable[int], shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, pad: bool = True) -> None:
         self.indices = list(indices)
         self.shuffle = shuffle
         self.seed = int(seed)
@@ -195,31 +208,31 @@ class WindowSampler(torch.utils.data.Sampler):
         self.pad = pad
         self.epoch = 0
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _order(self):
+    def _order(self) -> list[int]:
         if not self.shuffle:
             return list(self.indices)
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         perm = torch.randperm(len(self.indices), generator=gen).tolist()
         return [self.indices[i] for i in perm]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         order = self._order()
         if self.pad and self.world_size > 1 and order:
             total = math.ceil(len(order) / self.world_size) * self.world_size
             order = (order * math.ceil(total / len(order)))[:total]
         return iter(order[self.rank::self.world_size])
 
-    def __len__(self):
+    def __len__(self) -> int:
         n = len(self.indices)
         if self.pad:
             return math.ceil(n / self.world_size)
         return len(range(self.rank, n, self.world_size))
 
 
-def unlabelled_count(labelled, pool, share=None):
+def unlabelled_count(labelled: int, pool: int, share: float | None = None) -> int:
     """Unlabelled windows per epoch beside ``labelled`` labelled ones: all
     ``pool`` of them when ``share`` is None, else the number that makes them
     ``share`` of the epoch's windows, ``round(labelled * share / (1 - share))``."""
@@ -237,14 +250,15 @@ class MixedWindowSampler(WindowSampler):
     one generator seeded with ``seed + epoch`` (a resumed run draws the same).
     """
 
-    def __init__(self, indices, pool, count, **kwargs):
+    def __init__(self, indices: Iterable[int], pool: Iterable[int], count: int,
+                 **kwargs: Any) -> None:
         super().__init__(indices, **kwargs)
         self.pool = list(pool)
         self.count = int(count) if self.pool else 0
 
-    def _order(self):
+    def _order(self) -> list[int]:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        drawn = []
+        drawn: list[int] = []
         while len(drawn) < self.count:
             drawn += [self.pool[i] for i in torch.randperm(len(self.pool), generator=gen).tolist()]
         order = list(self.indices) + drawn[:self.count]
@@ -253,7 +267,7 @@ class MixedWindowSampler(WindowSampler):
         perm = torch.randperm(len(order), generator=gen).tolist()
         return [order[i] for i in perm]
 
-    def __len__(self):
+    def __len__(self) -> int:
         n = len(self.indices) + self.count
         if self.pad:
             return math.ceil(n / self.world_size)

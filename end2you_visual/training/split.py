@@ -16,42 +16,55 @@ The order tried by ``split_by="auto"``:
 
 Rows whose ``split`` is ``test`` (or ``testing``) never train nor validate.
 """
+from __future__ import annotations
+
 import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 from ..errors import InputError
 from ..inputs import TEST_NAMES, TRAIN_NAMES, VALID_NAMES
 
+if TYPE_CHECKING:
+    from ..data import SequenceFile, SequenceInfo
+
 __all__ = ["Split", "split_sequences", "TRAIN_NAMES", "VALID_NAMES", "TEST_NAMES"]
+
+# A sequence's key: (its file's path, its index in the file).
+Key = tuple[str, int]
+# What _by_groups holds out together: a subject, or one sequence (file name, sequence name).
+Group = Union[str, tuple[str, str]]
 
 
 @dataclass
 class Split:
     """Sequence keys ``(path, index)`` for training and validation, and how."""
 
-    train: set
-    valid: set
+    train: set[Key]
+    valid: set[Key]
     how: str
 
-    def describe(self):
+    def describe(self) -> str:
         return (f"split by {self.how}: {len(self.train)} training and "
                 f"{len(self.valid)} validation sequences")
 
 
-def _key(info):
+def _key(info: SequenceInfo) -> Key:
     return (info.path, info.index)
 
 
-def _split_value(info):
+def _split_value(info: SequenceInfo) -> str:
     return str(info.metadata.get("split", "")).strip().lower()
 
 
-def _sequences(files):
+def _sequences(files: Iterable[SequenceFile]) -> list[SequenceInfo]:
     return [info for f in files for info in f.sequences if info.length > 0]
 
 
-def _by_files(train_seqs, valid_files):
+def _by_files(train_seqs: Sequence[SequenceInfo], valid_files: Iterable[SequenceFile]
+              ) -> tuple[set[Key], set[Key]]:
     valid_seqs = _sequences(valid_files)
     overlap = {s.path for s in valid_seqs} & {s.path for s in train_seqs}
     if overlap:
@@ -59,13 +72,14 @@ def _by_files(train_seqs, valid_files):
     return {_key(s) for s in train_seqs}, {_key(s) for s in valid_seqs}
 
 
-def _by_column(seqs):
+def _by_column(seqs: Sequence[SequenceInfo]) -> tuple[set[Key], set[Key]]:
     train = {_key(s) for s in seqs if _split_value(s) in TRAIN_NAMES}
     valid = {_key(s) for s in seqs if _split_value(s) in VALID_NAMES}
     return train, valid
 
 
-def _by_groups(seqs, group_of, fraction, seed, what):
+def _by_groups(seqs: Sequence[SequenceInfo], group_of: Callable[[SequenceInfo], Group],
+               fraction: float, seed: int, what: str) -> tuple[set[Key], set[Key]]:
     groups = sorted({group_of(s) for s in seqs})
     if len(groups) < 2:
         raise InputError(None, f"no validation data: only {len(groups)} {what} to split; "
@@ -78,18 +92,20 @@ def _by_groups(seqs, group_of, fraction, seed, what):
     return train, valid
 
 
-def _sequence_id(info):
+def _sequence_id(info: SequenceInfo) -> tuple[str, str]:
     # By file name and sequence name, not the path string, so that the same
     # data reached by another path (relative, absolute, copied) splits the same.
     return (Path(info.path).name, info.name)
 
 
-def _subject(info):
+def _subject(info: SequenceInfo) -> str:
     subject = str(info.metadata.get("subject", "")).strip()
     return subject if subject else "\0" + "#".join(_sequence_id(info))
 
 
-def split_sequences(train_files, valid_files=(), split_by="auto", fraction=0.2, seed=0):
+def split_sequences(train_files: Iterable[SequenceFile],
+                    valid_files: Sequence[SequenceFile] = (), split_by: str = "auto",
+                    fraction: float = 0.2, seed: int = 0) -> Split:
     """Split the sequences of ``train_files`` (and ``valid_files``); see module doc.
 
     Args:

@@ -16,6 +16,9 @@ Two remedies, both used by the trainer on the CPU (GPUs are not affected):
 
 Both change values only below float32's smallest normal number.
 """
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -24,7 +27,7 @@ __all__ = ["flush_denormals", "zero_subnormals_"]
 
 
 @contextmanager
-def flush_denormals(enabled=True):
+def flush_denormals(enabled: bool = True) -> Iterator[None]:
     """Inside, this thread's float arithmetic treats subnormals as zero.
 
     Does nothing when ``enabled`` is false or the CPU has no such mode.
@@ -39,7 +42,8 @@ def flush_denormals(enabled=True):
 
 
 @torch.no_grad()
-def zero_subnormals_(parameters, optimizer=None):
+def zero_subnormals_(parameters: Iterable[torch.Tensor],
+                     optimizer: torch.optim.Optimizer | None = None) -> None:
     """Set subnormal entries of ``parameters`` and of ``optimizer``'s state
     tensors to 0, in place."""
     tensors = list(parameters)

@@ -76,7 +76,7 @@ class Validation:
                           out.float().cpu().numpy(), labels.float().cpu().numpy(),
                           mask.cpu().numpy()))
         gathered = distributed.gather_objects((parts, loss_sum, n_seq), self.dist)
-        loss = sum(g[1] for g in gathered) / max(sum(g[2] for g in gathered), 1)
+        mean_loss = sum(g[1] for g in gathered) / max(sum(g[2] for g in gathered), 1)
         seqs = []
         n_out = len(self.label_names)
         for _, info in self.dataset.sequences:
@@ -89,7 +89,7 @@ class Validation:
                     pred, target, keep = seqs[q]
                     n = min(len(o), len(pred) - s)
                     pred[s:s + n], target[s:s + n], keep[s:s + n] = o[:n], lab[:n], m[:n]
-        return loss, seqs
+        return mean_loss, seqs
 
     def validate(self) -> dict[str, float]:
         """Validation metrics: {loss, and the head's metrics (see config.METRICS)}."""
