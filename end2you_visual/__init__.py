@@ -8,7 +8,10 @@ The main entry points are importable from here (``e2y.load_pretrained``,
 from its module on first use, so that ``import end2you_visual`` stays light
 (no torch until a model is needed). ``dir(end2you_visual)`` lists them.
 """
+from __future__ import annotations
+
 import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -35,7 +38,7 @@ _SUBMODULES = ("audio", "ccc", "data", "errors", "generate", "inference", "metri
 __all__ = ["__version__", *_ENTRY_POINTS]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # The entry points import torch models; keep `import end2you_visual` light.
     if name in _ENTRY_POINTS:
         module = importlib.import_module(f".{_ENTRY_POINTS[name]}", __name__)
@@ -45,6 +48,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'end2you_visual' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     # What notebook completion offers: the public API and the user-facing modules.
     return sorted({*__all__, *_SUBMODULES})

@@ -96,7 +96,7 @@ def atomic_file(path: PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterato
             yield handle
 
 
-def _naming(err, path):
+def _naming(err: OSError, path: PathLike) -> OSError:
     """``err`` (an OSError of a write, a full disk...) naming ``path``, the
     file the user asked for, not the temporary one or none at all."""
     return type(err)(err.errno, err.strerror or str(err), str(path))
@@ -179,7 +179,7 @@ def check_writable(path: PathLike, option: Optional[str] = "--out",
         raise InputError(name, f"cannot be written: {target} is not writable")
 
 
-def _hidden(path, root):
+def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 

@@ -22,15 +22,17 @@ asynchronously, so reading, copying and computing overlap.
 Outputs are ``model.activate``-d by default: values for regression heads,
 probabilities for classification heads.
 """
+from __future__ import annotations
+
 import contextlib
 import math
 import os
 import queue
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import (Any, Callable, ContextManager, Iterable, List, Optional, Sequence, Tuple,
-                    Union)
+from typing import (Any, Callable, ContextManager, Deque, Dict, Iterable, Iterator, List,
+                    Optional, Sequence, Tuple, Union)
 
 import numpy as np
 import torch
@@ -49,6 +51,12 @@ __all__ = [
     "autocast_for", "prepare_model", "load_model", "model_title", "PRECISIONS",
 ]
 
+# A recurrent layer's state: an LSTM's (h, c) or a GRU's h.
+_State = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
+# One step's host inputs (frames, audio), None for what the model does not take.
+_HostInputs = Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]
+# A step's outputs on (or on their way to) the host, and the event to wait for.
+_HostOutputs = Tuple[Union[np.ndarray, torch.Tensor], Optional[torch.cuda.Event]]
 
 
 # ------------------------------------------------------------------- precision
@@ -94,7 +102,7 @@ class StreamingPredictor:
         self.autocast = autocast_for(self.device, precision)
         self.activate = activate
         self.inputs = model_inputs(self.base)
-        self.state = None
+        self.state: Optional[_State] = None
 
     def reset(self) -> None:
         self.state = None
@@ -161,22 +169,24 @@ def plan_steps(lengths: Sequence[int], lanes: int,
 class _Buffers:
     """A ring of flat uint8 host buffers (pinned on CUDA), reused step after step."""
 
-    def __init__(self, count, nbytes, pin):
-        self.free = queue.Queue()
+    def __init__(self, count: int, nbytes: int, pin: bool) -> None:
+        self.free: queue.Queue[Tuple[torch.Tensor, Optional[torch.cuda.Event]]] = queue.Queue()
         for _ in range(count):
             self.free.put((torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin), None))
 
-    def take(self):
+    def take(self) -> torch.Tensor:
         buf, event = self.free.get()
         if event is not None:
             event.synchronize()  # its last copy to the device has finished
         return buf
 
-    def give(self, buf, event=None):
+    def give(self, buf: torch.Tensor, event: Optional[torch.cuda.Event] = None) -> None:
         self.free.put((buf, event))
 
 
-def _fill(buf, items, t, frame_shape, sequences, readers):
+def _fill(buf: torch.Tensor, items: Sequence[_Item], t: int, frame_shape: Tuple[int, ...],
+          sequences: Sequence[Tuple[SequenceFile, SequenceInfo]],
+          readers: Dict[int, FrameReader]) -> torch.Tensor:
     """Read one step's frames into ``buf``: a uint8 tensor (n, t, S, S, 3)."""
     x = buf[:len(items) * t * math.prod(frame_shape)].view(len(items), t, *frame_shape)
     arr = x.numpy()
@@ -189,7 +199,8 @@ def _fill(buf, items, t, frame_shape, sequences, readers):
     return x
 
 
-def _gather_state(lane_state, items, rows, is_tuple):
+def _gather_state(lane_state: Dict[int, Tuple[torch.Tensor, ...]], items: Sequence[_Item],
+                  rows: int, is_tuple: bool) -> Optional[_State]:
     """The (num_layers, rows, hidden) state for this step's rows, or None (all new)."""
     slices = [lane_state.get(it.lane) if it.start > 0 else None for it in items]
     slices += [None] * (rows - len(items))
@@ -202,7 +213,8 @@ def _gather_state(lane_state, items, rows, is_tuple):
     return parts if is_tuple else parts[0]
 
 
-def _scatter_state(lane_state, items, state, lengths):
+def _scatter_state(lane_state: Dict[int, Tuple[torch.Tensor, ...]], items: Sequence[_Item],
+                   state: _State, lengths: Sequence[int]) -> None:
     parts = state if isinstance(state, tuple) else (state,)
     for i, it in enumerate(items):
         if it.stop < lengths[it.seq]:
@@ -211,15 +223,16 @@ def _scatter_state(lane_state, items, state, lengths):
             lane_state.pop(it.lane, None)
 
 
-def _check_options(window, lanes=1, precision="auto", prefetch=1, workers=None):
+def _check_options(window: Any, lanes: Any = 1, precision: str = "auto", prefetch: Any = 1,
+                   workers: Any = None) -> Tuple[Optional[int], int, int, Optional[int]]:
     """The prediction options checked as the CLI checks them (InputError
     naming the option); ``window`` 0 or None: whole sequences (None)."""
     window = check_window(window)
-    lanes = COUNT.check("--lanes", lanes)
+    lanes = int(COUNT.check("--lanes", lanes))
     check_choice("--precision", precision, PRECISIONS)
-    prefetch = COUNT.check("prefetch", prefetch)
+    prefetch = int(COUNT.check("prefetch", prefetch))
     if workers is not None:
-        workers = COUNT.check("workers", workers)
+        workers = int(COUNT.check("workers", workers))
     return window, lanes, prefetch, workers
 
 
@@ -290,12 +303,14 @@ def predict_sequences(model: torch.nn.Module,
     was_training = base.training
     try:
         with torch.inference_mode():
-            last = None
+            last: Optional[Tuple[List[_Item], Union[np.ndarray, torch.Tensor],
+                                 Optional[torch.cuda.Event]]] = None
             for step, buf, host in reader.iterate(steps):
                 current = (step,) + runner.forward(step, buf, host, reader.buffers)
                 if last is not None:
                     _finish(results, last, progress)
                 last = current
+            assert last is not None  # there is a step: a sequence has frames
             _finish(results, last, progress)
     finally:
         reader.close()
@@ -306,17 +321,19 @@ def predict_sequences(model: torch.nn.Module,
 class _StepReader:
     """Reads steps' frames ahead of the computation, in a pool of threads."""
 
-    def __init__(self, sequences, frame_shape, lanes, t_max, static_shapes, prefetch, workers,
-                 pin, frames=True, audio_samples=None):
+    def __init__(self, sequences: Sequence[Tuple[SequenceFile, SequenceInfo]],
+                 frame_shape: Tuple[int, ...], lanes: int, t_max: int, static_shapes: bool,
+                 prefetch: int, workers: int, pin: bool, frames: bool = True,
+                 audio_samples: Optional[int] = None) -> None:
         self.sequences, self.frame_shape = sequences, frame_shape
         self.frames, self.audio_samples = frames, audio_samples
         self.t_max, self.static_shapes, self.prefetch = t_max, static_shapes, prefetch
         self.readers = {id(f): FrameReader(f) for f in {id(f): f for f, _ in sequences}.values()}
         self.buffers = _Buffers(prefetch + 2, lanes * t_max * math.prod(frame_shape), pin)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="e2y-read")
-        self.pending = deque()
+        self.pending: Deque[Future[Tuple[torch.Tensor, _HostInputs]]] = deque()
 
-    def _load(self, step):
+    def _load(self, step: List[_Item]) -> Tuple[torch.Tensor, _HostInputs]:
         t = self.t_max if self.static_shapes else max(it.stop - it.start for it in step)
         buf = self.buffers.take()
         try:
@@ -329,7 +346,8 @@ class _StepReader:
             self.buffers.give(buf)
             raise
 
-    def iterate(self, steps):
+    def iterate(self, steps: List[List[_Item]]
+                ) -> Iterator[Tuple[List[_Item], torch.Tensor, _HostInputs]]:
         """Yield ``(step, buffer, (frames, audio))`` (None for what the model
         does not take); the caller gives the buffer back."""
         for k in range(min(self.prefetch, len(steps))):
@@ -340,7 +358,7 @@ class _StepReader:
                 self.pending.append(self.pool.submit(self._load, steps[k + self.prefetch]))
             yield step, buf, host
 
-    def close(self):
+    def close(self) -> None:
         for fut in self.pending:
             fut.cancel()
         self.pool.shutdown(wait=True)
@@ -351,14 +369,18 @@ class _StepReader:
 class _Runner:
     """Forward passes of steps, each lane's recurrent state carried to its next window."""
 
-    def __init__(self, model, base, device, precision, activate, lengths, lanes, pad_rows):
+    def __init__(self, model: torch.nn.Module, base: Any, device: torch.device, precision: str,
+                 activate: bool, lengths: Sequence[int], lanes: int,
+                 pad_rows: Optional[int]) -> None:
         self.model, self.base, self.device = model, base, device
         self.autocast = autocast_for(device, precision)
         self.activate, self.lengths, self.pad_rows = activate, lengths, pad_rows
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.lane_state, self.is_tuple = {}, False
+        self.lane_state: Dict[int, Tuple[torch.Tensor, ...]] = {}
+        self.is_tuple = False
 
-    def forward(self, step, buf, host, buffers):
+    def forward(self, step: List[_Item], buf: torch.Tensor, host: _HostInputs,
+                buffers: _Buffers) -> _HostOutputs:
         """Start one step; returns ``(outputs on the host, event to wait for)``."""
         rows = self.pad_rows or len(step)
         frames, audio = (_pad_rows(h, rows) for h in host)  # static shapes: idle lanes zero
@@ -385,11 +407,11 @@ class _Runner:
         return _to_host(out, self.copy_stream is not None)
 
 
-def _nothing():
+def _nothing() -> None:
     pass
 
 
-def _pad_rows(host, rows):
+def _pad_rows(host: Optional[torch.Tensor], rows: int) -> Optional[torch.Tensor]:
     """``host`` (n, ...) with zero rows added up to ``rows`` (None stays None)."""
     if host is None or rows <= len(host):
         return host
@@ -398,7 +420,9 @@ def _pad_rows(host, rows):
     return padded
 
 
-def _to_device(host, device, copy_stream, buffers, buf):
+def _to_device(host: torch.Tensor, device: torch.device,
+               copy_stream: Optional[torch.cuda.Stream], buffers: _Buffers,
+               buf: torch.Tensor) -> Tuple[torch.Tensor, Callable[[], None]]:
     """``host`` frames on ``device``; returns them and a function releasing ``buf``."""
     if copy_stream is None:  # CPU: the model reads the buffer itself
         return host.to(device), lambda: buffers.give(buf)
@@ -413,7 +437,7 @@ def _to_device(host, device, copy_stream, buffers, buf):
     return x, lambda: None
 
 
-def _to_host(out, cuda):
+def _to_host(out: torch.Tensor, cuda: bool) -> _HostOutputs:
     """Start copying ``out`` to the host; ``_store`` waits for it."""
     if not cuda:
         return out.cpu().numpy(), None
@@ -424,14 +448,17 @@ def _to_host(out, cuda):
     return host, event
 
 
-def _finish(results, last, progress):
+def _finish(results: List[np.ndarray],
+            last: Tuple[List[_Item], Union[np.ndarray, torch.Tensor], Optional[torch.cuda.Event]],
+            progress: Optional[Callable[[int], object]]) -> None:
     """Wait for a step's outputs and put them in place."""
     n = _store(results, *last)
     if progress is not None:
         progress(n)
 
 
-def _store(results, step, out_host, event):
+def _store(results: List[np.ndarray], step: Sequence[_Item],
+           out_host: Union[np.ndarray, torch.Tensor], event: Optional[torch.cuda.Event]) -> int:
     if event is not None:
         event.synchronize()
     out = out_host.numpy() if isinstance(out_host, torch.Tensor) else out_host
@@ -444,7 +471,8 @@ def _store(results, step, out_host, event):
 
 # ------------------------------------------------------------ one sequence
 
-def _as_sequence(source, end2you_fps=None):
+def _as_sequence(source: Any, end2you_fps: Optional[float] = None
+                 ) -> Optional[Tuple[SequenceFile, SequenceInfo]]:
     """``(SequenceFile, SequenceInfo)`` for an HDF5 source, or None."""
     if isinstance(source, (str, os.PathLike)):
         source = (source, 0)

@@ -18,17 +18,24 @@ onto it (its positive training crops): a face that moved or changed size
 more than that, or that is gone, comes back with a low probability, and
 the caller searches the whole frame (:mod:`end2you_visual.tracking`).
 """
+from __future__ import annotations
+
+from typing import Sequence, Tuple, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 import torch
+from torch import nn
 
 __all__ = ["channels_last", "refine_boxes"]
 
 # O-Net's input side, in pixels.
 _ONET_PIXELS = 48
 
+_Module = TypeVar("_Module", bound=nn.Module)
 
-def channels_last(mtcnn):
+
+def channels_last(mtcnn: _Module) -> _Module:
     """Put facenet-pytorch ``MTCNN``'s networks in channels-last memory
     format (in place; the same weights) and return it. Its convolutions and
     max-pools then run several times faster on a CPU; results are the same
@@ -36,7 +43,10 @@ def channels_last(mtcnn):
     return mtcnn.to(memory_format=torch.channels_last)
 
 
-def refine_boxes(frames, boxes, onet, device="cpu", scales=(0.9, 1.0, 1.1)):
+def refine_boxes(frames: np.ndarray, boxes: npt.ArrayLike, onet: nn.Module,
+                 device: Union[str, torch.device] = "cpu",
+                 scales: Sequence[float] = (0.9, 1.0, 1.1)
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """O-Net on one expected face box per frame, at a few scales.
 
     Args:
@@ -79,14 +89,14 @@ def refine_boxes(frames, boxes, onet, device="cpu", scales=(0.9, 1.0, 1.1)):
             points[best].astype(np.float32))
 
 
-def _scaled(boxes, scale):
+def _scaled(boxes: np.ndarray, scale: float) -> np.ndarray:
     """Boxes (m, 4) scaled by ``scale`` about their centres."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) * scale / 2
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def _cut(pixels, device):
+def _cut(pixels: np.ndarray, device: Union[str, torch.device]) -> torch.Tensor:
     """MTCNN's input for O-Net from a candidate's ``pixels`` (h, w, 3) uint8
     (its integer box, clipped to the frame): float (3, 48, 48), resized as
     MTCNN resizes (``imresample``: ``area``, averaging)."""
@@ -98,7 +108,7 @@ def _cut(pixels, device):
     return imresample(x.float(), (_ONET_PIXELS, _ONET_PIXELS))[0]
 
 
-def _landmarks(squares, marks):
+def _landmarks(squares: torch.Tensor, marks: torch.Tensor) -> np.ndarray:
     """O-Net's landmark outputs (m, 10), relative to its input boxes
     ``squares`` (m, 4), in frame pixels (m, 5, 2), as MTCNN maps them."""
     w = (squares[:, 2] - squares[:, 0] + 1)[:, None]

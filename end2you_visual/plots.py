@@ -4,9 +4,11 @@ Matplotlib's Agg canvas is used directly (no pyplot, no display, no global
 backend switch). Files are written atomically: a temporary file in the same
 folder, then ``os.replace``.
 """
+from __future__ import annotations
+
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -16,19 +18,24 @@ from matplotlib.figure import Figure
 from .errors import InputError
 from .files import atomic_file
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.collections import LineCollection
+    from matplotlib.legend import Legend
+
 __all__ = ["plot_predictions", "prediction_figure", "plot_confusion", "plot_timeline", "CATEGORICAL"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _save(fig, path):
+def _save(fig: Figure, path: PathLike) -> Path:
     FigureCanvasAgg(fig)
     with atomic_file(path) as handle:
         fig.savefig(handle, format="png", dpi=100)
     return Path(path)
 
 
-def _columns(a, t, what):
+def _columns(a: ArrayLike, t: int, what: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     a = a[:, None] if a.ndim == 1 else a
     if a.ndim != 2 or a.shape[0] != t:
@@ -40,7 +47,7 @@ CATEGORICAL = ("multiclass", "multilabel")
 _STRIP_PT = 16  # height (points) of a class strip above a categorical panel
 
 
-def _colours(n):
+def _colours(n: int) -> List[Tuple[float, float, float, float]]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
@@ -98,32 +105,34 @@ def prediction_figure(times: ArrayLike, preds: ArrayLike, labels: Optional[Array
     return fig
 
 
-def _shade_no_face(ax, times, face):
+def _shade_no_face(ax: Axes, times: np.ndarray, face: Optional[np.ndarray]) -> None:
     if face is not None and not face.all():
         ax.fill_between(times, 0, 1, where=~face, transform=ax.get_xaxis_transform(),
                         color="0.5", alpha=0.18, lw=0, label="no face")
 
 
-def _legend(ax, **kwargs):
+def _legend(ax: Axes, **kwargs: Any) -> Legend:
     """The legend to the right of ``ax``, outside the plotting area."""
     return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
                      fontsize="small", **kwargs)
 
 
-def _point(times):
+def _point(times: np.ndarray) -> Dict[str, Any]:
     """Line style keywords: a marker at each value of a one-frame sequence
     (a line through one point draws nothing)."""
     return {"marker": "o"} if times.size == 1 else {}
 
 
-def _x_range(times):
+def _x_range(times: np.ndarray) -> Tuple[float, float]:
     """The x limits: the frame times, or one step around a single frame."""
     if times.size == 1:
         return times[0] - 0.5 * _step(times), times[0] + 0.5 * _step(times)
     return times[0], times[-1]
 
 
-def _continuous_figure(times, shown, labels, names, face, title):
+def _continuous_figure(times: np.ndarray, shown: np.ndarray, labels: Optional[np.ndarray],
+                       names: List[str], face: Optional[np.ndarray],
+                       title: Optional[str]) -> Figure:
     fig = Figure(figsize=(11, 2.2 * len(names) + 0.8), layout="constrained")
     axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
     for j, (ax, name) in enumerate(zip(axes, names)):
@@ -143,7 +152,7 @@ def _continuous_figure(times, shown, labels, names, face, title):
     return fig
 
 
-def _runs(times, index):
+def _runs(times: np.ndarray, index: np.ndarray) -> List[Tuple[float, float, int]]:
     """``(start, stop, value)`` of every run of equal ``index`` >= 0, in seconds
     (each frame spans half a step either side)."""
     step = _step(times)
@@ -154,10 +163,13 @@ def _runs(times, index):
             for a, b in zip(starts, stops) if index[a] >= 0]
 
 
-def _strip(ax, times, index, colours, level, text):
+def _strip(ax: Axes, times: np.ndarray, index: np.ndarray,
+           colours: Sequence[Tuple[float, float, float, float]], level: int,
+           text: str) -> LineCollection:
     """A strip ``level`` strips above ``ax``: the class ``index`` of each
     frame in its colour (-1: nothing). Returns the LineCollection."""
     from matplotlib.collections import LineCollection
+    from matplotlib.legend import Legend
     from matplotlib.transforms import ScaledTranslation, blended_transform_factory
 
     lift = ScaledTranslation(0, (level + 0.5) * _STRIP_PT / 72 + 2 / 72,
@@ -174,14 +186,16 @@ def _strip(ax, times, index, colours, level, text):
     return strip
 
 
-def _top(values):
+def _top(values: np.ndarray) -> np.ndarray:
     """Index of the largest finite value per row, -1 where none is finite."""
     finite = np.isfinite(values)
     top = np.where(finite, values, -np.inf).argmax(axis=1)
     return np.where(finite.any(axis=1), top, -1)
 
 
-def _categorical_figure(times, shown, labels, names, face, title, kind):
+def _categorical_figure(times: np.ndarray, shown: np.ndarray, labels: Optional[np.ndarray],
+                        names: List[str], face: Optional[np.ndarray], title: Optional[str],
+                        kind: str) -> Figure:
     colours = _colours(len(names))
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax = fig.subplots()
@@ -218,7 +232,7 @@ def _categorical_figure(times, shown, labels, names, face, title, kind):
     return fig
 
 
-def _step(times):
+def _step(times: np.ndarray) -> float:
     return float(np.median(np.diff(times))) if times.size > 1 else 1.0
 
 

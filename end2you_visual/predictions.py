@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import h5py
 import numpy as np
@@ -170,7 +170,7 @@ def read_prediction_csv(path: PathLike, outputs: Optional[Sequence[str]] = None)
     return SeriesFile(path=path, time=time, names=names, values=values, face_found=face)
 
 
-def _number(path, line, column, cell, allow_empty):
+def _number(path: PathLike, line: int, column: str, cell: str, allow_empty: bool) -> float:
     cell = cell.strip()
     if allow_empty and cell == "":
         return math.nan
@@ -180,7 +180,7 @@ def _number(path, line, column, cell, allow_empty):
         raise InputError(path, f"row {line}, column {column!r}: {cell!r} is not a number") from None
 
 
-def _flag(path, line, cell):
+def _flag(path: PathLike, line: int, cell: str) -> bool:
     c = cell.strip().lower()
     if c in _TRUE:
         return True
@@ -189,7 +189,7 @@ def _flag(path, line, cell):
     raise InputError(path, f"row {line}, column 'face_found': {cell!r} is not 0/1")
 
 
-def _check_uniform_time(path, time):
+def _check_uniform_time(path: PathLike, time: np.ndarray) -> None:
     if not np.isfinite(time).all():
         raise InputError(path, "time column contains NaN or infinity")
     steps = np.diff(time)
@@ -237,7 +237,7 @@ def write_predictions_h5(path: PathLike, results: Sequence[SequencePrediction],
         offsets = np.cumsum([0] + [len(r.time) for r in results]).astype(np.int64)
         d = len(label_names)
 
-        def cat(arrays, shape, dtype):
+        def cat(arrays: List[np.ndarray], shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
             return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
 
         h5["predictions"] = cat([r.predictions for r in results], (0, d), np.float32)
@@ -302,7 +302,7 @@ def load_predictions(path: PathLike) -> Tuple[List[str], List[SequencePrediction
 
 # ---------------------------------------------------------------------- stems
 
-def _clean(text):
+def _clean(text: object) -> str:
     text = str(text).replace("\\", "/").strip("/")
     return "__".join(p for p in text.split("/") if p not in ("", ".", "..")) or "sequence"
 
@@ -316,7 +316,8 @@ def unique_stems(names: Sequence[str], prefixes: Optional[Sequence[str]] = None)
     """
     first = [_clean(n) for n in names]
     counts = {s: first.count(s) for s in first}
-    stems, used = [], set()
+    stems: List[str] = []
+    used: Set[str] = set()
     for q, stem in enumerate(first):
         if prefixes is not None and counts[stem] > 1:
             stem = f"{_clean(prefixes[q])}__{stem}"

@@ -144,8 +144,8 @@ def export_dir() -> Path:
     return pretrained_dir() if os.environ.get("E2Y_VISUAL_PRETRAINED") else home_dir()
 
 
-def _folders():
-    folders = []
+def _folders() -> List[Path]:
+    folders: List[Path] = []
     for folder in (pretrained_dir(), home_dir()):
         if folder.resolve() not in [f.resolve() for f in folders]:
             folders.append(folder)
@@ -198,8 +198,9 @@ def read_registry_file(path: Path) -> List[Weights]:
     return [parse_entry(raw, path) for raw in data.get("models", [])]
 
 
-def _read_registry():
-    entries, origin = [], {}
+def _read_registry() -> List[Weights]:
+    entries: List[Weights] = []
+    origin: Dict[str, Path] = {}
     for path in registry_paths():
         for weights in read_registry_file(path):
             if weights.name in origin:

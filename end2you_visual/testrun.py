@@ -17,12 +17,12 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
 
-from .data import SequenceFile, name_labels, open_files
+from .data import SequenceFile, SequenceInfo, name_labels, open_files
 from .devices import resolve_device
 from .errors import InputError
 from .files import check_writable
@@ -77,7 +77,8 @@ def check_model_fits(model: torch.nn.Module,
     return columns
 
 
-def _read_rows(seqfile, info, cols, kind):
+def _read_rows(seqfile: SequenceFile, info: SequenceInfo, cols: Optional[np.ndarray], kind: str
+               ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Timestamps, face_found and targets (or None) of one sequence; checks labels."""
     clip = seqfile.read(info, 0, info.length, frames=False)
     targets = None
@@ -281,7 +282,8 @@ def run_test(model: Union[PathLike, torch.nn.Module],
                           warned, kind, window, title, overwrite)
 
 
-def _select(files, split):
+def _select(files: Sequence[SequenceFile], split: str
+            ) -> List[Tuple[SequenceFile, SequenceInfo]]:
     """The ``(file, sequence)`` pairs of ``split`` (``"all"``: every one)."""
     if split not in SPLITS:
         raise InputError("--split", f"must be one of {list(SPLITS)}, got {split!r}")
@@ -302,14 +304,16 @@ def _select(files, split):
     return chosen
 
 
-def _bar(total):
-    """The progress bar of :func:`run_test`: frames to predict, ends at 100 %."""
+def _bar(total: int) -> Any:
+    """The progress bar of :func:`run_test`: frames to predict, ends at 100 %
+    (a ``tqdm``, which has no type hints)."""
     from tqdm import tqdm
 
     return tqdm(total=total, unit="frame", desc="test", leave=False)
 
 
-def _warnings(base, files, sequences):
+def _warnings(base: Any, files: Sequence[SequenceFile],
+              sequences: Sequence[Tuple[SequenceFile, SequenceInfo]]) -> List[str]:
     out = []
     size = base.config.get("input_size")
     for f in files:
@@ -324,28 +328,31 @@ def _warnings(base, files, sequences):
     return out
 
 
-def _metrics(results, base, kind, include_no_face, window):
+def _metrics(results: Sequence[SequencePrediction], base: Any, kind: str,
+             include_no_face: bool, window: Optional[int]) -> Optional[Dict[str, Any]]:
     labelled = [r for r in results if r.labels is not None and len(r.time)]
     if not labelled:
         return None
     names = base.label_names
     keep = [np.ones(len(r.time), bool) if include_no_face else r.face_found for r in labelled]
-    summary = {"label_kind": kind, "head": base.head_kind, "outputs": names,
-               "include_no_face": bool(include_no_face), "window": window,
-               "files": [r.name for r in labelled],
-               "unlabelled": [r.name for r in results if r.labels is None],
-               "frames": int(sum(k.sum() for k in keep)),
-               "frames_total": int(sum(len(r.time) for r in labelled))}
+    summary: Dict[str, Any] = {
+        "label_kind": kind, "head": base.head_kind, "outputs": names,
+        "include_no_face": bool(include_no_face), "window": window,
+        "files": [r.name for r in labelled],
+        "unlabelled": [r.name for r in results if r.labels is None],
+        "frames": int(sum(k.sum() for k in keep)),
+        "frames_total": int(sum(len(r.time) for r in labelled))}
     if summary["frames"] == 0:
         summary["metrics"] = None
         summary["error"] = "every labelled frame is excluded (no face found)"
         return summary
-    report = score([r.predictions for r in labelled], [r.labels for r in labelled],
+    report = score([r.predictions for r in labelled],
+                   [cast(np.ndarray, r.labels) for r in labelled],  # labelled: not None
                    base.head_kind, masks=keep, names=names, files=[r.name for r in labelled])
     summary["metrics"] = report.to_dict()
     if kind == "continuous":  # both pooled CCCs, whichever frames `metrics` scores
         summary["ccc"] = frame_cccs([r.predictions for r in labelled],
-                                    [r.labels for r in labelled],
+                                    [cast(np.ndarray, r.labels) for r in labelled],
                                     [r.face_found for r in labelled], names)
     return summary
 
@@ -375,8 +382,10 @@ def format_headline(metrics: Optional[Dict[str, Any]]) -> str:
             f"macro F1 {json.dumps(report['macro_f1'])}")
 
 
-def _write_outputs(out_dir, results, base, metrics, plot, max_plots, seconds, warned, kind,
-                   window, title, overwrite):
+def _write_outputs(out_dir: Path, results: List[SequencePrediction], base: Any,
+                   metrics: Optional[Dict[str, Any]], plot: bool, max_plots: int,
+                   seconds: float, warned: List[str], kind: str, window: Optional[int],
+                   title: str, overwrite: bool) -> TestResult:
     """Write everything into a hidden staging folder, then move it into ``out_dir``
     (with ``overwrite``, the earlier run's files are removed first)."""
     names = base.label_names
@@ -418,7 +427,7 @@ def _write_outputs(out_dir, results, base, metrics, plot, max_plots, seconds, wa
                       metrics=metrics, plot_paths=plots, seconds=seconds, warnings=warned)
 
 
-def _move_into(stage, out_dir):
+def _move_into(stage: Path, out_dir: Path) -> List[Path]:
     """``os.replace`` every file of ``stage`` to the same place under ``out_dir``."""
     moved = []
     for path in sorted(p for p in stage.rglob("*") if p.is_file()):
@@ -429,7 +438,9 @@ def _move_into(stage, out_dir):
     return moved
 
 
-def _plots(folder, results, names, metrics, kind, max_plots, title):
+def _plots(folder: Path, results: Sequence[SequencePrediction], names: List[str],
+           metrics: Optional[Dict[str, Any]], kind: str, max_plots: int,
+           title: str) -> List[Path]:
     from .plots import plot_confusion, plot_predictions
 
     paths = []

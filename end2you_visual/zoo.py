@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union, cast
+from typing import Any, BinaryIO, Dict, Mapping, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -60,7 +60,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # --- checking files -----------------------------------------------------------
 
-def _verify(path, expected, name, source=None):
+def _verify(path: PathLike, expected: str, name: str, source: Optional[PathLike] = None
+            ) -> None:
     """Checks the SHA-256 of ``path``; a mismatch names ``source`` (default ``path``)."""
     actual = sha256_file(path)
     if actual != expected.lower():
@@ -72,7 +73,7 @@ def _verify(path, expected, name, source=None):
                                             + advice)
 
 
-def _check_matches(weights, config, path):
+def _check_matches(weights: Weights, config: Mapping[str, Any], path: PathLike) -> None:
     stated = weights.config()
     wrong = {k: (v, config.get(k)) for k, v in stated.items()
              if (list(v) if isinstance(v, (list, tuple)) else v) != config.get(k)}
@@ -83,7 +84,7 @@ def _check_matches(weights, config, path):
 
 # --- loading ----------------------------------------------------------------
 
-def _load_registered(weights):
+def _load_registered(weights: Weights) -> Tuple[Any, Path]:
     """``(model, path)``: the model of ``weights`` from the first copy
     (pretrained folder, then cache) whose SHA-256 matches."""
     existing = [p for p in candidate_paths(weights) if p.is_file()] or [locate(weights)]
@@ -93,13 +94,15 @@ def _load_registered(weights):
     path = verified[0]
     ckpt = read_checkpoint(path)
     _check_matches(weights, ckpt["config"], path)
-    model = model_from_checkpoint(ckpt, path)
+    # Any: nn.Module does not declare the framing and weights set below.
+    model: Any = model_from_checkpoint(ckpt, path)
     model.framing = _entry_framing(weights, model.framing, path)
     model.weights = weights
     return model, path
 
 
-def _entry_framing(weights, framing, path):
+def _entry_framing(weights: Weights, framing: Optional[Framing], path: PathLike
+                   ) -> Optional[Framing]:
     """The framing of a registered model: its entry's (which may be added to an
     entry by hand, for a file written without one), else its file's; the two
     must agree when both say."""
@@ -110,9 +113,10 @@ def _entry_framing(weights, framing, path):
     return stated if stated is not None else framing
 
 
-def _load(name_or_path):
+def _load(name_or_path: PathLike) -> Tuple[Any, Optional[Weights], Path]:
     """``(model, Weights or None, path)`` of a registered name or a checkpoint
-    file, on the CPU; the registries are read once."""
+    file, on the CPU; the registries are read once. (The model is Any: a
+    VisualModel, AudioModel... whose ``config`` nn.Module does not declare.)"""
     registered = {w.name: w for w in list_pretrained()}
     weights = registered.get(str(name_or_path))
     if weights is not None:
@@ -249,7 +253,7 @@ def resolve_model(model: Union[PathLike, nn.Module],
 
 # --- getting and adding weights --------------------------------------------
 
-def _is_url(source):
+def _is_url(source: PathLike) -> bool:
     return urllib.parse.urlparse(str(source)).scheme in ("http", "https", "file", "ftp")
 
 
@@ -288,7 +292,7 @@ def fetch(name: str, source: Optional[PathLike] = None, force: bool = False) -> 
     return dest
 
 
-def _open_source(source):
+def _open_source(source: PathLike) -> BinaryIO:
     """A binary reader of ``source`` (path or URL); errors name ``source``."""
     if _is_url(source):
         try:
@@ -305,7 +309,7 @@ def _open_source(source):
         raise InputError(source, f"cannot read: {err.strerror or err}") from err
 
 
-def _copy_to(reader, source, tmp):
+def _copy_to(reader: BinaryIO, source: PathLike, tmp: PathLike) -> None:
     """Copies ``reader`` into ``tmp``: read errors are InputErrors naming
     ``source``; write errors are the OSErrors of the writing."""
     with open(tmp, "wb") as out:
@@ -355,7 +359,7 @@ def register_weights(name: str, path: PathLike, replace: bool = False,
     return entry
 
 
-def _check_new_name(name, replace):
+def _check_new_name(name: str, replace: bool) -> None:
     """Refuses a name registered elsewhere, or here unless ``replace``."""
     writable = registry_path()
     for path in registry_paths() + [writable]:
@@ -371,7 +375,7 @@ def _check_new_name(name, replace):
                                    "replace=True)")
 
 
-def _validation_metrics(ckpt):
+def _validation_metrics(ckpt: Mapping[str, Any]) -> Dict[str, float]:
     """``{"valid_<metric>": value}`` from a training checkpoint's best-epoch metrics."""
     metrics = ckpt.get("metrics") or {}
     found = {f"valid_{k}": float(v) for k, v in metrics.items()

@@ -7,7 +7,10 @@ and gives ``activate``, ``replace_head``, ``set_label_names``,
 ``label_names`` and ``head_kind``. ``HEADS``, ``TEMPORALS`` and
 ``default_label_names`` live here (re-exported by ``models.visual``).
 """
+from __future__ import annotations
+
 import operator
+from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar, Union, cast
 
 import torch
 from torch import nn
@@ -16,14 +19,17 @@ from ..choices import HEADS, TEMPORALS
 
 __all__ = ["TemporalHeadModel", "HEADS", "TEMPORALS", "default_label_names"]
 
+# A recurrent layer's state: an LSTM's (h, c) or a GRU's h.
+_State = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+_Model = TypeVar("_Model", bound="TemporalHeadModel")
 
 
-def default_label_names(outputs):
+def default_label_names(outputs: int) -> List[str]:
     """``["output_0", "output_1", ...]``: names used when none are given."""
     return [f"output_{i}" for i in range(outputs)]
 
 
-def _check_head(head, outputs, label_names):
+def _check_head(head: str, outputs: Any, label_names: Optional[Iterable[Any]]) -> List[str]:
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
     try:
@@ -44,8 +50,16 @@ def _check_head(head, outputs, label_names):
 class TemporalHeadModel(nn.Module):
     """Base: ``dropout -> LSTM/GRU (or none) -> dropout -> Linear`` over features."""
 
-    def _build_temporal_head(self, in_features, head, outputs, temporal, hidden_size,
-                             num_layers, label_names, dropout):
+    #: The model's ``build_model`` arguments (each subclass's ``__init__`` sets it).
+    config: Dict[str, Any]
+    temporal: Optional[nn.RNNBase]
+    #: An nn.Linear (an audiovisual model's visual branch holds an nn.Identity).
+    head: nn.Module
+
+    def _build_temporal_head(self, in_features: int, head: str, outputs: int, temporal: str,
+                             hidden_size: int, num_layers: int,
+                             label_names: Optional[Iterable[Any]],
+                             dropout: float) -> Dict[str, Any]:
         if temporal not in TEMPORALS:
             raise ValueError(f"unknown temporal {temporal!r}; choose one of {TEMPORALS}")
         if head not in HEADS:
@@ -65,7 +79,9 @@ class TemporalHeadModel(nn.Module):
                 "hidden_size": int(hidden_size), "num_layers": int(num_layers),
                 "label_names": names, "dropout": float(dropout)}
 
-    def _temporal_head(self, features, state=None, return_state=False, return_features=False):
+    def _temporal_head(self, features: torch.Tensor, state: Optional[_State] = None,
+                       return_state: bool = False, return_features: bool = False
+                       ) -> Union[torch.Tensor, Tuple[Union[torch.Tensor, _State, None], ...]]:
         h = self.dropout(features)
         if self.temporal is not None:
             h, state = self.temporal(h, state)
@@ -77,16 +93,16 @@ class TemporalHeadModel(nn.Module):
         return (out, *extra) if extra else out
 
     @property
-    def label_names(self):
+    def label_names(self) -> List[str]:
         """Names of the outputs, in order."""
         return list(self.config["label_names"])
 
     @property
-    def head_kind(self):
+    def head_kind(self) -> str:
         """``"regression"``, ``"multilabel"`` or ``"multiclass"``."""
         return self.config["head"]
 
-    def activate(self, out):
+    def activate(self, out: torch.Tensor) -> torch.Tensor:
         """Raw outputs -> predictions: sigmoid (multilabel), softmax (multiclass) or as is."""
         if self.head_kind == "multilabel":
             return torch.sigmoid(out)
@@ -94,7 +110,8 @@ class TemporalHeadModel(nn.Module):
             return torch.softmax(out, dim=-1)
         return out
 
-    def replace_head(self, head=None, outputs=None, label_names=None):
+    def replace_head(self: _Model, head: Optional[str] = None, outputs: Optional[int] = None,
+                     label_names: Optional[Iterable[Any]] = None) -> _Model:
         """A new, randomly initialised head; the feature and recurrent weights stay.
 
         Args:
@@ -111,13 +128,13 @@ class TemporalHeadModel(nn.Module):
         if label_names is None and outputs == self.config["outputs"]:
             label_names = self.label_names
         names = _check_head(head, outputs, label_names)
-        old = self.head
+        old = cast(nn.Linear, self.head)
         self.head = nn.Linear(old.in_features, outputs).to(device=old.weight.device,
                                                            dtype=old.weight.dtype)
         self.config.update(head=head, outputs=outputs, label_names=names)
         return self
 
-    def set_label_names(self, label_names):
+    def set_label_names(self: _Model, label_names: Iterable[Any]) -> _Model:
         """Rename the outputs (one name per output); the weights stay."""
         self.config["label_names"] = _check_head(self.head_kind, self.config["outputs"],
                                                  label_names)
