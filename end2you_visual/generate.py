@@ -20,9 +20,7 @@ Worker processes (``workers > 1``) end with the run: when it is stopped
 """
 from __future__ import annotations
 
-import math
 import os
-import re
 import tempfile
 import time
 import warnings
@@ -36,164 +34,30 @@ import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
-from .audio import audio_settings, audio_track_found, store_audio_track
+from .audio import audio_track_found, store_audio_track
 from .errors import InputError
-from .face_settings import FaceSettings, settings_record
+from .face_settings import settings_record
 from .files import DISK_FULL, check_name_length
 from .generate_people import (check_person_value, generate_people, record_decoding,
                               wanted_person)
 from .hdf5 import SequenceWriter, file_summary, is_complete
 from .inputs import (InputItem, assign_subjects, discover_inputs, list_sequence_frames,
                      select_shard)
-from .labels import (ALIGN_MODES, INTERPOLATIONS, TIME_EPSILON, Alignment, LabelTrack,
-                     align_labels, read_labels)
+from .generate_settings import GenerateSettings
+from .labels import LabelTrack, read_labels
 from .locks import OutputBusy, OutputLock
 from .manifest import MANIFEST, Result, warn_results, write_manifest
 from .preview import ContactSheet, frame_tile
-from .choices import COMPRESSIONS
-from .ranges import COUNT, NON_NEGATIVE, POSITIVE
+from .ranges import COUNT
+from .row_plan import RowPlan
 from .workers import end_workers, init_worker, sigterm_raises
 
 if TYPE_CHECKING:
     from .faces import FaceBatch, FacePipeline
-    from .video import VideoFrames
-
-@dataclass
-class GenerateSettings(FaceSettings):
-    """How `generate` turns inputs into crops; stored in every output file.
-
-    The face pipeline's settings (size, margin, crop, device, batch_size,
-    detect_every, detect_scale, min_face_size, smoothing, fill, detector) are those of
-    :class:`~end2you_visual.faces.FaceSettings`; then:
-
-    Attributes:
-        align: output frame rate: "video" (every frame) or "labels" (a frame per label row).
-        interpolation: label value at a frame time: "previous", "nearest", "linear".
-        tolerance: seconds labels may start late / end early or late vs. the video.
-        time_column / label_columns: which label CSV columns to use (None: first / rest).
-        subject_pattern: a regular expression finding each item's subject in
-            its path (see :func:`~end2you_visual.inputs.assign_subjects`), for
-            ``train --split-by subject``; an input CSV's subject column wins.
-        skip_detection: inputs are already face crops (e.g. FER2013): only resize.
-        image_fps: frame rate recorded for image sequences.
-        shard_size: images or image sequences per shard file.
-        compression: HDF5 compression of the frames (None, "gzip", "lzf").
-        audio: also store each video's audio track (:mod:`end2you_visual.audio`):
-            None (no), "required" (a video without one fails) or "optional"
-            (its absence is recorded). Image inputs have no audio.
-        audio_rate: sample rate of the stored audio, Hz.
-
-    A setting out of its range (``margin < 0``, ``detect_scale`` outside
-    (0, 1], ``size < 1``...) raises :class:`~end2you_visual.errors.InputError`
-    naming the command-line option, at construction and again when
-    :func:`generate` starts.
-    """
-
-    align: str = "video"
-    interpolation: str = "previous"
-    tolerance: float = 1.0
-    time_column: Optional[str] = None
-    label_columns: Optional[List[str]] = None
-    subject_pattern: Optional[str] = None
-    skip_detection: bool = False
-    image_fps: float = 30.0
-    shard_size: int = 5000
-    compression: Optional[str] = None
-    audio: Optional[str] = None
-    audio_rate: int = 16000
-
-    def __post_init__(self) -> None:
-        self.check()
-
-    def check(self) -> GenerateSettings:
-        """Raise InputError, naming its option, for the first setting out of range."""
-        self.check_faces()
-        self.tolerance = NON_NEGATIVE.check("--tolerance", self.tolerance)
-        if self.subject_pattern is not None:
-            try:
-                re.compile(self.subject_pattern)
-            except re.error as err:
-                raise InputError("--subject-pattern", f"not a regular expression: {err}") from None
-        self.image_fps = POSITIVE.check("--image-fps", self.image_fps)
-        self.shard_size = int(COUNT.check("--shard-size", self.shard_size))
-        self.audio_rate = audio_settings(self.audio, self.audio_rate)
-        for option, value, choices in (("--align", self.align, ALIGN_MODES),
-                                       ("--interpolation", self.interpolation, INTERPOLATIONS),
-                                       ("--compression", self.compression,
-                                        (None, *COMPRESSIONS))):
-            if value not in choices:
-                raise InputError(option, f"must be one of {list(choices)}, got {value!r}")
-        return self
-
 
 # --------------------------------------------------------------------- videos
 def _label_kind(values: np.ndarray) -> str:
     return "multilabel" if np.isin(values, (0.0, 1.0)).all() else "continuous"
-
-
-class _RowPlan:
-    """Which output rows, with which labels, each decoded batch of frames gives.
-
-    Unlabelled video: every decoded frame. Labelled video: the alignment's
-    frame indices (a frame may give no row, or several with
-    ``--align labels``). A video's header only estimates its frame count (a
-    longer audio track, a truncated file), so the rows are planned for the
-    estimate plus a second, planned again further if the video runs longer,
-    and the labels' coverage is checked on the true count at the end.
-    """
-
-    def __init__(self, track: Optional[LabelTrack], fps: float, settings: GenerateSettings,
-                 estimate: int) -> None:
-        self.track, self.fps, self.settings = track, fps, settings
-        self.pointer = 0
-        self.alignment: Optional[Alignment] = None
-        if track is not None:
-            self._plan(max(estimate, 1) + int(np.ceil(fps)) + 1)
-
-    def _plan(self, n_frames: int) -> None:
-        s = self.settings
-        assert self.track is not None  # planned for labelled videos only
-        self.planned = n_frames
-        self.alignment = align_labels(self.track, n_frames, self.fps, s.align, s.interpolation,
-                                      math.inf)
-
-    def rows(self, start: int, n: int
-             ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], int]:
-        """(frame rows within the batch, timestamps, labels or None, first output row)."""
-        first = self.pointer
-        if self.track is None:
-            self.pointer += n
-            return np.arange(n), (start + np.arange(n)) / self.fps, None, first
-        if start + n > self.planned:
-            self._plan(max(start + n, 2 * self.planned))
-        a = self.alignment
-        assert a is not None  # planned with the track
-        self.pointer = int(np.searchsorted(a.frame_indices, start + n, side="left"))
-        return (a.frame_indices[first:self.pointer] - start, a.timestamps[first:self.pointer],
-                a.labels[first:self.pointer], first)
-
-    def check_coverage(self, video: VideoFrames) -> int:
-        """Raise InputError if the labels do not fit the frames that decoded
-        (``video``: the :class:`~end2you_visual.video.VideoFrames` read);
-        returns the number of label rows after the video's end (dropped).
-
-        When the video ended early (a truncated file), labels running past
-        its last decoded frame are the video's fault, not the label file's:
-        the error names the video and says so.
-        """
-        if self.track is None:
-            return 0
-        s = self.settings
-        decoded, last_label = video.decoded, float(self.track.times[-1])
-        video_end = (decoded - 1) / self.fps
-        if video.ends_early and last_label > video_end + s.tolerance + TIME_EPSILON:
-            raise InputError(video.info.path, (
-                f"the video ends early (decoded {decoded} of {video.expected} frames: "
-                f"{video.decode_error}); its labels {self.track.path} run "
-                f"{last_label - video_end:g} s past its last decoded frame; the file may "
-                "be truncated or damaged"))
-        return align_labels(self.track, decoded, self.fps, s.align, s.interpolation,
-                            s.tolerance).dropped_rows
 
 
 def _read_track(item: InputItem, settings: GenerateSettings
@@ -219,7 +83,7 @@ def generate_video(item: InputItem, out_path: str | os.PathLike[str], settings: 
         _rate(track.times, info.fps)
     result = Result(str(out_path), [str(item.raw)] + ([str(item.label_file)] if item.label_file else []),
                     fps=out_fps, sequences=1)
-    plan = _RowPlan(track, info.fps, settings, info.n_frames)
+    plan = RowPlan(track, info.fps, settings, info.n_frames)
     expected = len(track.times) if track is not None and settings.align == "labels" \
         else info.n_frames
     settings.check_frame_size(info.width, info.height, item.raw)  # before any decoding

@@ -39,10 +39,11 @@ from .preview import save_contact_sheet
 
 if TYPE_CHECKING:
     from .face_batch import FaceBatch
-    from .generate import GenerateSettings, _RowPlan
+    from .generate_settings import GenerateSettings
     from .inputs import InputItem
     from .labels import LabelTrack
     from .people import Person
+    from .row_plan import RowPlan
     from .video import VideoFrames
 
 __all__ = ["PERSON_COLUMN", "PERSON_SIDES", "choose_person", "generate_people"]
@@ -105,7 +106,7 @@ class _PersonRows:
                                  centres[found].tolist()))
 
 
-def record_decoding(result: Result, item: InputItem, video: VideoFrames, plan: _RowPlan) -> None:
+def record_decoding(result: Result, item: InputItem, video: VideoFrames, plan: RowPlan) -> None:
     """What decoding ``video`` found, into ``result``: the frames decoded
     and expected, a warning when it ended early, the label rows dropped
     after its end (``plan.check_coverage``: an InputError when the labels
@@ -168,7 +169,7 @@ def choose_person(people: List[Person], wanted: str, centres: Dict[int, list],
 
 
 def generate_people(item: InputItem, out_path: Union[str, os.PathLike[str]],
-                    settings: GenerateSettings, plan: _RowPlan, names: List[str], kind: str,
+                    settings: GenerateSettings, plan: RowPlan, names: List[str], kind: str,
                     track: Optional[LabelTrack], result: Result, video: VideoFrames,
                     preview_path: Union[str, os.PathLike[str], None] = None,
                     progress: bool = False) -> Result:
