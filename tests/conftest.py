@@ -107,6 +107,15 @@ def write_continuous():
     return _write_continuous
 
 
+@pytest.fixture
+def continuous_dir(tmp_path, write_continuous):
+    """Two small files of continuous labels: five sequences of five subjects."""
+    folder = tmp_path / "cont"
+    write_continuous(folder / "a.h5", [20, 17, 30], subjects=["p1", "p2", "p3"])
+    write_continuous(folder / "b.h5", [25, 12], subjects=["p4", "p5"], seed=1)
+    return folder
+
+
 def _kill_after_epochs(monkeypatch, n_epochs):
     """Make training raise KeyboardInterrupt (a simulated kill) at the first
     step after ``n_epochs`` checkpoints were saved (``monkeypatch`` undoes it)."""

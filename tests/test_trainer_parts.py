@@ -20,14 +20,6 @@ TRAINING_KEYS = ["epoch", "best_score", "best_epoch", "bad_epochs", "stopped", "
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def data(tmp_path, write_continuous):
-    folder = tmp_path / "data"
-    write_continuous(folder / "a.h5", [20, 17, 30], subjects=["p1", "p2", "p3"])
-    write_continuous(folder / "b.h5", [25, 12], subjects=["p4", "p5"], seed=1)
-    return folder
-
-
 def test_early_stopping_by_hand():
     higher = EarlyStopping("ccc", lower_is_better=False, patience=2)
     scores = [0.1, math.nan, 0.3, 0.2, 0.25]
@@ -56,8 +48,8 @@ def test_early_stopping_continues_from_its_state():
     assert resumed.observe(3, 0.45) is False and resumed.stopped == "early_stopping"
 
 
-def test_the_parts_entries_make_the_checkpoint_format(data, tmp_path):
-    config = dict(train=[str(data)], out_dir=str(tmp_path / "r"), epochs=2, augment=True,
+def test_the_parts_entries_make_the_checkpoint_format(continuous_dir, tmp_path):
+    config = dict(train=[str(continuous_dir)], out_dir=str(tmp_path / "r"), epochs=2, augment=True,
                   scheduler="cosine", **TINY)
     trainer = Trainer(TrainConfig(**config))
     try:
@@ -91,8 +83,8 @@ def test_the_parts_entries_make_the_checkpoint_format(data, tmp_path):
         resumed.close()
 
 
-def test_a_resume_applies_a_changed_lr_to_the_step_loop(data, tmp_path):
-    config = dict(train=[str(data)], out_dir=str(tmp_path / "r"), epochs=1, **TINY)
+def test_a_resume_applies_a_changed_lr_to_the_step_loop(continuous_dir, tmp_path):
+    config = dict(train=[str(continuous_dir)], out_dir=str(tmp_path / "r"), epochs=1, **TINY)
     trainer = Trainer(TrainConfig(**config))
     try:
         trainer.fit()
@@ -107,8 +99,8 @@ def test_a_resume_applies_a_changed_lr_to_the_step_loop(data, tmp_path):
         resumed.close()
 
 
-def test_the_loss_is_shared_by_the_parts_and_the_step_loop_calls_the_step(data, tmp_path):
-    trainer = Trainer(TrainConfig(train=[str(data)], out_dir=str(tmp_path / "r"), epochs=1,
+def test_the_loss_is_shared_by_the_parts_and_the_step_loop_calls_the_step(continuous_dir, tmp_path):
+    trainer = Trainer(TrainConfig(train=[str(continuous_dir)], out_dir=str(tmp_path / "r"), epochs=1,
                                   **TINY))
     try:
         calls = []

@@ -61,14 +61,6 @@ def random_multilabel(n_seq, length, rng):
 
 
 @pytest.fixture
-def continuous_dir(tmp_path, write_continuous):
-    folder = tmp_path / "cont"
-    write_continuous(folder / "a.h5", [20, 17, 30], subjects=["p1", "p2", "p3"])
-    write_continuous(folder / "b.h5", [25, 12], subjects=["p4", "p5"], seed=1)
-    return folder
-
-
-@pytest.fixture
 def multilabel_dir(tmp_path, write_labels):
     folder = tmp_path / "multi"
     rng = np.random.default_rng(0)
