@@ -21,15 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.boxes import iou
+
 SHIFTS = ((1, 0), (0, 1), (3, 2))
-
-
-def _iou(a, b):
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2, y2 = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area - inter)
 
 
 def _best_boxes(detector, frames, dx=0, dy=0):
@@ -56,7 +50,7 @@ def clip_noise(path, every=4):
         shifted[:, dy:, dx:] = frames[:, :frames.shape[1] - dy, :frames.shape[2] - dx]
         moved = _best_boxes(detector, shifted, dx, dy)
         both = np.isfinite(base).all(1) & np.isfinite(moved).all(1)
-        result[f"iou_shift_{dx}_{dy}"] = round(float(_iou(base[both], moved[both]).mean()), 4)
+        result[f"iou_shift_{dx}_{dy}"] = round(float(iou(base[both], moved[both]).mean()), 4)
     return result
 
 
@@ -80,11 +74,11 @@ def refine_agreement(path, every=4):
     both = both[1:] & both[:-1]
     before, now, seen = boxes[:-1][both], boxes[1:][both], frames[1:][both]
     result = {"clip": Path(path).name, "pairs": int(both.sum()),
-              "iou_previous_box": round(float(_iou(before, now).mean()), 4)}
+              "iou_previous_box": round(float(iou(before, now).mean()), 4)}
     for scales in REFINE_SCALES:
         refined = refine_boxes(seen, before, detector.mtcnn.onet, scales=scales)[0]
         key = "iou_refined_" + "_".join(f"{s:g}" for s in scales)
-        result[key] = round(float(_iou(refined.astype(np.float64), now).mean()), 4)
+        result[key] = round(float(iou(refined.astype(np.float64), now).mean()), 4)
     return result
 
 

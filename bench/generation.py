@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.boxes import iou
+
 
 def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -266,15 +268,6 @@ def bench_memory(path, device="cpu", batch=32, repeats=(1, 4, 16), detect_every=
     return rows
 
 
-def _iou(a, b):
-    """IoU of matching rows of two (n, 4) box arrays."""
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2, y2 = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
 def accuracy_clip(path, batch=16, **kwargs):
     """The default detector against full per-frame detection on one clip.
 
@@ -305,15 +298,15 @@ def accuracy_clip(path, batch=16, **kwargs):
     a, b = np.concatenate(boxes["fast"]), np.concatenate(boxes["full"])
     fa, fb = np.concatenate(found["fast"]), np.concatenate(found["full"])
     both = fa & fb
-    iou = _iou(a[both], b[both]) if both.any() else np.zeros(0)
+    overlap = iou(a[both], b[both]) if both.any() else np.zeros(0)
     centre = (a[:, :2] + a[:, 2:]) / 2
     size = np.maximum(a[:, 2] - a[:, 0], a[:, 3] - a[:, 1])
     step = np.hypot(*(centre[1:] - centre[:-1]).T) / size[:-1]
     step = step[fa[1:] & fa[:-1]]
     return {"clip": Path(path).name, "frames": int(len(fa)),
             "found_default": int(fa.sum()), "found_full": int(fb.sum()),
-            "mean_iou": float(iou.mean()) if len(iou) else None,
-            "min_iou": float(iou.min()) if len(iou) else None,
+            "mean_iou": float(overlap.mean()) if len(overlap) else None,
+            "min_iou": float(overlap.min()) if len(overlap) else None,
             "marks_differ": np.flatnonzero(fa != fb).tolist(),
             "max_jump_face_sizes": float(step.max()) if len(step) else None,
             "full_detections_default": int(fast.full_detections),

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.boxes import iou
+
 
 def dump(out, clips):
     import torch
@@ -33,14 +35,6 @@ def dump(out, clips):
     np.savez_compressed(out, **arrays)
 
 
-def _iou(a, b):
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2, y2 = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    areas = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (areas - inter)
-
-
 def compare(old, new):
     old, new = np.load(old), np.load(new)
     rows = ["| clip | frames | found before / now | marks differ | mean IoU | least IoU |",
@@ -48,8 +42,9 @@ def compare(old, new):
     for clip in sorted({k.split(":")[0] for k in old.files}):
         fo, fn = old[f"{clip}:found"], new[f"{clip}:found"]
         both = fo & fn
-        iou = _iou(old[f"{clip}:boxes"][both], new[f"{clip}:boxes"][both])
-        mean, least = (f"{iou.mean():.3f}", f"{iou.min():.2f}") if both.any() else ("-", "-")
+        overlap = iou(old[f"{clip}:boxes"][both], new[f"{clip}:boxes"][both])
+        mean, least = (f"{overlap.mean():.3f}", f"{overlap.min():.2f}") if both.any() \
+            else ("-", "-")
         rows.append(f"| {clip} | {len(fo)} | {fo.sum()} / {fn.sum()} | {(fo != fn).sum()} | "
                     f"{mean} | {least} |")
     print("\n".join(rows))
