@@ -1,8 +1,9 @@
 """`e2y-visual generate`: a thin front end over :func:`end2you_visual.generate.generate`."""
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import click
 
@@ -15,6 +16,19 @@ from end2you_visual.ranges import COUNT, INDEX, NON_NEGATIVE, POSITIVE, Range
 from end2you_visual.shards import default_shard
 
 from .faceoptions import face_options
+
+
+class _AudioMode(click.Choice):
+    """``--audio``'s choices; a bare ``--audio`` just before the inputs takes
+    the first input as its value: the error says so."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter],
+                ctx: Optional[click.Context]) -> Any:
+        if isinstance(value, str) and value not in self.choices and os.path.exists(value):
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}; a bare "
+                      "--audio (required) takes the next word as its value: put it after the "
+                      "inputs, or write --audio required", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 @click.command()
@@ -44,7 +58,7 @@ from .faceoptions import face_options
               help="Images or image sequences per shard file.")
 @click.option("--compression", type=click.Choice(["none", *COMPRESSIONS]), default="none",
               show_default=True)
-@click.option("--audio", type=click.Choice(list(AUDIO_MODES)), default=None,
+@click.option("--audio", type=_AudioMode(list(AUDIO_MODES)), default=None,
               is_flag=False, flag_value="required",
               help="Also store each video's audio track (mono) and each frame's sample "
                    "range; required (a bare --audio): a video without audio fails, "

@@ -179,6 +179,15 @@ def test_a_bare_audio_means_required(tmp_path, monkeypatch, words, audio):
     assert seen["audio"] == audio
 
 
+def test_a_bare_audio_before_the_inputs_says_where_it_goes(tmp_path):
+    res = CliRunner().invoke(cli, ["generate", "--audio", str(DATA / "single_face.mp4"),
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "a bare --audio (required) takes the next word as its value: put it after the " \
+        "inputs, or write --audio required" in res.output
+    assert not (tmp_path / "o").exists()
+
+
 # --------------------------------------------------- 5. the two CCCs, named alike
 
 def test_test_and_evaluate_print_both_cccs_named_alike(tmp_path, write_sequences):
