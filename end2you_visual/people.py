@@ -201,6 +201,11 @@ class PeopleTracker:
                  relink_similarity: float = RELINK_SIMILARITY,
                  search_every: Optional[int] = None, match_distance: float = 0.5,
                  acquire_prob: float = 0.9, refresh_every: Optional[int] = None):
+        # scipy's assignment, imported (0.4 s) when people are tracked, not
+        # in the middle of a video nor with `import end2you_visual.faces`.
+        from scipy.optimize import linear_sum_assignment
+
+        self._assign = linear_sum_assignment
         self.face_detector = face_detector
         self.cuts = ShotCuts()
         self.fps = float(fps)
@@ -364,10 +369,8 @@ class PeopleTracker:
             cost[a] = self._match_cost(t, boxes, index)
         taken, matched = set(), set()
         if len(live) and len(boxes):
-            from scipy.optimize import linear_sum_assignment
-
             finite = np.where(np.isfinite(cost), cost, 1e6)
-            for a, d in zip(*linear_sum_assignment(finite)):
+            for a, d in zip(*self._assign(finite)):
                 if np.isfinite(cost[a, d]):
                     self._accept(live[a], index, boxes[d], probs[d], points[d],
                                  frame=frames[row])
