@@ -62,7 +62,7 @@ _HDF5_SUFFIXES = (".h5", ".hdf5")
 _STR = h5py.string_dtype(encoding="utf-8")
 PathLike = Union[str, "os.PathLike[str]"]
 # What the chunk generators yield: first the input's description (a dict:
-# frames, label_names, sequences...), then (features, timestamps, found,
+# label_names, sequences), then (features, timestamps, found,
 # labels, q) tuples of numpy arrays and the sequence's index.
 _Stream = Iterator[Any]
 
@@ -253,7 +253,7 @@ def _hdf5_chunks(source: PathLike, visual: Any, batch_size: int, device: torch.d
     if framing is not None and cut is not None and not framing.same_crops(cut):
         warnings.warn(f"{source}: crops of {cut.describe()}; the model's framing is "
                       f"{framing.describe()}", stacklevel=3)
-    yield {"frames": file.n_frames, "label_names": file.label_names,
+    yield {"label_names": file.label_names,
            "sequences": [(s.name, s.fps, s.length) for s in file.sequences]}
     try:
         for q, info in enumerate(file.sequences):
@@ -276,7 +276,7 @@ def _video_chunks(source: PathLike, visual: Any, device: torch.device,
     pipeline = FacePipeline.from_settings(settings, info.fps, size=int(visual.config["input_size"]),
                                  device=device)
     settings.check_frame_size(info.width, info.height, source)  # before any decoding
-    yield {"frames": info.n_frames, "label_names": [],
+    yield {"label_names": [],
            "sequences": [(Path(source).stem, info.fps, None)]}
     for start, frames in iter_frame_batches(str(source), batch_size):
         found = pipeline.process(frames)
@@ -308,9 +308,8 @@ def _people_chunks(source: PathLike, visual: Any, device: torch.device,
         done += len(frames)
     people = pipeline.people()
     stem = Path(source).stem
-    yield {"frames": done * len(people), "label_names": [],
-           "sequences": [(f"{stem}_person{p.id}", info.fps, done) for p in people],
-           "persons": [p.to_dict() for p in people]}
+    yield {"label_names": [],
+           "sequences": [(f"{stem}_person{p.id}", info.fps, done) for p in people]}
     times = np.arange(done) / info.fps
     for q, person in enumerate(people):
         yield (series.values(person.id), times, series.found(person.id),

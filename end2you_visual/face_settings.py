@@ -14,7 +14,8 @@ from .errors import InputError
 from .ranges import Range
 
 
-#: The settings of :class:`~end2you_visual.people.PeopleTracker`, not FacePipeline's.
+#: The settings of every person's tracker (``faces="all"``); extract's
+#: record of the face settings leaves them out (:meth:`FaceSettings.face_settings`).
 PEOPLE_SETTINGS = ("faces", "min_duration", "max_gap")
 #: Which settings each part of the face pipeline is built from
 #: (:meth:`FaceSettings.part`): the detector
@@ -177,8 +178,8 @@ class FaceSettings:
         check_frame_size(width, height, self.min_face_size, self.detect_scale, path)
 
     def face_settings(self) -> Dict[str, Any]:
-        """Only the face pipeline's settings, as a dict of FacePipeline arguments
-        (not the people tracker's: ``faces``, ``min_duration``, ``max_gap``)."""
+        """The face settings but the people tracker's (``faces``,
+        ``min_duration``, ``max_gap``), as a dict: what extract records."""
         return {f.name: getattr(self, f.name) for f in fields(FaceSettings)
                 if f.name not in PEOPLE_SETTINGS}
 

@@ -249,8 +249,8 @@ class FacePipeline:
         """The tracker part of :attr:`settings` (``faces``): the main subject's or
         every person's; the durations in frames of ``fps``."""
         fps = self.fps
-        if refresh_every is None:
-            refresh_every = 2 * round(fps) if fps else 50
+        if refresh_every is None:  # at least every 2 frames, whatever the frame rate
+            refresh_every = 2 * max(1, round(fps)) if fps else 50
         if search_every is None:
             search_every = max(1, round(0.2 * fps)) if fps else 5
         tracker = self.settings.part("tracker")

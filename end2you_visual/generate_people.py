@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
@@ -35,7 +35,7 @@ from .errors import InputError
 from .face_settings import settings_record
 from .hdf5 import SequenceWriter
 from .manifest import Result
-from .preview import save_contact_sheet
+from .preview import sample_indices, save_contact_sheet
 
 if TYPE_CHECKING:
     from .face_batch import FaceBatch
@@ -60,7 +60,6 @@ _SHEET_COLUMNS = 8
 _SHEET_CANDIDATES = 32  # tiles kept per person while streaming, 8 shown
 # A contact-sheet tile: (crop, face found or None for an empty cell, caption).
 _Tile = Tuple[np.ndarray, Optional[bool], str]
-_T = TypeVar("_T")
 
 
 def wanted_person(item: InputItem) -> Optional[str]:
@@ -248,17 +247,10 @@ def generate_people(item: InputItem, out_path: Union[str, os.PathLike[str]],
     return result
 
 
-def _evenly(items: List[_T], n: int) -> List[_T]:
-    """``n`` of ``items`` evenly spaced (all of them when fewer)."""
-    if len(items) <= n:
-        return items
-    return [items[k] for k in np.linspace(0, len(items) - 1, n).round().astype(int)]
-
-
 def _row(tiles: List[_Tile], size: int) -> List[_Tile]:
     """One contact-sheet row of a person: 8 of their tiles, evenly spaced,
     padded with empty cells."""
-    row = _evenly(tiles, _SHEET_COLUMNS)
+    row = [tiles[k] for k in sample_indices(len(tiles), _SHEET_COLUMNS)]  # evenly spaced
     blank = (np.full((size, size, 3), 255, np.uint8), None, "")
     return row + [blank] * (_SHEET_COLUMNS - len(row))
 

@@ -59,15 +59,13 @@ import numpy as np
 from .detectors import Detections, FaceDetector
 from .face_batch import FaceBatch, empty_batch
 from .face_settings import check_setting
-from .tracking import (ShotCuts, _Key, _area, _to_cxcywh, _to_xyxy, detection_rows, fill_rows,
-                       filter_step, match_costs)
+from .ranges import check_number
+from .tracking import (_REFINE_GROUP, _REFINE_MIN_PROB, ShotCuts, _Key, _area, _to_xyxy,
+                       detection_rows, expected_position, fill_rows, match_costs, smooth_box,
+                       smooth_points)
 
 __all__ = ["PeopleTracker", "Person", "PersonSeries", "appearance", "RELINK_SIMILARITY"]
 
-# O-Net's least probability confirming a tracked face (else a full search).
-_REFINE_MIN_PROB = 0.95
-# Frames of expected boxes refined in one O-Net call.
-_REFINE_GROUP = 8
 # Appearance: the square around the face box, this many face sides wide,
 # cut into 2 x 2 quarters, each binned into this many levels per colour channel.
 _CONTEXT = 1.3
@@ -191,16 +189,17 @@ class PeopleTracker:
         relink_similarity: least appearance similarity (0-1) for a face to
             be a person seen before (:data:`RELINK_SIMILARITY`).
         search_every: while somebody is missing or nobody is in view, frames
-            between whole-frame searches (default: 0.2 s of frames).
+            between whole-frame searches (the pipeline gives 0.2 s of frames).
         match_distance, acquire_prob, refresh_every: as for the main
-            subject's :class:`~end2you_visual.faces.FacePipeline`.
+            subject's :class:`~end2you_visual.faces.FacePipeline` (which
+            works out the frame counts from the frame rate, for both trackers).
     """
 
     def __init__(self, face_detector: FaceDetector, fps: float = 25.0, smoothing: float = 0.5,
                  detect_every: int = 1, min_duration: float = 0.5, max_gap: float = 1.0,
                  relink_similarity: float = RELINK_SIMILARITY,
-                 search_every: Optional[int] = None, match_distance: float = 0.5,
-                 acquire_prob: float = 0.9, refresh_every: Optional[int] = None):
+                 search_every: int = 5, match_distance: float = 0.5,
+                 acquire_prob: float = 0.9, refresh_every: int = 50):
         # scipy's assignment, imported (0.4 s) when people are tracked, not
         # in the middle of a video nor with `import end2you_visual.faces`.
         from scipy.optimize import linear_sum_assignment
@@ -215,11 +214,12 @@ class PeopleTracker:
         max_gap = check_setting("max_gap", max_gap)
         self.min_frames = max(1, int(round(min_duration * self.fps)))
         self.max_lost = max(0, int(round(max_gap * self.fps)))
-        self.relink_similarity = float(relink_similarity)
-        self.search_every = search_every or max(1, int(round(0.2 * self.fps)))
-        self.match_distance = float(match_distance)
-        self.acquire_prob = float(acquire_prob)
-        self.refresh_every = refresh_every or 2 * max(1, int(round(self.fps)))
+        self.relink_similarity = check_number("relink_similarity", relink_similarity, 0, 1)
+        # Checked as the main subject's tracker checks them (tracking.py).
+        self.search_every = check_number("search_every", search_every, 1, integer=True)
+        self.match_distance = check_number("match_distance", match_distance, 0, min_open=True)
+        self.acquire_prob = check_number("acquire_prob", acquire_prob, 0, 1)
+        self.refresh_every = check_number("refresh_every", refresh_every, 1, integer=True)
         self.reset()
 
     def reset(self) -> None:
@@ -424,20 +424,14 @@ class PeopleTracker:
             track.active = False
 
     # ------------------------------------------------------------ tracking
-    def _expected(self, track: _Track, index: int) -> np.ndarray:
-        if track.state is None:
-            return _to_cxcywh(track.box)
-        e = track.state[0].copy()
-        e[:2] += track.state[1] * (index - track.last_index)
-        return e
-
     def _match_cost(self, track: _Track, boxes: np.ndarray, index: int) -> np.ndarray:
         """Distance of each detection to where ``track`` expects its face,
         relative to the face's size; inf outside the gates."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if not len(boxes):
             return np.zeros(0)
-        return match_costs(self._expected(track, index), boxes,
+        return match_costs(expected_position(track.state, track.box, index - track.last_index),
+                           boxes,
                            max(1, index - track.last_index), self.match_distance)
 
     def _accept(self, track: _Track, index: int, box: np.ndarray, prob: float,
@@ -450,22 +444,11 @@ class PeopleTracker:
         continuous = track.lost == 0 and track.state is not None
         if not continuous:
             track.segment += 1
-        observed = _to_cxcywh(box)
-        smoothing = self.smoothing
-        if continuous:
-            assert track.state is not None  # continuous: tracked with a state
-            track.state = filter_step(self._expected(track, index), track.state[1], observed,
-                                      gap, smoothing)
-        else:
-            track.state = (observed, np.zeros(2))
+        track.state = smooth_box(track.state if continuous else None, box, gap, self.smoothing)
         smoothed_points = None
         if points is not None:
-            p = np.asarray(points, np.float64).reshape(5, 2)
-            if continuous and track.points_state is not None:
-                pos, vel = track.points_state
-                track.points_state = filter_step(pos + vel * gap, vel, p, gap, smoothing)
-            else:
-                track.points_state = (p, np.zeros((5, 2)))
+            track.points_state = smooth_points(track.points_state if continuous else None,
+                                               points, gap, self.smoothing)
             smoothed_points = track.points_state[0].copy()
         track.box, track.lost, track.last_index, track.active = box, 0, index, True
         if frame is not None:  # full detections update the appearance

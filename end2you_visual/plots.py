@@ -169,7 +169,6 @@ def _strip(ax: Axes, times: np.ndarray, index: np.ndarray,
     """A strip ``level`` strips above ``ax``: the class ``index`` of each
     frame in its colour (-1: nothing). Returns the LineCollection."""
     from matplotlib.collections import LineCollection
-    from matplotlib.legend import Legend
     from matplotlib.transforms import ScaledTranslation, blended_transform_factory
 
     lift = ScaledTranslation(0, (level + 0.5) * _STRIP_PT / 72 + 2 / 72,

@@ -30,8 +30,9 @@ from .face_batch import FaceBatch, empty_batch
 from .face_settings import check_setting
 from .ranges import check_number
 
-__all__ = ["FaceTracker", "MAIN", "ShotCuts", "SubjectTracker", "SubjectTracking", "fill_rows",
-           "filter_step", "match_costs"]
+__all__ = ["FaceTracker", "MAIN", "ShotCuts", "State", "SubjectTracker", "SubjectTracking",
+           "expected_position", "fill_rows", "filter_step", "match_costs", "smooth_box",
+           "smooth_points"]
 
 #: The id of the main subject in :meth:`SubjectTracking.track`'s output.
 MAIN = 0
@@ -138,6 +139,43 @@ def filter_step(expected: np.ndarray, velocity: np.ndarray, observed: np.ndarray
             velocity + beta * residual[:len(velocity)] / gap)
 
 
+#: A smoothed track: ``(position, velocity)``, the position a box's
+#: ``cx, cy, w, h`` (velocity of the centre) or landmarks (5, 2) (velocity of each).
+State = Tuple[np.ndarray, np.ndarray]
+
+
+def expected_position(state: Optional[State], box: np.ndarray, gap: int) -> np.ndarray:
+    """Where a face should be ``gap`` frames after its last detection frame:
+    ``cx, cy, w, h``, its smoothed ``state`` moved by its velocity, or its
+    last raw ``box`` (``x1, y1, x2, y2``) when it has no state (lost)."""
+    if state is None:
+        return _to_cxcywh(box)
+    expected = state[0].copy()
+    expected[:2] += state[1] * gap
+    return expected
+
+
+def smooth_box(state: Optional[State], box: np.ndarray, gap: int, smoothing: float) -> State:
+    """A track's state after detecting ``box`` ``gap`` frames after its last
+    detection: :func:`filter_step` from ``state``, or a new state at the box
+    (no velocity) when ``state`` is None (a new or interrupted track)."""
+    observed = _to_cxcywh(box)
+    if state is None:
+        return observed, np.zeros(2)
+    return filter_step(expected_position(state, box, gap), state[1], observed, gap, smoothing)
+
+
+def smooth_points(state: Optional[State], points: np.ndarray, gap: int,
+                  smoothing: float) -> State:
+    """:func:`smooth_box` for a face's five landmarks (5, 2): each point
+    follows the centre's filter with its own velocity."""
+    observed = np.asarray(points, np.float64).reshape(5, 2)
+    if state is None:
+        return observed, np.zeros((5, 2))
+    position, velocity = state
+    return filter_step(position + velocity * gap, velocity, observed, gap, smoothing)
+
+
 class FaceTracker(Protocol):
     """What the face pipeline needs of a tracker."""
 
@@ -231,12 +269,8 @@ class SubjectTracker:
         """Where the subject should be ``gap`` frames after the last detection
         frame: (cx, cy, w, h), moved by its velocity while tracked, its last
         detection while lost."""
-        if self.state is None:
-            assert self.box is not None  # asked only while there is a subject
-            return _to_cxcywh(self.box)
-        expected = self.state[0].copy()
-        expected[:2] += self.state[1] * gap
-        return expected
+        assert self.box is not None  # asked only while there is a subject
+        return expected_position(self.state, self.box, gap)
 
     def match(self, boxes: np.ndarray, gap: int) -> Optional[int]:
         """Index of the detection that continues the track, or None.
@@ -265,32 +299,14 @@ class SubjectTracker:
         the landmarks ``points`` (5, 2) follows the same filter as the
         centre (same alpha and beta, its own velocity).
         """
-        box = np.asarray(box, np.float64)
-        self.box = box
-        observed = _to_cxcywh(box)
-        if continuous and self.state is not None:
-            self.state = filter_step(self.expected(gap), self.state[1], observed, gap,
-                                     self.smoothing)
-        else:
-            self.state = (observed, np.zeros(2))
+        self.box = np.asarray(box, np.float64)
+        self.state = smooth_box(self.state if continuous else None, self.box, gap,
+                                self.smoothing)
+        # No landmarks given: none, and the landmark track restarts.
+        self._points_state = None if points is None else smooth_points(
+            self._points_state if continuous else None, points, gap, self.smoothing)
         return _Key(index, _to_xyxy(self.state[0]), float(prob), self.segment,
-                    self._accept_points(points, gap, continuous))
-
-    def _accept_points(self, points: Optional[np.ndarray], gap: int, continuous: bool
-                       ) -> Optional[np.ndarray]:
-        """The subject's smoothed landmarks (5, 2) after a detection with
-        ``points`` (None: none, and the landmark track restarts)."""
-        if points is None:
-            self._points_state = None
-            return None
-        observed = np.asarray(points, np.float64).reshape(5, 2)
-        if continuous and self._points_state is not None:
-            position, velocity = self._points_state
-            self._points_state = filter_step(position + velocity * gap, velocity, observed,
-                                             gap, self.smoothing)
-        else:
-            self._points_state = (observed, np.zeros((5, 2)))
-        return self._points_state[0].copy()
+                    None if self._points_state is None else self._points_state[0].copy())
 
 
 class ShotCuts:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from end2you_visual import choices
 from end2you_visual.cli.main import cli
 from end2you_visual.errors import InputError
-from end2you_visual.face_settings import FaceSettings
+from end2you_visual.face_settings import NUMERIC_SETTINGS, FaceSettings
 from end2you_visual.ranges import COUNT, INDEX, NON_NEGATIVE, POSITIVE, WINDOW, Range
 from end2you_visual.training.config import CHOICES, RANGES, TrainConfig
 
@@ -114,7 +114,7 @@ def test_face_options_take_the_face_settings_ranges_and_choices(command):
         if meta["choices"] is not None:
             assert list(params[f.name].type.choices) == list(meta["choices"]), f.name
             checked += 1
-        elif f.type in (int, float):
+        elif f.name in NUMERIC_SETTINGS:
             assert isinstance(meta["range"], Range)
             assert meta["range"].integer == (f.type is int), f.name
             assert _same(params[f.name].type, meta["range"]), f.name

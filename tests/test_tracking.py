@@ -332,3 +332,11 @@ def test_the_main_subject_and_every_person_have_their_own_calls():
         FacePipeline(faces="all").process(np.zeros((1, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="all"):
         FacePipeline().people()
+
+
+@pytest.mark.parametrize("faces", ["main", "all"])
+@pytest.mark.parametrize("setting, value", [("acquire_prob", 5), ("match_distance", -1),
+                                            ("refresh_every", 0), ("search_every", -3)])
+def test_both_trackers_check_their_settings_alike(faces, setting, value):
+    with pytest.raises(InputError, match=setting):
+        FacePipeline(faces=faces, **{setting: value})

@@ -492,7 +492,7 @@ def resolve_auto(config: TrainConfig, label_kind: str, device_type: str,
     from ..scoring import head_for_kind  # scipy: imported when a run starts
 
     head = head_for_kind(label_kind, path) if config.head == "auto" else config.head
-    if head == "regression":
+    if head == "regression":  # inverse weighting and resampling: classification heads only
         _refuse_categorical_settings(config, path)
     loss = DEFAULT_LOSS[head] if config.loss == "auto" else config.loss
     if loss not in LOSSES_FOR_HEAD[head]:
@@ -505,8 +505,6 @@ def resolve_auto(config: TrainConfig, label_kind: str, device_type: str,
     weighting = config.label_weighting
     if weighting == "auto":
         weighting = "inverse" if loss == "bce" else "none"
-    if weighting == "inverse" and loss not in ("bce", "ce"):
-        raise InputError(path, f"label_weighting 'inverse' needs a bce or ce loss, not {loss!r}")
     augment = (head != "regression") if config.augment is None else bool(config.augment)
     precision = config.precision
     if precision == "auto":

@@ -145,16 +145,15 @@ class Distillation:
         the projection from ``student``'s embeddings when
         ``config.feature_weight``; what it did is added to ``notes``. The
         global random state is left as it was."""
-        part = cls(config, head=head, loss_fn=loss_fn, autocast=autocast)
         if not config.teacher:
-            return part
+            return cls(config, head=head, loss_fn=loss_fn, autocast=autocast)
         from ..zoo import resolve_model  # the zoo reads its registry: only when asked
 
         with torch.random.fork_rng(devices=[]):  # building it draws no numbers of the run
             teacher = resolve_model(config.teacher).model  # on the CPU until checked
-        part.columns = _check_teacher(teacher, config, head, label_names, frame_size,
-                                      audio_rate, device, notes)
-        part.record = {"name": str(config.teacher), "sha256": state_dict_sha256(teacher)}
+        columns = _check_teacher(teacher, config, head, label_names, frame_size, audio_rate,
+                                 device, notes)
+        record = {"name": str(config.teacher), "sha256": state_dict_sha256(teacher)}
         teacher = teacher.to(device).eval().requires_grad_(False)
         if config.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
@@ -162,10 +161,9 @@ class Distillation:
                      f"{teacher.label_names}): loss = {1 - config.distill_weight:g} x label "
                      f"loss + {config.distill_weight:g} x distillation loss, temperature "
                      f"{config.temperature:g}")
-        part.teacher = teacher
-        part.projection = part.projection_net = _make_projection(config, student, teacher,
-                                                                 device, notes)
-        return part
+        projection = _make_projection(config, student, teacher, device, notes)
+        return cls(config, head=head, loss_fn=loss_fn, autocast=autocast, teacher=teacher,
+                   record=record, columns=columns, projection=projection)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser trains besides the student: the projection's parameters."""

@@ -121,9 +121,7 @@ def prepare_data(config: TrainConfig, device: torch.device, dist: DistInfo,
     seq_labels = sequence_labels(train_set, cfg.skip_no_face)
     indices = list(range(len(train_set)))
     resample_report = None
-    if cfg.resample:
-        if head == "regression":
-            raise InputError(None, "resample is for categorical labels, not continuous ones")
+    if cfg.resample:  # a regression head with resample was refused by resolve_auto
         counts, frames = window_label_counts(train_set, seq_labels, columns)
         indices, resample_report = resample_windows(
             counts, frames, label_names, cfg.rare_threshold, cfg.resample_repeats,

@@ -207,7 +207,6 @@ class Trainer:
     stopped = _part_attribute("early_stopping", "stopped")
     history = _part_attribute("checkpointing", "history")
     teacher = _part_attribute("distillation", "teacher")
-    teacher_record = _part_attribute("distillation", "record")
     _teacher_columns = _part_attribute("distillation", "columns")
     projection = _part_attribute("distillation", "projection")
     projection_net = _part_attribute("distillation", "projection_net")
