@@ -45,7 +45,7 @@ def test(data: tuple[str, ...], model_name: str, out_dir: str, split: str, overw
     and score them when the data has labels."""
     from end2you_visual.testrun import run_test
 
-    result = run_test(model_name, data, out_dir, window=window or None, device=device,
+    result = run_test(model_name, data, out_dir, window=window, device=device,
                       include_no_face=not exclude_no_face, plot=plot, lanes=lanes,
                       precision=precision, end2you_fps=end2you_fps, progress=True,
                       overwrite=overwrite, split=split,

@@ -36,8 +36,8 @@ import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type,
-                    Union)
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional,
+                    Sequence, Tuple, Type, Union)
 
 import h5py
 import numpy as np
@@ -51,6 +51,10 @@ from .files import atomic_file, atomic_path, check_name_length, check_writable
 from .framing import Framing, file_framing, model_face_settings, resolve_face_settings
 from .ranges import check_number
 from .zoo import ResolvedModel, model_checksum, resolve_model
+
+if TYPE_CHECKING:
+    from .faces import FacePipeline
+    from .video import VideoInfo
 
 __all__ = ["FEATURES_FORMAT", "FORMATS", "DTYPES", "WRITERS", "ExtractResult",
            "extract_features", "output_path", "model_checksum"]
@@ -266,19 +270,29 @@ def _hdf5_chunks(source: PathLike, visual: Any, batch_size: int, device: torch.d
         file.close()
 
 
+def _video_pipeline(source: PathLike, visual: Any, device: torch.device,
+                    settings: FaceSettings) -> "Tuple[VideoInfo, FacePipeline]":
+    """The video's probe and the face pipeline cutting crops of the model's
+    input size for it (its frame size checked first: before MTCNN loads and
+    before any decoding)."""
+    from .faces import FacePipeline
+    from .video import probe_video
+
+    info = probe_video(str(source))
+    settings.check_frame_size(info.width, info.height, source)
+    return info, FacePipeline.from_settings(settings, info.fps,
+                                            size=int(visual.config["input_size"]),
+                                            device=device)
+
+
 def _video_chunks(source: PathLike, visual: Any, device: torch.device,
                   settings: FaceSettings) -> _Stream:
-    from .faces import FacePipeline
-    from .video import iter_frame_batches, probe_video
+    from .video import iter_frame_batches
 
-    batch_size = settings.batch_size
-    info = probe_video(str(source))
-    pipeline = FacePipeline.from_settings(settings, info.fps, size=int(visual.config["input_size"]),
-                                 device=device)
-    settings.check_frame_size(info.width, info.height, source)  # before any decoding
+    info, pipeline = _video_pipeline(source, visual, device, settings)
     yield {"label_names": [],
            "sequences": [(Path(source).stem, info.fps, None)]}
-    for start, frames in iter_frame_batches(str(source), batch_size):
+    for start, frames in iter_frame_batches(str(source), settings.batch_size):
         found = pipeline.process(frames)
         times = (start + np.arange(len(frames))) / info.fps
         yield (_embed(visual, found.crops, found.found, device), times, found.found.copy(),
@@ -292,14 +306,10 @@ def _people_chunks(source: PathLike, visual: Any, device: torch.device,
     rows where the person is not in view). The embeddings are held until
     the video's end (the people are known only then): (frames x features)
     float32 per person."""
-    from .faces import FacePipeline
     from .people import PersonSeries
-    from .video import iter_frame_batches, probe_video
+    from .video import iter_frame_batches
 
-    info = probe_video(str(source))
-    settings.check_frame_size(info.width, info.height, source)  # before any decoding
-    pipeline = FacePipeline.from_settings(settings, info.fps, size=int(visual.config["input_size"]),
-                                 device=device, faces="all")
+    info, pipeline = _video_pipeline(source, visual, device, settings)  # settings: faces="all"
     series, done = PersonSeries(visual.num_features), 0
     for _, frames in iter_frame_batches(str(source), settings.batch_size):
         for pid, faces in pipeline.track(frames).items():

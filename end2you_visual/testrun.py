@@ -284,9 +284,8 @@ def run_test(model: Union[PathLike, torch.nn.Module],
 
 def _select(files: Sequence[SequenceFile], split: str
             ) -> List[Tuple[SequenceFile, SequenceInfo]]:
-    """The ``(file, sequence)`` pairs of ``split`` (``"all"``: every one)."""
-    if split not in SPLITS:
-        raise InputError("--split", f"must be one of {list(SPLITS)}, got {split!r}")
+    """The ``(file, sequence)`` pairs of ``split`` (one of SPLITS, checked by
+    :func:`run_test`; ``"all"``: every one)."""
     sequences = [(f, info) for f in files for info in f.sequences]
     if split == "all":
         return sequences
